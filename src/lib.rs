@@ -1,0 +1,12 @@
+//! raftkv: a Raft-replicated key-value store with a leader lease.
+//!
+//! Module map (see docs/architecture.md): `raft` is the pure consensus core,
+//! `storage` the write-ahead log on disk, `kv` the replicated state machine,
+//! `server` the node that drives them with tokio, `observe` metrics and probes,
+//! `client` the Rust client, `ctl` the raftctl subcommands.
+
+pub mod pb {
+    //! Generated protobuf and gRPC code (proto/raftkv.proto).
+    tonic::include_proto!("raftkv.v1");
+}
+pub mod raft;
