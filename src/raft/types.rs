@@ -28,7 +28,7 @@ id_type!(
     LogIndex
 );
 id_type!(
-    /// A member's identity. 0 is reserved for "no node".
+    /// A member's identity: the StatefulSet ordinal (`raftkv-2` is node 2).
     NodeId
 );
 
