@@ -10,3 +10,4 @@ pub mod pb {
     tonic::include_proto!("raftkv.v1");
 }
 pub mod raft;
+pub mod storage;
