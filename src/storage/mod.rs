@@ -19,6 +19,8 @@ mod identity;
 mod record;
 mod recovery;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 mod wal;
 
 pub use codec::*;
