@@ -71,7 +71,10 @@ impl StateMachine {
     /// and returns the answer for the client (`index` set to `index`).
     ///
     /// An index at or below `applied_index()` is a caller bug (an entry applied
-    /// twice): it is refused with `INVALID` and changes nothing.
+    /// twice): it is refused with `INVALID` and changes nothing. Any other
+    /// entry advances the applied index, even when refused. A retry answered
+    /// from its session carries the index where the request was first applied
+    /// (the same answer as the first time, so a client never sees two).
     pub fn apply(&mut self, index: u64, proposal: &[u8]) -> pb::WriteResponse {
         if index <= self.applied_index {
             return respond(
@@ -90,14 +93,20 @@ impl StateMachine {
                 return respond(index, Outcome::Error(error::invalid(msg)));
             }
         };
-        self.time_ms = self.time_ms.max(proposal.stamp_ms);
-        self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
-        self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
-
         let Some(command) = proposal.command else {
             let msg = format!("entry {index} carries no command");
             return respond(index, Outcome::Error(error::invalid(msg)));
         };
+        // Checked before anything moves (even the clock): a refused entry
+        // changes nothing but the applied index. Not kept in the session: the
+        // same command is refused the same way when retried.
+        if let Err(e) = self.limits.check(&command) {
+            return respond(index, Outcome::Error(e));
+        }
+        self.time_ms = self.time_ms.max(proposal.stamp_ms);
+        self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
+        self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
+
         // Registering ignores any session it carries: it is how a client gets one.
         if let Some(Op::Register(_)) = command.op {
             self.sessions.register(index, self.time_ms);
@@ -119,11 +128,8 @@ impl StateMachine {
         response
     }
 
-    /// Runs one command (not Register) at the current time.
+    /// Runs one checked command (not Register) at the current time.
     fn execute(&mut self, command: pb::Command) -> Outcome {
-        if let Err(e) = self.limits.check(&command) {
-            return Outcome::Error(e);
-        }
         let t = self.time_ms;
         match command.op {
             Some(Op::Set(c)) => commands::set(&mut self.store, c.key, c.value),

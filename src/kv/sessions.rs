@@ -112,18 +112,17 @@ impl Sessions {
                 "the session of client {id} expired after an hour without requests; register again"
             )));
         }
-        if session.first_incomplete > session.seq {
-            return Admission::Refuse(invalid(format!(
-                "request {} of client {id} claims first_incomplete {}, above itself",
-                session.seq, session.first_incomplete
-            )));
-        }
         let mut client = self.remove(id).expect("looked up above");
         client.last_active_ms = client.last_active_ms.max(now_ms);
         let admission = if session.seq < client.first_incomplete {
             Admission::Refuse(session_expired(format!(
                 "request {} of client {id} is below its first incomplete request {}; its answer was discarded",
                 session.seq, client.first_incomplete
+            )))
+        } else if session.first_incomplete > session.seq {
+            Admission::Refuse(invalid(format!(
+                "request {} of client {id} claims first_incomplete {}, above itself",
+                session.seq, session.first_incomplete
             )))
         } else {
             if session.first_incomplete > client.first_incomplete {
@@ -164,7 +163,7 @@ impl Sessions {
         }
     }
 
-    /// Rebuilds the table from a snapshot's clients (in any order).
+    /// Adds (or replaces) a client; also how a snapshot rebuilds the table.
     pub fn insert(&mut self, client_id: u64, client: Client) {
         self.remove(client_id);
         self.by_activity.insert((client.last_active_ms, client_id));

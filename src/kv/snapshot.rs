@@ -209,3 +209,82 @@ fn restore_sessions(records: Vec<SessionRecord>, applied: u64) -> Result<Session
     }
     Ok(sessions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(body: &SnapshotBody) -> Vec<u8> {
+        let body = body.encode_to_vec();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn item(key: &str) -> ItemRecord {
+        ItemRecord {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::new(),
+            deadline_ms: None,
+        }
+    }
+
+    fn session(client_id: u64, first_incomplete: u64, seqs: &[u64]) -> SessionRecord {
+        SessionRecord {
+            client_id,
+            first_incomplete,
+            last_active_ms: 0,
+            responses: seqs
+                .iter()
+                .map(|&seq| KeptResponse {
+                    seq,
+                    response: Some(WriteResponse::default()),
+                })
+                .collect(),
+        }
+    }
+
+    fn restore(items: Vec<ItemRecord>, sessions: Vec<SessionRecord>) -> Result<(), String> {
+        let body = SnapshotBody {
+            applied_index: 10,
+            time_ms: 0,
+            items,
+            sessions,
+        };
+        StateMachine::restore(Limits::default(), &framed(&body))
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn well_formed_body_restores() {
+        restore(
+            vec![item("a"), item("b")],
+            vec![session(3, 2, &[2, 5]), session(7, 0, &[])],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn broken_invariants_are_refused() {
+        assert!(restore(vec![item("")], vec![]).is_err());
+        assert!(restore(vec![item("b"), item("a")], vec![]).is_err());
+        assert!(restore(vec![item("a"), item("a")], vec![]).is_err());
+        assert!(restore(vec![], vec![session(0, 0, &[])]).is_err());
+        assert!(
+            restore(vec![], vec![session(11, 0, &[])]).is_err(),
+            "above applied"
+        );
+        assert!(restore(vec![], vec![session(5, 0, &[]), session(3, 0, &[])]).is_err());
+        assert!(
+            restore(vec![], vec![session(5, 3, &[2])]).is_err(),
+            "below first_incomplete"
+        );
+        assert!(restore(vec![], vec![session(5, 0, &[4, 4])]).is_err());
+        let mut no_response = session(5, 0, &[1]);
+        no_response.responses[0].response = None;
+        assert!(restore(vec![], vec![no_response]).is_err());
+    }
+}
