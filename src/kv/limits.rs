@@ -11,6 +11,10 @@ use crate::pb::{Command, KvError, command::Op};
 
 /// Size limits for keys and values. The defaults are those of the design:
 /// keys up to 4 KiB, values up to 1 MiB.
+///
+/// Every replica of a cluster must use the same limits: `apply` enforces
+/// them, so replicas with different limits would answer an entry differently
+/// and diverge. (A snapshot is restored whatever the limits, see `restore`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest key accepted, in bytes. Empty keys are always refused.
