@@ -9,4 +9,6 @@ pub mod pb {
     //! Generated protobuf and gRPC code (proto/raftkv.proto).
     tonic::include_proto!("raftkv.v1");
 }
+pub mod kv;
 pub mod raft;
+pub mod storage;

@@ -1,0 +1,89 @@
+//! Size limits on keys and values.
+//!
+//! Checked twice: by the leader before proposing (`StateMachine::validate`,
+//! so clients get a fast, clear refusal) and again in `apply` (so an entry
+//! that slipped past a leader with other limits, or a hand-crafted one, is
+//! refused identically on every replica instead of corrupting state).
+
+use super::error::kv_error;
+use crate::pb::kv_error::Code;
+use crate::pb::{Command, KvError, command::Op};
+
+/// Size limits for keys and values. The defaults are those of the design:
+/// keys up to 4 KiB, values up to 1 MiB.
+///
+/// Every replica of a cluster must use the same limits: `apply` enforces
+/// them, so replicas with different limits would answer an entry differently
+/// and diverge. (A snapshot is restored whatever the limits, see `restore`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key accepted, in bytes. Empty keys are always refused.
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes (also bounds CAS's expected value).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_key_bytes: 4096,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses a command whose key or value breaks a limit, or that carries
+    /// no operation at all.
+    pub(crate) fn check(&self, cmd: &Command) -> Result<(), KvError> {
+        match cmd.op.as_ref() {
+            None => Err(super::error::invalid("command carries no operation")),
+            Some(Op::Set(c)) => {
+                self.check_key(&c.key)?;
+                self.check_value(&c.value)
+            }
+            Some(Op::Del(c)) => self.check_key(&c.key),
+            Some(Op::Incr(c)) => self.check_key(&c.key),
+            Some(Op::Expire(c)) => self.check_key(&c.key),
+            Some(Op::Cas(c)) => {
+                self.check_key(&c.key)?;
+                if let Some(expected) = &c.expected {
+                    self.check_value(expected)?;
+                }
+                self.check_value(&c.value)
+            }
+            Some(Op::Register(_)) => Ok(()),
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
+        if key.is_empty() {
+            return Err(kv_error(Code::EmptyKey, "the key is empty"));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(kv_error(
+                Code::KeyTooLarge,
+                format!(
+                    "the key is {} bytes; the limit is {} bytes",
+                    key.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
+        if value.len() > self.max_value_bytes {
+            return Err(kv_error(
+                Code::ValueTooLarge,
+                format!(
+                    "the value is {} bytes; the limit is {} bytes",
+                    value.len(),
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The replicated key-value state machine: pure and deterministic.
+//!
+//! Every replica applies the same committed entries in the same order and
+//! must end in the same state, so nothing here reads a clock, a random number
+//! or iterates a hash map. Time is the maximum `stamp_ms` of the proposals
+//! applied so far (the leaders' wall clocks), which never runs backwards; a
+//! key expires when that time reaches its deadline. Expired keys are dropped
+//! lazily when a command touches them and by a bounded sweep on every entry;
+//! reads treat them as absent from the deadline on in any case.
+//!
+//! Refusals (limits, non-integers, expired sessions, malformed entries) are
+//! answers, not failures: the entry still counts as applied, nothing else
+//! changes, and every replica answers the same.
+
+mod commands;
+mod error;
+mod limits;
+mod sessions;
+mod snapshot;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use crate::pb::KvError;
+pub use limits::Limits;
+pub use sessions::{MAX_KEPT_RESPONSES, MAX_SESSIONS, SESSION_TIMEOUT_MS};
+
+use crate::pb::command::Op;
+use crate::pb::write_response::Result as Outcome;
+use crate::pb::{self, GetResponse, Proposal, RegisterResult, TtlResponse, WriteResponse};
+use bytes::Bytes;
+use prost::Message;
+use sessions::{Admission, Sessions};
+use store::Store;
+
+/// Most expired keys (and, separately, idle sessions) removed per applied
+/// entry. Each entry sets at most one deadline, so this keeps up with any
+/// steady state while bounding the work of one entry after a burst.
+const SWEEP_PER_APPLY: usize = 64;
+
+/// The key-value state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateMachine {
+    limits: Limits,
+    store: Store,
+    sessions: Sessions,
+    /// State-machine time: the largest proposal stamp applied (ms since epoch).
+    time_ms: u64,
+    applied_index: u64,
+}
+
+impl StateMachine {
+    /// An empty state machine that has applied nothing.
+    pub fn new(limits: Limits) -> StateMachine {
+        StateMachine {
+            limits,
+            store: Store::default(),
+            sessions: Sessions::default(),
+            time_ms: 0,
+            applied_index: 0,
+        }
+    }
+
+    /// Checks a command against the limits before the leader proposes it, so
+    /// a client gets a clear refusal without a trip through the log.
+    pub fn validate(&self, cmd: &pb::Command) -> Result<(), pb::KvError> {
+        self.limits.check(cmd)
+    }
+
+    /// Applies the committed entry at `index` whose bytes are a `pb::Proposal`
+    /// and returns the answer for the client (`index` set to `index`).
+    ///
+    /// An index at or below `applied_index()` is a caller bug (an entry applied
+    /// twice): it is refused with `INVALID` and changes nothing. Any other
+    /// entry advances the applied index, even when refused. A retry answered
+    /// from its session carries the index where the request was first applied
+    /// (the same answer as the first time, so a client never sees two).
+    pub fn apply(&mut self, index: u64, proposal: &[u8]) -> pb::WriteResponse {
+        if index <= self.applied_index {
+            return respond(
+                index,
+                Outcome::Error(error::invalid(format!(
+                    "entry {index} is at or below the applied index {}",
+                    self.applied_index
+                ))),
+            );
+        }
+        self.applied_index = index;
+        let proposal = match Proposal::decode(proposal) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("entry {index} is not a valid proposal: {e}");
+                return respond(index, Outcome::Error(error::invalid(msg)));
+            }
+        };
+        let Some(command) = proposal.command else {
+            let msg = format!("entry {index} carries no command");
+            return respond(index, Outcome::Error(error::invalid(msg)));
+        };
+        // Checked before anything moves (even the clock): a refused entry
+        // changes nothing but the applied index. Not kept in the session: the
+        // same command is refused the same way when retried.
+        if let Err(e) = self.limits.check(&command) {
+            return respond(index, Outcome::Error(e));
+        }
+        self.time_ms = self.time_ms.max(proposal.stamp_ms);
+        self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
+        self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
+
+        // Registering ignores any session it carries: it is how a client gets one.
+        if let Some(Op::Register(_)) = command.op {
+            self.sessions.register(index, self.time_ms);
+            let result = RegisterResult { client_id: index };
+            return respond(index, Outcome::Register(result));
+        }
+        let session = proposal.session.filter(|s| s.client_id != 0);
+        if let Some(session) = &session {
+            match self.sessions.admit(session, self.time_ms) {
+                Admission::Apply => {}
+                Admission::Replay(response) => return response,
+                Admission::Refuse(e) => return respond(index, Outcome::Error(e)),
+            }
+        }
+        let response = respond(index, self.execute(command));
+        if let Some(session) = &session {
+            self.sessions.record(session, &response);
+        }
+        response
+    }
+
+    /// Runs one checked command (not Register) at the current time.
+    fn execute(&mut self, command: pb::Command) -> Outcome {
+        let t = self.time_ms;
+        match command.op {
+            Some(Op::Set(c)) => commands::set(&mut self.store, c.key, c.value),
+            Some(Op::Del(c)) => commands::del(&mut self.store, &c.key, t),
+            Some(Op::Incr(c)) => commands::incr(&mut self.store, c.key, t),
+            Some(Op::Expire(c)) => commands::expire(&mut self.store, c.key, c.seconds, t),
+            Some(Op::Cas(c)) => commands::cas(&mut self.store, c, t),
+            // Unreachable: `check` refuses a missing op and apply handles Register.
+            None | Some(Op::Register(_)) => Outcome::Error(error::invalid("no operation")),
+        }
+    }
+
+    /// The value of `key` as of the applied entries, treating a key whose
+    /// deadline is at or before `max(now_ms, state-machine time)` as absent.
+    /// `now_ms` is the serving leader's wall clock: time may pass without
+    /// entries, and a read must not return a key the clock says is gone.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> pb::GetResponse {
+        match self.store.live(key, self.read_time(now_ms)) {
+            Some(item) => GetResponse {
+                found: true,
+                value: item.value.clone(),
+            },
+            None => GetResponse {
+                found: false,
+                value: Bytes::new(),
+            },
+        }
+    }
+
+    /// Whether `key` exists at `max(now_ms, state-machine time)` and the whole
+    /// seconds left before it expires, rounded up (so a live key never reports
+    /// 0); `seconds` is `None` for a key without expiry.
+    pub fn ttl(&self, key: &[u8], now_ms: u64) -> pb::TtlResponse {
+        let t = self.read_time(now_ms);
+        match self.store.live(key, t) {
+            Some(item) => TtlResponse {
+                found: true,
+                seconds: item.deadline.map(|d| (d - t).div_ceil(1000)),
+            },
+            None => TtlResponse {
+                found: false,
+                seconds: None,
+            },
+        }
+    }
+
+    fn read_time(&self, now_ms: u64) -> u64 {
+        self.time_ms.max(now_ms)
+    }
+
+    /// Number of stored keys. Keys past their deadline that the sweep has not
+    /// removed yet are counted (they are never returned by reads).
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no key is stored (see [`StateMachine::len`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index of the last entry applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+}
+
+fn respond(index: u64, outcome: Outcome) -> WriteResponse {
+    WriteResponse {
+        result: Some(outcome),
+        index,
+    }
+}

@@ -1,0 +1,290 @@
+//! The snapshot encoding of the state machine.
+//!
+//! Layout: `b"RKVS"`, format version (u32 LE), CRC-32C of the body (u32 LE),
+//! then the body, a protobuf `SnapshotBody`. The body lists keys and sessions
+//! in ascending order, so the same state always encodes to the same bytes
+//! (replicas can compare snapshots byte for byte). The messages are private:
+//! the snapshot is only ever read back by this module. A new layout gets a
+//! new version; `restore` refuses versions it does not know.
+
+use super::error::invalid;
+use super::sessions::{Client, MAX_KEPT_RESPONSES, MAX_SESSIONS, Sessions};
+use super::store::{Item, Store};
+use super::{Limits, StateMachine};
+use crate::pb::{KvError, WriteResponse};
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+
+const MAGIC: &[u8; 4] = b"RKVS";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 12;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotBody {
+    #[prost(uint64, tag = "1")]
+    applied_index: u64,
+    #[prost(uint64, tag = "2")]
+    time_ms: u64,
+    #[prost(message, repeated, tag = "3")]
+    items: Vec<ItemRecord>,
+    #[prost(message, repeated, tag = "4")]
+    sessions: Vec<SessionRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ItemRecord {
+    #[prost(bytes = "bytes", tag = "1")]
+    key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    value: Bytes,
+    #[prost(uint64, optional, tag = "3")]
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionRecord {
+    #[prost(uint64, tag = "1")]
+    client_id: u64,
+    #[prost(uint64, tag = "2")]
+    first_incomplete: u64,
+    #[prost(uint64, tag = "3")]
+    last_active_ms: u64,
+    #[prost(message, repeated, tag = "4")]
+    responses: Vec<KeptResponse>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeptResponse {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(message, optional, tag = "2")]
+    response: Option<WriteResponse>,
+}
+
+impl StateMachine {
+    /// Encodes the whole state (keys, values, deadlines, clock, sessions and
+    /// applied index) deterministically; see the module docs for the layout.
+    pub fn snapshot(&self) -> Bytes {
+        let body = SnapshotBody {
+            applied_index: self.applied_index,
+            time_ms: self.time_ms,
+            items: self.store.iter().map(item_record).collect(),
+            sessions: self.sessions.iter().map(session_record).collect(),
+        }
+        .encode_to_vec();
+        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+        out.put_slice(MAGIC);
+        out.put_u32_le(VERSION);
+        out.put_u32_le(crc32c::crc32c(&body));
+        out.put_slice(&body);
+        out.freeze()
+    }
+
+    /// Rebuilds exactly the state that `snapshot` encoded, after checking the
+    /// header, checksum and invariants (sorted unique keys and sessions, kept
+    /// answers at or above their client's `first_incomplete`). Errors have
+    /// code `INVALID`. Keys and values are not checked against `limits`:
+    /// they were accepted under the limits of their time, and refusing them
+    /// now would leave this replica unable to catch up.
+    pub fn restore(limits: Limits, data: &[u8]) -> Result<StateMachine, KvError> {
+        let body = check_header(data)?;
+        let body = SnapshotBody::decode(body)
+            .map_err(|e| invalid(format!("snapshot body does not decode: {e}")))?;
+        let mut sm = StateMachine::new(limits);
+        sm.applied_index = body.applied_index;
+        sm.time_ms = body.time_ms;
+        sm.store = restore_store(body.items)?;
+        sm.sessions = restore_sessions(body.sessions, body.applied_index)?;
+        Ok(sm)
+    }
+}
+
+fn check_header(data: &[u8]) -> Result<&[u8], KvError> {
+    if data.len() < HEADER_LEN || &data[..4] != MAGIC {
+        return Err(invalid("not a raftkv state machine snapshot"));
+    }
+    let version = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(invalid(format!(
+            "snapshot format version {version} is not supported (this build reads {VERSION})"
+        )));
+    }
+    let crc = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let body = &data[HEADER_LEN..];
+    if crc32c::crc32c(body) != crc {
+        return Err(invalid("snapshot checksum mismatch: the data is corrupt"));
+    }
+    Ok(body)
+}
+
+fn item_record((key, item): (&Bytes, &Item)) -> ItemRecord {
+    ItemRecord {
+        key: key.clone(),
+        value: item.value.clone(),
+        deadline_ms: item.deadline,
+    }
+}
+
+fn session_record((client_id, client): (&u64, &Client)) -> SessionRecord {
+    SessionRecord {
+        client_id: *client_id,
+        first_incomplete: client.first_incomplete,
+        last_active_ms: client.last_active_ms,
+        responses: client
+            .responses
+            .iter()
+            .map(|(seq, response)| KeptResponse {
+                seq: *seq,
+                response: Some(response.clone()),
+            })
+            .collect(),
+    }
+}
+
+fn restore_store(items: Vec<ItemRecord>) -> Result<Store, KvError> {
+    let mut store = Store::default();
+    let mut previous: Option<Bytes> = None;
+    for record in items {
+        if record.key.is_empty() {
+            return Err(invalid("snapshot holds an empty key"));
+        }
+        if previous.as_ref().is_some_and(|p| *p >= record.key) {
+            return Err(invalid("snapshot keys are not in strictly ascending order"));
+        }
+        previous = Some(record.key.clone());
+        let item = Item {
+            value: record.value,
+            deadline: record.deadline_ms,
+        };
+        store.insert(record.key, item);
+    }
+    Ok(store)
+}
+
+fn restore_sessions(records: Vec<SessionRecord>, applied: u64) -> Result<Sessions, KvError> {
+    if records.len() > MAX_SESSIONS {
+        return Err(invalid(format!(
+            "snapshot holds {} sessions; at most {MAX_SESSIONS} are kept",
+            records.len()
+        )));
+    }
+    let mut sessions = Sessions::default();
+    let mut previous = 0;
+    for record in records {
+        let id = record.client_id;
+        if id <= previous || id > applied {
+            return Err(invalid(format!(
+                "snapshot session {id} is out of order or not a log index at or below {applied}"
+            )));
+        }
+        previous = id;
+        if record.responses.len() > MAX_KEPT_RESPONSES {
+            return Err(invalid(format!(
+                "snapshot session {id} keeps too many answers"
+            )));
+        }
+        let mut client = Client {
+            first_incomplete: record.first_incomplete,
+            last_active_ms: record.last_active_ms,
+            responses: Default::default(),
+        };
+        for kept in record.responses {
+            let above_previous = client
+                .responses
+                .last_key_value()
+                .is_none_or(|(seq, _)| *seq < kept.seq);
+            match kept.response {
+                Some(response) if above_previous && kept.seq >= client.first_incomplete => {
+                    client.responses.insert(kept.seq, response);
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "snapshot session {id} has an invalid kept answer (seq {})",
+                        kept.seq
+                    )));
+                }
+            }
+        }
+        sessions.insert(id, client);
+    }
+    Ok(sessions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(body: &SnapshotBody) -> Vec<u8> {
+        let body = body.encode_to_vec();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn item(key: &str) -> ItemRecord {
+        ItemRecord {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::new(),
+            deadline_ms: None,
+        }
+    }
+
+    fn session(client_id: u64, first_incomplete: u64, seqs: &[u64]) -> SessionRecord {
+        SessionRecord {
+            client_id,
+            first_incomplete,
+            last_active_ms: 0,
+            responses: seqs
+                .iter()
+                .map(|&seq| KeptResponse {
+                    seq,
+                    response: Some(WriteResponse::default()),
+                })
+                .collect(),
+        }
+    }
+
+    fn restore(items: Vec<ItemRecord>, sessions: Vec<SessionRecord>) -> Result<(), String> {
+        let body = SnapshotBody {
+            applied_index: 10,
+            time_ms: 0,
+            items,
+            sessions,
+        };
+        StateMachine::restore(Limits::default(), &framed(&body))
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn well_formed_body_restores() {
+        restore(
+            vec![item("a"), item("b")],
+            vec![session(3, 2, &[2, 5]), session(7, 0, &[])],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn broken_invariants_are_refused() {
+        assert!(restore(vec![item("")], vec![]).is_err());
+        assert!(restore(vec![item("b"), item("a")], vec![]).is_err());
+        assert!(restore(vec![item("a"), item("a")], vec![]).is_err());
+        assert!(restore(vec![], vec![session(0, 0, &[])]).is_err());
+        assert!(
+            restore(vec![], vec![session(11, 0, &[])]).is_err(),
+            "above applied"
+        );
+        assert!(restore(vec![], vec![session(5, 0, &[]), session(3, 0, &[])]).is_err());
+        assert!(
+            restore(vec![], vec![session(5, 3, &[2])]).is_err(),
+            "below first_incomplete"
+        );
+        assert!(restore(vec![], vec![session(5, 0, &[4, 4])]).is_err());
+        let mut no_response = session(5, 0, &[1]);
+        no_response.responses[0].response = None;
+        assert!(restore(vec![], vec![no_response]).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Keys, values and deadlines, with an index of deadlines for the sweep.
+//!
+//! Both maps are ordered (`BTreeMap`/`BTreeSet`) so that iteration, and so
+//! the snapshot encoding and the order in which the sweep removes keys, is
+//! the same on every replica. Every operation is O(log n).
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One stored value and its expiry deadline (state-machine milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub value: Bytes,
+    pub deadline: Option<u64>,
+}
+
+impl Item {
+    /// A key is absent from the moment its deadline is reached.
+    pub fn live_at(&self, t: u64) -> bool {
+        self.deadline.is_none_or(|d| d > t)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Store {
+    data: BTreeMap<Bytes, Item>,
+    /// `(deadline, key)` for every item with a deadline: the sweep pops the
+    /// earliest deadlines without scanning the whole key space.
+    expiry: BTreeSet<(u64, Bytes)>,
+}
+
+impl Store {
+    /// The item under `key` if it has not expired at time `t`.
+    pub fn live(&self, key: &[u8], t: u64) -> Option<&Item> {
+        self.data.get(key).filter(|item| item.live_at(t))
+    }
+
+    /// Removes `key` if its deadline has passed at `t` (the lazy half of
+    /// expiry), so a write never sees or resurrects an expired value.
+    pub fn expire_if_due(&mut self, key: &[u8], t: u64) {
+        if self.data.get(key).is_some_and(|item| !item.live_at(t)) {
+            self.remove(key);
+        }
+    }
+
+    /// Stores `item` under `key`, replacing any previous item and deadline.
+    pub fn insert(&mut self, key: Bytes, item: Item) {
+        if let Some(old_deadline) = self.data.get(&key).and_then(|old| old.deadline) {
+            self.expiry.remove(&(old_deadline, key.clone()));
+        }
+        if let Some(deadline) = item.deadline {
+            self.expiry.insert((deadline, key.clone()));
+        }
+        self.data.insert(key, item);
+    }
+
+    /// Removes `key`, returning its item.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Item> {
+        let (key, item) = self.data.remove_entry(key)?;
+        if let Some(deadline) = item.deadline {
+            self.expiry.remove(&(deadline, key));
+        }
+        Some(item)
+    }
+
+    /// Removes up to `max` items whose deadline is at or before `t`, earliest
+    /// first; returns how many it removed. Bounded so that one entry never
+    /// stalls apply when many keys expire together; the remainder is swept by
+    /// the following entries (and reads treat them as absent meanwhile).
+    pub fn sweep(&mut self, t: u64, max: usize) -> usize {
+        let mut removed = 0;
+        while removed < max {
+            match self.expiry.first() {
+                Some((deadline, _)) if *deadline <= t => {
+                    let (_, key) = self.expiry.pop_first().expect("first() was Some");
+                    self.data.remove(&key);
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        removed
+    }
+
+    /// Number of stored keys, including expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Items in key order (for the snapshot).
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
+        self.data.iter()
+    }
+}

@@ -1,0 +1,156 @@
+//! Exactly-once sessions.
+
+use super::*;
+use crate::kv::{MAX_KEPT_RESPONSES, SESSION_TIMEOUT_MS};
+
+#[test]
+fn retried_incr_applies_once() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    let first = h.apply_as(c, 1, 1, 0, incr("n"));
+    assert_eq!(incr_value(&first), 1);
+    // The retry (e.g. after a leader change) lands at a later index.
+    let retry = h.apply_as(c, 1, 1, 0, incr("n"));
+    assert_eq!(retry, first);
+    assert_eq!(h.get("n", 0), Some("1".into()));
+    assert_eq!(incr_value(&h.apply_as(c, 2, 2, 0, incr("n"))), 2);
+}
+
+#[test]
+fn out_of_order_concurrent_requests() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    // Requests 1..=3 in flight; applied 3, 1, 2, then all retried.
+    let r3 = h.apply_as(c, 3, 1, 0, incr("n"));
+    let r1 = h.apply_as(c, 1, 1, 0, incr("n"));
+    let r2 = h.apply_as(c, 2, 1, 0, incr("n"));
+    assert_eq!(
+        [incr_value(&r3), incr_value(&r1), incr_value(&r2)],
+        [1, 2, 3]
+    );
+    assert_eq!(h.apply_as(c, 2, 1, 0, incr("n")), r2);
+    assert_eq!(h.apply_as(c, 1, 1, 0, incr("n")), r1);
+    assert_eq!(h.apply_as(c, 3, 1, 0, incr("n")), r3);
+    assert_eq!(h.get("n", 0), Some("3".into()));
+}
+
+#[test]
+fn acknowledged_answers_are_dropped_and_expire() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    h.apply_as(c, 1, 1, 0, incr("n"));
+    h.apply_as(c, 2, 1, 0, incr("n"));
+    // Request 3 says 1 and 2 were answered: their answers are dropped.
+    h.apply_as(c, 3, 3, 0, incr("n"));
+    assert_eq!(
+        error_code(&h.apply_as(c, 1, 3, 0, incr("n"))),
+        Code::SessionExpired
+    );
+    assert_eq!(
+        error_code(&h.apply_as(c, 2, 1, 0, incr("n"))),
+        Code::SessionExpired
+    );
+    assert_eq!(h.get("n", 0), Some("3".into()));
+}
+
+#[test]
+fn refused_answers_are_kept_too() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    h.apply(0, set("t", "text"));
+    let first = h.apply_as(c, 1, 1, 0, incr("t"));
+    assert_eq!(error_code(&first), Code::NotAnInteger);
+    h.apply(0, set("t", "7"));
+    // The retry gets the original refusal, not a fresh INCR of 7.
+    assert_eq!(h.apply_as(c, 1, 1, 0, incr("t")), first);
+    assert_eq!(h.get("t", 0), Some("7".into()));
+}
+
+#[test]
+fn unknown_client_is_refused() {
+    let mut h = Harness::new();
+    h.apply(0, set("a", "1"));
+    let r = h.apply_as(1, 1, 1, 0, incr("n"));
+    assert_eq!(error_code(&r), Code::SessionExpired);
+    assert_eq!(h.get("n", 0), None);
+    // Client 0 means "no session": applied directly, every time.
+    h.apply_as(0, 1, 1, 0, incr("n"));
+    h.apply_as(0, 1, 1, 0, incr("n"));
+    assert_eq!(h.get("n", 0), Some("2".into()));
+}
+
+#[test]
+fn first_incomplete_above_seq_is_invalid() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    assert_eq!(
+        error_code(&h.apply_as(c, 2, 3, 0, incr("n"))),
+        Code::Invalid
+    );
+    assert_eq!(h.get("n", 0), None);
+}
+
+#[test]
+fn idle_sessions_expire_after_an_hour_of_state_machine_time() {
+    let mut h = Harness::new();
+    let idle = h.register(0);
+    let busy = h.register(0);
+    h.apply_as(busy, 1, 1, SESSION_TIMEOUT_MS - 1, incr("n"));
+    // `idle` is gone from the deadline on, even without a sweep reaching it.
+    let r = h.apply_as(idle, 1, 1, SESSION_TIMEOUT_MS, incr("n"));
+    assert_eq!(error_code(&r), Code::SessionExpired);
+    assert!(!h.sm.sessions.contains(idle));
+    assert_eq!(
+        incr_value(&h.apply_as(busy, 2, 2, SESSION_TIMEOUT_MS, incr("n"))),
+        2
+    );
+    // The sweep removes it with no request of its own.
+    h.apply(2 * SESSION_TIMEOUT_MS, set("x", "y"));
+    assert!(!h.sm.sessions.contains(busy));
+    assert_eq!(h.sm.sessions.len(), 0);
+}
+
+#[test]
+fn least_recently_active_session_is_evicted_at_the_cap() {
+    let mut h = Harness::new();
+    h.sm.sessions.set_cap(3);
+    let a = h.register(0);
+    let b_ = h.register(0);
+    let c = h.register(0);
+    h.apply_as(a, 1, 1, 10, incr("n")); // a is now the most recent
+    let d = h.register(20); // evicts b (older activity than c; same time as c → lower id)
+    assert!(!h.sm.sessions.contains(b_));
+    assert!(h.sm.sessions.contains(a) && h.sm.sessions.contains(c) && h.sm.sessions.contains(d));
+    assert_eq!(
+        error_code(&h.apply_as(b_, 1, 1, 20, incr("n"))),
+        Code::SessionExpired
+    );
+    assert_eq!(h.get("n", 0), Some("1".into()));
+}
+
+#[test]
+fn kept_answers_per_client_are_bounded() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    let total = MAX_KEPT_RESPONSES as u64 + 5;
+    for seq in 1..=total {
+        // Never acknowledges anything.
+        h.apply_as(c, seq, 1, 0, incr("n"));
+    }
+    // The oldest five answers were forgotten: refused, never re-applied.
+    for seq in 1..=5 {
+        assert_eq!(
+            error_code(&h.apply_as(c, seq, 1, 0, incr("n"))),
+            Code::SessionExpired
+        );
+    }
+    assert_eq!(incr_value(&h.apply_as(c, 6, 1, 0, incr("n"))), 6);
+    assert_eq!(h.get("n", 0), Some(total.to_string()));
+}
+
+#[test]
+fn register_ignores_a_carried_session() {
+    let mut h = Harness::new();
+    let r = h.apply_as(999, 1, 1, 0, register());
+    assert!(matches!(r.result, Some(Outcome::Register(ref g)) if g.client_id == 1));
+}
