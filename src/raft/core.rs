@@ -16,7 +16,7 @@ use super::{
 };
 
 /// What a node had on disk when it (re)started; empty for a brand-new node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,

@@ -301,18 +301,13 @@ impl RaftLog {
         self.snapshot().expect("just set")
     }
 
-    /// A follower installs the leader's snapshot. Entries after it are kept
-    /// if the log agrees with the snapshot's last entry.
+    /// A follower installs the leader's snapshot and drops its whole log:
+    /// the leader resends what follows, and storage can simply discard its
+    /// log too (no need to decide which suffix still agrees).
     pub fn install(&mut self, snap: Snapshot) {
         let last = snap.meta.last;
-        if self.term_at(last.index) == Some(last.term) && last.index <= self.last_index() {
-            let drop = (last.index.0 - self.snapshot.last.index.0) as usize;
-            self.entries.drain(..drop);
-            self.configs.retain(|(i, _)| *i > last.index);
-        } else {
-            self.entries.clear();
-            self.configs.clear();
-        }
+        self.entries.clear();
+        self.configs.clear();
         self.snapshot = snap.meta.clone();
         self.snapshot_data = Some(snap.data.clone());
         self.committed = self.committed.max(last.index);
@@ -407,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn install_discards_a_disagreeing_log() {
+    fn install_discards_the_log() {
         let mut log = log_with(&[1, 1, 1]);
         log.install(Snapshot {
             meta: SnapshotMeta {

@@ -160,8 +160,9 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Persist; replaces any stored entries from `entries[0].index()` on.
     pub entries: Vec<Entry>,
-    /// A snapshot received from the leader: persist it and restore the state
-    /// machine from it before applying `committed`.
+    /// A snapshot received from the leader: persist it, discard the stored
+    /// log (the core dropped its own), and restore the state machine from it
+    /// before applying `committed`.
     pub snapshot: Option<Snapshot>,
     /// Send only after the above are durable (votes and acknowledgements depend on them).
     pub messages: Vec<Message>,
