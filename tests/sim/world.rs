@@ -28,6 +28,8 @@ pub struct Options {
     pub drift_beyond_bound: bool,
     pub fault_phase: Duration,
     pub settle_phase: Duration,
+    /// Longest gap between two faults.
+    pub max_fault_gap: Duration,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             drift_beyond_bound: false,
             fault_phase: Duration::from_secs(3),
             settle_phase: Duration::from_secs(6),
+            max_fault_gap: Duration::from_millis(250),
         }
     }
 }
@@ -466,7 +469,13 @@ impl World {
             node.lease_real_expiry = None;
             node.busy_until = 0;
             self.log(format!("n{id} CRASHES (unsynced writes lost)"));
-            let d = self.rng.random_range(50..600) * MS;
+            // Quick restarts matter: a restarted voter has forgotten which
+            // leader it heard from, and votes at once.
+            let d = if self.rng.random_bool(0.5) {
+                self.rng.random_range(5..80) * MS
+            } else {
+                self.rng.random_range(50..600) * MS
+            };
             self.schedule(d, Ev::Restart(id));
         }
     }
@@ -532,7 +541,8 @@ impl World {
             Ev::Fault => {
                 if self.faults_on {
                     self.inject_fault();
-                    let d = self.rng.random_range(30..250) * MS;
+                    let max = (self.opts.max_fault_gap.as_millis() as u64).max(11);
+                    let d = self.rng.random_range(10..max) * MS;
                     self.schedule(d, Ev::Fault);
                 }
                 Ok(())
@@ -1024,8 +1034,22 @@ impl World {
                     let _ = self.after_input(l);
                 }
             }
-            80..=94 => self.membership_fault(leader),
-            _ => {}
+            80..=89 => self.membership_fault(leader),
+            _ => {
+                // Cut a single link, one way or both: one node stops hearing
+                // the leader while the others still do.
+                let (a, b) = (
+                    leader.unwrap_or_else(|| pick(&mut self.rng)),
+                    pick(&mut self.rng),
+                );
+                if a != b {
+                    self.blocked.insert((a, b));
+                    if self.rng.random_bool(0.5) {
+                        self.blocked.insert((b, a));
+                    }
+                    self.log(format!("CUT link n{a} -> n{b}"));
+                }
+            }
         }
     }
 
