@@ -10,4 +10,6 @@ pub mod pb {
     tonic::include_proto!("raftkv.v1");
 }
 pub mod kv;
+pub mod observe;
 pub mod raft;
+pub mod server;
