@@ -9,4 +9,5 @@ pub mod pb {
     //! Generated protobuf and gRPC code (proto/raftkv.proto).
     tonic::include_proto!("raftkv.v1");
 }
+pub mod client;
 pub mod raft;
