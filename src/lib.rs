@@ -14,3 +14,4 @@ pub mod kv;
 pub mod observe;
 pub mod raft;
 pub mod server;
+pub mod storage;
