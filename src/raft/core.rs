@@ -1,0 +1,1388 @@
+//! The Raft state machine: one struct, step functions per role, the leader's
+//! state (progress, rounds, lease) inside the leader's own struct.
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use super::log::RaftLog;
+use super::message::*;
+use super::progress::{Progress, ReplState};
+use super::{
+    Broken, ConfChange, Config, Entry, HardState, Instant, LogId, LogIndex, Membership, NodeId,
+    Payload, Snapshot, SnapshotMeta, Term,
+};
+
+/// What a node had on disk when it (re)started; empty for a brand-new node.
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+/// The identical first entry that every founding member writes, so that all
+/// of them start with the same log and the same membership.
+pub fn bootstrap(membership: Membership) -> Persisted {
+    Persisted {
+        hard_state: HardState {
+            term: Term(1),
+            voted_for: None,
+            commit: LogIndex(1),
+        },
+        snapshot: None,
+        entries: vec![Entry {
+            id: LogId::new(1, 1),
+            payload: Payload::Config(membership),
+        }],
+    }
+}
+
+/// A vote (or pre-vote) received in the current campaign.
+#[derive(Clone, Copy, Debug)]
+struct Ballot {
+    granted: bool,
+    lease_remaining: Duration,
+    lease_term: Term,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    to: NodeId,
+    deadline: Instant,
+    sent: bool,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    id: u64,
+    /// ReadIndex: the round whose majority acknowledgement confirms leadership.
+    round: Option<u64>,
+    index: LogIndex,
+}
+
+/// Everything only a leader has.
+#[derive(Debug)]
+struct Leader {
+    progress: BTreeMap<NodeId, Progress>,
+    /// Current heartbeat round; every message carries it.
+    round: u64,
+    /// Send times of rounds not yet acknowledged by a majority.
+    round_starts: VecDeque<(u64, Instant)>,
+    /// Highest round a majority acknowledged.
+    acked_round: u64,
+    /// Send time of `acked_round` (election time before the first): the
+    /// leader steps down when this is older than L.
+    last_quorum_contact: Instant,
+    /// The lease, once a round was acknowledged: valid until this instant.
+    lease_expiry: Option<Instant>,
+    /// Until then an older leader's lease may still run: serve nothing.
+    serving_at: Instant,
+    /// Given up for a leadership transfer.
+    lease_revoked: bool,
+    next_heartbeat: Instant,
+    transfer: Option<Transfer>,
+    pending_reads: VecDeque<PendingRead>,
+    /// Proposals appended since the last ready(): replicate them then, in one batch.
+    pending_broadcast: bool,
+}
+
+pub struct Raft {
+    cfg: Config,
+    rng: StdRng,
+    now: Instant,
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+    role: Role,
+    leader_id: Option<NodeId>,
+    election_deadline: Instant,
+    /// When this node last accepted a message from a leader, of which term:
+    /// the basis of the lease bound it reports when it votes.
+    last_leader_contact: Instant,
+    contact_term: Term,
+    ballots: BTreeMap<NodeId, Ballot>,
+    /// In a campaign started by TimeoutNow whose sender released its lease:
+    /// leases of this term or older need not be waited for.
+    released_term: Option<Term>,
+    leader: Option<Leader>,
+    receiving_snapshot: Option<(SnapshotMeta, BytesMut)>,
+    membership_seen: LogIndex,
+    // Effects waiting for ready().
+    msgs: Vec<Message>,
+    events: Vec<Event>,
+    reads: Vec<ReadState>,
+    failed_reads: Vec<u64>,
+    persisted_hard_state: HardState,
+    snapshot_requested: bool,
+    lease_was_valid: bool,
+}
+
+impl Raft {
+    pub fn new(cfg: Config, persisted: Persisted, now: Instant) -> Raft {
+        let hs = persisted.hard_state;
+        let log = RaftLog::restore(persisted.snapshot, persisted.entries, hs.commit);
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        let membership_seen = log.membership_index();
+        let mut raft = Raft {
+            cfg,
+            rng,
+            now,
+            term: hs.term,
+            voted_for: hs.voted_for,
+            log,
+            role: Role::Follower,
+            leader_id: None,
+            election_deadline: now,
+            // Unknown before a restart: assume we heard from a leader just now,
+            // so the lease bound we report covers any lease we acknowledged.
+            last_leader_contact: now,
+            contact_term: hs.term,
+            ballots: BTreeMap::new(),
+            released_term: None,
+            leader: None,
+            receiving_snapshot: None,
+            membership_seen,
+            msgs: Vec::new(),
+            events: Vec::new(),
+            reads: Vec::new(),
+            failed_reads: Vec::new(),
+            persisted_hard_state: hs,
+            snapshot_requested: false,
+            lease_was_valid: false,
+        };
+        raft.role = raft.follower_role();
+        raft.reset_election_deadline();
+        raft
+    }
+
+    // ------------------------------------------------------------ accessors
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn membership(&self) -> &Membership {
+        self.log.membership()
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed()
+    }
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_id()
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Some(time left) while this node holds a lease it may serve reads from.
+    pub fn lease_remaining(&self, now: Instant) -> Option<Duration> {
+        let l = self.leader.as_ref()?;
+        if l.lease_revoked || now < l.serving_at {
+            return None;
+        }
+        let expiry = l.lease_expiry?;
+        (now < expiry).then(|| expiry.saturating_since(now))
+    }
+
+    /// The earliest instant at which `tick` has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        match &self.leader {
+            Some(l) => {
+                let mut t = l.next_heartbeat;
+                if self.now < l.serving_at {
+                    t = t.min(l.serving_at);
+                }
+                t
+            }
+            None => self.election_deadline,
+        }
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let progress = self
+            .leader
+            .as_ref()
+            .map(|l| {
+                l.progress
+                    .iter()
+                    .map(|(id, p)| PeerStatus {
+                        id: *id,
+                        match_index: p.match_index,
+                        next_index: p.next_index,
+                        state: p.state_name(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            id: self.cfg.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader_id,
+            commit: self.log.committed(),
+            applied: self.log.applied(),
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_meta().last.index,
+            lease_remaining: self.lease_remaining(now),
+            membership: self.log.membership().clone(),
+            progress,
+        }
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    pub fn tick(&mut self, now: Instant) {
+        self.advance_clock(now);
+        if self.leader.is_some() {
+            self.tick_leader();
+        } else if self.is_voter() && now >= self.election_deadline {
+            self.start_pre_vote();
+        }
+        self.after_input();
+    }
+
+    pub fn step(&mut self, msg: Message, now: Instant) {
+        self.advance_clock(now);
+        if msg.to != self.cfg.id {
+            return;
+        }
+        self.step_message(msg);
+        self.after_input();
+    }
+
+    pub fn propose(&mut self, command: Bytes, now: Instant) -> Result<LogId, ProposeError> {
+        self.advance_clock(now);
+        self.check_accepting()?;
+        let id = self.log.append(self.term, Payload::Command(command));
+        self.leader_mut().pending_broadcast = true;
+        Ok(id)
+    }
+
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        now: Instant,
+    ) -> Result<LogId, ProposeError> {
+        self.advance_clock(now);
+        self.check_accepting()?;
+        if self.log.membership_index() > self.log.committed() {
+            return Err(ProposeError::Busy(
+                "a membership change is still being committed".into(),
+            ));
+        }
+        if self.log.term_at(self.log.committed()) != Some(self.term) {
+            return Err(ProposeError::Busy(
+                "the new leader has not committed an entry of its term yet".into(),
+            ));
+        }
+        let next = change
+            .apply(self.log.membership())
+            .map_err(ProposeError::Invalid)?;
+        if let ConfChange::Promote(id) = change {
+            let caught_up = self
+                .leader_ref()
+                .progress
+                .get(&id)
+                .is_some_and(|p| p.match_index >= self.log.committed());
+            if !caught_up {
+                return Err(ProposeError::Busy(format!(
+                    "learner {id} has not caught up with the log yet"
+                )));
+            }
+        }
+        let id = self.log.append(self.term, Payload::Config(next));
+        self.on_membership_change();
+        self.leader_mut().pending_broadcast = true;
+        self.after_input();
+        Ok(id)
+    }
+
+    /// Registers a linearizable read; it comes back in `Ready.reads` (or
+    /// `failed_reads`) once it may be answered from the applied state.
+    pub fn read(&mut self, id: u64, now: Instant) -> Result<(), ProposeError> {
+        self.advance_clock(now);
+        if self.leader.is_none() {
+            return Err(self.not_leader());
+        }
+        self.leader_mut().pending_reads.push_back(PendingRead {
+            id,
+            round: None,
+            index: LogIndex(0),
+        });
+        self.process_reads();
+        Ok(())
+    }
+
+    pub fn transfer_leadership(&mut self, to: NodeId, now: Instant) -> Result<(), ProposeError> {
+        self.advance_clock(now);
+        if self.leader.is_none() {
+            return Err(self.not_leader());
+        }
+        if to == self.cfg.id {
+            return Ok(());
+        }
+        if !self.log.membership().is_voter(to) {
+            return Err(ProposeError::Invalid(format!("node {to} is not a voter")));
+        }
+        let deadline = now + self.cfg.election_timeout;
+        let l = self.leader_mut();
+        if l.transfer.is_some() {
+            return Err(ProposeError::Busy(
+                "a leadership transfer is under way".into(),
+            ));
+        }
+        // Give the lease up first, so the successor need not wait for it.
+        l.lease_revoked = true;
+        l.transfer = Some(Transfer {
+            to,
+            deadline,
+            sent: false,
+        });
+        self.events.push(Event::TransferStarted { to });
+        self.maybe_send_timeout_now();
+        self.send_append(to, false);
+        self.after_input();
+        Ok(())
+    }
+
+    /// The caller snapshotted its state machine at `index` (applied):
+    /// compact the log and remember the snapshot for lagging followers.
+    pub fn compact(&mut self, index: LogIndex, data: Bytes) -> Snapshot {
+        let snap = self.log.compact(index, data);
+        self.snapshot_requested = false;
+        self.events.push(Event::LogCompacted {
+            last: snap.meta.last,
+        });
+        snap
+    }
+
+    /// Takes the effects of every call since the last ready().
+    pub fn ready(&mut self) -> Ready {
+        if self.leader.as_ref().is_some_and(|l| l.pending_broadcast) {
+            self.leader_mut().pending_broadcast = false;
+            self.maybe_commit();
+            for peer in self.peers() {
+                self.send_append(peer, false);
+            }
+        }
+        let hs = self.hard_state();
+        let hard_state = (hs != self.persisted_hard_state).then_some(hs);
+        self.persisted_hard_state = hs;
+        let gate_open = self
+            .leader
+            .as_ref()
+            .is_none_or(|l| self.now >= l.serving_at);
+        let committed = if gate_open {
+            self.log.take_committed()
+        } else {
+            Vec::new()
+        };
+        let applied = self.log.applied();
+        let snapshot_due = !self.snapshot_requested
+            && applied.0 - self.log.snapshot_meta().last.index.0 >= self.cfg.snapshot_threshold;
+        self.snapshot_requested |= snapshot_due;
+        debug_assert!(self.reads.iter().all(|r| r.index <= applied));
+        Ready {
+            hard_state,
+            entries: self.log.take_unstable(),
+            snapshot: self.log.take_snapshot_to_persist(),
+            messages: std::mem::take(&mut self.msgs),
+            committed,
+            reads: std::mem::take(&mut self.reads),
+            failed_reads: std::mem::take(&mut self.failed_reads),
+            snapshot_due,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    // ------------------------------------------------------------ common
+
+    fn advance_clock(&mut self, now: Instant) {
+        debug_assert!(now >= self.now, "time went backwards");
+        self.now = self.now.max(now);
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.log.committed(),
+        }
+    }
+
+    fn is_voter(&self) -> bool {
+        self.log.membership().is_voter(self.cfg.id)
+    }
+
+    fn follower_role(&self) -> Role {
+        if self.is_voter() {
+            Role::Follower
+        } else {
+            Role::Learner
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.leader_ref().progress.keys().copied().collect()
+    }
+
+    fn leader_ref(&self) -> &Leader {
+        self.leader.as_ref().expect("leader state")
+    }
+
+    fn leader_mut(&mut self) -> &mut Leader {
+        self.leader.as_mut().expect("leader state")
+    }
+
+    fn not_leader(&self) -> ProposeError {
+        ProposeError::NotLeader {
+            leader: self.leader_id.filter(|l| *l != self.cfg.id),
+        }
+    }
+
+    fn check_accepting(&self) -> Result<(), ProposeError> {
+        match &self.leader {
+            None => Err(self.not_leader()),
+            Some(l) if l.transfer.is_some() => {
+                Err(ProposeError::Busy("leadership transfer under way".into()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn reset_election_deadline(&mut self) {
+        let t = self.cfg.election_timeout;
+        let jitter = self.rng.random_range(0..t.as_nanos().max(1) as u64);
+        self.election_deadline = self.now + t + Duration::from_nanos(jitter);
+    }
+
+    /// What this node reports, as a voter, about the last leader it heard from.
+    fn own_lease_report(&self) -> (Duration, Term) {
+        let since = self.now.saturating_since(self.last_leader_contact);
+        (self.cfg.old_lease_bound(since), self.contact_term)
+    }
+
+    fn after_input(&mut self) {
+        if self.log.membership_index() != self.membership_seen {
+            self.on_membership_change();
+        }
+        let valid = self.lease_remaining(self.now).is_some();
+        if valid != self.lease_was_valid {
+            self.lease_was_valid = valid;
+            self.events.push(if valid {
+                Event::LeaseAcquired { term: self.term }
+            } else {
+                Event::LeaseLost { term: self.term }
+            });
+        }
+    }
+
+    fn on_membership_change(&mut self) {
+        self.membership_seen = self.log.membership_index();
+        let membership = self.log.membership().clone();
+        self.events.push(Event::MembershipChanged {
+            index: self.membership_seen,
+            membership: membership.clone(),
+        });
+        if let Some(l) = self.leader.as_mut() {
+            let next = self.log.last_index().next();
+            l.progress.retain(|id, _| membership.contains(*id));
+            for id in membership.members() {
+                if id != self.cfg.id {
+                    l.progress.entry(id).or_insert_with(|| Progress::new(next));
+                }
+            }
+        } else {
+            let role = self.follower_role();
+            if role != self.role && matches!(self.role, Role::Follower | Role::Learner) {
+                self.set_role(role);
+            }
+        }
+    }
+
+    fn set_role(&mut self, role: Role) {
+        self.role = role;
+        self.events.push(Event::RoleChanged {
+            role,
+            term: self.term,
+            leader: self.leader_id,
+        });
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if let Some(l) = self.leader.take() {
+            self.failed_reads
+                .extend(l.pending_reads.iter().map(|r| r.id));
+            // Our own lease may still run: report it as a voter would.
+            self.last_leader_contact = self.now;
+            self.contact_term = self.term;
+        }
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        self.leader_id = leader;
+        self.ballots.clear();
+        self.released_term = None;
+        self.reset_election_deadline();
+        let role = self.follower_role();
+        if role != self.role || leader.is_some() {
+            self.set_role(role);
+        }
+    }
+
+    // ------------------------------------------------------------ messages
+
+    fn step_message(&mut self, msg: Message) {
+        use MessageBody::*;
+        if msg.term > self.term {
+            let leaderless = matches!(msg.body, Vote { .. });
+            let keeps_term = match &msg.body {
+                Vote { pre_vote: true, .. } => true,
+                VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                    ..
+                } => true,
+                Vote { transfer, .. } => self.is_sticky(*transfer),
+                _ => false,
+            };
+            if !keeps_term {
+                let leader = (!leaderless
+                    && matches!(
+                        msg.body,
+                        Append { .. } | Snapshot { .. } | TimeoutNow { .. }
+                    ))
+                .then_some(msg.from);
+                self.become_follower(msg.term, leader);
+            }
+        } else if msg.term < self.term {
+            match msg.body {
+                // Tell a stale leader (or a stale candidate) about the newer term.
+                Append { .. } | Snapshot { .. } => self.send(
+                    msg.from,
+                    AppendResponse {
+                        success: false,
+                        match_index: LogIndex(0),
+                        conflict: LogId::default(),
+                        round: 0,
+                    },
+                ),
+                Vote { pre_vote, .. } => self.send(
+                    msg.from,
+                    VoteResponse {
+                        granted: false,
+                        pre_vote,
+                        lease_remaining: Duration::ZERO,
+                        lease_term: Term(0),
+                    },
+                ),
+                _ => {}
+            }
+            return;
+        }
+        match msg.body {
+            Append {
+                prev,
+                entries,
+                commit,
+                round,
+            } => self.on_append(msg.from, msg.term, prev, entries, commit, round),
+            AppendResponse {
+                success,
+                match_index,
+                conflict,
+                round,
+            } => self.on_append_response(msg.from, msg.term, success, match_index, conflict, round),
+            Vote {
+                last_log,
+                pre_vote,
+                transfer,
+            } => self.on_vote(msg.from, msg.term, last_log, pre_vote, transfer),
+            VoteResponse {
+                granted,
+                pre_vote,
+                lease_remaining,
+                lease_term,
+            } => self.on_vote_response(
+                msg.from,
+                msg.term,
+                pre_vote,
+                Ballot {
+                    granted,
+                    lease_remaining,
+                    lease_term,
+                },
+            ),
+            Snapshot {
+                meta,
+                offset,
+                data,
+                done,
+                round,
+            } => self.on_snapshot(msg.from, msg.term, meta, offset, data, done, round),
+            SnapshotResponse {
+                last_index,
+                next_offset,
+                done,
+                round,
+            } => {
+                self.on_snapshot_response(msg.from, msg.term, last_index, next_offset, done, round)
+            }
+            TimeoutNow { lease_released } => {
+                self.on_timeout_now(msg.from, msg.term, lease_released)
+            }
+        }
+    }
+
+    /// Leader stickiness: a node that heard from a live leader within T does
+    /// not help anyone unseat it (unless the leader itself asked, by TimeoutNow).
+    fn is_sticky(&self, transfer: bool) -> bool {
+        if transfer {
+            return false;
+        }
+        self.leader.is_some()
+            || (self.leader_id.is_some()
+                && self.now.saturating_since(self.last_leader_contact) < self.cfg.election_timeout)
+    }
+
+    // ------------------------------------------------------------ follower side
+
+    fn accept_leader(&mut self, from: NodeId, term: Term) {
+        if self.role != self.follower_role() || self.leader_id != Some(from) {
+            self.leader_id = Some(from);
+            self.ballots.clear();
+            self.released_term = None;
+            self.set_role(self.follower_role());
+        }
+        self.last_leader_contact = self.now;
+        self.contact_term = term;
+        self.reset_election_deadline();
+    }
+
+    fn on_append(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev: LogId,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+        round: u64,
+    ) {
+        assert!(self.leader.is_none(), "two leaders in term {term}");
+        self.accept_leader(from, term);
+        let reply = match self.log.try_append(prev, entries) {
+            Ok(matched) => {
+                self.log.commit_to(commit.min(matched));
+                MessageBody::AppendResponse {
+                    success: true,
+                    match_index: matched,
+                    conflict: LogId::default(),
+                    round,
+                }
+            }
+            Err(conflict) => MessageBody::AppendResponse {
+                success: false,
+                match_index: LogIndex(0),
+                conflict: conflict.0,
+                round,
+            },
+        };
+        self.send(from, reply);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        round: u64,
+    ) {
+        assert!(self.leader.is_none(), "two leaders in term {term}");
+        self.accept_leader(from, term);
+        let last_index = meta.last.index;
+        let reply = |next_offset, done| MessageBody::SnapshotResponse {
+            last_index,
+            next_offset,
+            done,
+            round,
+        };
+        if last_index <= self.log.committed() {
+            // Everything it covers is already committed here.
+            self.receiving_snapshot = None;
+            self.send(from, reply(0, true));
+            return;
+        }
+        if offset == 0 {
+            self.receiving_snapshot = Some((meta.clone(), BytesMut::new()));
+        }
+        let expected = match &self.receiving_snapshot {
+            Some((m, buf)) if *m == meta => buf.len() as u64,
+            _ => 0,
+        };
+        if offset != expected || self.receiving_snapshot.is_none() {
+            self.send(from, reply(expected, false));
+            return;
+        }
+        let (_, buf) = self.receiving_snapshot.as_mut().expect("checked");
+        buf.extend_from_slice(&data);
+        let received = buf.len() as u64;
+        if !done {
+            self.send(from, reply(received, false));
+            return;
+        }
+        let (meta, buf) = self.receiving_snapshot.take().expect("checked");
+        let last = meta.last;
+        self.log.install(Snapshot {
+            meta,
+            data: buf.freeze(),
+        });
+        self.snapshot_requested = false;
+        self.events.push(Event::SnapshotInstalled { last });
+        self.send(from, reply(received, true));
+    }
+
+    fn on_timeout_now(&mut self, from: NodeId, term: Term, lease_released: bool) {
+        if self.leader_id != Some(from) || !self.is_voter() || self.leader.is_some() {
+            return;
+        }
+        self.start_election(true, lease_released.then_some(term));
+    }
+
+    fn on_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log: LogId,
+        pre_vote: bool,
+        transfer: bool,
+    ) {
+        let log_ok = last_log >= self.log.last_id();
+        let granted = if pre_vote {
+            term > self.term && log_ok && !self.is_sticky(transfer)
+        } else {
+            term == self.term
+                && self.voted_for.is_none_or(|v| v == from)
+                && log_ok
+                && self.leader.is_none()
+                && !(self.leader_id.is_some_and(|l| l != from) && self.is_sticky(transfer))
+        };
+        if granted && !pre_vote {
+            self.voted_for = Some(from);
+            self.reset_election_deadline();
+        }
+        let (lease_remaining, lease_term) = self.own_lease_report();
+        let reply_term = if pre_vote && granted { term } else { self.term };
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to: from,
+            term: reply_term,
+            body: MessageBody::VoteResponse {
+                granted,
+                pre_vote,
+                lease_remaining,
+                lease_term,
+            },
+        });
+    }
+
+    // ------------------------------------------------------------ elections
+
+    fn start_pre_vote(&mut self) {
+        self.leader_id = None;
+        self.ballots.clear();
+        self.released_term = None;
+        self.reset_election_deadline();
+        self.set_role(Role::PreCandidate);
+        self.events.push(Event::ElectionStarted {
+            term: Term(self.term.0 + 1),
+            pre_vote: true,
+        });
+        self.cast_own_ballot();
+        let last_log = self.log.last_id();
+        let term = Term(self.term.0 + 1);
+        for v in self.other_voters() {
+            self.msgs.push(Message {
+                from: self.cfg.id,
+                to: v,
+                term,
+                body: MessageBody::Vote {
+                    last_log,
+                    pre_vote: true,
+                    transfer: false,
+                },
+            });
+        }
+        self.tally();
+    }
+
+    fn start_election(&mut self, transfer: bool, released_term: Option<Term>) {
+        self.term = Term(self.term.0 + 1);
+        self.voted_for = Some(self.cfg.id);
+        self.leader_id = None;
+        self.ballots.clear();
+        self.released_term = released_term;
+        self.reset_election_deadline();
+        self.set_role(Role::Candidate);
+        self.events.push(Event::ElectionStarted {
+            term: self.term,
+            pre_vote: false,
+        });
+        self.cast_own_ballot();
+        let last_log = self.log.last_id();
+        for v in self.other_voters() {
+            self.send(
+                v,
+                MessageBody::Vote {
+                    last_log,
+                    pre_vote: false,
+                    transfer,
+                },
+            );
+        }
+        self.tally();
+    }
+
+    fn cast_own_ballot(&mut self) {
+        let (lease_remaining, lease_term) = self.own_lease_report();
+        self.ballots.insert(
+            self.cfg.id,
+            Ballot {
+                granted: true,
+                lease_remaining,
+                lease_term,
+            },
+        );
+    }
+
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.log
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.cfg.id)
+            .collect()
+    }
+
+    fn on_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, ballot: Ballot) {
+        let expected = match self.role {
+            Role::PreCandidate => {
+                pre_vote && term == Term(self.term.0 + 1) || (pre_vote && !ballot.granted)
+            }
+            Role::Candidate => !pre_vote && term == self.term,
+            _ => false,
+        };
+        if !expected || !self.log.membership().is_voter(from) {
+            return;
+        }
+        self.ballots.insert(from, ballot);
+        self.tally();
+    }
+
+    fn tally(&mut self) {
+        let m = self.log.membership();
+        let granted = m
+            .voters
+            .iter()
+            .filter(|v| self.ballots.get(v).is_some_and(|b| b.granted))
+            .count();
+        let denied = m
+            .voters
+            .iter()
+            .filter(|v| self.ballots.get(v).is_some_and(|b| !b.granted))
+            .count();
+        if granted >= m.quorum() {
+            match self.role {
+                Role::PreCandidate => self.start_election(false, None),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            }
+        } else if denied > m.voters.len() - m.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        // Wait out the longest lease our voters may still have granted.
+        let released = self.released_term;
+        let wait = self
+            .ballots
+            .values()
+            .filter(|b| b.granted && released.is_none_or(|t| b.lease_term > t))
+            .map(|b| b.lease_remaining)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let wait = if self.cfg.broken == Broken::IgnoreOldLease {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        self.ballots.clear();
+        self.released_term = None;
+        self.leader_id = Some(self.cfg.id);
+        let now = self.now;
+        let next = self.log.last_index().next();
+        let progress = self
+            .log
+            .membership()
+            .members()
+            .filter(|id| *id != self.cfg.id)
+            .map(|id| (id, Progress::new(next)))
+            .collect();
+        self.leader = Some(Leader {
+            progress,
+            round: 0,
+            round_starts: VecDeque::new(),
+            acked_round: 0,
+            last_quorum_contact: now,
+            lease_expiry: None,
+            serving_at: now + wait,
+            lease_revoked: false,
+            next_heartbeat: now,
+            transfer: None,
+            pending_reads: VecDeque::new(),
+            pending_broadcast: false,
+        });
+        self.set_role(Role::Leader);
+        self.events.push(Event::LeaderElected {
+            term: self.term,
+            wait_for_old_lease: wait,
+        });
+        self.log.append(self.term, Payload::Noop);
+        self.start_round();
+        self.maybe_commit();
+    }
+
+    // ------------------------------------------------------------ leader side
+
+    fn tick_leader(&mut self) {
+        let now = self.now;
+        let l = self.leader_ref();
+        if now.saturating_since(l.last_quorum_contact) >= self.cfg.lease_duration {
+            self.events.push(Event::SteppedDown {
+                term: self.term,
+                reason: "lease not renewed by a majority",
+            });
+            self.become_follower(self.term, None);
+            return;
+        }
+        if let Some(t) = &l.transfer
+            && now >= t.deadline
+        {
+            let to = t.to;
+            let sent = t.sent;
+            let l = self.leader_mut();
+            l.transfer = None;
+            // Once TimeoutNow left, the successor may skip the wait: never
+            // take the lease back in this term.
+            l.lease_revoked = sent;
+            self.events.push(Event::TransferAborted { to });
+        }
+        if now >= self.leader_ref().next_heartbeat {
+            self.leader_mut().next_heartbeat = now + self.cfg.heartbeat_interval;
+            self.start_round();
+        }
+        self.process_reads();
+    }
+
+    /// Starts a heartbeat round: every follower hears from us, and a majority
+    /// acknowledging renews the lease from this instant.
+    fn start_round(&mut self) {
+        let now = self.now;
+        let l = self.leader_mut();
+        l.round += 1;
+        let round = l.round;
+        l.round_starts.push_back((round, now));
+        for p in l.progress.values_mut() {
+            if let ReplState::Probe { waiting } = &mut p.state {
+                *waiting = false;
+            }
+            if let ReplState::Snapshot { waiting, .. } = &mut p.state {
+                *waiting = false;
+            }
+        }
+        for peer in self.peers() {
+            self.send_append(peer, true);
+        }
+        self.update_lease();
+    }
+
+    fn update_lease(&mut self) {
+        let self_voter = self.is_voter();
+        let id = self.cfg.id;
+        let voters = self.log.membership().voters.clone();
+        let quorum = self.log.membership().quorum();
+        let hold = self.cfg.lease_hold();
+        let (broken, now) = (self.cfg.broken, self.now);
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let mut rounds: Vec<u64> = voters
+            .iter()
+            .map(|v| {
+                if *v == id {
+                    if self_voter { l.round } else { 0 }
+                } else {
+                    l.progress.get(v).map_or(0, |p| p.acked_round)
+                }
+            })
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_round = rounds.get(quorum - 1).copied().unwrap_or(0);
+        if majority_round <= l.acked_round {
+            return;
+        }
+        let mut start = None;
+        while let Some(&(r, t)) = l.round_starts.front() {
+            if r > majority_round {
+                break;
+            }
+            start = Some(t);
+            l.round_starts.pop_front();
+        }
+        l.acked_round = majority_round;
+        let start = if broken == Broken::LeaseFromAck {
+            start.map(|_| now)
+        } else {
+            start
+        };
+        if let Some(t) = start {
+            l.last_quorum_contact = t;
+            l.lease_expiry = Some(t + hold);
+        }
+        self.process_reads();
+    }
+
+    fn process_reads(&mut self) {
+        let now = self.now;
+        let committed = self.log.committed();
+        let own_term_committed = self.log.term_at(committed) == Some(self.term);
+        let lease = self.lease_remaining(now).is_some();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        if now < l.serving_at || !own_term_committed || l.pending_reads.is_empty() {
+            return;
+        }
+        let mut need_round = false;
+        let next_round = l.round + 1;
+        let acked = l.acked_round;
+        let mut still = VecDeque::new();
+        for mut r in l.pending_reads.drain(..) {
+            match r.round {
+                None if lease => self.reads.push(ReadState {
+                    id: r.id,
+                    index: committed,
+                }),
+                None => {
+                    r.round = Some(next_round);
+                    r.index = committed;
+                    need_round = true;
+                    still.push_back(r);
+                }
+                Some(round) if acked >= round => self.reads.push(ReadState {
+                    id: r.id,
+                    index: r.index,
+                }),
+                Some(_) => still.push_back(r),
+            }
+        }
+        l.pending_reads = still;
+        if need_round {
+            self.start_round();
+        }
+    }
+
+    fn on_append_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        success: bool,
+        match_index: LogIndex,
+        conflict: LogId,
+        round: u64,
+    ) {
+        if self.leader.is_none() || term != self.term {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(p) = self.leader_mut().progress.get_mut(&from) else {
+            return;
+        };
+        p.acked_round = p.acked_round.max(round);
+        if matches!(p.state, ReplState::Snapshot { .. }) {
+            if success {
+                p.match_index = p.match_index.max(match_index);
+            }
+        } else if success {
+            if match_index > last {
+                return; // impossible from an honest follower
+            }
+            if p.acknowledge(match_index) {
+                self.maybe_commit();
+                self.maybe_send_timeout_now();
+            }
+            self.send_append(from, false);
+        } else if match_index == LogIndex(0) && conflict == LogId::default() && round == 0 {
+            // A stale-term answer; nothing to learn.
+        } else {
+            let next = if conflict.term > Term(0) {
+                // Skip the follower's whole conflicting term at once (§5.3).
+                match self.log.last_index_of_term(conflict.term) {
+                    Some(i) => i.next(),
+                    None => conflict.index,
+                }
+            } else {
+                conflict.index
+            };
+            let p = self.leader_mut().progress.get_mut(&from).expect("checked");
+            p.back_up(next.max(LogIndex(1)));
+            self.send_append(from, false);
+        }
+        self.update_lease();
+    }
+
+    fn on_snapshot_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_index: LogIndex,
+        next_offset: u64,
+        done: bool,
+        round: u64,
+    ) {
+        if self.leader.is_none() || term != self.term {
+            return;
+        }
+        let current = self.log.snapshot_meta().last.index;
+        let Some(p) = self.leader_mut().progress.get_mut(&from) else {
+            return;
+        };
+        p.acked_round = p.acked_round.max(round);
+        if let ReplState::Snapshot { .. } = p.state {
+            if done {
+                p.state = ReplState::Probe { waiting: false };
+                p.next_index = p.next_index.max(last_index.next());
+                if p.acknowledge(last_index) {
+                    self.maybe_commit();
+                }
+            } else if last_index == current {
+                p.state = ReplState::Snapshot {
+                    offset: next_offset,
+                    waiting: false,
+                };
+            } else {
+                p.start_snapshot();
+            }
+            self.send_append(from, false);
+        }
+        self.update_lease();
+    }
+
+    /// Sends what `peer` needs: a snapshot chunk, a probe, a window of
+    /// entries, or (for a heartbeat) at least an empty AppendEntries.
+    fn send_append(&mut self, peer: NodeId, heartbeat: bool) {
+        let (max_inflight, max_entries, max_bytes) = (
+            self.cfg.max_inflight,
+            self.cfg.max_batch_entries,
+            self.cfg.max_batch_bytes,
+        );
+        let last = self.log.last_index();
+        let commit = self.log.committed();
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let round = l.round;
+        let Some(p) = l.progress.get_mut(&peer) else {
+            return;
+        };
+        if heartbeat && p.state == ReplState::Replicate && p.inflight.len() >= max_inflight {
+            // Window full for a whole round: assume loss and probe again.
+            p.back_up(p.match_index.next());
+        }
+        if !matches!(p.state, ReplState::Snapshot { .. })
+            && self.log.term_at(p.next_index.prev()).is_none()
+        {
+            p.start_snapshot();
+        }
+        let mut out = Vec::new();
+        match p.state {
+            ReplState::Snapshot { offset, waiting } => {
+                if waiting && !heartbeat {
+                    return;
+                }
+                let snap = self.log.snapshot().expect("compacted log has a snapshot");
+                let start = (offset as usize).min(snap.data.len());
+                let end = (start + self.cfg.snapshot_chunk_bytes).min(snap.data.len());
+                p.state = ReplState::Snapshot {
+                    offset,
+                    waiting: true,
+                };
+                out.push(MessageBody::Snapshot {
+                    meta: snap.meta.clone(),
+                    offset: start as u64,
+                    data: snap.data.slice(start..end),
+                    done: end == snap.data.len(),
+                    round,
+                });
+            }
+            ReplState::Probe { waiting } => {
+                if waiting && !heartbeat {
+                    return;
+                }
+                let prev_index = p.next_index.prev();
+                let entries = self
+                    .log
+                    .slice(p.next_index, max_entries, max_bytes)
+                    .unwrap_or_default();
+                p.state = ReplState::Probe { waiting: true };
+                out.push(append_body(&self.log, prev_index, entries, commit, round));
+            }
+            ReplState::Replicate => {
+                while p.inflight.len() < max_inflight && p.next_index <= last {
+                    let Some(entries) = self.log.slice(p.next_index, max_entries, max_bytes) else {
+                        break;
+                    };
+                    let prev_index = p.next_index.prev();
+                    let sent_last = LogIndex(prev_index.0 + entries.len() as u64);
+                    p.inflight.push_back(sent_last);
+                    p.next_index = sent_last.next();
+                    out.push(append_body(&self.log, prev_index, entries, commit, round));
+                }
+                if out.is_empty() && heartbeat {
+                    out.push(append_body(
+                        &self.log,
+                        p.next_index.prev(),
+                        Vec::new(),
+                        commit,
+                        round,
+                    ));
+                }
+            }
+        }
+        for body in out {
+            self.send(peer, body);
+        }
+    }
+
+    fn maybe_commit(&mut self) {
+        let id = self.cfg.id;
+        let m = self.log.membership();
+        let last = self.log.last_index();
+        let l = self.leader_ref();
+        let mut matches: Vec<LogIndex> = m
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == id {
+                    last
+                } else {
+                    l.progress.get(v).map_or(LogIndex(0), |p| p.match_index)
+                }
+            })
+            .collect();
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[m.quorum() - 1];
+        // Only an entry of the leader's own term is committed by counting (§5.4.2).
+        let own_term = self.log.term_at(candidate) == Some(self.term);
+        if candidate > self.log.committed()
+            && (own_term || self.cfg.broken == Broken::CommitOldTerm)
+        {
+            self.log.commit_to(candidate);
+            self.process_reads();
+            self.maybe_hand_off_after_removal();
+        }
+    }
+
+    /// A leader whose own removal is committed hands over and steps down.
+    fn maybe_hand_off_after_removal(&mut self) {
+        if self.is_voter() || self.log.membership_index() > self.log.committed() {
+            return;
+        }
+        let serving = self.now >= self.leader_ref().serving_at;
+        let successor = self
+            .leader_ref()
+            .progress
+            .iter()
+            .filter(|(id, _)| self.log.membership().is_voter(**id))
+            .max_by_key(|(_, p)| p.match_index)
+            .map(|(id, _)| *id);
+        self.leader_mut().lease_revoked = true;
+        if let Some(to) = successor {
+            self.send(
+                to,
+                MessageBody::TimeoutNow {
+                    lease_released: serving,
+                },
+            );
+        }
+        self.events.push(Event::SteppedDown {
+            term: self.term,
+            reason: "removed from the membership",
+        });
+        self.become_follower(self.term, None);
+    }
+
+    fn maybe_send_timeout_now(&mut self) {
+        let last = self.log.last_index();
+        let now = self.now;
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        let Some(t) = l.transfer.as_mut() else {
+            return;
+        };
+        if t.sent || l.progress.get(&t.to).is_none_or(|p| p.match_index < last) {
+            return;
+        }
+        t.sent = true;
+        let to = t.to;
+        let lease_released = l.lease_revoked && now >= l.serving_at;
+        self.send(to, MessageBody::TimeoutNow { lease_released });
+    }
+}
+
+fn append_body(
+    log: &RaftLog,
+    prev_index: LogIndex,
+    entries: Vec<Entry>,
+    commit: LogIndex,
+    round: u64,
+) -> MessageBody {
+    let prev = LogId {
+        term: log.term_at(prev_index).expect("prev entry is in the log"),
+        index: prev_index,
+    };
+    let sent_last = LogIndex(prev_index.0 + entries.len() as u64);
+    MessageBody::Append {
+        prev,
+        entries,
+        commit: commit.min(sent_last),
+        round,
+    }
+}

@@ -1,0 +1,206 @@
+//! The deterministic simulator (DESIGN.md 7.2). `RAFTKV_SIM_SEEDS=a..b cargo
+//! test --release --test sim` runs that seed range; a failing seed prints
+//! itself and its trace and replays bit-for-bit.
+
+#[path = "sim/kv.rs"]
+mod kv;
+#[path = "common/linearizability.rs"]
+mod linearizability;
+#[path = "sim/world.rs"]
+mod world;
+
+use raftkv::raft::Broken;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+use world::{Failure, Options, World};
+
+fn seeds_from_env(default: Range<u64>) -> Range<u64> {
+    match std::env::var("RAFTKV_SIM_SEEDS") {
+        Ok(s) => {
+            let (a, b) = s
+                .split_once("..")
+                .expect("RAFTKV_SIM_SEEDS must look like 0..2000");
+            a.trim().parse().expect("seed range start")..b.trim().parse().expect("seed range end")
+        }
+        Err(_) => default,
+    }
+}
+
+/// Runs one seed: simulation, then the linearizability check of its history.
+fn run_seed(seed: u64, opts: &Options) -> Result<world::Stats, Failure> {
+    let outcome = std::panic::catch_unwind(|| {
+        let mut w = World::new(seed, opts.clone());
+        let r = w.run();
+        (r, w.history().to_vec())
+    });
+    let (result, history) = match outcome {
+        Ok(x) => x,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(Failure {
+                seed,
+                what: format!("panic: {msg}"),
+                trace: Vec::new(),
+            });
+        }
+    };
+    let stats = result?;
+    match linearizability::check(&history) {
+        linearizability::CheckResult::Ok => Ok(stats),
+        other => Err(Failure {
+            seed,
+            what: format!("linearizability: {other:?}"),
+            trace: Vec::new(),
+        }),
+    }
+}
+
+/// Runs seeds on every core; returns the failures (sorted by seed) and totals.
+fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Failure>, u64, u64) {
+    let next = AtomicU64::new(seeds.start);
+    let ops = AtomicUsize::new(0);
+    let events = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::panic::set_hook(Box::new(|_| {}));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    if stop_at_first && !failures.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    match run_seed(seed, opts) {
+                        Ok(st) => {
+                            ops.fetch_add(st.ops, Ordering::Relaxed);
+                            events.fetch_add(st.events, Ordering::Relaxed);
+                        }
+                        Err(f) => failures.lock().unwrap().push(f),
+                    }
+                }
+            });
+        }
+    });
+    let _ = std::panic::take_hook();
+    let mut f = failures.into_inner().unwrap();
+    f.sort_by_key(|f| f.seed);
+    (f, ops.into_inner() as u64, events.into_inner())
+}
+
+fn report(f: &Failure) -> String {
+    let tail: Vec<&String> = f
+        .trace
+        .iter()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!(
+        "seed {} FAILED: {}\nreplay: RAFTKV_SIM_SEEDS={}..{} cargo test --release --test sim -- seeds\nlast events:\n{}",
+        f.seed,
+        f.what,
+        f.seed,
+        f.seed + 1,
+        tail.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+#[test]
+fn seeds() {
+    let range = seeds_from_env(0..2000);
+    let started = Instant::now();
+    let (failures, ops, events) = run_range(range.clone(), &Options::default(), false);
+    println!(
+        "simulated seeds {range:?}: {ops} client operations checked, {events} events, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(first) = failures.first() {
+        panic!(
+            "{} of {} seeds failed: {:?}\n{}",
+            failures.len(),
+            range.end - range.start,
+            failures.iter().map(|f| f.seed).collect::<Vec<_>>(),
+            report(first)
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_bit_for_bit() {
+    let run = |seed| {
+        let mut w = World::new(seed, Options::default());
+        let r = w.run().map(|s| (s.events, s.ops)).map_err(|f| f.what);
+        (r, format!("{:?}", w.history()))
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7).1, run(8).1);
+}
+
+/// Each broken variant must be caught within this many seeds.
+fn assert_caught(opts: Options, name: &str) {
+    let range = 0..3000;
+    let (failures, _, _) = run_range(range, &opts, true);
+    let f = failures
+        .first()
+        .unwrap_or_else(|| panic!("the simulator did not catch the broken variant `{name}`"));
+    println!("caught `{name}` at seed {}: {}", f.seed, f.what);
+}
+
+#[test]
+fn catches_a_new_leader_that_ignores_the_old_lease() {
+    assert_caught(
+        Options {
+            broken: Broken::IgnoreOldLease,
+            ..Options::default()
+        },
+        "ignore old lease",
+    );
+}
+
+#[test]
+fn catches_a_lease_timed_from_the_acknowledgement() {
+    assert_caught(
+        Options {
+            broken: Broken::LeaseFromAck,
+            ..Options::default()
+        },
+        "lease from ack",
+    );
+}
+
+#[test]
+fn catches_committing_an_old_term_entry_by_counting() {
+    assert_caught(
+        Options {
+            broken: Broken::CommitOldTerm,
+            ..Options::default()
+        },
+        "commit old term",
+    );
+}
+
+#[test]
+fn catches_clocks_drifting_beyond_the_bound() {
+    assert_caught(
+        Options {
+            drift_beyond_bound: true,
+            ..Options::default()
+        },
+        "drift beyond bound",
+    );
+}
