@@ -15,7 +15,11 @@ use std::time::Duration;
 
 /// Command-line flags (each also read from its `RAFTKV_*` variable).
 #[derive(Parser, Debug, Default, Clone)]
-#[command(name = "raftkv", version, about = "A Raft-replicated key-value store node")]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated key-value store node"
+)]
 pub struct Args {
     /// YAML file with any of the settings below (names in snake_case).
     #[arg(long, env = "RAFTKV_CONFIG")]
@@ -167,14 +171,30 @@ pub struct Config {
 impl Config {
     /// Parses the process's flags and environment, reads `--config` if any,
     /// and validates. The error names the offending setting.
+    /// `--help` and `--version` print and exit here.
     pub fn load() -> Result<Config, String> {
-        let args = Args::try_parse().map_err(|e| e.to_string())?;
+        let args = match Args::try_parse() {
+            Ok(a) => a,
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    e.exit()
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    return Err(first.trim_start_matches("error: ").to_string());
+                }
+            },
+        };
         Config::from_args(args, &|k| std::env::var(k).ok())
     }
 
     /// Resolves `args` (flags already merged with env by clap) over the YAML
     /// file it names, then defaults. `host_env` supplies POD_NAME/HOSTNAME.
-    pub fn from_args(args: Args, host_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn from_args(
+        args: Args,
+        host_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -203,7 +223,11 @@ macro_rules! pick {
     };
 }
 
-fn resolve(args: Args, file: FileConfig, host_env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+fn resolve(
+    args: Args,
+    file: FileConfig,
+    host_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, String> {
     let pod_name = pick!(args, file, pod_name)
         .or_else(|| host_env("POD_NAME"))
         .or_else(|| host_env("HOSTNAME"));
@@ -214,32 +238,47 @@ fn resolve(args: Args, file: FileConfig, host_env: &dyn Fn(&str) -> Option<Strin
                 "id: set --id (RAFTKV_ID) or --pod-name (POD_NAME) with an ordinal like raftkv-2",
             )?;
             ordinal(&name).ok_or_else(|| {
-                format!("id: pod name {name:?} does not end in an ordinal (like raftkv-2); set --id")
+                format!(
+                    "id: pod name {name:?} does not end in an ordinal (like raftkv-2); set --id"
+                )
             })?
         }
     };
     let data_dir = pick!(args, file, data_dir).unwrap_or_else(|| PathBuf::from("raftkv-data"));
-    let client_addr = socket("client-addr", pick!(args, file, client_addr), "0.0.0.0:7379")?;
+    let client_addr = socket(
+        "client-addr",
+        pick!(args, file, client_addr),
+        "0.0.0.0:7379",
+    )?;
     let peer_addr = socket("peer-addr", pick!(args, file, peer_addr), "0.0.0.0:7380")?;
     let http_addr = socket("http-addr", pick!(args, file, http_addr), "0.0.0.0:7381")?;
 
     let mut peers = match (pick!(args, file, peers), pick!(args, file, statefulset)) {
-        (Some(_), Some(_)) => return Err("peers: give either --peers or --statefulset, not both".into()),
+        (Some(_), Some(_)) => {
+            return Err("peers: give either --peers or --statefulset, not both".into());
+        }
         (Some(list), None) => parse_peer_list("peers", &list)?
             .into_iter()
             .map(|(id, peer_addr)| {
                 let client_addr = with_port(&peer_addr, port_of(&peer_addr).saturating_sub(1));
-                Peer { id, peer_addr, client_addr }
+                Peer {
+                    id,
+                    peer_addr,
+                    client_addr,
+                }
             })
             .collect::<Vec<_>>(),
         (None, Some(sts)) => {
-            let service = pick!(args, file, service).ok_or("service: required with --statefulset")?;
+            let service =
+                pick!(args, file, service).ok_or("service: required with --statefulset")?;
             let namespace = pick!(args, file, namespace).unwrap_or_else(|| "default".into());
-            let replicas = pick!(args, file, replicas).ok_or("replicas: required with --statefulset")?;
+            let replicas =
+                pick!(args, file, replicas).ok_or("replicas: required with --statefulset")?;
             if replicas == 0 {
                 return Err("replicas: must be at least 1".into());
             }
-            let domain = pick!(args, file, cluster_domain).unwrap_or_else(|| "cluster.local".into());
+            let domain =
+                pick!(args, file, cluster_domain).unwrap_or_else(|| "cluster.local".into());
             (0..replicas)
                 .map(|i| {
                     let host = format!("{sts}-{i}.{service}.{namespace}.svc.{domain}");
@@ -252,7 +291,10 @@ fn resolve(args: Args, file: FileConfig, host_env: &dyn Fn(&str) -> Option<Strin
                 .collect()
         }
         (None, None) => {
-            return Err("peers: set --peers 0=HOST:PORT,... or --statefulset with --service and --replicas".into());
+            return Err(
+                "peers: set --peers 0=HOST:PORT,... or --statefulset with --service and --replicas"
+                    .into(),
+            );
         }
     };
     if let Some(list) = pick!(args, file, peer_client_addrs) {
@@ -275,7 +317,8 @@ fn resolve(args: Args, file: FileConfig, host_env: &dyn Fn(&str) -> Option<Strin
         .iter()
         .find(|p| p.id == id)
         .ok_or_else(|| format!("peers: own id {id} is not in the peer list (ids: {seen:?})"))?;
-    let advertise_client_addr = pick!(args, file, advertise_client_addr).unwrap_or_else(|| me.client_addr.clone());
+    let advertise_client_addr =
+        pick!(args, file, advertise_client_addr).unwrap_or_else(|| me.client_addr.clone());
     host_port("advertise-client-addr", &advertise_client_addr)?;
 
     let election_ms = pick!(args, file, election_timeout_ms).unwrap_or(300);
@@ -296,7 +339,9 @@ fn resolve(args: Args, file: FileConfig, host_env: &dyn Fn(&str) -> Option<Strin
     }
     let max_clock_drift = pick!(args, file, max_clock_drift).unwrap_or(0.01);
     if !(0.0..0.5).contains(&max_clock_drift) {
-        return Err(format!("max-clock-drift: {max_clock_drift} is not in [0, 0.5)"));
+        return Err(format!(
+            "max-clock-drift: {max_clock_drift} is not in [0, 0.5)"
+        ));
     }
     let snapshot_threshold = pick!(args, file, snapshot_threshold).unwrap_or(10_000);
     if snapshot_threshold == 0 {
@@ -358,7 +403,9 @@ fn host_port(setting: &str, addr: &str) -> Result<(), String> {
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0)
 }
 
 fn with_port(addr: &str, port: u16) -> String {

@@ -38,22 +38,40 @@ fn defaults_and_peer_client_addresses() {
 #[test]
 fn flags_beat_env_beat_file_beat_defaults() {
     let _g = ENV.lock().unwrap();
-    let file = yaml("heartbeat_ms: 40\nlease_ms: 200\nelection_timeout_ms: 280\nsnapshot_threshold: 7\n");
+    let file =
+        yaml("heartbeat_ms: 40\nlease_ms: 200\nelection_timeout_ms: 280\nsnapshot_threshold: 7\n");
     let path = file.path().to_str().unwrap().to_string();
     // SAFETY: every test that reads the environment holds ENV.
     unsafe {
         std::env::set_var("RAFTKV_LEASE_MS", "220");
         std::env::set_var("RAFTKV_HEARTBEAT_MS", "45");
     }
-    let c = parse(&["--id", "0", "--peers", PEERS, "--config", &path, "--heartbeat-ms", "30"]);
+    let c = parse(&[
+        "--id",
+        "0",
+        "--peers",
+        PEERS,
+        "--config",
+        &path,
+        "--heartbeat-ms",
+        "30",
+    ]);
     unsafe {
         std::env::remove_var("RAFTKV_LEASE_MS");
         std::env::remove_var("RAFTKV_HEARTBEAT_MS");
     }
     let c = c.unwrap();
-    assert_eq!(c.heartbeat, Duration::from_millis(30), "flag wins over env and file");
+    assert_eq!(
+        c.heartbeat,
+        Duration::from_millis(30),
+        "flag wins over env and file"
+    );
     assert_eq!(c.lease, Duration::from_millis(220), "env wins over file");
-    assert_eq!(c.election_timeout, Duration::from_millis(280), "file wins over default");
+    assert_eq!(
+        c.election_timeout,
+        Duration::from_millis(280),
+        "file wins over default"
+    );
     assert_eq!(c.snapshot_threshold, 7);
     assert_eq!(c.max_clock_drift, 0.01, "default");
 }
@@ -62,16 +80,33 @@ fn flags_beat_env_beat_file_beat_defaults() {
 fn id_from_pod_name_and_statefulset_peers() {
     let _g = ENV.lock().unwrap();
     let args = Args::try_parse_from([
-        "raftkv", "--statefulset", "raftkv", "--service", "raftkv-peers", "--namespace", "db",
-        "--replicas", "3",
+        "raftkv",
+        "--statefulset",
+        "raftkv",
+        "--service",
+        "raftkv-peers",
+        "--namespace",
+        "db",
+        "--replicas",
+        "3",
     ])
     .unwrap();
-    let c = Config::from_args(args, &|k| (k == "HOSTNAME").then(|| "raftkv-2".to_string())).unwrap();
+    let c =
+        Config::from_args(args, &|k| (k == "HOSTNAME").then(|| "raftkv-2".to_string())).unwrap();
     assert_eq!(c.id, 2);
     assert_eq!(c.peers.len(), 3);
-    assert_eq!(c.peers[0].peer_addr, "raftkv-0.raftkv-peers.db.svc.cluster.local:7380");
-    assert_eq!(c.peers[0].client_addr, "raftkv-0.raftkv-peers.db.svc.cluster.local:7379");
-    assert_eq!(c.advertise_client_addr, "raftkv-2.raftkv-peers.db.svc.cluster.local:7379");
+    assert_eq!(
+        c.peers[0].peer_addr,
+        "raftkv-0.raftkv-peers.db.svc.cluster.local:7380"
+    );
+    assert_eq!(
+        c.peers[0].client_addr,
+        "raftkv-0.raftkv-peers.db.svc.cluster.local:7379"
+    );
+    assert_eq!(
+        c.advertise_client_addr,
+        "raftkv-2.raftkv-peers.db.svc.cluster.local:7379"
+    );
 }
 
 fn error_of(argv: &[&str]) -> String {
@@ -82,13 +117,16 @@ fn error_of(argv: &[&str]) -> String {
 #[test]
 fn validation_names_the_setting() {
     let base = ["--id", "0", "--peers", PEERS];
-    let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().chain(extra).copied().collect() };
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { base.iter().chain(extra).copied().collect() };
     assert!(error_of(&with(&["--lease-ms", "300"])).starts_with("lease-ms:"));
     assert!(error_of(&with(&["--heartbeat-ms", "250"])).starts_with("heartbeat-ms:"));
     assert!(error_of(&with(&["--max-clock-drift", "0.7"])).starts_with("max-clock-drift:"));
     assert!(error_of(&with(&["--client-addr", "nowhere"])).starts_with("client-addr:"));
     assert!(error_of(&with(&["--log-format", "xml"])).starts_with("log-format:"));
-    assert!(error_of(&["--id", "5", "--peers", PEERS]).contains("own id 5 is not in the peer list"));
+    assert!(
+        error_of(&["--id", "5", "--peers", PEERS]).contains("own id 5 is not in the peer list")
+    );
     assert!(error_of(&["--id", "0", "--peers", "0=a:1,0=b:2"]).contains("duplicate node id 0"));
     assert!(error_of(&["--id", "0", "--peers", "0=a"]).starts_with("peers:"));
     assert!(error_of(&["--peers", PEERS]).starts_with("id:"));
