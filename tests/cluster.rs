@@ -230,6 +230,29 @@ impl Drop for Cluster {
     }
 }
 
+/// A plain HTTP/1.1 GET: (status code, body).
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
 async fn wait_for<F: std::future::Future<Output = bool>>(
     what: &str,
     limit: Duration,
@@ -255,6 +278,28 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
         client.get(b"hello").await.unwrap().as_deref(),
         Some(&b"world"[..])
     );
+
+    // Probes and metrics: every node live and, with a leader known, ready.
+    for i in 0..3 {
+        let http = c.nodes[i].http.clone();
+        assert_eq!(http_get(&http, "/livez").unwrap().0, 200);
+        wait_for("/readyz to answer 200", Duration::from_secs(5), || {
+            let http = http.clone();
+            async move { http_get(&http, "/readyz").is_ok_and(|(code, _)| code == 200) }
+        })
+        .await;
+    }
+    let (code, metrics) = http_get(&c.nodes[leader].http, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "raftkv_is_leader 1",
+        "raftkv_has_leader 1",
+        "raftkv_lease_valid 1",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line:?}");
+    }
+    assert!(metrics.contains("raftkv_grpc_request_duration_seconds_count{method=\"Write\"}"));
 
     let mut acked = Vec::new();
     for i in 0..50 {
@@ -495,4 +540,25 @@ async fn misconfigured_nodes_refuse_to_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("belongs to node 0"), "{err}");
     let _ = Path::new(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livez_never_depends_on_quorum_but_readyz_does() {
+    let mut c = Cluster::start("probes", 3);
+    c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    c.kill(1);
+    c.kill(2);
+    let http = c.nodes[0].http.clone();
+    wait_for(
+        "/readyz to fail without a quorum",
+        Duration::from_secs(10),
+        || {
+            let http = http.clone();
+            async move { http_get(&http, "/readyz").is_ok_and(|(code, _)| code == 503) }
+        },
+    )
+    .await;
+    let (_, reason) = http_get(&http, "/readyz").unwrap();
+    assert!(reason.contains("no leader"), "{reason}");
+    assert_eq!(http_get(&http, "/livez").unwrap().0, 200);
 }

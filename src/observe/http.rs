@@ -62,9 +62,16 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn route(req: Request<Incoming>, metrics: &Metrics, health: &dyn Health) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    health: &dyn Health,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        );
     }
     match req.uri().path() {
         "/metrics" => Response::builder()

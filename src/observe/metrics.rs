@@ -4,7 +4,7 @@
 //! layer update the same handles; the HTTP server only encodes the registry.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Gauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
@@ -49,38 +49,102 @@ impl Metrics {
             term: gauge(r, "raftkv_term", "Current Raft term of this node."),
             is_leader: gauge(r, "raftkv_is_leader", "1 if this node is the leader."),
             has_leader: gauge(r, "raftkv_has_leader", "1 if this node knows a leader."),
-            leader_changes: counter(r, "raftkv_leader_changes_total", "Times the known leader changed."),
-            elections_started: counter(r, "raftkv_elections_started_total", "Elections this node started."),
-            lease_valid: gauge(r, "raftkv_lease_valid", "1 while this node holds a valid leader lease."),
+            leader_changes: counter(
+                r,
+                "raftkv_leader_changes_total",
+                "Times the known leader changed.",
+            ),
+            elections_started: counter(
+                r,
+                "raftkv_elections_started_total",
+                "Elections this node started.",
+            ),
+            lease_valid: gauge(
+                r,
+                "raftkv_lease_valid",
+                "1 while this node holds a valid leader lease.",
+            ),
             lease_remaining_seconds: {
-                let g = Gauge::new("raftkv_lease_remaining_seconds", "Time left on the leader lease.").unwrap();
+                let g = Gauge::new(
+                    "raftkv_lease_remaining_seconds",
+                    "Time left on the leader lease.",
+                )
+                .unwrap();
                 r.register(Box::new(g.clone())).unwrap();
                 g
             },
-            commit_index: gauge(r, "raftkv_commit_index", "Highest log index known committed."),
-            applied_index: gauge(r, "raftkv_applied_index", "Highest log index applied to the state machine."),
-            commit_lag: gauge(r, "raftkv_commit_lag", "Committed entries not applied yet (commit - applied)."),
+            commit_index: gauge(
+                r,
+                "raftkv_commit_index",
+                "Highest log index known committed.",
+            ),
+            applied_index: gauge(
+                r,
+                "raftkv_applied_index",
+                "Highest log index applied to the state machine.",
+            ),
+            commit_lag: gauge(
+                r,
+                "raftkv_commit_lag",
+                "Committed entries not applied yet (commit - applied).",
+            ),
             follower_lag_entries: {
-                let opts = Opts::new("raftkv_follower_lag_entries", "Entries a follower is behind the leader's log (on the leader).");
+                let opts = Opts::new(
+                    "raftkv_follower_lag_entries",
+                    "Entries a follower is behind the leader's log (on the leader).",
+                );
                 let g = IntGaugeVec::new(opts, &["peer"]).unwrap();
                 r.register(Box::new(g.clone())).unwrap();
                 g
             },
-            proposals_committed: counter(r, "raftkv_proposals_committed_total", "Client proposals committed and answered."),
-            proposals_failed: counter(r, "raftkv_proposals_failed_total", "Client proposals refused or with unknown outcome."),
-            wal_fsync_duration: histogram(r, "raftkv_wal_fsync_duration_seconds", "Duration of one WAL sync (group commit).", fsync_buckets()),
+            proposals_committed: counter(
+                r,
+                "raftkv_proposals_committed_total",
+                "Client proposals committed and answered.",
+            ),
+            proposals_failed: counter(
+                r,
+                "raftkv_proposals_failed_total",
+                "Client proposals refused or with unknown outcome.",
+            ),
+            wal_fsync_duration: histogram(
+                r,
+                "raftkv_wal_fsync_duration_seconds",
+                "Duration of one WAL sync (group commit).",
+                fsync_buckets(),
+            ),
             grpc_request_duration: {
-                let opts = HistogramOpts::new("raftkv_grpc_request_duration_seconds", "Duration of client gRPC requests.")
-                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).unwrap());
+                let opts = HistogramOpts::new(
+                    "raftkv_grpc_request_duration_seconds",
+                    "Duration of client gRPC requests.",
+                )
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).unwrap());
                 let h = HistogramVec::new(opts, &["method"]).unwrap();
                 r.register(Box::new(h.clone())).unwrap();
                 h
             },
-            snapshots: counter(r, "raftkv_snapshot_count_total", "Snapshots taken or installed."),
-            snapshot_last_index: gauge(r, "raftkv_snapshot_last_index", "Last log index covered by the latest snapshot."),
-            snapshot_duration: histogram(r, "raftkv_snapshot_duration_seconds", "Time to take and save a snapshot.", prometheus::exponential_buckets(0.001, 2.0, 14).unwrap()),
+            snapshots: counter(
+                r,
+                "raftkv_snapshot_count_total",
+                "Snapshots taken or installed.",
+            ),
+            snapshot_last_index: gauge(
+                r,
+                "raftkv_snapshot_last_index",
+                "Last log index covered by the latest snapshot.",
+            ),
+            snapshot_duration: histogram(
+                r,
+                "raftkv_snapshot_duration_seconds",
+                "Time to take and save a snapshot.",
+                prometheus::exponential_buckets(0.001, 2.0, 14).unwrap(),
+            ),
             keys: gauge(r, "raftkv_keys", "Keys in the state machine."),
-            peer_messages_dropped: counter(r, "raftkv_peer_messages_dropped_total", "Peer messages dropped because a peer's queue was full."),
+            peer_messages_dropped: counter(
+                r,
+                "raftkv_peer_messages_dropped_total",
+                "Peer messages dropped because a peer's queue was full.",
+            ),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -129,17 +193,30 @@ mod tests {
     fn exposes_the_design_names() {
         let m = Metrics::new();
         m.follower_lag_entries.with_label_values(&["1"]).set(3);
-        m.grpc_request_duration.with_label_values(&["Get"]).observe(0.001);
+        m.grpc_request_duration
+            .with_label_values(&["Get"])
+            .observe(0.001);
         let text = String::from_utf8(m.encode()).unwrap();
         for name in [
-            "raftkv_term", "raftkv_is_leader", "raftkv_has_leader", "raftkv_leader_changes_total",
-            "raftkv_elections_started_total", "raftkv_lease_valid", "raftkv_lease_remaining_seconds",
-            "raftkv_commit_index", "raftkv_applied_index", "raftkv_commit_lag",
-            "raftkv_follower_lag_entries{peer=\"1\"}", "raftkv_proposals_committed_total",
-            "raftkv_proposals_failed_total", "raftkv_wal_fsync_duration_seconds_bucket",
+            "raftkv_term",
+            "raftkv_is_leader",
+            "raftkv_has_leader",
+            "raftkv_leader_changes_total",
+            "raftkv_elections_started_total",
+            "raftkv_lease_valid",
+            "raftkv_lease_remaining_seconds",
+            "raftkv_commit_index",
+            "raftkv_applied_index",
+            "raftkv_commit_lag",
+            "raftkv_follower_lag_entries{peer=\"1\"}",
+            "raftkv_proposals_committed_total",
+            "raftkv_proposals_failed_total",
+            "raftkv_wal_fsync_duration_seconds_bucket",
             "raftkv_grpc_request_duration_seconds_bucket{method=\"Get\"",
-            "raftkv_snapshot_count_total", "raftkv_snapshot_last_index",
-            "raftkv_snapshot_duration_seconds_bucket", "raftkv_keys",
+            "raftkv_snapshot_count_total",
+            "raftkv_snapshot_last_index",
+            "raftkv_snapshot_duration_seconds_bucket",
+            "raftkv_keys",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

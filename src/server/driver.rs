@@ -40,9 +40,8 @@ pub struct Driver {
     /// Client addresses of the members, for not-leader redirects.
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
-    // Invariant: applied <= commit.
+    // Invariant: applied <= the core's commit index.
     pub(super) applied: u64,
-    pub(super) commit: u64,
     pub(super) snapshot_index: u64,
     pub(super) writes: BTreeMap<u64, Pending<pb::WriteResponse>>,
     pub(super) changes: BTreeMap<u64, Pending<u64>>,
@@ -102,7 +101,6 @@ impl Driver {
             client_addrs,
             peer_addrs,
             applied: p.applied,
-            commit: p.applied,
             snapshot_index: p.applied,
             writes: BTreeMap::new(),
             changes: BTreeMap::new(),
@@ -346,9 +344,6 @@ impl Driver {
         for e in &events {
             self.record_event(e);
         }
-        if let Some(hs) = hard_state {
-            self.commit = self.commit.max(hs.commit.0);
-        }
         if hard_state.is_some() || !entries.is_empty() || snapshot.is_some() {
             self.persist(hard_state, entries, snapshot.clone()).await?;
         }
@@ -422,7 +417,6 @@ impl Driver {
             )
         })?;
         self.applied = snap.meta.last.index.0;
-        self.commit = self.commit.max(self.applied);
         self.snapshot_index = self.applied;
         self.metrics.snapshots.inc();
         self.metrics.snapshot_last_index.set(self.applied as i64);
@@ -454,7 +448,6 @@ impl Driver {
             "committed entries are applied in order"
         );
         self.applied = index;
-        self.commit = self.commit.max(index);
         match &entry.payload {
             Payload::Command(bytes) => {
                 let response = self.sm.apply(index, bytes);

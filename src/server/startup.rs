@@ -143,7 +143,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    // Peers' streams never end by themselves: give open calls a moment only.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
         let _ = peer_task.await;
         let _ = client_task.await;
         let _ = http_task.await;
