@@ -8,6 +8,7 @@ use raftkv::pb;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
@@ -33,12 +34,19 @@ struct Node {
 struct Cluster {
     name: String,
     nodes: Vec<Node>,
+    /// Flags added to every node's command line.
+    extra: Vec<String>,
     _dirs: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `n` nodes with fresh data directories.
     fn start(name: &str, n: usize) -> Cluster {
+        Cluster::start_with(name, n, &[])
+    }
+
+    /// Starts `n` nodes with `extra` flags each.
+    fn start_with(name: &str, n: usize, extra: &[&str]) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let nodes = (0..n)
             .map(|id| Node {
@@ -53,6 +61,7 @@ impl Cluster {
         let mut c = Cluster {
             name: name.to_string(),
             nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dirs: dirs,
         };
         for i in 0..n {
@@ -99,6 +108,7 @@ impl Cluster {
                 &self.client_addrs_arg(),
             ])
             .args(["--log-level", "info,raftkv=debug"])
+            .args(&self.extra)
             .env_remove("RAFTKV_CLUSTER_ID");
         cmd
     }
@@ -270,7 +280,9 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
-    let mut c = Cluster::start("failover", 3);
+    // A small snapshot threshold: while the old leader is down the others
+    // compact past its log, so it catches up from an installed snapshot.
+    let mut c = Cluster::start_with("failover", 3, &["--snapshot-threshold", "40"]);
     let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
     let client = c.client().await;
     client.set(b"hello", b"world").await.unwrap();
@@ -325,6 +337,16 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
         );
     }
 
+    for i in 0..100 {
+        let k = format!("later{i}");
+        client.set(k.as_bytes(), b"w").await.unwrap();
+        acked.push(k);
+    }
+    let snap = c.status(new_leader).await.unwrap().snapshot_index;
+    assert!(
+        snap > 50,
+        "the leader has not compacted (snapshot index {snap})"
+    );
     c.spawn(leader);
     let target = c.status(new_leader).await.unwrap().commit_index;
     wait_for(
@@ -340,6 +362,15 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
         },
     )
     .await;
+    // Hand leadership to the restarted node: it serves every acknowledged write.
+    client.transfer_leader(leader as u64).await.unwrap();
+    assert_eq!(c.leader(&[leader], Duration::from_secs(5)).await, leader);
+    for k in &acked {
+        assert!(
+            client.get(k.as_bytes()).await.unwrap().is_some(),
+            "restarted node lacks {k}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,6 +510,7 @@ async fn misconfigured_nodes_refuse_to_start() {
     let c = Cluster {
         name: "misconfig".into(),
         nodes: Vec::new(),
+        extra: Vec::new(),
         _dirs: tempfile::tempdir().unwrap(),
     };
     let dir = c._dirs.path().join("n0");
