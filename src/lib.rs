@@ -9,6 +9,9 @@ pub mod pb {
     //! Generated protobuf and gRPC code (proto/raftkv.proto).
     tonic::include_proto!("raftkv.v1");
 }
+pub mod client;
 pub mod kv;
+pub mod observe;
 pub mod raft;
+pub mod server;
 pub mod storage;

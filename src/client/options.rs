@@ -1,0 +1,50 @@
+//! Tunables of a [`Client`](super::Client): deadlines, backoff and local size limits.
+
+use std::time::Duration;
+
+/// How a client retries and what it refuses before sending.
+///
+/// `Default` suits a local or in-cluster deployment: a leader change takes
+/// about an election timeout, well inside the 10 s deadline.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Overall deadline of one operation, every redirect and retry included.
+    pub timeout: Duration,
+    /// Bound on one attempt against one node, so a hung (paused) node cannot
+    /// eat the whole deadline before the client tries another.
+    pub attempt_timeout: Duration,
+    /// TCP connect timeout per node.
+    pub connect_timeout: Duration,
+    /// First backoff delay after a round of failures (grows exponentially, with jitter).
+    pub min_backoff: Duration,
+    /// Largest backoff delay.
+    pub max_backoff: Duration,
+    /// Keys longer than this are refused locally (the server's default limit).
+    pub max_key_bytes: usize,
+    /// Values longer than this are refused locally (the server's default limit).
+    pub max_value_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The same options with another overall deadline (the attempt timeout
+    /// never exceeds it).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.attempt_timeout = self.attempt_timeout.min(timeout);
+        self
+    }
+}

@@ -1,0 +1,224 @@
+//! The node's Prometheus metrics (DESIGN.md §6), in one registry.
+//!
+//! One struct holds every metric so the node loop, the transport and the gRPC
+//! layer update the same handles; the HTTP server only encodes the registry.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Every metric of a node.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub term: IntGauge,
+    pub is_leader: IntGauge,
+    pub has_leader: IntGauge,
+    pub leader_changes: IntCounter,
+    pub elections_started: IntCounter,
+    pub lease_valid: IntGauge,
+    pub lease_remaining_seconds: Gauge,
+    pub commit_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub commit_lag: IntGauge,
+    pub follower_lag_entries: IntGaugeVec,
+    pub proposals_committed: IntCounter,
+    pub proposals_failed: IntCounter,
+    pub wal_fsync_duration: Histogram,
+    pub grpc_request_duration: HistogramVec,
+    pub snapshots: IntCounter,
+    pub snapshot_last_index: IntGauge,
+    pub snapshot_duration: Histogram,
+    pub keys: IntGauge,
+    pub peer_messages_dropped: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric (and the process collector on Linux).
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let m = Metrics {
+            term: gauge(r, "raftkv_term", "Current Raft term of this node."),
+            is_leader: gauge(r, "raftkv_is_leader", "1 if this node is the leader."),
+            has_leader: gauge(r, "raftkv_has_leader", "1 if this node knows a leader."),
+            leader_changes: counter(
+                r,
+                "raftkv_leader_changes_total",
+                "Times the known leader changed.",
+            ),
+            elections_started: counter(
+                r,
+                "raftkv_elections_started_total",
+                "Elections this node started.",
+            ),
+            lease_valid: gauge(
+                r,
+                "raftkv_lease_valid",
+                "1 while this node holds a valid leader lease.",
+            ),
+            lease_remaining_seconds: {
+                let g = Gauge::new(
+                    "raftkv_lease_remaining_seconds",
+                    "Time left on the leader lease.",
+                )
+                .unwrap();
+                r.register(Box::new(g.clone())).unwrap();
+                g
+            },
+            commit_index: gauge(
+                r,
+                "raftkv_commit_index",
+                "Highest log index known committed.",
+            ),
+            applied_index: gauge(
+                r,
+                "raftkv_applied_index",
+                "Highest log index applied to the state machine.",
+            ),
+            commit_lag: gauge(
+                r,
+                "raftkv_commit_lag",
+                "Committed entries not applied yet (commit - applied).",
+            ),
+            follower_lag_entries: {
+                let opts = Opts::new(
+                    "raftkv_follower_lag_entries",
+                    "Entries a follower is behind the leader's log (on the leader).",
+                );
+                let g = IntGaugeVec::new(opts, &["peer"]).unwrap();
+                r.register(Box::new(g.clone())).unwrap();
+                g
+            },
+            proposals_committed: counter(
+                r,
+                "raftkv_proposals_committed_total",
+                "Client proposals committed and answered.",
+            ),
+            proposals_failed: counter(
+                r,
+                "raftkv_proposals_failed_total",
+                "Client proposals refused or with unknown outcome.",
+            ),
+            wal_fsync_duration: histogram(
+                r,
+                "raftkv_wal_fsync_duration_seconds",
+                "Duration of one WAL sync (group commit).",
+                fsync_buckets(),
+            ),
+            grpc_request_duration: {
+                let opts = HistogramOpts::new(
+                    "raftkv_grpc_request_duration_seconds",
+                    "Duration of client gRPC requests.",
+                )
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).unwrap());
+                let h = HistogramVec::new(opts, &["method"]).unwrap();
+                r.register(Box::new(h.clone())).unwrap();
+                h
+            },
+            snapshots: counter(
+                r,
+                "raftkv_snapshot_count_total",
+                "Snapshots taken or installed.",
+            ),
+            snapshot_last_index: gauge(
+                r,
+                "raftkv_snapshot_last_index",
+                "Last log index covered by the latest snapshot.",
+            ),
+            snapshot_duration: histogram(
+                r,
+                "raftkv_snapshot_duration_seconds",
+                "Time to take and save a snapshot.",
+                prometheus::exponential_buckets(0.001, 2.0, 14).unwrap(),
+            ),
+            keys: gauge(r, "raftkv_keys", "Keys in the state machine."),
+            peer_messages_dropped: counter(
+                r,
+                "raftkv_peer_messages_dropped_total",
+                "Peer messages dropped because a peer's queue was full.",
+            ),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = m.registry.register(Box::new(pc));
+        }
+        m
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+fn fsync_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap()
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap();
+    r.register(Box::new(g.clone())).unwrap();
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap();
+    r.register(Box::new(c.clone())).unwrap();
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap();
+    r.register(Box::new(h.clone())).unwrap();
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_design_names() {
+        let m = Metrics::new();
+        m.follower_lag_entries.with_label_values(&["1"]).set(3);
+        m.grpc_request_duration
+            .with_label_values(&["Get"])
+            .observe(0.001);
+        let text = String::from_utf8(m.encode()).unwrap();
+        for name in [
+            "raftkv_term",
+            "raftkv_is_leader",
+            "raftkv_has_leader",
+            "raftkv_leader_changes_total",
+            "raftkv_elections_started_total",
+            "raftkv_lease_valid",
+            "raftkv_lease_remaining_seconds",
+            "raftkv_commit_index",
+            "raftkv_applied_index",
+            "raftkv_commit_lag",
+            "raftkv_follower_lag_entries{peer=\"1\"}",
+            "raftkv_proposals_committed_total",
+            "raftkv_proposals_failed_total",
+            "raftkv_wal_fsync_duration_seconds_bucket",
+            "raftkv_grpc_request_duration_seconds_bucket{method=\"Get\"",
+            "raftkv_snapshot_count_total",
+            "raftkv_snapshot_last_index",
+            "raftkv_snapshot_duration_seconds_bucket",
+            "raftkv_keys",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Observability: the Prometheus registry and the HTTP probes.
+
+pub mod http;
+mod metrics;
+
+pub use http::Health;
+pub use metrics::Metrics;

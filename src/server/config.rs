@@ -1,0 +1,437 @@
+//! Node configuration: flags, `RAFTKV_*` environment variables and a YAML
+//! file, in that order of precedence, then defaults.
+//!
+//! clap merges flags and environment (a flag wins); every argument is an
+//! `Option` so that an unset one can fall back to the file and then to the
+//! default. The result is validated once, here, with messages that name the
+//! setting, so a misconfigured pod fails at start and says why.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Command-line flags (each also read from its `RAFTKV_*` variable).
+#[derive(Parser, Debug, Default, Clone)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated key-value store node"
+)]
+pub struct Args {
+    /// YAML file with any of the settings below (names in snake_case).
+    #[arg(long, env = "RAFTKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (StatefulSet ordinal). Default: the ordinal of the pod name.
+    #[arg(long, env = "RAFTKV_ID")]
+    pub id: Option<u64>,
+    /// Pod name to take the id from (`raftkv-2` is node 2); falls back to POD_NAME, HOSTNAME.
+    #[arg(long, env = "RAFTKV_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Data directory (log, hard state, snapshots, identity).
+    #[arg(long, env = "RAFTKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address of the client gRPC services (Kv, Cluster).
+    #[arg(long, env = "RAFTKV_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Listen address of the peer gRPC service (Raft).
+    #[arg(long, env = "RAFTKV_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// Listen address of /metrics, /livez, /readyz.
+    #[arg(long, env = "RAFTKV_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Client address other nodes give to clients for this node. Default: from the peer list.
+    #[arg(long, env = "RAFTKV_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// Static peer list `0=HOST:PEER_PORT,1=HOST:PEER_PORT,...` (including this node).
+    #[arg(long, env = "RAFTKV_PEERS")]
+    pub peers: Option<String>,
+    /// Client addresses of the peers `0=HOST:PORT,...`. Default: the peer host, port − 1.
+    #[arg(long, env = "RAFTKV_PEER_CLIENT_ADDRS")]
+    pub peer_client_addrs: Option<String>,
+    /// StatefulSet name: peers are `<sts>-<i>.<service>.<namespace>.svc.<domain>`.
+    #[arg(long, env = "RAFTKV_STATEFULSET")]
+    pub statefulset: Option<String>,
+    /// Headless Service of the StatefulSet.
+    #[arg(long, env = "RAFTKV_SERVICE")]
+    pub service: Option<String>,
+    /// Kubernetes namespace.
+    #[arg(long, env = "RAFTKV_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Number of founding members when peers come from StatefulSet naming.
+    #[arg(long, env = "RAFTKV_REPLICAS")]
+    pub replicas: Option<u64>,
+    /// Cluster DNS domain (default cluster.local).
+    #[arg(long, env = "RAFTKV_CLUSTER_DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// Expected cluster id: a data directory of another cluster is refused.
+    #[arg(long, env = "RAFTKV_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Minimum election timeout T in ms (timeouts are drawn from [T, 2T)).
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Heartbeat interval in ms.
+    #[arg(long, env = "RAFTKV_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Leader lease L in ms (must be below the election timeout).
+    #[arg(long, env = "RAFTKV_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Bound on the relative clock drift between nodes (0.01 = 1%).
+    #[arg(long, env = "RAFTKV_MAX_CLOCK_DRIFT")]
+    pub max_clock_drift: Option<f64>,
+    /// Entries applied since the last snapshot before taking a new one.
+    #[arg(long, env = "RAFTKV_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
+    /// Largest key in bytes.
+    #[arg(long, env = "RAFTKV_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Largest value in bytes.
+    #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, env = "RAFTKV_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or raftkv=debug.
+    #[arg(long, env = "RAFTKV_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The YAML file: the same settings as the flags, all optional.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub pod_name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub client_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub advertise_client_addr: Option<String>,
+    pub peers: Option<String>,
+    pub peer_client_addrs: Option<String>,
+    pub statefulset: Option<String>,
+    pub service: Option<String>,
+    pub namespace: Option<String>,
+    pub replicas: Option<u64>,
+    pub cluster_domain: Option<String>,
+    pub cluster_id: Option<String>,
+    pub election_timeout_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
+    pub max_clock_drift: Option<f64>,
+    pub snapshot_threshold: Option<u64>,
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    /// `host:port` of its Raft service; the host is resolved on every connect.
+    pub peer_addr: String,
+    /// `host:port` of its client services, given to clients that must redirect.
+    pub client_addr: String,
+}
+
+/// The validated configuration of a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub advertise_client_addr: String,
+    /// Every initial member, this node included, sorted by id.
+    pub peers: Vec<Peer>,
+    pub cluster_id: Option<String>,
+    pub election_timeout: Duration,
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub max_clock_drift: f64,
+    pub snapshot_threshold: u64,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Parses the process's flags and environment, reads `--config` if any,
+    /// and validates. The error names the offending setting.
+    /// `--help` and `--version` print and exit here.
+    pub fn load() -> Result<Config, String> {
+        let args = match Args::try_parse() {
+            Ok(a) => a,
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    e.exit()
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    return Err(first.trim_start_matches("error: ").to_string());
+                }
+            },
+        };
+        Config::from_args(args, &|k| std::env::var(k).ok())
+    }
+
+    /// Resolves `args` (flags already merged with env by clap) over the YAML
+    /// file it names, then defaults. `host_env` supplies POD_NAME/HOSTNAME.
+    pub fn from_args(
+        args: Args,
+        host_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        resolve(args, file, host_env)
+    }
+
+    /// The peer entry of this node.
+    pub fn me(&self) -> &Peer {
+        self.peers
+            .iter()
+            .find(|p| p.id == self.id)
+            .expect("validated: own id is in the peer list")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?;
+    serde_norway::from_str(&text).map_err(|e| format!("config: {}: {e}", path.display()))
+}
+
+macro_rules! pick {
+    ($args:ident, $file:ident, $field:ident) => {
+        $args.$field.or($file.$field)
+    };
+}
+
+fn resolve(
+    args: Args,
+    file: FileConfig,
+    host_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, String> {
+    let pod_name = pick!(args, file, pod_name)
+        .or_else(|| host_env("POD_NAME"))
+        .or_else(|| host_env("HOSTNAME"));
+    let id = match pick!(args, file, id) {
+        Some(id) => id,
+        None => {
+            let name = pod_name.ok_or(
+                "id: set --id (RAFTKV_ID) or --pod-name (POD_NAME) with an ordinal like raftkv-2",
+            )?;
+            ordinal(&name).ok_or_else(|| {
+                format!(
+                    "id: pod name {name:?} does not end in an ordinal (like raftkv-2); set --id"
+                )
+            })?
+        }
+    };
+    let data_dir = pick!(args, file, data_dir).unwrap_or_else(|| PathBuf::from("raftkv-data"));
+    let client_addr = socket(
+        "client-addr",
+        pick!(args, file, client_addr),
+        "0.0.0.0:7379",
+    )?;
+    let peer_addr = socket("peer-addr", pick!(args, file, peer_addr), "0.0.0.0:7380")?;
+    let http_addr = socket("http-addr", pick!(args, file, http_addr), "0.0.0.0:7381")?;
+
+    let mut peers = match (pick!(args, file, peers), pick!(args, file, statefulset)) {
+        (Some(_), Some(_)) => {
+            return Err("peers: give either --peers or --statefulset, not both".into());
+        }
+        (Some(list), None) => parse_peer_list("peers", &list)?
+            .into_iter()
+            .map(|(id, peer_addr)| {
+                let client_addr = with_port(&peer_addr, port_of(&peer_addr).saturating_sub(1));
+                Peer {
+                    id,
+                    peer_addr,
+                    client_addr,
+                }
+            })
+            .collect::<Vec<_>>(),
+        (None, Some(sts)) => {
+            let service =
+                pick!(args, file, service).ok_or("service: required with --statefulset")?;
+            let namespace = pick!(args, file, namespace).unwrap_or_else(|| "default".into());
+            let replicas =
+                pick!(args, file, replicas).ok_or("replicas: required with --statefulset")?;
+            if replicas == 0 {
+                return Err("replicas: must be at least 1".into());
+            }
+            let domain =
+                pick!(args, file, cluster_domain).unwrap_or_else(|| "cluster.local".into());
+            (0..replicas)
+                .map(|i| {
+                    let host = format!("{sts}-{i}.{service}.{namespace}.svc.{domain}");
+                    Peer {
+                        id: i,
+                        peer_addr: format!("{host}:{}", peer_addr.port()),
+                        client_addr: format!("{host}:{}", client_addr.port()),
+                    }
+                })
+                .collect()
+        }
+        (None, None) => {
+            return Err(
+                "peers: set --peers 0=HOST:PORT,... or --statefulset with --service and --replicas"
+                    .into(),
+            );
+        }
+    };
+    if let Some(list) = pick!(args, file, peer_client_addrs) {
+        for (pid, addr) in parse_peer_list("peer-client-addrs", &list)? {
+            let peer = peers
+                .iter_mut()
+                .find(|p| p.id == pid)
+                .ok_or_else(|| format!("peer-client-addrs: node {pid} is not in the peer list"))?;
+            peer.client_addr = addr;
+        }
+    }
+    peers.sort_by_key(|p| p.id);
+    let mut seen = BTreeSet::new();
+    for p in &peers {
+        if !seen.insert(p.id) {
+            return Err(format!("peers: duplicate node id {}", p.id));
+        }
+    }
+    let me = peers
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| format!("peers: own id {id} is not in the peer list (ids: {seen:?})"))?;
+    let advertise_client_addr =
+        pick!(args, file, advertise_client_addr).unwrap_or_else(|| me.client_addr.clone());
+    host_port("advertise-client-addr", &advertise_client_addr)?;
+
+    let election_ms = pick!(args, file, election_timeout_ms).unwrap_or(300);
+    let heartbeat_ms = pick!(args, file, heartbeat_ms).unwrap_or(50);
+    let lease_ms = pick!(args, file, lease_ms).unwrap_or(250);
+    if heartbeat_ms == 0 {
+        return Err("heartbeat-ms: must be positive".into());
+    }
+    if lease_ms >= election_ms {
+        return Err(format!(
+            "lease-ms: the lease ({lease_ms} ms) must be shorter than the election timeout ({election_ms} ms)"
+        ));
+    }
+    if heartbeat_ms >= lease_ms {
+        return Err(format!(
+            "heartbeat-ms: the heartbeat ({heartbeat_ms} ms) must be shorter than the lease ({lease_ms} ms)"
+        ));
+    }
+    let max_clock_drift = pick!(args, file, max_clock_drift).unwrap_or(0.01);
+    if !(0.0..0.5).contains(&max_clock_drift) {
+        return Err(format!(
+            "max-clock-drift: {max_clock_drift} is not in [0, 0.5)"
+        ));
+    }
+    let snapshot_threshold = pick!(args, file, snapshot_threshold).unwrap_or(10_000);
+    if snapshot_threshold == 0 {
+        return Err("snapshot-threshold: must be positive".into());
+    }
+    let defaults = crate::kv::Limits::default();
+    let max_key_bytes = pick!(args, file, max_key_bytes).unwrap_or(defaults.max_key_bytes);
+    let max_value_bytes = pick!(args, file, max_value_bytes).unwrap_or(defaults.max_value_bytes);
+    if max_key_bytes == 0 || max_value_bytes == 0 {
+        return Err("max-key-bytes/max-value-bytes: must be positive".into());
+    }
+    let log_format = match pick!(args, file, log_format).as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(format!("log-format: {other:?} is neither text nor json")),
+    };
+    let cluster_id = pick!(args, file, cluster_id).filter(|s| !s.is_empty());
+    Ok(Config {
+        id,
+        data_dir,
+        client_addr,
+        peer_addr,
+        http_addr,
+        advertise_client_addr,
+        peers,
+        cluster_id,
+        election_timeout: Duration::from_millis(election_ms),
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        lease: Duration::from_millis(lease_ms),
+        max_clock_drift,
+        snapshot_threshold,
+        max_key_bytes,
+        max_value_bytes,
+        log_format,
+        log_level: pick!(args, file, log_level).unwrap_or_else(|| "info".into()),
+    })
+}
+
+/// `raftkv-2` → 2.
+fn ordinal(name: &str) -> Option<u64> {
+    name.rsplit_once('-')?.1.parse().ok()
+}
+
+fn socket(setting: &str, value: Option<String>, default: &str) -> Result<SocketAddr, String> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    v.parse()
+        .map_err(|e| format!("{setting}: {v:?} is not an IP:PORT address: {e}"))
+}
+
+/// Checks `host:port` (a DNS name or an IP; brackets for IPv6).
+fn host_port(setting: &str, addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{setting}: {addr:?} is not HOST:PORT"))?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{setting}: {addr:?} is not HOST:PORT"));
+    }
+    Ok(())
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn with_port(addr: &str, port: u16) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    format!("{host}:{port}")
+}
+
+/// Parses `0=HOST:PORT,1=HOST:PORT`.
+fn parse_peer_list(setting: &str, list: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{setting}: {item:?} is not ID=HOST:PORT"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{setting}: {id:?} in {item:?} is not a node id"))?;
+        host_port(setting, addr.trim())?;
+        out.push((id, addr.trim().to_string()));
+    }
+    if out.is_empty() {
+        return Err(format!("{setting}: empty list"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The client services (Kv, Cluster): thin adapters from gRPC to the node
+//! loop, with the not-leader convention of docs/internals.md and a duration
+//! histogram per method.
+
+use super::node::{MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
+use crate::observe::Metrics;
+use crate::pb;
+use crate::raft::{ConfChange, NodeId};
+use std::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+/// Serves Kv and Cluster by forwarding to the node loop.
+#[derive(Clone)]
+pub struct ClientService {
+    pub node: NodeHandle,
+    pub metrics: Metrics,
+}
+
+/// The gRPC status of a node error, per the shared conventions.
+pub fn to_status(e: NodeError) -> Status {
+    let msg = e.to_string();
+    match e {
+        NodeError::NotLeader { leader } => {
+            let mut s = Status::unavailable(msg);
+            if let Some((id, addr)) = leader {
+                let md = s.metadata_mut();
+                md.insert("x-raftkv-leader-id", MetadataValue::from(id));
+                if let Ok(v) = addr.parse() {
+                    md.insert("x-raftkv-leader-addr", v);
+                }
+            }
+            s
+        }
+        NodeError::OutcomeUnknown(_) | NodeError::Stopped => Status::unavailable(msg),
+        NodeError::InvalidArgument(_) => Status::invalid_argument(msg),
+        NodeError::Busy(_) => Status::failed_precondition(msg),
+    }
+}
+
+impl ClientService {
+    /// Times `f` into the histogram under `method`.
+    async fn timed<T>(
+        &self,
+        method: &str,
+        f: impl std::future::Future<Output = Result<T, NodeError>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let r = f.await;
+        self.metrics
+            .grpc_request_duration
+            .with_label_values(&[method])
+            .observe(start.elapsed().as_secs_f64());
+        r.map(Response::new).map_err(to_status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for ClientService {
+    async fn write(
+        &self,
+        r: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.timed("Write", self.node.write(r.into_inner())).await
+    }
+
+    async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let key = r.into_inner().key;
+        self.timed("Get", async {
+            match self.node.read(ReadKind::Get(key)).await? {
+                ReadAnswer::Get(g) => Ok(g),
+                ReadAnswer::Ttl(_) => Err(NodeError::InvalidArgument(
+                    "internal: wrong read answer".into(),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn ttl(&self, r: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        let key = r.into_inner().key;
+        self.timed("Ttl", async {
+            match self.node.read(ReadKind::Ttl(key)).await? {
+                ReadAnswer::Ttl(t) => Ok(t),
+                ReadAnswer::Get(_) => Err(NodeError::InvalidArgument(
+                    "internal: wrong read answer".into(),
+                )),
+            }
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClientService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.timed("Status", self.node.status()).await
+    }
+
+    async fn members(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.timed("Members", self.node.members()).await
+    }
+
+    async fn add_member(
+        &self,
+        r: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let r = r.into_inner();
+        self.timed("AddMember", async {
+            let change = if r.promote {
+                ConfChange::Promote(NodeId(r.id))
+            } else {
+                ConfChange::AddLearner(NodeId(r.id))
+            };
+            let addrs = MemberAddrs {
+                peer: r.peer_address,
+                client: r.client_address,
+            };
+            let index = self.node.change(change, Some(addrs)).await?;
+            Ok(pb::ChangeResponse { index })
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        r: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let id = r.into_inner().id;
+        self.timed("RemoveMember", async {
+            let index = self
+                .node
+                .change(ConfChange::Remove(NodeId(id)), None)
+                .await?;
+            Ok(pb::ChangeResponse { index })
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        r: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let to = r.into_inner().to;
+        self.timed("TransferLeader", async {
+            self.node.transfer(Some(NodeId(to))).await?;
+            // A transfer has no log index of its own.
+            Ok(pb::ChangeResponse { index: 0 })
+        })
+        .await
+    }
+}

@@ -1,0 +1,14 @@
+//! The node: drives the consensus core, storage and state machine with
+//! tokio, and serves the peer and client gRPC services.
+
+mod bootstrap;
+pub mod config;
+mod driver;
+pub mod grpc;
+pub mod node;
+mod startup;
+pub mod transport;
+mod view;
+pub mod wire;
+
+pub use startup::run;

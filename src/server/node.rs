@@ -1,0 +1,181 @@
+//! The door to the node loop: the inputs it takes and a cloneable handle
+//! that gRPC handlers, the transport and the probes use to send them.
+//!
+//! Every input that expects an answer carries a oneshot sender; the loop
+//! owns all Raft, state-machine and storage state, so nothing here locks.
+
+use crate::observe::Health;
+use crate::pb;
+use crate::raft::{ConfChange, Message, NodeId};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Inputs queued for the node loop before it stops taking more (backpressure
+/// for clients; peers' messages wait on their own stream).
+pub const INPUT_QUEUE: usize = 8192;
+
+/// Why a request to the node failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader; `leader` is (id, client address) if known.
+    #[error("not leader; {}", match leader {
+        Some((id, addr)) => format!("leader is node {id} at {addr}"),
+        None => "no leader known".to_string(),
+    })]
+    NotLeader { leader: Option<(u64, String)> },
+    /// The write was proposed but leadership was lost before it committed.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The leader cannot take it now (e.g. a membership change in progress).
+    #[error("{0}")]
+    Busy(String),
+    /// The node is shutting down or its loop has stopped.
+    #[error("node is stopping")]
+    Stopped,
+}
+
+/// A read the leader answers from its applied state.
+#[derive(Debug, Clone)]
+pub enum ReadKind {
+    Get(Bytes),
+    Ttl(Bytes),
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub enum ReadAnswer {
+    Get(pb::GetResponse),
+    Ttl(pb::TtlResponse),
+}
+
+/// Where a node added at run time listens.
+#[derive(Debug, Clone, Default)]
+pub struct MemberAddrs {
+    pub peer: String,
+    pub client: String,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// One input of the node loop.
+pub enum Input {
+    Peer(Message),
+    Write(pb::WriteRequest, Reply<pb::WriteResponse>),
+    Read(ReadKind, Reply<ReadAnswer>),
+    /// A membership change (with the addresses of an added node); answered
+    /// with its log index once committed.
+    Change(ConfChange, Option<MemberAddrs>, Reply<u64>),
+    /// Hand leadership to `to`, or to the most caught-up voter if `None`.
+    Transfer(Option<NodeId>, Reply<u64>),
+    Status(oneshot::Sender<pb::StatusResponse>),
+    Members(oneshot::Sender<pb::MembersResponse>),
+    /// Readiness: Ok or the reason the node is not ready.
+    Ready(oneshot::Sender<Result<(), String>>),
+    Ping(oneshot::Sender<()>),
+    /// Graceful stop: hand off leadership (≤ `grace`), sync, and end the loop.
+    Shutdown(Duration, oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable sender of inputs to the node loop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl NodeHandle {
+    pub fn new(tx: mpsc::Sender<Input>) -> NodeHandle {
+        NodeHandle { tx }
+    }
+
+    /// Hands a peer's message to the loop, waiting if its queue is full
+    /// (which slows only that peer's stream).
+    pub async fn peer_message(&self, m: Message) -> Result<(), tonic::Status> {
+        self.tx
+            .send(Input::Peer(m))
+            .await
+            .map_err(|_| tonic::Status::unavailable("node is stopping"))
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Input) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    async fn query<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Input,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    pub async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, NodeError> {
+        self.ask(|r| Input::Write(req, r)).await
+    }
+
+    pub async fn read(&self, kind: ReadKind) -> Result<ReadAnswer, NodeError> {
+        self.ask(|r| Input::Read(kind, r)).await
+    }
+
+    pub async fn change(
+        &self,
+        change: ConfChange,
+        addrs: Option<MemberAddrs>,
+    ) -> Result<u64, NodeError> {
+        self.ask(|r| Input::Change(change, addrs, r)).await
+    }
+
+    pub async fn transfer(&self, to: Option<NodeId>) -> Result<u64, NodeError> {
+        self.ask(|r| Input::Transfer(to, r)).await
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusResponse, NodeError> {
+        self.query(Input::Status).await
+    }
+
+    pub async fn members(&self) -> Result<pb::MembersResponse, NodeError> {
+        self.query(Input::Members).await
+    }
+
+    /// Asks the loop to stop gracefully and waits until it has.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.query(|r| Input::Shutdown(grace, r)).await;
+    }
+}
+
+impl Health for NodeHandle {
+    fn live(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let ping = self.query(Input::Ping);
+            match tokio::time::timeout(Duration::from_secs(1), ping).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err("node loop has stopped".into()),
+                Err(_) => Err("node loop did not answer within 1 s".into()),
+            }
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let ready = self.query(Input::Ready);
+            match tokio::time::timeout(Duration::from_secs(1), ready).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err("node loop has stopped".into()),
+                Err(_) => Err("node loop did not answer within 1 s".into()),
+            }
+        })
+    }
+}

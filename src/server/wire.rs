@@ -1,0 +1,319 @@
+//! Conversions between the consensus core's messages and the wire
+//! (`pb::PeerMessage`). Data from the network is validated here, once.
+//!
+//! Entries, memberships and snapshot metadata use `storage`'s codec, so the
+//! wire and the WAL share one definition of the format.
+
+use crate::pb::{self, peer_message::Body};
+use crate::raft::{LogId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term};
+use crate::storage::{
+    entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, snapshot_meta_from_pb,
+    snapshot_meta_to_pb,
+};
+use std::time::Duration;
+
+/// Why a message from a peer was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed peer message: {0}")]
+pub struct WireError(pub String);
+
+fn bad(msg: impl Into<String>) -> WireError {
+    WireError(msg.into())
+}
+
+fn log_id(id: Option<pb::LogId>) -> LogId {
+    id.map_or_else(LogId::default, log_id_from_pb)
+}
+
+fn meta_from_pb(m: Option<pb::SnapshotMeta>) -> Result<SnapshotMeta, WireError> {
+    let m = m.ok_or_else(|| bad("snapshot without metadata"))?;
+    snapshot_meta_from_pb(&m).map_err(|e| bad(e.0))
+}
+
+/// A core message as it goes on the wire.
+pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
+    let (from, to, term) = (m.from.0, m.to.0, m.term.0);
+    let body = match &m.body {
+        MessageBody::Append {
+            prev,
+            entries,
+            commit,
+            round,
+        } => Body::Append(pb::AppendEntriesRequest {
+            from,
+            to,
+            term,
+            prev: Some(log_id_to_pb(*prev)),
+            entries: entries.iter().map(entry_to_pb).collect(),
+            commit: commit.0,
+            round: *round,
+        }),
+        MessageBody::AppendResponse {
+            success,
+            match_index,
+            conflict,
+            round,
+        } => Body::AppendResponse(pb::AppendEntriesResponse {
+            from,
+            to,
+            term,
+            success: *success,
+            match_index: match_index.0,
+            conflict: Some(log_id_to_pb(*conflict)),
+            round: *round,
+        }),
+        MessageBody::Vote {
+            last_log,
+            pre_vote,
+            transfer,
+        } => Body::Vote(pb::RequestVoteRequest {
+            from,
+            to,
+            term,
+            last_log: Some(log_id_to_pb(*last_log)),
+            pre_vote: *pre_vote,
+            transfer: *transfer,
+        }),
+        MessageBody::VoteResponse {
+            granted,
+            pre_vote,
+            lease_remaining,
+            lease_term,
+        } => Body::VoteResponse(pb::RequestVoteResponse {
+            from,
+            to,
+            term,
+            granted: *granted,
+            pre_vote: *pre_vote,
+            lease_remaining_nanos: u64::try_from(lease_remaining.as_nanos()).unwrap_or(u64::MAX),
+            lease_term: lease_term.0,
+        }),
+        MessageBody::Snapshot {
+            meta,
+            offset,
+            data,
+            done,
+            round,
+        } => Body::Snapshot(pb::InstallSnapshotRequest {
+            from,
+            to,
+            term,
+            meta: Some(snapshot_meta_to_pb(meta)),
+            offset: *offset,
+            data: data.clone(),
+            done: *done,
+            round: *round,
+        }),
+        MessageBody::SnapshotResponse {
+            last_index,
+            next_offset,
+            done,
+            round,
+        } => Body::SnapshotResponse(pb::InstallSnapshotResponse {
+            from,
+            to,
+            term,
+            last_index: last_index.0,
+            next_offset: *next_offset,
+            done: *done,
+            round: *round,
+        }),
+        MessageBody::TimeoutNow { lease_released } => Body::TimeoutNow(pb::TimeoutNowRequest {
+            from,
+            to,
+            term,
+            lease_released: *lease_released,
+        }),
+    };
+    pb::PeerMessage { body: Some(body) }
+}
+
+/// A wire message as the core takes it, or why it is malformed.
+pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
+    let msg = |from: u64, to: u64, term: u64, body| Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body,
+    };
+    Ok(match m.body.ok_or_else(|| bad("empty peer message"))? {
+        Body::Append(r) => {
+            let entries = r
+                .entries
+                .into_iter()
+                .map(|e| entry_from_pb(e).map_err(|e| bad(e.0)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let prev = log_id(r.prev);
+            for (i, e) in entries.iter().enumerate() {
+                if e.id.index.0 != prev.index.0 + 1 + i as u64 {
+                    return Err(bad("append entries are not consecutive after prev"));
+                }
+            }
+            msg(
+                r.from,
+                r.to,
+                r.term,
+                MessageBody::Append {
+                    prev,
+                    entries,
+                    commit: LogIndex(r.commit),
+                    round: r.round,
+                },
+            )
+        }
+        Body::AppendResponse(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::AppendResponse {
+                success: r.success,
+                match_index: LogIndex(r.match_index),
+                conflict: log_id(r.conflict),
+                round: r.round,
+            },
+        ),
+        Body::Vote(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::Vote {
+                last_log: log_id(r.last_log),
+                pre_vote: r.pre_vote,
+                transfer: r.transfer,
+            },
+        ),
+        Body::VoteResponse(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::VoteResponse {
+                granted: r.granted,
+                pre_vote: r.pre_vote,
+                lease_remaining: Duration::from_nanos(r.lease_remaining_nanos),
+                lease_term: Term(r.lease_term),
+            },
+        ),
+        Body::Snapshot(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::Snapshot {
+                meta: meta_from_pb(r.meta)?,
+                offset: r.offset,
+                data: r.data,
+                done: r.done,
+                round: r.round,
+            },
+        ),
+        Body::SnapshotResponse(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::SnapshotResponse {
+                last_index: LogIndex(r.last_index),
+                next_offset: r.next_offset,
+                done: r.done,
+                round: r.round,
+            },
+        ),
+        Body::TimeoutNow(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::TimeoutNow {
+                lease_released: r.lease_released,
+            },
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Entry, Membership, Payload};
+    use bytes::Bytes;
+
+    fn round_trip(m: Message) {
+        let back = message_from_pb(message_to_pb(&m)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{m:?}"));
+    }
+
+    #[test]
+    fn every_message_kind_round_trips() {
+        let e = |i, p| Entry {
+            id: LogId::new(2, i),
+            payload: p,
+        };
+        let base = |body| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body,
+        };
+        round_trip(base(MessageBody::Append {
+            prev: LogId::new(1, 4),
+            entries: vec![
+                e(5, Payload::Noop),
+                e(6, Payload::Command(Bytes::from_static(b"x"))),
+                e(7, Payload::Config(Membership::new([NodeId(0), NodeId(1)]))),
+            ],
+            commit: LogIndex(4),
+            round: 9,
+        }));
+        round_trip(base(MessageBody::AppendResponse {
+            success: false,
+            match_index: LogIndex(3),
+            conflict: LogId::new(1, 2),
+            round: 9,
+        }));
+        round_trip(base(MessageBody::Vote {
+            last_log: LogId::new(2, 7),
+            pre_vote: true,
+            transfer: false,
+        }));
+        round_trip(base(MessageBody::VoteResponse {
+            granted: true,
+            pre_vote: false,
+            lease_remaining: Duration::from_millis(120),
+            lease_term: Term(2),
+        }));
+        round_trip(base(MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                last: LogId::new(2, 7),
+                membership: Membership::new([NodeId(0)]),
+            },
+            offset: 0,
+            data: Bytes::from_static(b"snap"),
+            done: true,
+            round: 1,
+        }));
+        round_trip(base(MessageBody::SnapshotResponse {
+            last_index: LogIndex(7),
+            next_offset: 4,
+            done: true,
+            round: 1,
+        }));
+        round_trip(base(MessageBody::TimeoutNow {
+            lease_released: true,
+        }));
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        assert!(message_from_pb(pb::PeerMessage { body: None }).is_err());
+        let gap = pb::AppendEntriesRequest {
+            prev: Some(pb::LogId { term: 1, index: 1 }),
+            entries: vec![entry_to_pb(&Entry {
+                id: LogId::new(1, 3),
+                payload: Payload::Noop,
+            })],
+            ..Default::default()
+        };
+        assert!(
+            message_from_pb(pb::PeerMessage {
+                body: Some(Body::Append(gap))
+            })
+            .is_err()
+        );
+    }
+}
