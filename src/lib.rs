@@ -10,4 +10,5 @@ pub mod pb {
     tonic::include_proto!("raftkv.v1");
 }
 pub mod client;
+pub mod ctl;
 pub mod raft;
