@@ -12,3 +12,4 @@ pub mod pb {
 pub mod client;
 pub mod ctl;
 pub mod raft;
+pub mod storage;

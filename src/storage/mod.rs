@@ -1,0 +1,226 @@
+//! The node's data directory on its PersistentVolume (see DESIGN.md §3):
+//!
+//! ```text
+//! <dir>/identity                      cluster id, node id, incarnation
+//! <dir>/wal/<first index:020>.log     append-only segments of framed records
+//! <dir>/snap/<term:020>-<index:020>.snap
+//! ```
+//!
+//! Entries and hard state share one record stream, so a single fsync makes a
+//! whole batch durable (group commit). Only a torn tail of the last segment is
+//! repaired on open; anything else wrong stops the node with an error naming
+//! file and offset. Blocking I/O: the node calls this from a blocking thread.
+
+pub mod codec;
+mod dump;
+mod error;
+mod fsutil;
+mod identity;
+mod record;
+mod recovery;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+mod wal;
+
+pub use codec::*;
+pub use dump::dump;
+pub use error::StorageError;
+
+use crate::raft::{Entry, HardState, Snapshot};
+use error::io_err;
+use std::path::{Path, PathBuf};
+use wal::Wal;
+
+/// Which cluster and node this data directory belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub node_id: u64,
+    pub incarnation: u64,
+}
+
+/// What a node had on disk when it (re)started; all empty for a brand-new node.
+///
+/// Mirrors `raft::Persisted` of docs/internals.md, which the consensus core
+/// does not define yet; once it does, replace this with
+/// `pub use crate::raft::Persisted;` (the fields are identical).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Entries after the snapshot (if any), contiguous and in index order.
+    pub entries: Vec<Entry>,
+}
+
+/// Everything read back from a data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// `None` on a fresh data directory.
+    pub identity: Option<Identity>,
+    pub persisted: Persisted,
+    /// Repairs made (or, for `inspect`, that open would make), for the log.
+    pub warnings: Vec<String>,
+}
+
+/// Tunables; the defaults suit production, tests shrink the segment size.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A segment is sealed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Storage {
+    dir: PathBuf,
+    wal: Wal,
+    /// Set after a failed write or fsync; see `StorageError::Poisoned`.
+    poisoned: Option<String>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory with default options.
+    pub fn open(dir: &Path) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open_with(dir, Options::default())
+    }
+
+    /// Opens the data directory; cuts a torn WAL tail (reported in
+    /// `warnings`) and removes leftover temp files. If an error is returned,
+    /// nothing in the directory has been modified.
+    pub fn open_with(dir: &Path, options: Options) -> Result<(Storage, Recovered), StorageError> {
+        fsutil::ensure_dir(dir)?;
+        let rec = recovery::recover(dir)?;
+        let mut warnings = rec.warnings;
+        let wal_dir = dir.join("wal");
+        fsutil::ensure_dir(&wal_dir)?;
+        fsutil::ensure_dir(&dir.join("snap"))?;
+        warnings.extend(fsutil::remove_temps(dir)?);
+        warnings.extend(fsutil::remove_temps(&dir.join("snap"))?);
+        if let Some((path, offset)) = &rec.torn {
+            cut(path, *offset)?;
+        }
+        if let Some(keep) = &rec.snapshot_path {
+            if !rec.stale_snapshots.is_empty() {
+                snapshot::remove_others(&dir.join("snap"), keep)?;
+            }
+        }
+        let wal = Wal::resume(&wal_dir, options.segment_bytes, rec.wal)?;
+        let storage = Storage {
+            dir: dir.to_path_buf(),
+            wal,
+            poisoned: None,
+        };
+        let recovered = Recovered {
+            identity: rec.identity,
+            persisted: rec.persisted,
+            warnings,
+        };
+        Ok((storage, recovered))
+    }
+
+    /// Reads the data directory without modifying anything (for `raftctl
+    /// dump`); a torn tail is reported in `warnings`, not cut.
+    pub fn inspect(dir: &Path) -> Result<Recovered, StorageError> {
+        std::fs::read_dir(dir).map_err(io_err(dir))?;
+        let rec = recovery::recover(dir)?;
+        Ok(Recovered {
+            identity: rec.identity,
+            persisted: rec.persisted,
+            warnings: rec.warnings,
+        })
+    }
+
+    /// Durably records which cluster and node this directory belongs to.
+    pub fn set_identity(&mut self, id: &Identity) -> Result<(), StorageError> {
+        self.check()?;
+        let r = identity::write(&self.dir, id);
+        self.poison_on_io(r)
+    }
+
+    /// Buffers `entries`; they replace stored entries from
+    /// `entries[0].index()` on. Durable only after `sync`.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check()?;
+        let r = self.wal.append(entries);
+        self.poison_on_io(r)
+    }
+
+    /// Buffers the hard state; durable only after `sync`.
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.check()?;
+        let r = self.wal.set_hard_state(hs);
+        self.poison_on_io(r)
+    }
+
+    /// Makes everything buffered durable with one fdatasync (group commit).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.check()?;
+        let r = self.wal.sync();
+        self.poison_on_io(r)
+    }
+
+    /// Durably saves `snap`, deletes older snapshots, then deletes the WAL
+    /// segments it makes redundant. Entries after the snapshot are kept; if
+    /// it covers the whole log, the log restarts right after it.
+    pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        self.check()?;
+        let index = snap.meta.last.index.0;
+        if index == 0 || index < self.wal.floor() {
+            return Err(StorageError::Invalid(format!(
+                "snapshot at index {index} does not advance the saved one at {}",
+                self.wal.floor()
+            )));
+        }
+        let snap_dir = self.dir.join("snap");
+        let r = snapshot::write(&snap_dir, snap)
+            .and_then(|path| snapshot::remove_others(&snap_dir, &path))
+            .and_then(|()| self.wal.compact(index));
+        self.poison_on_io(r)
+    }
+
+    /// First indices of the WAL segments (diagnostics and tests).
+    pub fn segments(&self) -> &[u64] {
+        self.wal.segments()
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        match &self.poisoned {
+            Some(why) => Err(StorageError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_on_io<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e @ StorageError::Io { .. }) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .field("segments", &self.wal.segments())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Cuts a torn tail off the last segment, durably.
+fn cut(path: &Path, offset: u64) -> Result<(), StorageError> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(offset).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
