@@ -84,6 +84,9 @@ pub enum Command {
     TransferLeader { id: u64 },
     /// Run a local cluster of raftkv processes on 127.0.0.1 until Ctrl-C.
     Local(LocalArgs),
+    /// Print a node's data directory (identity, hard state, snapshot, log);
+    /// read-only, text only. Run it on a stopped node's directory.
+    Dump { data_dir: PathBuf },
     /// Load-test the cluster: many clients, sequential requests, latency percentiles.
     Bench(BenchArgs),
 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod dump;
 pub mod duration;
 pub mod exit;
 pub mod kv;
@@ -72,6 +73,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
         Command::Local(args) => local::run(args).await,
+        Command::Dump { data_dir } => dump::run(data_dir),
         Command::Bench(args) => {
             bench::run(args, cli.endpoints.clone(), options.clone(), output).await
         }
