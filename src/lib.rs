@@ -10,6 +10,7 @@ pub mod pb {
     tonic::include_proto!("raftkv.v1");
 }
 pub mod client;
+pub mod ctl;
 pub mod kv;
 pub mod observe;
 pub mod raft;

@@ -1,1 +1,5 @@
-fn main() {}
+//! raftctl: the command-line tool of raftkv (see `raftkv::ctl`).
+
+fn main() -> std::process::ExitCode {
+    raftkv::ctl::main()
+}

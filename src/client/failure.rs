@@ -81,16 +81,21 @@ pub(crate) fn leader_hint(status: &Status) -> Option<String> {
     normalize_addr(addr.split_whitespace().next()?)
 }
 
-/// A transport status with its cause, which tonic keeps in the source chain.
+/// A transport status with its root cause (tonic keeps it in the source
+/// chain; the links between repeat each other).
 fn describe(status: &Status) -> String {
-    let mut text = status.message().to_string();
+    let message = status.message();
+    let mut root = None;
     let mut source = std::error::Error::source(status);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        root = Some(cause.to_string());
         source = cause.source();
     }
-    text
+    match root {
+        Some(root) if root.contains(message) => root,
+        Some(root) if !message.contains(&root) => format!("{message}: {root}"),
+        _ => message.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! raftctl's command line (clap derive): global flags and subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::duration::parse_duration;
+
+/// The local cluster's client endpoints (`raftctl local` with defaults).
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7379,127.0.0.1:7389,127.0.0.1:7399";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error (key not found, CAS not swapped, command refused, ...)
+  2    unreachable: no endpoint answered
+  3    bad input (empty key, key > 4 KiB, value > 1 MiB, bad argument)
+  4    no leader, or the cluster is unhealthy
+  128  usage error
+
+Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else the local
+cluster's defaults (raftctl local).";
+
+/// raftctl: read and write keys, inspect and change a raftkv cluster.
+#[derive(Debug, Parser)]
+#[command(name = "raftctl", version, after_help = EXIT_CODES, arg_required_else_help = true)]
+pub struct Cli {
+    /// Client endpoints, HOST:PORT, comma separated.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTKV_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ENDPOINTS
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Output format: table (values raw, tables aligned), json or yaml.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Overall deadline of one operation, retries included (e.g. 500ms, 10s, 1m).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write VALUE under KEY (clears any TTL); prints OK. Without VALUE,
+    /// the value is read from stdin (for binary or large values).
+    Set { key: String, value: Option<String> },
+    /// Print the value of KEY raw; a missing key exits 1.
+    Get { key: String },
+    /// Delete KEY; prints 1 if it existed, else 0.
+    Del { key: String },
+    /// Add 1 to the integer at KEY (missing counts as 0); prints the new value.
+    Incr { key: String },
+    /// Delete KEY after SECONDS; prints 1, or 0 if there is no such key.
+    Expire { key: String, seconds: u64 },
+    /// Print the seconds KEY has left, or "none"; a missing key exits 1.
+    Ttl { key: String },
+    /// Set KEY to NEW if its value is EXPECTED; prints OK, or exits 1 if not swapped.
+    Cas(CasArgs),
+    /// Show every endpoint: role, term, leader, lease, commit, applied, lag.
+    Status,
+    /// List the members as the leader knows them.
+    Members,
+    /// Add or remove a member.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Ask the leader to hand leadership to node ID.
+    TransferLeader { id: u64 },
+    /// Run a local cluster of raftkv processes on 127.0.0.1 until Ctrl-C.
+    Local(LocalArgs),
+    /// Print a node's data directory (identity, hard state, snapshot, log);
+    /// read-only, text only. Run it on a stopped node's directory.
+    Dump { data_dir: PathBuf },
+    /// Load-test the cluster: many clients, sequential requests, latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CasArgs {
+    pub key: String,
+    /// The value KEY must have; with --absent, this is NEW.
+    #[arg(value_name = "EXPECTED")]
+    pub expected_or_new: String,
+    /// The value to write (not given with --absent).
+    #[arg(required_unless_present = "absent", conflicts_with = "absent")]
+    pub new: Option<String>,
+    /// Expect no key: `cas KEY --absent NEW` writes only if KEY does not exist.
+    #[arg(long)]
+    pub absent: bool,
+}
+
+impl CasArgs {
+    /// (expected, new); clap guarantees `new` is given exactly when not `absent`.
+    pub fn values(&self) -> (Option<&str>, &str) {
+        match &self.new {
+            Some(new) => (Some(&self.expected_or_new), new),
+            None => (None, &self.expected_or_new),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add node ID (as a learner, promoted to voter once caught up).
+    Add {
+        id: u64,
+        /// Its peer address, HOST:PORT.
+        #[arg(long)]
+        peer_addr: String,
+        /// Its client address (default: the peer host, port − 1).
+        #[arg(long)]
+        client_addr: Option<String>,
+        /// Keep it a non-voting learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID.
+    Remove { id: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Number of nodes: 1, 3 or 5 (an odd count; the default endpoints cover 3).
+    #[arg(long, default_value_t = 3, value_parser = parse_node_count)]
+    pub nodes: u32,
+    /// Directory of the nodes' data and logs (node-I/, node-I.log).
+    #[arg(long, default_value = "./raftkv-data")]
+    pub data_dir: PathBuf,
+    /// Client port of node 0; node I uses BASE+10I (client), +1 (peer), +2 (HTTP).
+    #[arg(long, default_value_t = 7379)]
+    pub base_port: u16,
+    /// Restart a node 1 s after it exits (default: report it and leave it down).
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Workload: set, get, or mixed (see --read-percent).
+    #[arg(value_enum, default_value_t = Workload::Set)]
+    pub workload: Workload,
+    /// Concurrent clients, each with its own connection and session.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Total requests (default: run for --duration).
+    #[arg(long, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// How long to run when --requests is not given.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    pub key_space: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Share of reads in the mixed workload, in percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    Set,
+    Get,
+    Mixed,
+}
+
+fn parse_node_count(text: &str) -> Result<u32, String> {
+    match text.parse() {
+        Ok(n @ (1 | 3 | 5)) => Ok(n),
+        _ => Err(format!("{text:?} is not 1, 3 or 5")),
+    }
+}

@@ -1,0 +1,226 @@
+//! `raftctl local`: a cluster of `raftkv` processes on 127.0.0.1, started,
+//! waited on until a leader holds its lease, and supervised until Ctrl-C.
+
+mod nodes;
+mod procs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use nodes::{LocalNode, endpoints, peers_flag, plan, server_args};
+pub use procs::LocalCluster;
+
+use super::cli::{DEFAULT_ENDPOINTS, LocalArgs};
+use super::exit::{CtlError, Exit};
+use super::signals::{Request, Signals};
+use crate::client::{Client, ClientOptions};
+
+/// How long nodes get to stop after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+/// How long to wait for a leader with a lease before giving up.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+/// How often the supervisor looks at its processes.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The `raftkv` binary beside this executable (both come from one build).
+pub fn server_binary() -> Result<PathBuf, CtlError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CtlError::error(format!("cannot locate raftctl itself: {e}")))?;
+    let binary = exe.with_file_name("raftkv");
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(CtlError::error(format!(
+            "no raftkv binary at {}; build it with `cargo build --release` (raftctl local runs \
+             the raftkv next to raftctl)",
+            binary.display()
+        )))
+    }
+}
+
+pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
+    let nodes = plan(args.nodes.into(), args.base_port, &args.data_dir)
+        .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+    let binary = server_binary()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| CtlError::error(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    let mut signals = Signals::install()?;
+    let mut cluster = LocalCluster::start(&binary, nodes)?;
+
+    let started = tokio::select! {
+        waited = wait_for_leader(&mut cluster) => Some(waited),
+        _ = signals.stop() => None,
+    };
+    eprintln!();
+    let leader = match started {
+        Some(Ok(leader)) => leader,
+        Some(Err(e)) => {
+            stop(&mut cluster).await;
+            return Err(e);
+        }
+        // Interrupted while waiting: a clean stop, not an error.
+        None => {
+            stop(&mut cluster).await;
+            return Ok(());
+        }
+    };
+    print_ready(&cluster, leader, args);
+    supervise(&mut cluster, &mut signals, args.restart).await;
+    stop(&mut cluster).await;
+    Ok(())
+}
+
+/// Polls every node's status until one is leader with a lease; its id.
+/// A node that exits meanwhile aborts the start (its log says why).
+async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<u64, CtlError> {
+    let endpoints = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.client_addr.clone())
+        .collect();
+    let options = ClientOptions {
+        attempt_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let client = Client::lazy(endpoints, options)?;
+    let start = Instant::now();
+    loop {
+        if let Some((index, status)) = cluster.reap().into_iter().next() {
+            let node = &cluster.nodes()[index];
+            return Err(CtlError::error(format!(
+                "node {} exited during startup ({status}); see {}",
+                node.id,
+                node.log_file.display()
+            )));
+        }
+        let answers = client.status_all().await;
+        let up = answers.iter().filter(|(_, a)| a.is_ok()).count();
+        let leader = answers
+            .iter()
+            .filter_map(|(_, a)| a.as_ref().ok())
+            .find(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0);
+        if let Some(leader) = leader {
+            return Ok(leader.id);
+        }
+        let elapsed = start.elapsed();
+        if elapsed > STARTUP_LIMIT {
+            return Err(CtlError::new(
+                Exit::Unhealthy,
+                format!(
+                    "no leader after {}s; see the logs in {}",
+                    STARTUP_LIMIT.as_secs(),
+                    log_dir(cluster)
+                ),
+            ));
+        }
+        eprint!(
+            "\rwaiting for a leader with a lease: {up}/{} nodes answering ({:.0}s)  ",
+            answers.len(),
+            elapsed.as_secs_f64()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn log_dir(cluster: &LocalCluster) -> String {
+    cluster
+        .nodes()
+        .first()
+        .and_then(|n| n.log_file.parent())
+        .map_or_else(|| ".".into(), |d| d.display().to_string())
+}
+
+fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
+    let nodes = cluster.nodes();
+    let endpoints = endpoints(nodes);
+    println!(
+        "raftkv local cluster: {} nodes, leader is node {leader}",
+        nodes.len()
+    );
+    println!("  endpoints: {endpoints}");
+    for node in nodes {
+        println!(
+            "  node {}: data {}, log {}",
+            node.id,
+            node.data_dir.display(),
+            node.log_file.display()
+        );
+    }
+    if endpoints != DEFAULT_ENDPOINTS {
+        println!("  these are not raftctl's default endpoints; first run:");
+        println!("    export RAFTKV_ENDPOINTS={endpoints}");
+    }
+    println!("Try:");
+    println!("  raftctl set greeting hello");
+    println!("  raftctl get greeting");
+    println!("  raftctl status");
+    let restart = if args.restart {
+        "dead nodes restart after 1 s"
+    } else {
+        "a node that dies stays down until `kill -HUP` of this raftctl (or use --restart)"
+    };
+    println!(
+        "Ctrl-C stops the cluster; `raftctl local --data-dir {}` resumes it. {restart}.",
+        args.data_dir.display()
+    );
+}
+
+/// Watches the processes until Ctrl-C or SIGTERM. A node that exits is
+/// reported and left down (fault tests kill nodes on purpose), unless
+/// `restart`; SIGHUP restarts every dead node at once.
+async fn supervise(cluster: &mut LocalCluster, signals: &mut Signals, restart: bool) {
+    let pid = std::process::id();
+    let mut due: Vec<(usize, Instant)> = Vec::new();
+    loop {
+        let request = tokio::select! {
+            request = signals.next() => Some(request),
+            _ = tokio::time::sleep(POLL) => None,
+        };
+        if request == Some(Request::Stop) {
+            return;
+        }
+        for (index, status) in cluster.reap() {
+            let node = &cluster.nodes()[index];
+            eprintln!(
+                "node {} exited ({status}); log: {}",
+                node.id,
+                node.log_file.display()
+            );
+            if restart {
+                due.push((index, Instant::now() + Duration::from_secs(1)));
+            } else {
+                eprintln!("  it stays down; `kill -HUP {pid}` restarts dead nodes");
+            }
+        }
+        if request == Some(Request::Restart) {
+            due = (0..cluster.nodes().len())
+                .filter(|&index| !cluster.is_running(index))
+                .map(|index| (index, Instant::now()))
+                .collect();
+        }
+        let now = Instant::now();
+        let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, at)| *at <= now);
+        due = later;
+        for (index, _) in ready {
+            let id = cluster.nodes()[index].id;
+            match cluster.spawn(index) {
+                Ok(()) => eprintln!("node {id} restarted"),
+                Err(e) => eprintln!("node {id} could not be restarted: {e}"),
+            }
+        }
+    }
+}
+
+async fn stop(cluster: &mut LocalCluster) {
+    eprintln!(
+        "stopping the cluster (SIGTERM, up to {}s)...",
+        GRACE.as_secs()
+    );
+    let killed = cluster.shutdown(GRACE).await;
+    for id in killed {
+        eprintln!("node {id} did not stop in time and was killed");
+    }
+}

@@ -1,0 +1,199 @@
+//! The `raftkv` processes of a local cluster: start, watch, signal, stop.
+//! Public so process tests can run a cluster the way `raftctl local` does.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::nodes::{LocalNode, peers_flag, server_args};
+
+/// Running (or dead) `raftkv` processes, one slot per planned node.
+///
+/// Children are killed if this is dropped without [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct LocalCluster {
+    binary: PathBuf,
+    nodes: Vec<LocalNode>,
+    peers: String,
+    children: Vec<Option<Child>>,
+}
+
+impl LocalCluster {
+    /// Starts every node of `nodes` with the `raftkv` at `binary`.
+    pub fn start(binary: &Path, nodes: Vec<LocalNode>) -> std::io::Result<LocalCluster> {
+        let mut cluster = LocalCluster {
+            binary: binary.to_path_buf(),
+            peers: peers_flag(&nodes),
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn nodes(&self) -> &[LocalNode] {
+        &self.nodes
+    }
+
+    /// Whether node `index` has a process that has not been seen to exit.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.children[index].is_some()
+    }
+
+    /// Starts node `index` (again), appending its output to its log file.
+    pub fn spawn(&mut self, index: usize) -> std::io::Result<()> {
+        let node = &self.nodes[index];
+        if let Some(dir) = node.log_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_file)?;
+        writeln!(log, "--- raftctl local: starting node {} ---", node.id)?;
+        let child = Command::new(&self.binary)
+            .args(server_args(node, &self.peers))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: a terminal's Ctrl-C reaches raftctl only,
+            // which then stops the nodes in order.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start {}: {e}", self.binary.display()),
+                )
+            })?;
+        self.children[index] = Some(child);
+        Ok(())
+    }
+
+    /// The nodes whose processes exited since the last call, with how.
+    pub fn reap(&mut self) -> Vec<(usize, ExitStatus)> {
+        let mut exited = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited.push((index, status));
+                *slot = None;
+            }
+        }
+        exited
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`, `libc::SIGSTOP`) to node `index`.
+    pub fn signal(&self, index: usize, signal: i32) -> std::io::Result<()> {
+        let pid = self.children[index]
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or_else(|| std::io::Error::other(format!("node {index} is not running")))?;
+        send_signal(pid, signal)
+    }
+
+    /// SIGTERM to every node, up to `grace` for them to exit, then SIGKILL;
+    /// the ids of the nodes that had to be killed.
+    pub async fn shutdown(&mut self, grace: Duration) -> Vec<u64> {
+        for child in self.children.iter().flatten() {
+            if let Some(pid) = child.id() {
+                // A node that already exited is no error here.
+                let _ = send_signal(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        let mut killed = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            if tokio::time::timeout_at(deadline, child.wait())
+                .await
+                .is_err()
+            {
+                killed.push(self.nodes[index].id);
+                let _ = child.kill().await;
+            }
+            *slot = None;
+        }
+        killed
+    }
+}
+
+fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // `pid` is our own child, not yet reaped, so it names that process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::local::nodes::plan;
+
+    /// A stand-in server: `sh` that ignores its flags and sleeps.
+    fn fake_binary(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("raftkv");
+        std::fs::write(&path, format!("#!/bin/sh\necho \"args: $*\"\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn starts_reaps_and_stops_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = fake_binary(dir.path(), "exec sleep 30");
+        let nodes = plan(3, 17379, &dir.path().join("data")).unwrap();
+        let mut cluster = LocalCluster::start(&binary, nodes).unwrap();
+        // Let the scripts write their first line.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(cluster.reap().is_empty());
+
+        cluster.signal(1, libc::SIGKILL).unwrap();
+        let mut exited = Vec::new();
+        for _ in 0..100 {
+            exited = cluster.reap();
+            if !exited.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(exited.len(), 1);
+        assert_eq!(exited[0].0, 1);
+        assert!(!cluster.is_running(1));
+
+        cluster.spawn(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = cluster.shutdown(Duration::from_secs(5)).await;
+        assert!(killed.is_empty(), "sleep exits on SIGTERM");
+
+        let log = std::fs::read_to_string(&cluster.nodes()[1].log_file).unwrap();
+        assert_eq!(log.matches("starting node 1").count(), 2);
+        assert!(log.contains("args: --id 1 --data-dir"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn stragglers_are_killed_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = fake_binary(dir.path(), "trap '' TERM\nwhile :; do sleep 0.1; done");
+        let nodes = plan(1, 17479, &dir.path().join("data")).unwrap();
+        let mut cluster = LocalCluster::start(&binary, nodes).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let killed = cluster.shutdown(Duration::from_millis(300)).await;
+        assert_eq!(killed, vec![0]);
+    }
+}

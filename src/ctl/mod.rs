@@ -1,0 +1,157 @@
+//! raftctl: the command-line tool. `main` parses the command line (usage
+//! errors exit 128), runs one subcommand on a tokio runtime, and turns its
+//! error into one stderr line and a documented exit code.
+
+pub mod bench;
+pub mod cli;
+pub mod cluster;
+pub mod dump;
+pub mod duration;
+pub mod exit;
+pub mod kv;
+pub mod local;
+pub mod output;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::client::{Client, ClientOptions};
+use cli::{Cli, Command};
+use exit::{CtlError, Exit};
+
+/// Entry point of the `raftctl` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are answers, everything else misuse.
+            let exit = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = e.print();
+            return exit.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return Exit::Error.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit.into()
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    let options = ClientOptions::default().with_timeout(cli.timeout);
+    let output = cli.output;
+    let client = || Client::lazy(cli.endpoints.clone(), options.clone());
+    match &cli.command {
+        Command::Set { key, value } => kv::set(&client()?, output, key, value.as_deref()).await,
+        Command::Get { key } => kv::get(&client()?, output, key).await,
+        Command::Del { key } => kv::del(&client()?, output, key).await,
+        Command::Incr { key } => kv::incr(&client()?, output, key).await,
+        Command::Expire { key, seconds } => kv::expire(&client()?, output, key, *seconds).await,
+        Command::Ttl { key } => kv::ttl(&client()?, output, key).await,
+        Command::Cas(args) => kv::cas(&client()?, output, args).await,
+        Command::Status => cluster::status(&client()?, output).await,
+        Command::Members => cluster::members(&client()?, output).await,
+        Command::Member(command) => cluster::member(&client()?, output, command).await,
+        Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
+        Command::Local(args) => local::run(args).await,
+        Command::Dump { data_dir } => dump::run(data_dir),
+        Command::Bench(args) => {
+            bench::run(args, cli.endpoints.clone(), options.clone(), output).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_globals() {
+        let cli =
+            Cli::try_parse_from(["raftctl", "get", "k", "-o", "json", "--timeout", "2s"]).unwrap();
+        assert_eq!(cli.output, cli::Output::Json);
+        assert_eq!(cli.timeout, std::time::Duration::from_secs(2));
+        assert!(matches!(cli.command, Command::Get { ref key } if key == "k"));
+        let cli = Cli::try_parse_from(["raftctl", "--endpoints", "a:1,b:2", "status"]).unwrap();
+        assert_eq!(cli.endpoints, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn cas_takes_expected_and_new_or_absent_and_new() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["raftctl", "cas"].iter().chain(args)).ok()?;
+            match cli.command {
+                Command::Cas(c) => {
+                    let (e, n) = c.values();
+                    Some((e.map(str::to_string), n.to_string()))
+                }
+                _ => None,
+            }
+        };
+        assert_eq!(
+            parse(&["k", "old", "new"]),
+            Some((Some("old".into()), "new".into()))
+        );
+        assert_eq!(parse(&["k", "--absent", "new"]), Some((None, "new".into())));
+        assert_eq!(parse(&["k", "old"]), None);
+        assert_eq!(parse(&["k", "--absent", "a", "b"]), None);
+    }
+
+    #[test]
+    fn usage_errors_are_reported_to_stderr() {
+        let e = Cli::try_parse_from(["raftctl", "frobnicate"]).unwrap_err();
+        assert!(e.use_stderr());
+        let e = Cli::try_parse_from(["raftctl"]).unwrap_err();
+        assert!(e.use_stderr());
+        let e = Cli::try_parse_from(["raftctl", "--help"]).unwrap_err();
+        assert!(!e.use_stderr());
+        assert!(e.to_string().contains("128  usage error"));
+    }
+
+    #[test]
+    fn bench_and_local_flags() {
+        let cli = Cli::try_parse_from(["raftctl", "bench", "mixed", "--requests", "10"]).unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!("bench")
+        };
+        assert_eq!(
+            (b.workload, b.requests, b.clients),
+            (cli::Workload::Mixed, Some(10), 64)
+        );
+        assert!(
+            Cli::try_parse_from(["raftctl", "bench", "--requests", "1", "--duration", "1s"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from(["raftctl", "local", "--nodes", "5"]).unwrap();
+        let Command::Local(l) = cli.command else {
+            panic!("local")
+        };
+        assert_eq!((l.nodes, l.base_port), (5, 7379));
+        assert!(Cli::try_parse_from(["raftctl", "local", "--nodes", "4"]).is_err());
+    }
+}
