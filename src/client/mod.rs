@@ -21,6 +21,8 @@ mod session;
 mod transport;
 
 #[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -71,7 +71,14 @@ pub fn rows(answers: &[(String, Result<pb::StatusResponse, ClientError>)]) -> Ve
                 commit: None,
                 applied: None,
                 lag: None,
-                error: Some(e.to_string()),
+                error: Some(match e {
+                    // `last` already names the endpoint.
+                    ClientError::Unreachable { last, .. } => last
+                        .strip_prefix(&format!("{endpoint}: "))
+                        .unwrap_or(last)
+                        .to_string(),
+                    other => other.to_string(),
+                }),
             },
         })
         .collect()
@@ -248,6 +255,10 @@ fn change_done(output: Output, text: &str, index: u64) -> Result<(), CtlError> {
         index: u64,
     }
     match output {
+        Output::Table if index == 0 => {
+            println!("{text}");
+            Ok(())
+        }
         Output::Table => {
             println!("{text} (log index {index})");
             Ok(())
@@ -311,6 +322,7 @@ mod tests {
         let no_lease = rows(&[("a".into(), Ok(node(1, "leader", 0.0, 1, 1)))]);
         assert_eq!(health(&no_lease).unwrap_err().exit, Exit::Unhealthy);
         let one_down = rows(&[("a".into(), Ok(node(1, "leader", 0.5, 1, 1))), down("b")]);
+        assert_eq!(one_down[1].error.as_deref(), Some("refused"));
         let err = health(&one_down).unwrap_err();
         assert_eq!(
             (err.exit, err.message.as_str()),

@@ -13,6 +13,9 @@ pub mod local;
 pub mod output;
 mod signals;
 
+#[cfg(test)]
+mod wiring_tests;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -157,15 +157,22 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
     println!("  raftctl set greeting hello");
     println!("  raftctl get greeting");
     println!("  raftctl status");
-    let restart = if args.restart {
-        "dead nodes restart after 1 s"
+    let mut rerun = format!("raftctl local --data-dir {}", args.data_dir.display());
+    if args.nodes != 3 {
+        rerun.push_str(&format!(" --nodes {}", args.nodes));
+    }
+    if args.base_port != 7379 {
+        rerun.push_str(&format!(" --base-port {}", args.base_port));
+    }
+    println!("Ctrl-C stops the cluster; `{rerun}` resumes it.");
+    if args.restart {
+        println!("A node that exits is restarted after 1 s.");
     } else {
-        "a node that dies stays down until `kill -HUP` of this raftctl (or use --restart)"
-    };
-    println!(
-        "Ctrl-C stops the cluster; `raftctl local --data-dir {}` resumes it. {restart}.",
-        args.data_dir.display()
-    );
+        println!(
+            "A node that exits stays down; `kill -HUP {}` restarts dead nodes.",
+            std::process::id()
+        );
+    }
 }
 
 /// Watches the processes until Ctrl-C or SIGTERM. A node that exits is

@@ -1,0 +1,297 @@
+//! Fake nodes for tests: a "leader" that answers like the state machine
+//! (with the exactly-once table) and a "follower" that redirects, both real
+//! tonic servers on loopback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use super::LEADER_ADDR_HEADER;
+use crate::pb;
+use crate::pb::cluster_server::{Cluster, ClusterServer};
+use crate::pb::command::Op;
+use crate::pb::kv_server::{Kv, KvServer};
+use crate::pb::write_response::Result as Answer;
+
+/// What the fake leader saw and holds.
+#[derive(Default)]
+pub(crate) struct LeaderState {
+    /// Every write request received, in order.
+    pub(crate) writes: Vec<pb::WriteRequest>,
+    pub(crate) sessions: u64,
+    pub(crate) data: HashMap<Bytes, Bytes>,
+    /// Answers by (client_id, seq): the exactly-once table.
+    pub(crate) answers: HashMap<(u64, u64), pb::WriteResponse>,
+    /// Fail this many writes with `outcome unknown` after applying them.
+    pub(crate) lose_answers: usize,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct FakeLeader {
+    state: Arc<Mutex<LeaderState>>,
+}
+
+impl FakeLeader {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, LeaderState> {
+        self.state.lock().unwrap()
+    }
+}
+
+fn apply(data: &mut HashMap<Bytes, Bytes>, op: Op) -> Answer {
+    match op {
+        Op::Set(c) => {
+            data.insert(c.key, c.value);
+            Answer::Set(pb::SetResult {})
+        }
+        Op::Del(c) => Answer::Del(pb::DelResult {
+            existed: data.remove(&c.key).is_some(),
+        }),
+        Op::Incr(c) => {
+            let old = data.get(&c.key).cloned().unwrap_or_else(|| "0".into());
+            let Some(n) = std::str::from_utf8(&old)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            else {
+                return Answer::Error(pb::KvError {
+                    code: pb::kv_error::Code::NotAnInteger as i32,
+                    message: "value is not an integer".into(),
+                });
+            };
+            data.insert(c.key, (n + 1).to_string().into());
+            Answer::Incr(pb::IncrResult { value: n + 1 })
+        }
+        Op::Cas(c) => {
+            let current = data.get(&c.key).cloned();
+            let swapped = current == c.expected;
+            if swapped {
+                data.insert(c.key, c.value.clone());
+            }
+            Answer::Cas(pb::CasResult {
+                swapped,
+                current: if swapped { Some(c.value) } else { current },
+            })
+        }
+        Op::Expire(c) => Answer::Expire(pb::ExpireResult {
+            applied: data.contains_key(&c.key),
+        }),
+        Op::Register(_) => unreachable!("registration is handled by the caller"),
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for FakeLeader {
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.state();
+        state.writes.push(request.clone());
+        let op = request.command.and_then(|c| c.op);
+        let response = match (op, request.session) {
+            (Some(Op::Register(_)), _) => {
+                state.sessions += 1;
+                pb::WriteResponse {
+                    result: Some(Answer::Register(pb::RegisterResult {
+                        client_id: 100 + state.sessions,
+                    })),
+                    index: 0,
+                }
+            }
+            (Some(op), Some(session)) => {
+                let id = (session.client_id, session.seq);
+                match state.answers.get(&id) {
+                    Some(answer) => answer.clone(),
+                    None => {
+                        let result = Some(apply(&mut state.data, op));
+                        let answer = pb::WriteResponse { result, index: 0 };
+                        state.answers.insert(id, answer.clone());
+                        answer
+                    }
+                }
+            }
+            _ => return Err(Status::invalid_argument("write without command or session")),
+        };
+        if state.lose_answers > 0 {
+            state.lose_answers -= 1;
+            return Err(Status::unavailable("outcome unknown: leadership lost"));
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let value = self.state().data.get(&request.into_inner().key).cloned();
+        Ok(Response::new(pb::GetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn ttl(
+        &self,
+        request: Request<pb::TtlRequest>,
+    ) -> Result<Response<pb::TtlResponse>, Status> {
+        let found = self.state().data.contains_key(&request.into_inner().key);
+        Ok(Response::new(pb::TtlResponse {
+            found,
+            seconds: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for FakeLeader {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(pb::StatusResponse {
+            id: 1,
+            role: "leader".into(),
+            leader: Some(1),
+            lease_remaining_seconds: 1.0,
+            ..Default::default()
+        }))
+    }
+    async fn members(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        Ok(Response::new(pb::MembersResponse {
+            members: vec![],
+            leader: Some(1),
+        }))
+    }
+    async fn add_member(
+        &self,
+        _: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Ok(Response::new(pb::ChangeResponse { index: 7 }))
+    }
+    async fn remove_member(
+        &self,
+        _: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Ok(Response::new(pb::ChangeResponse { index: 8 }))
+    }
+    async fn transfer_leader(
+        &self,
+        _: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Ok(Response::new(pb::ChangeResponse { index: 9 }))
+    }
+}
+
+/// A follower: answers Status itself, every other RPC with not-leader.
+#[derive(Clone)]
+pub(crate) struct FakeFollower {
+    /// The leader's client address it names, if it knows one.
+    pub(crate) leader: Option<String>,
+    pub(crate) hits: Arc<Mutex<usize>>,
+}
+
+impl FakeFollower {
+    fn not_leader(&self) -> Status {
+        *self.hits.lock().unwrap() += 1;
+        match &self.leader {
+            Some(addr) => {
+                let mut status =
+                    Status::unavailable(format!("not leader; leader is node 1 at {addr}"));
+                status
+                    .metadata_mut()
+                    .insert(LEADER_ADDR_HEADER, MetadataValue::try_from(addr).unwrap());
+                status
+            }
+            None => Status::unavailable("not leader; no leader known"),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for FakeFollower {
+    async fn write(
+        &self,
+        _: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn get(&self, _: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn ttl(&self, _: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        Err(self.not_leader())
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for FakeFollower {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(pb::StatusResponse {
+            id: 0,
+            role: "follower".into(),
+            ..Default::default()
+        }))
+    }
+    async fn members(
+        &self,
+        _: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn add_member(
+        &self,
+        _: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn remove_member(
+        &self,
+        _: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn transfer_leader(
+        &self,
+        _: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Err(self.not_leader())
+    }
+}
+
+/// Serves `node` on a fresh loopback port; its `HOST:PORT`.
+pub(crate) fn serve<T: Kv + Cluster + Clone>(node: T) -> String {
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = incoming.local_addr().unwrap().to_string();
+    tokio::spawn(
+        Server::builder()
+            .add_service(KvServer::new(node.clone()))
+            .add_service(ClusterServer::new(node))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+/// A loopback address nothing listens on.
+pub(crate) fn dead_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A follower naming `leader` (or none).
+pub(crate) fn follower(leader: Option<String>) -> FakeFollower {
+    FakeFollower {
+        leader,
+        hits: Arc::default(),
+    }
+}
