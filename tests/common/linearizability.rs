@@ -106,7 +106,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_steps: 10_000_000,
+            max_steps: 5_000_000,
         }
     }
 }
@@ -157,7 +157,7 @@ pub fn check_with(history: &[Op], config: &Config) -> CheckResult {
 // ---------------------------------------------------------------- model
 
 /// A register value, interned so that states are `Copy` and cheap to hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Val {
     Absent,
     Int(i64),
@@ -196,7 +196,7 @@ impl Strings {
 }
 
 /// An op's effect and expected result, with values interned.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Cmd {
     Get(Val),
     Set(Val),
@@ -254,7 +254,8 @@ struct Prepared {
     /// Index in the caller's history, for the explanation.
     orig: usize,
     cmd: Cmd,
-    pending: bool,
+    call: u64,
+    ret: Option<u64>,
 }
 
 // ---------------------------------------------------------------- search
@@ -274,6 +275,71 @@ struct Best {
     blocked: usize,
     /// Ops called but not linearized at that point (includes `blocked`).
     open: Vec<usize>,
+}
+
+/// A step back for the search to take.
+enum Frame {
+    /// A completed op was linearized from a configuration that was `closed`;
+    /// `forced` if that was the only choice tried there (see
+    /// [`Search::pure_candidate`]).
+    Done {
+        op: usize,
+        before: Val,
+        closed: bool,
+        forced: bool,
+    },
+    /// The completed ops were exhausted in a configuration; these are the
+    /// ways to continue by first linearizing some pending ops (found by
+    /// [`Search::closure`]), and the one being explored.
+    Closure {
+        before: Val,
+        items: Vec<(Val, Vec<usize>)>,
+        current: usize,
+    },
+}
+
+/// The state of the search over one key's ops. Ops `0..done_ops` completed,
+/// the rest are pending (never returned).
+///
+/// Pending ops stay callable forever, so trying them at every point like the
+/// completed ones (as plain Wing & Gong does) multiplies the search by the
+/// subsets of them. Instead, when the completed ops run out in a
+/// configuration, its "closure" (every state reachable by linearizing only
+/// pending ops there) is computed breadth first, with two reductions:
+/// - dominance: with the same completed ops and state, having linearized
+///   fewer pending ops is at least as good (the others may still happen, or
+///   never), so the cache skips a configuration if one with a subset of its
+///   pending ops was seen; breadth first finds the subsets first;
+/// - symmetry: pending ops with the same command are interchangeable once
+///   called, so only the earliest-called unused one of each is tried.
+///
+/// A configuration reached inside a closure is "closed": its own closure is
+/// part of the enclosing one.
+struct Search<'a> {
+    ops: &'a [Prepared],
+    strings: &'a Strings,
+    done_ops: usize,
+    /// Dancing links over completed ops: node 0 is the head, op i has call
+    /// node 2i+1 and return node 2i+2, 2*done_ops+1 is the tail.
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Pending ops grouped by command, each group in call order.
+    classes: Vec<Vec<usize>>,
+    /// Class of pending op `done_ops + j`.
+    class_of: Vec<usize>,
+    /// How many ops of each class are linearized (always the first ones).
+    used: Vec<usize>,
+    /// Linearized completed ops, and linearized pending ops (index - done_ops).
+    done_bits: Vec<u64>,
+    pending_bits: Vec<u64>,
+    /// Zobrist hash of `done_bits`.
+    zobrist: u64,
+    state: Val,
+    /// Linearized ops in order.
+    path: Vec<usize>,
+    frames: Vec<Frame>,
+    cache: Cache,
+    steps: u64,
 }
 
 fn check_key(history: &[Op], indices: &[usize], config: &Config) -> KeyOutcome {
@@ -305,123 +371,369 @@ fn check_key(history: &[Op], indices: &[usize], config: &Config) -> KeyOutcome {
         ops.push(Prepared {
             orig: i,
             cmd,
-            pending: op.ret.is_none(),
+            call: op.call,
+            ret: op.ret,
         });
     }
-    // Completed ops first, by call time: the linearized set is then mostly a
-    // run of leading ones, which the cache stores compactly.
-    ops.sort_by_key(|p| (p.pending, history[p.orig].call, p.orig));
-    let n = ops.len();
-    if n == 0 {
+    // Completed ops first, each group by call time: linearized sets are then
+    // mostly a run of leading ones, which the cache stores compactly.
+    ops.sort_by_key(|p| (p.ret.is_none(), p.call, p.orig));
+    if ops.is_empty() {
         return KeyOutcome::Ok;
     }
-
-    // Doubly linked list of call/return events (dancing links). Node 0 is the
-    // head, op i has call node 2i+1 and return node 2i+2, 2n+1 is the tail.
-    // Pending ops return after everything else.
-    let tail = 2 * n + 1;
-    let mut events: Vec<((bool, u64, bool, usize), usize)> = Vec::with_capacity(2 * n);
-    for (i, p) in ops.iter().enumerate() {
-        let op = &history[p.orig];
-        events.push(((false, op.call, false, i), call_node(i)));
-        let ret_key = match op.ret {
-            Some(t) => (false, t, true, i),
-            None => (true, 0, true, i),
-        };
-        events.push((ret_key, call_node(i) + 1));
+    let mut search = Search::new(&ops, &strings);
+    match search.run(config.max_steps) {
+        Ok(true) => KeyOutcome::Ok,
+        Ok(false) => KeyOutcome::Unknown(config.max_steps),
+        Err(best) => KeyOutcome::Violation(explain(history, &ops, &strings, &best, search.steps)),
     }
-    // Calls sort before returns at equal times: equal times are concurrent.
-    events.sort_unstable_by_key(|e| e.0);
-    let mut next = vec![0; 2 * n + 2];
-    let mut prev = vec![0; 2 * n + 2];
-    let mut last = HEAD;
-    for &(_, node) in &events {
-        next[last] = node;
-        prev[node] = last;
-        last = node;
-    }
-    next[last] = tail;
-    prev[tail] = last;
+}
 
-    let mut bits = vec![0u64; n.div_ceil(64)];
-    let mut zobrist = 0u64;
-    let mut cache = Cache::default();
-    let mut state = Val::Absent;
-    // (op, state before it)
-    let mut stack: Vec<(usize, Val)> = Vec::new();
-    let mut best: Option<Best> = None;
-    // `best.prefix[..low_water]` still equals `stack[..low_water]`, so a new
-    // best only copies the part of the stack that changed.
-    let mut low_water = 0;
-    let mut steps = 0u64;
-    let mut entry = next[HEAD];
-    loop {
-        if entry == tail {
-            return KeyOutcome::Ok;
+impl<'a> Search<'a> {
+    fn new(ops: &'a [Prepared], strings: &'a Strings) -> Self {
+        let done_ops = ops.iter().take_while(|p| p.ret.is_some()).count();
+        let pending_ops = ops.len() - done_ops;
+
+        // Calls sort before returns at equal times: equal times are concurrent.
+        let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * done_ops);
+        for (i, p) in ops[..done_ops].iter().enumerate() {
+            events.push((p.call, false, i));
+            events.push((p.ret.unwrap_or(u64::MAX), true, i));
         }
-        steps += 1;
-        if steps > config.max_steps {
-            return KeyOutcome::Unknown(config.max_steps);
+        events.sort_unstable();
+        let nodes = events
+            .iter()
+            .map(|&(_, is_ret, i)| 2 * i + 1 + usize::from(is_ret));
+        let (next, prev) = links(nodes, 2 * done_ops + 2);
+
+        // `ops` is sorted, so each class is in call order.
+        let mut class_ids: HashMap<Cmd, usize> = HashMap::new();
+        let mut classes: Vec<Vec<usize>> = Vec::new();
+        let mut class_of = Vec::with_capacity(pending_ops);
+        for (op, p) in ops.iter().enumerate().skip(done_ops) {
+            let class = *class_ids.entry(p.cmd).or_insert(classes.len());
+            if class == classes.len() {
+                classes.push(Vec::new());
+            }
+            classes[class].push(op);
+            class_of.push(class);
         }
-        let op = (entry - 1) / 2;
-        if entry % 2 == 1 {
-            // A call: try to linearize the op now.
-            if let Some(new_state) = step(state, ops[op].cmd, &strings) {
-                bits[op / 64] |= 1 << (op % 64);
-                zobrist ^= op_hash(op);
-                if cache.insert(mix(zobrist ^ val_hash(new_state)), &bits, new_state) {
-                    stack.push((op, state));
-                    state = new_state;
-                    unlink(&mut next, &mut prev, entry);
-                    unlink(&mut next, &mut prev, entry + 1);
-                    entry = next[HEAD];
+
+        Search {
+            ops,
+            strings,
+            done_ops,
+            next,
+            prev,
+            used: vec![0; classes.len()],
+            classes,
+            class_of,
+            done_bits: vec![0; done_ops.div_ceil(64)],
+            pending_bits: vec![0; pending_ops.div_ceil(64)],
+            zobrist: 0,
+            state: Val::Absent,
+            path: Vec::new(),
+            frames: Vec::new(),
+            cache: Cache::default(),
+            steps: 0,
+        }
+    }
+
+    /// Ok(true): linearizable; Ok(false): out of steps; Err: not linearizable,
+    /// with where the deepest attempt got stuck.
+    fn run(&mut self, max_steps: u64) -> Result<bool, Best> {
+        let tail = self.next.len() - 1;
+        let mut best: Option<Best> = None;
+        // `best.prefix[..low_water]` still equals `path[..low_water]`, so a
+        // new best only copies the part of the path that changed.
+        let mut low_water = 0;
+        let mut entry = self.next[HEAD];
+        let mut closed = false;
+        // Whether the configuration was just entered (not resumed).
+        let mut fresh = true;
+        loop {
+            self.steps += 1;
+            if self.steps > max_steps {
+                return Ok(false);
+            }
+            if entry == tail {
+                return Ok(true);
+            }
+            if fresh {
+                fresh = false;
+                if let Some(op) = self.pure_candidate() {
+                    // Forced: the configuration succeeds iff it does after `op`.
+                    if self.try_step(op).is_some() {
+                        self.push_done(op, self.state, closed, true);
+                        entry = self.next[HEAD];
+                        (closed, fresh) = (false, true);
+                        continue;
+                    }
+                    // Seen (and failed) before.
+                    let Some(resume) = self.backtrack(&mut low_water) else {
+                        return Err(best.unwrap_or_default());
+                    };
+                    (entry, closed, fresh) = resume;
                     continue;
                 }
-                bits[op / 64] &= !(1 << (op % 64));
-                zobrist ^= op_hash(op);
             }
-            entry = next[entry];
-        } else {
-            // A return whose op is not linearized yet.
-            if ops[op].pending {
-                // Only pending ops are left: they need not take effect.
-                return KeyOutcome::Ok;
+            if entry % 2 == 1 {
+                // A completed op's call: try to linearize it now.
+                let op = (entry - 1) / 2;
+                if let Some(after) = self.try_step(op) {
+                    self.push_done(op, after, closed, false);
+                    entry = self.next[HEAD];
+                    (closed, fresh) = (false, true);
+                } else {
+                    entry = self.next[entry];
+                }
+                continue;
             }
-            if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
-                let b = best.get_or_insert_with(Best::default);
-                b.prefix.truncate(low_water);
-                b.prefix.extend(stack[low_water..].iter().map(|&(o, _)| o));
-                low_water = stack.len();
-                b.blocked = op;
-                b.open.clear();
-                let mut e = next[HEAD];
-                while e != entry {
-                    if e % 2 == 1 {
-                        b.open.push((e - 1) / 2);
-                    }
-                    e = next[e];
+            // The first return: no completed op can go next here.
+            if !closed {
+                let items = self.closure(entry, max_steps);
+                if !items.is_empty() {
+                    let before = self.state;
+                    self.apply(&items[0]);
+                    self.frames.push(Frame::Closure {
+                        before,
+                        items,
+                        current: 0,
+                    });
+                    entry = self.next[HEAD];
+                    (closed, fresh) = (true, true);
+                    continue;
                 }
             }
-            let Some((undo, before)) = stack.pop() else {
-                let best = best.unwrap_or_default();
-                return KeyOutcome::Violation(explain(history, &ops, &strings, &best, steps));
+            // Nothing can go before the op of `entry` returns.
+            if best
+                .as_ref()
+                .is_none_or(|b| self.path.len() > b.prefix.len())
+            {
+                let b = best.get_or_insert_with(Best::default);
+                b.prefix.truncate(low_water);
+                b.prefix.extend_from_slice(&self.path[low_water..]);
+                low_water = self.path.len();
+                b.blocked = (entry - 1) / 2;
+                b.open = self.open_before(entry);
+            }
+            let Some(resume) = self.backtrack(&mut low_water) else {
+                return Err(best.unwrap_or_default());
             };
-            low_water = low_water.min(stack.len());
-            bits[undo / 64] &= !(1 << (undo % 64));
-            zobrist ^= op_hash(undo);
-            state = before;
-            let call = call_node(undo);
-            relink(&mut next, &mut prev, call + 1);
-            relink(&mut next, &mut prev, call);
-            entry = next[call];
+            (entry, closed, fresh) = resume;
         }
+    }
+
+    /// Linearizes completed op `op`, leading to state `after`.
+    fn push_done(&mut self, op: usize, after: Val, closed: bool, forced: bool) {
+        self.frames.push(Frame::Done {
+            op,
+            before: self.state,
+            closed,
+            forced,
+        });
+        self.state = after;
+        self.path.push(op);
+        unlink(&mut self.next, &mut self.prev, 2 * op + 1);
+        unlink(&mut self.next, &mut self.prev, 2 * op + 2);
+    }
+
+    /// Undoes choices back to the latest one with an alternative left, and
+    /// returns where to resume: (entry, closed, fresh). None if there is none.
+    fn backtrack(&mut self, low_water: &mut usize) -> Option<(usize, bool, bool)> {
+        loop {
+            let frame = self.frames.pop()?;
+            match frame {
+                Frame::Done {
+                    op,
+                    before,
+                    closed,
+                    forced,
+                } => {
+                    self.flip(op);
+                    self.state = before;
+                    self.path.pop();
+                    *low_water = (*low_water).min(self.path.len());
+                    relink(&mut self.next, &mut self.prev, 2 * op + 2);
+                    relink(&mut self.next, &mut self.prev, 2 * op + 1);
+                    if !forced {
+                        return Some((self.next[2 * op + 1], closed, false));
+                    }
+                }
+                Frame::Closure {
+                    before,
+                    items,
+                    current,
+                } => {
+                    let undone = &items[current].1;
+                    for &op in undone {
+                        self.flip(op);
+                    }
+                    self.path.truncate(self.path.len() - undone.len());
+                    *low_water = (*low_water).min(self.path.len());
+                    self.state = before;
+                    if current + 1 < items.len() {
+                        self.apply(&items[current + 1]);
+                        self.frames.push(Frame::Closure {
+                            before,
+                            items,
+                            current: current + 1,
+                        });
+                        return Some((self.next[HEAD], true, true));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A completed op that can go next without changing the state and whose
+    /// success never depends on the state changing later (a read, a failed
+    /// CAS, a DEL of nothing). Linearizing it right away loses nothing: it
+    /// may move before any op it did not have to follow.
+    fn pure_candidate(&self) -> Option<usize> {
+        let mut e = self.next[HEAD];
+        while e % 2 == 1 && e != self.next.len() - 1 {
+            let op = (e - 1) / 2;
+            let cmd = self.ops[op].cmd;
+            let pure = matches!(
+                cmd,
+                Cmd::Get(_)
+                    | Cmd::Cas {
+                        result: Some(false),
+                        ..
+                    }
+                    | Cmd::Del(Some(false))
+            );
+            if pure && step(self.state, cmd, self.strings) == Some(self.state) {
+                return Some(op);
+            }
+            e = self.next[e];
+        }
+        None
+    }
+
+    /// The state after linearizing `op` next, if the model allows it and the
+    /// resulting configuration is not known to fail; marks `op` linearized.
+    fn try_step(&mut self, op: usize) -> Option<Val> {
+        let after = step(self.state, self.ops[op].cmd, self.strings)?;
+        self.flip(op);
+        let hash = mix(self.zobrist ^ val_hash(after));
+        if self
+            .cache
+            .visit(hash, &self.done_bits, &self.pending_bits, after)
+        {
+            Some(after)
+        } else {
+            self.flip(op);
+            None
+        }
+    }
+
+    /// New configurations reachable from the current one by linearizing only
+    /// pending ops called before `boundary` returns, fewest ops first.
+    fn closure(&mut self, boundary: usize, max_steps: u64) -> Vec<(Val, Vec<usize>)> {
+        let deadline = self.ops[(boundary - 1) / 2].ret.unwrap_or(u64::MAX);
+        let mut items: Vec<(Val, Vec<usize>)> = Vec::new();
+        let mut level = vec![(self.state, Vec::new())];
+        while !level.is_empty() && self.steps <= max_steps {
+            let first_new = items.len();
+            for (state, added) in &level {
+                for &op in added {
+                    self.flip(op);
+                }
+                for class in 0..self.classes.len() {
+                    let Some(&op) = self.classes[class].get(self.used[class]) else {
+                        continue;
+                    };
+                    if self.ops[op].call > deadline {
+                        continue;
+                    }
+                    self.steps += 1;
+                    let Some(after) = step(*state, self.ops[op].cmd, self.strings) else {
+                        continue;
+                    };
+                    self.flip(op);
+                    let hash = mix(self.zobrist ^ val_hash(after));
+                    if self
+                        .cache
+                        .visit(hash, &self.done_bits, &self.pending_bits, after)
+                    {
+                        let mut ops = added.clone();
+                        ops.push(op);
+                        items.push((after, ops));
+                    }
+                    self.flip(op);
+                }
+                for &op in added {
+                    self.flip(op);
+                }
+            }
+            level = items[first_new..].to_vec();
+        }
+        items
+    }
+
+    /// Linearizes the pending ops of a closure item.
+    fn apply(&mut self, item: &(Val, Vec<usize>)) {
+        for &op in &item.1 {
+            self.flip(op);
+        }
+        self.path.extend_from_slice(&item.1);
+        self.state = item.0;
+    }
+
+    /// Toggles whether `op` is linearized.
+    fn flip(&mut self, op: usize) {
+        if op < self.done_ops {
+            self.done_bits[op / 64] ^= 1 << (op % 64);
+            self.zobrist ^= op_hash(op);
+        } else {
+            let j = op - self.done_ops;
+            let word = &mut self.pending_bits[j / 64];
+            *word ^= 1 << (j % 64);
+            let class = self.class_of[j];
+            if *word & (1 << (j % 64)) != 0 {
+                self.used[class] += 1;
+            } else {
+                self.used[class] -= 1;
+            }
+        }
+    }
+
+    /// Ops called but not linearized before `boundary` returns.
+    fn open_before(&self, boundary: usize) -> Vec<usize> {
+        let mut open = Vec::new();
+        let mut e = self.next[HEAD];
+        while e != boundary {
+            if e % 2 == 1 {
+                open.push((e - 1) / 2);
+            }
+            e = self.next[e];
+        }
+        let deadline = self.ops[(boundary - 1) / 2].ret.unwrap_or(u64::MAX);
+        for (class, members) in self.classes.iter().enumerate() {
+            let unused = &members[self.used[class]..];
+            open.extend(unused.iter().filter(|&&op| self.ops[op].call <= deadline));
+        }
+        open
     }
 }
 
 const HEAD: usize = 0;
 
-fn call_node(op: usize) -> usize {
-    2 * op + 1
+/// Builds a doubly linked list of `nodes` between head 0 and tail `len - 1`.
+fn links(nodes: impl Iterator<Item = usize>, len: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut next = vec![0; len];
+    let mut prev = vec![0; len];
+    let mut last = HEAD;
+    for node in nodes {
+        next[last] = node;
+        prev[node] = last;
+        last = node;
+    }
+    next[last] = len - 1;
+    prev[len - 1] = last;
+    (next, prev)
 }
 
 /// Removes `x`, keeping its own links so that `relink` can restore it.
@@ -457,40 +769,57 @@ fn val_hash(v: Val) -> u64 {
     }
 }
 
-/// Lowe's memo: (linearized set, state) pairs already explored. Reaching one
-/// again cannot succeed where it failed before.
+/// Lowe's memo of configurations already explored (and so failed), extended
+/// for pending ops: with the same completed ops linearized and the same
+/// state, having linearized fewer pending ops is at least as good (the others
+/// may still happen, or never), so a configuration is skipped when one with a
+/// subset of its pending ops was explored.
 #[derive(Default)]
 struct Cache {
+    /// Keyed by the hash of (completed set, state).
     map: HashMap<u64, Vec<Seen>, BuildHasherDefault<IdHasher>>,
 }
 
-/// A set stored as (number of leading all-ones words, the words after them up
-/// to the last non-zero one): linearized sets are mostly a prefix.
+/// A completed set stored as (number of leading all-ones words, the words
+/// after them up to the last non-zero one): it is mostly a prefix.
 struct Seen {
     lead: u32,
     words: Box<[u64]>,
     state: Val,
+    /// Linearized pending ops, trailing zero words trimmed.
+    pending: Box<[u64]>,
 }
 
 impl Cache {
-    /// Returns false if the pair was already there.
-    fn insert(&mut self, hash: u64, bits: &[u64], state: Val) -> bool {
-        let lead = bits.iter().take_while(|&&w| w == u64::MAX).count();
-        let end = bits.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
-        let words = &bits[lead..end.max(lead)];
+    /// Records the configuration; false if it is dominated by a seen one.
+    fn visit(&mut self, hash: u64, done: &[u64], pending: &[u64], state: Val) -> bool {
+        let lead = done.iter().take_while(|&&w| w == u64::MAX).count();
+        let end = done.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+        let words = &done[lead..end.max(lead)];
+        let pending = &pending[..pending.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1)];
         let bucket = self.map.entry(hash).or_default();
-        let seen = bucket
+        let same = |s: &Seen| s.state == state && s.lead as usize == lead && *s.words == *words;
+        if bucket
             .iter()
-            .any(|s| s.state == state && s.lead as usize == lead && *s.words == *words);
-        if !seen {
-            bucket.push(Seen {
-                lead: lead as u32,
-                words: words.into(),
-                state,
-            });
+            .any(|s| same(s) && subset(&s.pending, pending))
+        {
+            return false;
         }
-        !seen
+        bucket.retain(|s| !(same(s) && subset(pending, &s.pending)));
+        bucket.push(Seen {
+            lead: lead as u32,
+            words: words.into(),
+            state,
+            pending: pending.into(),
+        });
+        true
     }
+}
+
+fn subset(a: &[u64], b: &[u64]) -> bool {
+    a.iter()
+        .enumerate()
+        .all(|(i, &w)| w & !b.get(i).copied().unwrap_or(0) == 0)
 }
 
 /// The keys are already hashes.
