@@ -891,9 +891,7 @@ impl Raft {
 
     fn on_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, ballot: Ballot) {
         let expected = match self.role {
-            Role::PreCandidate => {
-                pre_vote && term == Term(self.term.0 + 1) || (pre_vote && !ballot.granted)
-            }
+            Role::PreCandidate => pre_vote && (term == Term(self.term.0 + 1) || !ballot.granted),
             Role::Candidate => !pre_vote && term == self.term,
             _ => false,
         };

@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn stale_append_does_not_truncate_newer_entries() {
         let mut log = log_with(&[1, 1, 1]);
-        let m = log.try_append(LogId::new(1, 0), vec![entry(1, 1)]).unwrap();
+        let m = log.try_append(LogId::new(0, 0), vec![entry(1, 1)]).unwrap();
         assert_eq!(m, LogIndex(1));
         assert_eq!(log.last_index(), LogIndex(3));
     }

@@ -1,7 +1,6 @@
 //! Tests of the data directory: helpers here, cases by theme in submodules.
 
 mod damage;
-mod install;
 mod log;
 mod snapshots;
 
