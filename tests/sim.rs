@@ -38,14 +38,9 @@ fn run_seed(seed: u64, opts: &Options) -> Result<world::Stats, Failure> {
     let (result, history) = match outcome {
         Ok(x) => x,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
             return Err(Failure {
                 seed,
-                what: format!("panic: {msg}"),
+                what: format!("panic: {}", world::panic_message(&*p)),
                 trace: Vec::new(),
             });
         }

@@ -1033,14 +1033,17 @@ impl Raft {
     fn update_lease(&mut self) {
         let self_voter = self.is_voter();
         let id = self.cfg.id;
-        let voters = self.log.membership().voters.clone();
-        let quorum = self.log.membership().quorum();
         let hold = self.cfg.lease_hold();
         let (broken, now) = (self.cfg.broken, self.now);
+        // Borrow the membership and the leader state side by side: this runs
+        // on every acknowledgement, so no copy of the voter set.
+        let membership = self.log.membership();
+        let quorum = membership.quorum();
         let Some(l) = self.leader.as_mut() else {
             return;
         };
-        let mut rounds: Vec<u64> = voters
+        let mut rounds: Vec<u64> = membership
+            .voters
             .iter()
             .map(|v| {
                 if *v == id {
@@ -1146,8 +1149,6 @@ impl Raft {
                 self.maybe_send_timeout_now();
             }
             self.send_append(from, false);
-        } else if match_index == LogIndex(0) && conflict == LogId::default() && round == 0 {
-            // A stale-term answer; nothing to learn.
         } else {
             let next = if conflict.term > Term(0) {
                 // Skip the follower's whole conflicting term at once (§5.3).

@@ -232,6 +232,14 @@ pub struct World {
 
 type Outcome = Result<(), String>;
 
+/// The text a panic carried, for failure reports.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 impl World {
     pub fn new(seed: u64, opts: Options) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -359,14 +367,7 @@ impl World {
             match handled {
                 Ok(Ok(())) => {}
                 Ok(Err(what)) => return Err(self.failure(what)),
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    return Err(self.failure(format!("panic: {msg}")));
-                }
+                Err(p) => return Err(self.failure(format!("panic: {}", panic_message(&*p)))),
             }
             if self.stats.events % 64 == 0
                 && let Err(what) = self.check_log_matching()
@@ -490,7 +491,8 @@ impl World {
                     return Ok(());
                 }
                 self.schedule(10 * MS, Ev::Tick(id, inc));
-                if self.defer_if_busy(id, || Ev::Tick(id, u64::MAX)) {
+                // A paused or fsyncing node runs no timers; its next tick comes later.
+                if self.nodes[&id].busy_until > self.now {
                     return Ok(());
                 }
                 let local = self.local(id);
@@ -561,11 +563,6 @@ impl World {
                 Ok(())
             }
         }
-    }
-
-    fn defer_if_busy(&mut self, id: NodeId, _ev: impl FnOnce() -> Ev) -> bool {
-        // A paused or fsyncing node runs no timers; its next tick comes later.
-        self.nodes[&id].busy_until > self.now
     }
 
     fn local(&self, id: NodeId) -> Instant {
