@@ -208,6 +208,17 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `i` has applied `applied` and holds a snapshot at or
+    /// past `snapshot`.
+    async fn wait_caught_up(&self, i: usize, applied: u64, snapshot: u64, what: &str) {
+        wait_for(what, Duration::from_secs(10), || async move {
+            self.status(i)
+                .await
+                .is_some_and(|s| s.applied_index >= applied && s.snapshot_index >= snapshot)
+        })
+        .await;
+    }
+
     async fn status(&self, i: usize) -> Option<pb::StatusResponse> {
         let probe = Client::lazy(
             self.endpoints(),
@@ -348,17 +359,19 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
     );
     c.spawn(leader);
     let target = c.status(new_leader).await.unwrap().commit_index;
-    wait_for(
-        "the restarted node to catch up",
-        Duration::from_secs(10),
-        || {
-            let c = &c;
-            async move {
-                c.status(leader)
-                    .await
-                    .is_some_and(|s| s.applied_index >= target)
-            }
-        },
+    c.wait_caught_up(leader, target, 0, "the restarted node to catch up")
+        .await;
+    // It caught up through an installed snapshot; a crash right after must
+    // recover that snapshot from its own disk, not ask for it again.
+    let installed = c.status(leader).await.unwrap().snapshot_index;
+    assert!(installed > 50, "caught up without a snapshot ({installed})");
+    c.kill(leader);
+    c.spawn(leader);
+    c.wait_caught_up(
+        leader,
+        target,
+        installed,
+        "the node to restart from its snapshot",
     )
     .await;
     // Hand leadership to the restarted node: it serves every acknowledged write.

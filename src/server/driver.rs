@@ -389,7 +389,7 @@ impl Driver {
             let start = std::time::Instant::now();
             let r = (|| {
                 if let Some(s) = &snapshot {
-                    storage.save_snapshot(s)?;
+                    storage.install_snapshot(s)?;
                 }
                 if !entries.is_empty() {
                     storage.append(&entries)?;

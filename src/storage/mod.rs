@@ -80,9 +80,10 @@ impl Storage {
         Storage::open_with(dir, Options::default())
     }
 
-    /// Opens the data directory; cuts a torn WAL tail (reported in
-    /// `warnings`) and removes leftover temp files. If an error is returned,
-    /// nothing in the directory has been modified.
+    /// Opens the data directory; cuts a torn WAL tail, finishes or rolls back
+    /// an interrupted `install_snapshot` (both reported in `warnings`) and
+    /// removes leftover temp files. If an error is returned, nothing in the
+    /// directory has been modified.
     pub fn open_with(dir: &Path, options: Options) -> Result<(Storage, Recovered), StorageError> {
         fsutil::ensure_dir(dir)?;
         let rec = recovery::recover(dir)?;
@@ -94,6 +95,12 @@ impl Storage {
         warnings.extend(fsutil::remove_temps(&dir.join("snap"))?);
         if let Some((path, offset)) = &rec.torn {
             cut(path, *offset)?;
+        }
+        if !rec.obsolete.is_empty() {
+            for path in &rec.obsolete {
+                std::fs::remove_file(path).map_err(io_err(path))?;
+            }
+            fsutil::sync_dir(&wal_dir)?;
         }
         if let Some(keep) = &rec.snapshot_path {
             if !rec.stale_snapshots.is_empty() {
@@ -171,6 +178,52 @@ impl Storage {
         let r = snapshot::write(&snap_dir, snap)
             .and_then(|path| snapshot::remove_others(&snap_dir, &path))
             .and_then(|()| self.wal.compact(index));
+        self.poison_on_io(r)
+    }
+
+    /// Installs a snapshot received from the leader: durably saves `snap` and
+    /// discards the whole stored log, including entries after `snap`'s index
+    /// (they may conflict with it), as `raft::RaftLog::install` does. The
+    /// hard state is kept; the next `append` must start at `snap`'s index + 1.
+    /// `snap`'s index may be below, at or above the last stored entry, but
+    /// not below the saved snapshot (nor 0). Buffered writes are synced first.
+    ///
+    /// Crash safety: a restart recovers either the state before the call or
+    /// the state after it, never a mix. The steps:
+    /// 1. sync; start a fresh segment named past every existing one (so it
+    ///    replays last), holding the current hard state and a restart marker
+    ///    naming `snap`; fsync it (its directory entry is fsynced on creation).
+    /// 2. write the snapshot atomically (temp, fsync, rename, dir fsync). This
+    ///    is the commit point.
+    /// 3. delete older snapshots and every older segment; fsync the directories.
+    ///
+    /// Recovery judges the marker by the recovered snapshot. If its index is
+    /// at least the marker's, the install committed: every entry replayed
+    /// before the marker is void, whatever its index (so stale entries past
+    /// the snapshot in older segments left by a crash during step 3 cannot
+    /// come back), and open deletes those older segments. Otherwise the crash
+    /// came before step 2 finished: the marker's segment (which can then only
+    /// hold the hard state already synced before it, and the marker) is
+    /// deleted by open, which restores the old state exactly; deleting it,
+    /// rather than leaving the marker dormant, ensures a later snapshot at or
+    /// past that index cannot wake it and void live entries. A crash inside
+    /// step 1 leaves an empty or torn fresh segment, handled as after a roll.
+    pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        self.check()?;
+        let index = snap.meta.last.index.0;
+        if index == 0 || index < self.wal.floor() {
+            return Err(StorageError::Invalid(format!(
+                "installed snapshot at index {index} is behind the saved one at {}",
+                self.wal.floor()
+            )));
+        }
+        let snap_dir = self.dir.join("snap");
+        let r = self
+            .wal
+            .begin_install(snap.meta.last)
+            .and_then(|()| snapshot::write(&snap_dir, snap))
+            .and_then(|path| snapshot::remove_others(&snap_dir, &path))
+            .and_then(|()| self.wal.finish_install(index));
         self.poison_on_io(r)
     }
 

@@ -1,11 +1,12 @@
 //! WAL record framing: `[u32 LE payload length][u32 LE CRC-32C of payload][payload]`,
-//! payload = 1-byte kind + protobuf. The scanner decides, per bad spot, whether
+//! payload = 1-byte kind + body (protobuf, except the restart marker: the
+//! snapshot's term and index as two u64 LE). The scanner decides, per bad spot, whether
 //! it is a torn tail (a crash mid-write: cut it off) or corruption (stop).
 
 use super::codec;
 use super::error::{StorageError, corrupt};
 use crate::pb;
-use crate::raft::{Entry, HardState};
+use crate::raft::{Entry, HardState, LogId};
 use prost::Message;
 use std::path::Path;
 
@@ -18,10 +19,16 @@ const RESYNC_MAX_PAYLOAD: usize = 1 << 20;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
+const KIND_RESTART: u8 = 3;
 
 pub(crate) enum Record {
     Entry(Entry),
     HardState(HardState),
+    /// Written by `Storage::install_snapshot` before it writes the snapshot
+    /// `LogId`: once that snapshot is durable, every entry written before
+    /// this record is void and the log restarts right after it (see
+    /// `recovery`).
+    Restart(LogId),
 }
 
 /// Replaces `out` with the framed record of `e` (reusing its allocation).
@@ -33,12 +40,27 @@ pub(crate) fn encode_hard_state(hs: HardState, out: &mut Vec<u8>) {
     frame(out, KIND_HARD_STATE, &codec::hard_state_to_pb(hs));
 }
 
+pub(crate) fn encode_restart(snapshot: LogId, out: &mut Vec<u8>) {
+    start_frame(out, KIND_RESTART);
+    out.extend_from_slice(&snapshot.term.0.to_le_bytes());
+    out.extend_from_slice(&snapshot.index.0.to_le_bytes());
+    finish_frame(out);
+}
+
 fn frame(out: &mut Vec<u8>, kind: u8, msg: &impl Message) {
+    start_frame(out, kind);
+    msg.encode(out)
+        .expect("a Vec grows as needed, so encoding cannot run out of space");
+    finish_frame(out);
+}
+
+fn start_frame(out: &mut Vec<u8>, kind: u8) {
     out.clear();
     out.extend_from_slice(&[0; HEADER_LEN]);
     out.push(kind);
-    msg.encode(out)
-        .expect("a Vec grows as needed, so encoding cannot run out of space");
+}
+
+fn finish_frame(out: &mut [u8]) {
     let len = (out.len() - HEADER_LEN) as u32;
     let crc = crc32c::crc32c(&out[HEADER_LEN..]);
     out[0..4].copy_from_slice(&len.to_le_bytes());
@@ -57,6 +79,14 @@ fn decode_payload(payload: &[u8]) -> Result<Record, String> {
         Some((&KIND_HARD_STATE, body)) => pb::HardState::decode(body)
             .map(|hs| Record::HardState(codec::hard_state_from_pb(hs)))
             .map_err(|e| format!("undecodable hard state: {e}")),
+        Some((&KIND_RESTART, body)) => match <[u8; 16]>::try_from(body) {
+            Ok(b) => {
+                let term = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+                let index = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
+                Ok(Record::Restart(LogId::new(term, index)))
+            }
+            Err(_) => Err(format!("restart marker of {} bytes, not 16", body.len())),
+        },
         Some((k, _)) => Err(format!("unknown record kind {k}")),
     }
 }

@@ -7,12 +7,15 @@
 //! * every segment starts with the hard state current when it was created, so
 //!   the newest hard state survives the deletion of all older segments;
 //! * a segment is fsynced before its successor is created, so only the last
-//!   segment can end in a torn record.
+//!   segment can end in a torn record;
+//! * a restart marker (`Record::Restart`, written by `begin_install`) is the
+//!   second record of a fresh segment; once effective, no entry before it is
+//!   live, so every older segment may go.
 
 use super::error::{StorageError, io_err};
 use super::fsutil::sync_dir;
 use super::record::{self, MAX_PAYLOAD};
-use crate::raft::{Entry, HardState};
+use crate::raft::{Entry, HardState, LogId};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -224,6 +227,13 @@ impl Wal {
 
     /// Seals the active segment and starts a new one for entries from `first`.
     fn roll(&mut self, first: u64) -> Result<(), StorageError> {
+        self.start_segment(first)?;
+        self.sync()
+    }
+
+    /// `roll` without the final sync: the new segment holds the (buffered)
+    /// current hard state.
+    fn start_segment(&mut self, first: u64) -> Result<(), StorageError> {
         self.sync()?;
         let active = self.segments.last().copied().unwrap_or_default();
         // Name past every live index and past the previous name (see module doc).
@@ -231,8 +241,33 @@ impl Wal {
         self.writer = create_segment(&self.dir, name)?;
         self.segments.push(name);
         self.active_len = 0;
-        self.write_hard_state_record()?;
+        self.write_hard_state_record()
+    }
+
+    /// First step of installing the snapshot `snap`: durably starts a fresh
+    /// segment (named past every existing one) holding the current hard
+    /// state and a restart marker for `snap`. The marker stays dormant until
+    /// that snapshot is durable; see `Storage::install_snapshot`.
+    pub(crate) fn begin_install(&mut self, snap: LogId) -> Result<(), StorageError> {
+        self.start_segment(snap.index.0 + 1)?;
+        record::encode_restart(snap, &mut self.scratch);
+        self.write_scratch()?;
         self.sync()
+    }
+
+    /// Last step of an install, once the snapshot at `index` is durable:
+    /// forgets every entry and deletes every segment but the fresh one, so
+    /// the log continues at `index + 1`.
+    pub(crate) fn finish_install(&mut self, index: u64) -> Result<(), StorageError> {
+        self.floor = index;
+        self.last_index = index;
+        let old = self.segments.len().saturating_sub(1);
+        for &first in &self.segments[..old] {
+            let path = self.dir.join(segment_name(first));
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        self.segments.drain(..old);
+        sync_dir(&self.dir)
     }
 
     /// The log is now covered up to `index` by a durable snapshot: deletes the

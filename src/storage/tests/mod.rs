@@ -1,6 +1,7 @@
 //! Tests of the data directory: helpers here, cases by theme in submodules.
 
 mod damage;
+mod install;
 mod log;
 mod snapshots;
 
