@@ -141,9 +141,10 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
         nodes.len()
     );
     println!("  endpoints: {endpoints}");
-    for node in nodes {
+    for (i, node) in nodes.iter().enumerate() {
+        let pid = cluster.pid(i).map_or("-".into(), |p| p.to_string());
         println!(
-            "  node {}: data {}, log {}",
+            "  node {}: pid {pid}, data {}, log {}",
             node.id,
             node.data_dir.display(),
             node.log_file.display()

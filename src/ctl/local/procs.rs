@@ -42,6 +42,11 @@ impl LocalCluster {
         &self.nodes
     }
 
+    /// The process id of node `index`, while it runs (for fault tests by hand).
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].as_ref().and_then(Child::id)
+    }
+
     /// Whether node `index` has a process that has not been seen to exit.
     pub fn is_running(&self, index: usize) -> bool {
         self.children[index].is_some()
