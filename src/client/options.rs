@@ -32,7 +32,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
             min_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_millis(200),
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
         }
