@@ -1,0 +1,199 @@
+//! The README walkthrough as a test: `raftctl local` starts a 3-node cluster,
+//! raftctl sets, gets, counts, compares-and-swaps, expires and deletes keys,
+//! shows status, survives a leader SIGKILL, and a restarted `raftctl local`
+//! on the same data directory finds every key. Exit codes and stderr follow
+//! docs/raftctl.md.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+
+/// A base port with BASE..BASE+23 free (three nodes, three ports each).
+fn free_base_port() -> u16 {
+    loop {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 60_000 {
+            continue;
+        }
+        let all_free = (0..3)
+            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+}
+
+struct Local {
+    child: Child,
+    /// `raftctl local`'s stdout, up to the ready banner.
+    banner: Vec<String>,
+}
+
+impl Local {
+    /// Starts `raftctl local` and waits for its ready banner.
+    fn start(dir: &std::path::Path, base: u16) -> Local {
+        let mut child = Command::new(RAFTCTL)
+            .args(["local", "--data-dir", dir.to_str().unwrap()])
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.starts_with("Ctrl-C stops");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            banner.iter().any(|l| l.contains("leader is node")),
+            "no ready banner: {banner:?}"
+        );
+        // Keep draining stdout so the supervisor never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Local { child, banner }
+    }
+
+    /// The pid of node `id`, from the banner.
+    fn pid(&self, id: u64) -> u32 {
+        let prefix = format!("  node {id}: pid ");
+        let line = self.banner.iter().find(|l| l.starts_with(&prefix)).unwrap();
+        line[prefix.len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Ctrl-C: every node stops and raftctl exits 0.
+    fn stop(mut self) {
+        signal("-INT", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "raftctl local exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "raftctl local did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Runs raftctl against the cluster at `base`.
+fn ctl(base: u16, args: &[&str]) -> Output {
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", base + 10 * i))
+        .collect();
+    Command::new(RAFTCTL)
+        .args(args)
+        .env("RAFTKV_ENDPOINTS", endpoints.join(","))
+        .output()
+        .unwrap()
+}
+
+/// raftctl's stdout, asserting exit code `code`.
+fn expect(base: u16, args: &[&str], code: i32) -> String {
+    let out = ctl(base, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "raftctl {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn leader_id(base: u16) -> u64 {
+    let json = expect(base, &["status", "-o", "json"], 0);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "leader")
+        .and_then(|r| r["id"].as_u64())
+        .expect("a leader in status")
+}
+
+#[test]
+fn readme_walkthrough_with_raftctl_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let local = Local::start(dir.path(), base);
+
+    assert_eq!(expect(base, &["set", "greeting", "hello"], 0).trim(), "OK");
+    assert_eq!(expect(base, &["get", "greeting"], 0), "hello");
+    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "1");
+    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "2");
+    // A missing key: nothing on stdout, a note on stderr, exit 1.
+    let out = ctl(base, &["get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(!out.stderr.is_empty());
+    // CAS: a wrong expectation changes nothing.
+    expect(base, &["cas", "greeting", "bye", "x"], 1);
+    expect(base, &["cas", "greeting", "hello", "hi"], 0);
+    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    // INCR on text is refused (exit 1), an empty key is bad input (exit 3);
+    // neither changes anything.
+    expect(base, &["incr", "greeting"], 1);
+    expect(base, &["set", "", "v"], 3);
+    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    // Expiry and TTL; DEL.
+    expect(base, &["set", "temp", "t"], 0);
+    expect(base, &["expire", "temp", "100"], 0);
+    let ttl: f64 = expect(base, &["ttl", "temp"], 0).trim().parse().unwrap();
+    assert!(ttl > 90.0 && ttl <= 100.0, "ttl {ttl}");
+    expect(base, &["del", "temp"], 0);
+    expect(base, &["get", "temp"], 1);
+
+    let table = expect(base, &["status"], 0);
+    assert_eq!(table.matches("leader ").count(), 1, "{table}");
+    assert_eq!(table.matches("follower").count(), 2, "{table}");
+
+    // Kill the leader by the pid `raftctl local` printed: the others serve.
+    let old = leader_id(base);
+    signal("-KILL", local.pid(old));
+    let killed = Instant::now();
+    assert_eq!(expect(base, &["set", "after", "kill"], 0).trim(), "OK");
+    println!(
+        "write acknowledged {:?} after the leader's SIGKILL",
+        killed.elapsed()
+    );
+    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    // One node down: status says unhealthy (exit 4) but still prints the rows.
+    let down = ctl(base, &["status"]);
+    assert_eq!(down.status.code(), Some(4));
+
+    // Ctrl-C, then the same command on the same directory resumes the data.
+    local.stop();
+    let local = Local::start(dir.path(), base);
+    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    assert_eq!(expect(base, &["get", "after"], 0), "kill");
+    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "3");
+    local.stop();
+}
