@@ -17,20 +17,37 @@ WORK=$(mktemp -d)
 trap 'kill -INT "$LOCAL" 2>/dev/null; wait "$LOCAL" 2>/dev/null; rm -rf "$WORK"' EXIT
 $CTL local --data-dir "$WORK/data" --base-port $BASE >"$WORK/local.out" 2>&1 &
 LOCAL=$!
-until $CTL status >/dev/null 2>&1; do sleep 0.2; done
+until $CTL status >/dev/null 2>&1; do
+  if ! kill -0 "$LOCAL" 2>/dev/null; then
+    cat "$WORK/local.out" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
 
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 median() { python3 -c "import statistics,sys; print(round(statistics.median(map(float, sys.argv[1:])), 3))" "$@"; }
+
+leader_id() {
+  $CTL status -o json 2>/dev/null | python3 -c \
+    "import json,sys; print(next(r['id'] for r in json.load(sys.stdin) if r['role']=='leader'))"
+}
+# A counter on the leader's /metrics.
+counter() {
+  curl -s "127.0.0.1:$((BASE + 2 + 10 * $(leader_id)))/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+}
 
 declare -A results
 for rep in $(seq "$REPS"); do
   for spec in "set 1" "set 64" "get 64"; do
     set -- $spec
     out="$WORK/$1-$2-$rep.json"
+    syncs=$(counter raftkv_wal_fsync_duration_seconds_count)
     $CTL bench "$1" --clients "$2" --duration "${SECS}s" -o json >"$out" 2>/dev/null
+    syncs=$(($(counter raftkv_wal_fsync_duration_seconds_count) - syncs))
     tput=$(field "$out" "round(d['throughput'])")
     p50=$(field "$out" "d['latency_ms']['p50']")
-    echo "run $rep: $1 x$2: $tput req/s, p50 $p50 ms"
+    echo "run $rep: $1 x$2: $tput req/s, p50 $p50 ms, $syncs fsyncs on the leader"
     results["$1 x$2 tput"]+=" $tput"
     results["$1 x$2 p50"]+=" $p50"
   done
@@ -38,8 +55,7 @@ done
 
 leader_pid() {
   local id
-  id=$($CTL status -o json 2>/dev/null | python3 -c \
-    "import json,sys; print(next(r['id'] for r in json.load(sys.stdin) if r['role']=='leader'))")
+  id=$(leader_id)
   pgrep -f "raftkv --id $id .*--client-addr 127.0.0.1:$((BASE + 10 * id))"
 }
 gaps=""
@@ -65,4 +81,6 @@ echo "== medians over $REPS runs of ${SECS}s"
 for k in "set x1" "set x64" "get x64"; do
   echo "$k: $(median ${results["$k tput"]}) req/s, p50 $(median ${results["$k p50"]}) ms"
 done
-echo "failover (longest write across a leader SIGKILL), median of $FAILOVERS: $(median $gaps) ms"
+if [ "$FAILOVERS" -gt 0 ]; then
+  echo "failover (longest write across a leader SIGKILL), median of $FAILOVERS: $(median $gaps) ms"
+fi

@@ -377,7 +377,9 @@ impl Raft {
             }
         }
         let hs = self.hard_state();
-        let hard_state = (hs != self.persisted_hard_state).then_some(hs);
+        let prev = self.persisted_hard_state;
+        let hard_state = (hs != prev).then_some(hs);
+        let vote_changed = hs.term != prev.term || hs.voted_for != prev.voted_for;
         self.persisted_hard_state = hs;
         let gate_open = self
             .leader
@@ -393,10 +395,13 @@ impl Raft {
             && applied.0 - self.log.snapshot_meta().last.index.0 >= self.cfg.snapshot_threshold;
         self.snapshot_requested |= snapshot_due;
         debug_assert!(self.reads.iter().all(|r| r.index <= applied));
+        let entries = self.log.take_unstable();
+        let snapshot = self.log.take_snapshot_to_persist();
         Ready {
+            must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
             hard_state,
-            entries: self.log.take_unstable(),
-            snapshot: self.log.take_snapshot_to_persist(),
+            entries,
+            snapshot,
             messages: std::mem::take(&mut self.msgs),
             committed,
             reads: std::mem::take(&mut self.reads),

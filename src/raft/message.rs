@@ -158,6 +158,11 @@ pub enum Event {
 pub struct Ready {
     /// Persist if Some.
     pub hard_state: Option<HardState>,
+    /// Whether what is to be persisted must be durable (one fsync) before
+    /// `messages` go out. False when the only change is the commit index:
+    /// Raft never needs it durable (a restarted node learns it again from
+    /// the leader), so writing it unsynced saves an fsync on every commit.
+    pub must_sync: bool,
     /// Persist; replaces any stored entries from `entries[0].index()` on.
     pub entries: Vec<Entry>,
     /// A snapshot received from the leader: persist it, discard the stored

@@ -332,6 +332,7 @@ impl Driver {
     async fn process(&mut self, ready: Ready) -> Result<(), String> {
         let Ready {
             hard_state,
+            must_sync,
             entries,
             snapshot,
             messages,
@@ -344,8 +345,10 @@ impl Driver {
         for e in &events {
             self.record_event(e);
         }
-        if hard_state.is_some() || !entries.is_empty() || snapshot.is_some() {
+        if must_sync {
             self.persist(hard_state, entries, snapshot.clone()).await?;
+        } else if let Some(hs) = hard_state {
+            self.write_commit(hs)?;
         }
         self.transport.send(messages);
         if let Some(snap) = snapshot {
@@ -371,6 +374,19 @@ impl Driver {
             self.take_snapshot().await?;
         }
         Ok(())
+    }
+
+    /// Buffers a hard state whose only change is the commit index, without
+    /// an fsync (see `Ready::must_sync`); the next sync makes it durable. A
+    /// buffered write costs no disk I/O, so it runs on the loop.
+    fn write_commit(&mut self, hs: raft::HardState) -> Result<(), String> {
+        let storage = self
+            .storage
+            .as_mut()
+            .ok_or("storage lost after an earlier failure")?;
+        storage
+            .set_hard_state(hs)
+            .map_err(|e| format!("storage: {e}"))
     }
 
     /// Writes what the core asks to persist with one sync, on a blocking
