@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use world::{Failure, Options, World};
+use world::{Check, Failure, Options, Violation, World};
 
 fn seeds_from_env(default: Range<u64>) -> Range<u64> {
     match std::env::var("RAFTKV_SIM_SEEDS") {
@@ -30,29 +30,41 @@ fn seeds_from_env(default: Range<u64>) -> Range<u64> {
 
 /// Runs one seed: simulation, then the linearizability check of its history.
 fn run_seed(seed: u64, opts: &Options) -> Result<world::Stats, Failure> {
-    let outcome = std::panic::catch_unwind(|| {
-        let mut w = World::new(seed, opts.clone());
-        let r = w.run();
+    checked(seed, || World::new(seed, opts.clone()), World::run)
+}
+
+/// Builds a world and runs it, then checks the linearizability of the
+/// clients' history; a panic anywhere is a failure of its own kind.
+fn checked(
+    seed: u64,
+    build: impl FnOnce() -> World,
+    run: impl FnOnce(&mut World) -> Result<world::Stats, Failure>,
+) -> Result<world::Stats, Failure> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut w = build();
+        let r = run(&mut w);
         (r, w.history().to_vec())
-    });
-    let (result, history) = match outcome {
-        Ok(x) => x,
-        Err(p) => {
-            return Err(Failure {
-                seed,
-                what: format!("panic: {}", world::panic_message(&*p)),
-                trace: Vec::new(),
-            });
-        }
-    };
+    }));
+    let (result, history) = outcome.map_err(|p| {
+        let detail = world::panic_message(&*p);
+        Failure::new(
+            seed,
+            Violation {
+                check: Check::Panic,
+                detail,
+            },
+        )
+    })?;
     let stats = result?;
     match linearizability::check(&history) {
         linearizability::CheckResult::Ok => Ok(stats),
-        other => Err(Failure {
+        other => Err(Failure::new(
             seed,
-            what: format!("linearizability: {other:?}"),
-            trace: Vec::new(),
-        }),
+            Violation {
+                check: Check::Linearizability,
+                detail: format!("{other:?}"),
+            },
+        )),
     }
 }
 
@@ -146,10 +158,12 @@ fn a_seed_replays_bit_for_bit() {
     assert_ne!(run(7).1, run(8).1);
 }
 
-/// Each broken variant must be caught within this many seeds; faults come
-/// denser and for longer than in the default run, to reach the rare
-/// interleavings these bugs need sooner.
-fn assert_caught(opts: Options, name: &str) {
+/// Each broken variant must be caught within this many seeds, by the check
+/// its bug breaks (the first failing seed is the lowest: seeds are handed
+/// out in order and each one started runs to its end). Faults come denser
+/// and for longer than in the default run, to reach the rare interleavings
+/// these bugs need sooner.
+fn assert_caught(opts: Options, name: &str, check: Check) {
     let opts = Options {
         fault_phase: Duration::from_secs(6),
         max_fault_gap: Duration::from_millis(80),
@@ -160,6 +174,11 @@ fn assert_caught(opts: Options, name: &str) {
     let f = failures
         .first()
         .unwrap_or_else(|| panic!("the simulator did not catch the broken variant `{name}`"));
+    assert_eq!(
+        f.check, check,
+        "`{name}` caught by the wrong check: {}",
+        f.what
+    );
     println!("caught `{name}` at seed {}: {}", f.seed, f.what);
 }
 
@@ -172,6 +191,7 @@ fn catches_a_new_leader_that_ignores_the_old_lease() {
             ..Options::default()
         },
         "ignore old lease",
+        Check::LeaseSafety,
     );
 }
 
@@ -183,6 +203,7 @@ fn catches_a_lease_timed_from_the_acknowledgement() {
             ..Options::default()
         },
         "lease from ack",
+        Check::LeaseSafety,
     );
 }
 
@@ -195,6 +216,7 @@ fn catches_committing_an_old_term_entry_by_counting() {
             ..Options::default()
         },
         "commit old term",
+        Check::LeaderCompleteness,
     );
 }
 
@@ -206,5 +228,6 @@ fn catches_clocks_drifting_beyond_the_bound() {
             ..Options::default()
         },
         "drift beyond bound",
+        Check::LeaseSafety,
     );
 }

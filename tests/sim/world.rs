@@ -44,6 +44,46 @@ impl Default for Options {
     }
 }
 
+/// Which check failed: tests assert on this, not on the message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    ElectionSafety,
+    LeaseSafety,
+    StateMachineSafety,
+    LeaderCompleteness,
+    LogMatching,
+    /// The core (or the simulator) panicked, e.g. on truncating a committed entry.
+    Panic,
+    Liveness,
+    Linearizability,
+}
+
+impl Check {
+    fn name(self) -> &'static str {
+        match self {
+            Check::ElectionSafety => "election safety",
+            Check::LeaseSafety => "lease safety",
+            Check::StateMachineSafety => "state machine safety",
+            Check::LeaderCompleteness => "leader completeness",
+            Check::LogMatching => "log matching",
+            Check::Panic => "panic",
+            Check::Liveness => "liveness",
+            Check::Linearizability => "linearizability",
+        }
+    }
+}
+
+/// A failed check and what exactly it saw.
+#[derive(Debug)]
+pub struct Violation {
+    pub check: Check,
+    pub detail: String,
+}
+
+fn violation(check: Check, detail: String) -> Outcome {
+    Err(Violation { check, detail })
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub ops: usize,
@@ -56,8 +96,22 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Failure {
     pub seed: u64,
+    pub check: Check,
+    /// The check's name and what it saw.
     pub what: String,
     pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// A failure found outside the world (its trace is gone with it).
+    pub fn new(seed: u64, v: Violation) -> Failure {
+        Failure {
+            seed,
+            check: v.check,
+            what: format!("{}: {}", v.check.name(), v.detail),
+            trace: Vec::new(),
+        }
+    }
 }
 
 /// A node's clock: local = offset + rate × real.
@@ -163,6 +217,13 @@ enum ClientMsg {
     },
 }
 
+/// What a client asks for.
+#[derive(Clone, Debug)]
+enum Call {
+    Get(String),
+    Write(Cmd),
+}
+
 #[derive(Clone, Debug)]
 enum Answer {
     Written(Reply),
@@ -230,7 +291,7 @@ pub struct World {
     clients_on: bool,
 }
 
-type Outcome = Result<(), String>;
+type Outcome = Result<(), Violation>;
 
 /// The text a panic carried, for failure reports.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -238,6 +299,34 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
+}
+
+impl Node {
+    fn new(id: NodeId, clock: Clock, disk: Disk) -> Node {
+        Node {
+            id,
+            raft: None,
+            clock,
+            disk,
+            kv: Kv::default(),
+            incarnation: 0,
+            busy_until: 0,
+            in_flight: None,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            lease_real_expiry: None,
+        }
+    }
+}
+
+/// What a founding member has on disk before its first start.
+fn founder_disk(founders: &Membership) -> Disk {
+    let p = raftkv::raft::bootstrap(founders.clone());
+    Disk {
+        hard_state: p.hard_state,
+        snapshot: None,
+        entries: p.entries,
+    }
 }
 
 impl World {
@@ -249,7 +338,6 @@ impl World {
         cfg.snapshot_chunk_bytes = rng.random_range(64..512);
         cfg.max_inflight = rng.random_range(1..8);
         cfg.max_batch_entries = rng.random_range(1..16);
-        cfg.broken = opts.broken;
         let founders = Membership::new((0..n).map(NodeId));
         let rho = cfg.max_clock_drift;
         let mut nodes = BTreeMap::new();
@@ -266,32 +354,30 @@ impl World {
                 rate,
             };
             let disk = if i < n {
-                let p = raftkv::raft::bootstrap(founders.clone());
-                Disk {
-                    hard_state: p.hard_state,
-                    snapshot: None,
-                    entries: p.entries,
-                }
+                founder_disk(&founders)
             } else {
                 Disk::default()
             };
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    raft: None,
-                    clock,
-                    disk,
-                    kv: Kv::default(),
-                    incarnation: 0,
-                    busy_until: 0,
-                    in_flight: None,
-                    proposals: HashMap::new(),
-                    reads: HashMap::new(),
-                    lease_real_expiry: None,
-                },
-            );
+            nodes.insert(id, Node::new(id, clock, disk));
         }
+        let mut w = World::assemble(seed, opts, rng, cfg, nodes);
+        for c in 0..w.clients.len() {
+            let d = w.rng.random_range(0..50) * MS;
+            w.schedule(d, Ev::ClientNext(c));
+        }
+        w.schedule(100 * MS, Ev::Fault);
+        w
+    }
+
+    /// The world around `nodes`, started, with three idle clients.
+    fn assemble(
+        seed: u64,
+        opts: Options,
+        rng: StdRng,
+        mut cfg: Config,
+        nodes: BTreeMap<NodeId, Node>,
+    ) -> World {
+        cfg.broken = opts.broken;
         let clients = (0..3)
             .map(|_| Client {
                 seq: 0,
@@ -330,11 +416,6 @@ impl World {
         for id in ids {
             w.start_node(id);
         }
-        for c in 0..w.clients.len() {
-            let d = w.rng.random_range(0..50) * MS;
-            w.schedule(d, Ev::ClientNext(c));
-        }
-        w.schedule(100 * MS, Ev::Fault);
         w
     }
 
@@ -348,10 +429,7 @@ impl World {
         let clients_end = fault_end + 1_000 * MS;
         let end = fault_end + self.opts.settle_phase.as_nanos() as u64;
         let mut healed = false;
-        while let Some(Reverse((t, id))) = self.queue.pop() {
-            if t > end {
-                break;
-            }
+        while let Some(t) = self.next_due(end) {
             self.now = t;
             if !healed && t >= fault_end {
                 healed = true;
@@ -360,27 +438,12 @@ impl World {
             if t >= clients_end {
                 self.clients_on = false;
             }
-            let ev = self.events.remove(&id).expect("event");
-            self.stats.events += 1;
-            let handled =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(ev)));
-            match handled {
-                Ok(Ok(())) => {}
-                Ok(Err(what)) => return Err(self.failure(what)),
-                Err(p) => return Err(self.failure(format!("panic: {}", panic_message(&*p)))),
-            }
-            if self.stats.events % 64 == 0
-                && let Err(what) = self.check_log_matching()
-            {
-                return Err(self.failure(what));
-            }
+            self.handle_next()?;
             if !self.clients_on && self.clients.iter().all(|c| c.pending.is_none()) && healed {
                 break;
             }
         }
-        if let Err(what) = self.check_log_matching() {
-            return Err(self.failure(what));
-        }
+        self.end_checks()?;
         // Liveness: with faults over, every client operation completed.
         if let Some((i, _)) = self
             .clients
@@ -388,27 +451,63 @@ impl World {
             .enumerate()
             .find(|(_, c)| c.pending.is_some())
         {
-            return Err(self.failure(format!(
-                "liveness: client {i} still waiting {}s after faults stopped",
-                (self.now - fault_end) / 1_000_000_000
-            )));
-        }
-        let leader = self
-            .nodes
-            .values()
-            .find(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
-        if leader.is_none() {
-            return Err(self.failure("liveness: no leader after faults stopped".into()));
+            let waited = (self.now - fault_end) / 1_000_000_000;
+            return Err(self.failure(Violation {
+                check: Check::Liveness,
+                detail: format!("client {i} still waiting {waited}s after faults stopped"),
+            }));
         }
         self.stats.ops = self.history.len();
         Ok(self.stats.clone())
     }
 
-    fn failure(&self, what: String) -> Failure {
+    /// The time of the next event, if one is due by `until`.
+    fn next_due(&self, until: u64) -> Option<u64> {
+        self.queue
+            .peek()
+            .map(|Reverse((t, _))| *t)
+            .filter(|t| *t <= until)
+    }
+
+    /// Handles the next event with every per-step check; a failed check or a
+    /// panic (the core's own invariants) ends the run.
+    fn handle_next(&mut self) -> Result<(), Failure> {
+        let Reverse((t, id)) = self.queue.pop().expect("an event is due");
+        self.now = t;
+        let ev = self.events.remove(&id).expect("event");
+        self.stats.events += 1;
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(ev)));
+        let outcome = match handled {
+            Ok(outcome) => outcome,
+            Err(p) => violation(Check::Panic, panic_message(&*p)),
+        };
+        outcome.map_err(|v| self.failure(v))?;
+        if self.stats.events % 64 == 0 {
+            self.check_log_matching().map_err(|v| self.failure(v))?;
+        }
+        Ok(())
+    }
+
+    /// At the end of a run: the logs match and there is a leader.
+    fn end_checks(&self) -> Result<(), Failure> {
+        self.check_log_matching().map_err(|v| self.failure(v))?;
+        let leader = self
+            .nodes
+            .values()
+            .find(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+        if leader.is_none() {
+            return Err(self.failure(Violation {
+                check: Check::Liveness,
+                detail: "no leader at the end of the run".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn failure(&self, v: Violation) -> Failure {
         Failure {
-            seed: self.seed,
-            what,
             trace: self.trace.iter().cloned().collect(),
+            ..Failure::new(self.seed, v)
         }
     }
 
@@ -463,22 +562,18 @@ impl World {
         self.schedule(10 * MS, Ev::Tick(id, inc));
     }
 
-    fn crash(&mut self, id: NodeId) {
+    /// Stops a running node; what it had not fsynced is lost. False if it
+    /// was already down.
+    fn crash(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node");
-        if node.raft.take().is_some() {
-            node.in_flight = None;
-            node.lease_real_expiry = None;
-            node.busy_until = 0;
-            self.log(format!("n{id} CRASHES (unsynced writes lost)"));
-            // Quick restarts matter: a restarted voter has forgotten which
-            // leader it heard from, and votes at once.
-            let d = if self.rng.random_bool(0.5) {
-                self.rng.random_range(5..80) * MS
-            } else {
-                self.rng.random_range(50..600) * MS
-            };
-            self.schedule(d, Ev::Restart(id));
+        if node.raft.take().is_none() {
+            return false;
         }
+        node.in_flight = None;
+        node.lease_real_expiry = None;
+        node.busy_until = 0;
+        self.log(format!("n{id} CRASHES (unsynced writes lost)"));
+        true
     }
 
     // ---------------------------------------------------------------- events
@@ -688,12 +783,15 @@ impl World {
         // State machine safety: every node applies the same entry at an index.
         match self.committed.get(&e.index().0) {
             Some((t, p)) if *t != e.term() || *p != e.payload => {
-                return Err(format!(
-                    "state machine safety: n{id} applies {:?} at index {}, another node applied term {t} {:?}",
-                    e.payload,
-                    e.index(),
-                    p
-                ));
+                return violation(
+                    Check::StateMachineSafety,
+                    format!(
+                        "n{id} applies {:?} at index {}, another node applied term {t} {:?}",
+                        e.payload,
+                        e.index(),
+                        p
+                    ),
+                );
             }
             Some(_) => {}
             None => {
@@ -748,44 +846,54 @@ impl World {
         }
         let key = KEYS[self.rng.random_range(0..KEYS.len())].to_string();
         let roll = self.rng.random_range(0..10);
+        let call = if roll < 5 {
+            Call::Get(key)
+        } else if roll < 8 {
+            Call::Write(Cmd::Incr(key))
+        } else {
+            let client = &mut self.clients[c];
+            client.counter += 1;
+            // Values stay integers so INCR on them is always defined.
+            let value = (c as u64 + 1) * 1_000_000 + client.counter;
+            Call::Write(Cmd::Set(key, value.to_string()))
+        };
+        let target = self.clients[c]
+            .leader_guess
+            .unwrap_or(NodeId(self.rng.random_range(0..self.nodes.len() as u64)));
+        self.call(c, target, call);
+    }
+
+    /// Client `c` starts an operation: into the history, then to `target`.
+    fn call(&mut self, c: usize, target: NodeId, call: Call) {
         let client = &mut self.clients[c];
-        let (kind, msg) = if roll < 5 {
-            (
+        let (key, kind, msg) = match call {
+            Call::Get(key) => (
+                key.clone(),
                 OpKind::Get { result: None },
                 ClientMsg::Read {
                     client: c,
                     attempt: 0,
-                    key: key.clone(),
+                    key,
                 },
-            )
-        } else {
-            client.seq += 1;
-            let cmd = if roll < 8 {
-                Cmd::Incr(key.clone())
-            } else {
-                client.counter += 1;
-                // Values stay integers so INCR on them is always defined.
-                Cmd::Set(
-                    key.clone(),
-                    format!("{}", (c as u64 + 1) * 1_000_000 + client.counter),
-                )
-            };
-            let kind = match &cmd {
-                Cmd::Incr(_) => OpKind::Incr { result: None },
-                Cmd::Set(_, v) => OpKind::Set { value: v.clone() },
-            };
-            (
-                kind,
-                ClientMsg::Write {
+            ),
+            Call::Write(cmd) => {
+                client.seq += 1;
+                let (key, kind) = match &cmd {
+                    Cmd::Incr(k) => (k.clone(), OpKind::Incr { result: None }),
+                    Cmd::Set(k, v) => (k.clone(), OpKind::Set { value: v.clone() }),
+                };
+                let req = Request {
+                    client: c as u64 + 1,
+                    seq: client.seq,
+                    cmd,
+                };
+                let msg = ClientMsg::Write {
                     client: c,
                     attempt: 0,
-                    req: Request {
-                        client: c as u64 + 1,
-                        seq: client.seq,
-                        cmd,
-                    },
-                },
-            )
+                    req,
+                };
+                (key, kind, msg)
+            }
         };
         self.history.push(Op {
             client: c as u64,
@@ -795,14 +903,10 @@ impl World {
             ret: None,
         });
         let op_index = self.history.len() - 1;
-        let target = self.clients[c]
-            .leader_guess
-            .unwrap_or(NodeId(self.rng.random_range(0..self.nodes.len() as u64)));
-        self.clients[c].attempts += 1;
-        let attempt = self.clients[c].attempts;
-        self.clients[c].pending = Some(PendingOp {
+        client.attempts += 1;
+        client.pending = Some(PendingOp {
             op_index,
-            attempt,
+            attempt: client.attempts,
             msg,
             target,
         });
@@ -1001,7 +1105,16 @@ impl World {
                 } else {
                     pick(&mut self.rng)
                 };
-                self.crash(victim);
+                if self.crash(victim) {
+                    // Quick restarts matter: a restarted voter has forgotten
+                    // which leader it heard from, and votes at once.
+                    let d = if self.rng.random_bool(0.5) {
+                        self.rng.random_range(5..80) * MS
+                    } else {
+                        self.rng.random_range(50..600) * MS
+                    };
+                    self.schedule(d, Ev::Restart(victim));
+                }
             }
             45..=59 => {
                 // Pause (SIGSTOP): the process stops, its clock does not.
@@ -1105,31 +1218,31 @@ impl World {
             if let Some(other) = self.leaders.insert(term, id)
                 && other != id
             {
-                return Err(format!(
-                    "election safety: n{other} and n{id} both lead term {term}"
-                ));
+                return violation(
+                    Check::ElectionSafety,
+                    format!("n{other} and n{id} both lead term {term}"),
+                );
             }
         }
         let expiry = raft
             .lease_remaining(local)
             .map(|rem| node.clock.real(local + rem));
-        if let Some(exp) = expiry {
-            for other in self.nodes.values() {
-                if other.id != id
-                    && other.raft.is_some()
-                    && other.lease_real_expiry.is_some_and(|e| e > now)
-                {
-                    return Err(format!(
-                        "lease safety: n{id} holds a lease until {:.3}ms while n{} holds one until {:.3}ms",
-                        exp as f64 / MS as f64,
-                        other.id,
-                        other.lease_real_expiry.unwrap() as f64 / MS as f64
-                    ));
-                }
-            }
-        }
+        let overlap = expiry.and_then(|exp| {
+            let other = self.nodes.values().find(|o| {
+                o.id != id && o.raft.is_some() && o.lease_real_expiry.is_some_and(|e| e > now)
+            })?;
+            Some(format!(
+                "n{id} holds a lease until {:.3}ms while n{} holds one until {:.3}ms",
+                exp as f64 / MS as f64,
+                other.id,
+                other.lease_real_expiry.unwrap() as f64 / MS as f64
+            ))
+        });
         self.nodes.get_mut(&id).unwrap().lease_real_expiry = expiry;
-        Ok(())
+        match overlap {
+            Some(detail) => violation(Check::LeaseSafety, detail),
+            None => Ok(()),
+        }
     }
 
     /// Every entry committed in an earlier term is in the new leader's log.
@@ -1143,9 +1256,12 @@ impl World {
             match disk.term_at(LogIndex(*idx)) {
                 Some(have) if have == *t => {}
                 other => {
-                    return Err(format!(
-                        "leader completeness: n{id} leads term {term} but has {other:?} at committed index {idx} (term {t})"
-                    ));
+                    return violation(
+                        Check::LeaderCompleteness,
+                        format!(
+                            "n{id} leads term {term} but has {other:?} at committed index {idx} (term {t})"
+                        ),
+                    );
                 }
             }
         }
@@ -1167,12 +1283,15 @@ impl World {
                             matched = true;
                         }
                         if matched && (other.term() != e.term() || other.payload != e.payload) {
-                            return Err(format!(
-                                "log matching: n{} and n{} differ at index {} below a matching entry",
-                                a.id,
-                                b.id,
-                                e.index()
-                            ));
+                            return violation(
+                                Check::LogMatching,
+                                format!(
+                                    "n{} and n{} differ at index {} below a matching entry",
+                                    a.id,
+                                    b.id,
+                                    e.index()
+                                ),
+                            );
                         }
                     }
                 }
