@@ -286,6 +286,23 @@ fn catches_a_new_leader_that_ignores_the_old_lease() {
     );
 }
 
+/// The overlap is not only a broken invariant: a client sees it. Without the
+/// lease check the run goes on, the old leader answers a read from its lease
+/// after the new leader acknowledged a newer write, and the history is not
+/// linearizable.
+#[test]
+fn an_ignored_old_lease_serves_a_stale_read() {
+    let opts = Options {
+        lease_overlap_check: false,
+        ..broken(Broken::IgnoreOldLease)
+    };
+    assert_scenario_caught(
+        scenarios::new_leader_during_old_lease,
+        opts,
+        Check::Linearizability,
+    );
+}
+
 #[test]
 fn catches_committing_an_old_term_entry_by_counting() {
     assert_scenario_caught(
