@@ -25,8 +25,9 @@ pub enum Traffic {
     EntriesOfTerm(u64),
 }
 
-/// Drops the matching messages from `from` to `to`, once sent (messages
-/// already in flight still arrive), until the script heals the network.
+/// Drops the matching messages from `from` to `to` until the script heals
+/// the network, those already in flight included (a reordered message sent
+/// before the cut would otherwise slip through and defeat the steering).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub from: NodeId,

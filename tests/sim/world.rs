@@ -620,7 +620,7 @@ impl World {
             }
             Ev::Deliver(msg) => {
                 let to = msg.to;
-                if self.nodes[&to].raft.is_none() {
+                if self.nodes[&to].raft.is_none() || self.cut_by_script(&msg) {
                     return Ok(());
                 }
                 if self.nodes[&to].busy_until > self.now {
@@ -841,7 +841,7 @@ impl World {
 
     fn send(&mut self, m: Message) {
         if self.blocked.contains(&(m.from, m.to))
-            || self.rules.iter().any(|r| r.drops(&m))
+            || self.cut_by_script(&m)
             || self.rng.random_bool(self.loss)
         {
             return;
@@ -855,6 +855,12 @@ impl World {
             let d = self.net_delay();
             self.schedule(d, Ev::Deliver(m.clone()));
         }
+    }
+
+    /// A script's rule drops a message both when it is sent and when it
+    /// arrives: cutting a link also loses what was in flight on it.
+    fn cut_by_script(&self, m: &Message) -> bool {
+        self.rules.iter().any(|r| r.drops(m))
     }
 
     fn net_delay(&mut self) -> u64 {
