@@ -6,6 +6,8 @@
 mod kv;
 #[path = "common/linearizability.rs"]
 mod linearizability;
+#[path = "sim/scenarios.rs"]
+mod scenarios;
 #[path = "sim/world.rs"]
 mod world;
 
@@ -14,7 +16,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use world::{Failure, Options, World};
+use world::script::Scenario;
+use world::{Check, Failure, Options, Violation, World};
 
 fn seeds_from_env(default: Range<u64>) -> Range<u64> {
     match std::env::var("RAFTKV_SIM_SEEDS") {
@@ -30,29 +33,50 @@ fn seeds_from_env(default: Range<u64>) -> Range<u64> {
 
 /// Runs one seed: simulation, then the linearizability check of its history.
 fn run_seed(seed: u64, opts: &Options) -> Result<world::Stats, Failure> {
-    let outcome = std::panic::catch_unwind(|| {
-        let mut w = World::new(seed, opts.clone());
-        let r = w.run();
+    checked(seed, || World::new(seed, opts.clone()), World::run)
+}
+
+/// Plays a directed scenario with `seed`'s timings, then checks its history.
+fn play(scenario: &Scenario, seed: u64, opts: &Options) -> Result<world::Stats, Failure> {
+    checked(
+        seed,
+        || World::directed(seed, opts.clone(), scenario),
+        |w| w.play(scenario),
+    )
+}
+
+/// Builds a world and runs it, then checks the linearizability of the
+/// clients' history; a panic anywhere is a failure of its own kind.
+fn checked(
+    seed: u64,
+    build: impl FnOnce() -> World,
+    run: impl FnOnce(&mut World) -> Result<world::Stats, Failure>,
+) -> Result<world::Stats, Failure> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut w = build();
+        let r = run(&mut w);
         (r, w.history().to_vec())
-    });
-    let (result, history) = match outcome {
-        Ok(x) => x,
-        Err(p) => {
-            return Err(Failure {
-                seed,
-                what: format!("panic: {}", world::panic_message(&*p)),
-                trace: Vec::new(),
-            });
-        }
-    };
+    }));
+    let (result, history) = outcome.map_err(|p| {
+        let detail = world::panic_message(&*p);
+        Failure::new(
+            seed,
+            Violation {
+                check: Check::Panic,
+                detail,
+            },
+        )
+    })?;
     let stats = result?;
     match linearizability::check(&history) {
         linearizability::CheckResult::Ok => Ok(stats),
-        other => Err(Failure {
+        other => Err(Failure::new(
             seed,
-            what: format!("linearizability: {other:?}"),
-            trace: Vec::new(),
-        }),
+            Violation {
+                check: Check::Linearizability,
+                detail: format!("{other:?}"),
+            },
+        )),
     }
 }
 
@@ -92,7 +116,8 @@ fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Fai
     (f, ops.into_inner() as u64, events.into_inner())
 }
 
-fn report(f: &Failure) -> String {
+/// What failed, how to replay it, and the end of the trace.
+fn report(f: &Failure, replay: &str) -> String {
     let tail: Vec<&String> = f
         .trace
         .iter()
@@ -103,15 +128,20 @@ fn report(f: &Failure) -> String {
         .rev()
         .collect();
     format!(
-        "seed {} FAILED: {}\nreplay: RAFTKV_SIM_SEEDS={}..{} cargo test --release --test sim -- seeds\nlast events:\n{}",
+        "seed {} FAILED: {}\nreplay: {replay}\nlast events:\n{}",
         f.seed,
         f.what,
-        f.seed,
-        f.seed + 1,
         tail.iter()
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
             .join("\n")
+    )
+}
+
+fn replay_seed(seed: u64) -> String {
+    format!(
+        "RAFTKV_SIM_SEEDS={seed}..{} cargo test --release --test sim -- seeds",
+        seed + 1
     )
 }
 
@@ -130,7 +160,7 @@ fn seeds() {
             failures.len(),
             range.end - range.start,
             failures.iter().map(|f| f.seed).collect::<Vec<_>>(),
-            report(first)
+            report(first, &replay_seed(first.seed))
         );
     }
 }
@@ -146,10 +176,19 @@ fn a_seed_replays_bit_for_bit() {
     assert_ne!(run(7).1, run(8).1);
 }
 
-/// Each broken variant must be caught within this many seeds; faults come
-/// denser and for longer than in the default run, to reach the rare
-/// interleavings these bugs need sooner.
-fn assert_caught(opts: Options, name: &str) {
+fn broken(variant: Broken) -> Options {
+    Options {
+        broken: variant,
+        ..Options::default()
+    }
+}
+
+/// Each broken variant must be caught within this many seeds, by the check
+/// its bug breaks (the first failing seed is the lowest: seeds are handed
+/// out in order and each one started runs to its end). Faults come denser
+/// and for longer than in the default run, to reach the rare interleavings
+/// these bugs need sooner.
+fn assert_caught(opts: Options, name: &str, check: Check) {
     let opts = Options {
         fault_phase: Duration::from_secs(6),
         max_fault_gap: Duration::from_millis(80),
@@ -160,41 +199,20 @@ fn assert_caught(opts: Options, name: &str) {
     let f = failures
         .first()
         .unwrap_or_else(|| panic!("the simulator did not catch the broken variant `{name}`"));
-    println!("caught `{name}` at seed {}: {}", f.seed, f.what);
-}
-
-#[test]
-#[ignore = "random search has not yet found the interleaving (needs a directed scenario); run: cargo test --release --test sim -- --ignored"]
-fn catches_a_new_leader_that_ignores_the_old_lease() {
-    assert_caught(
-        Options {
-            broken: Broken::IgnoreOldLease,
-            ..Options::default()
-        },
-        "ignore old lease",
+    assert_eq!(
+        f.check, check,
+        "`{name}` caught by the wrong check: {}",
+        f.what
     );
+    println!("caught `{name}` at seed {}: {}", f.seed, f.what);
 }
 
 #[test]
 fn catches_a_lease_timed_from_the_acknowledgement() {
     assert_caught(
-        Options {
-            broken: Broken::LeaseFromAck,
-            ..Options::default()
-        },
+        broken(Broken::LeaseFromAck),
         "lease from ack",
-    );
-}
-
-#[test]
-#[ignore = "random search has not yet found the Figure-8 interleaving (needs a directed scenario); run: cargo test --release --test sim -- --ignored"]
-fn catches_committing_an_old_term_entry_by_counting() {
-    assert_caught(
-        Options {
-            broken: Broken::CommitOldTerm,
-            ..Options::default()
-        },
-        "commit old term",
+        Check::LeaseSafety,
     );
 }
 
@@ -206,5 +224,90 @@ fn catches_clocks_drifting_beyond_the_bound() {
             ..Options::default()
         },
         "drift beyond bound",
+        Check::LeaseSafety,
+    );
+}
+
+/// Each directed scenario is played with the timings (network and disk
+/// delays, election timeouts) of these seeds: the script steers by waiting
+/// for states, not for instants, so it must reach its point under every one.
+const SCENARIO_SEEDS: Range<u64> = 0..200;
+const REPLAY_SCENARIOS: &str = "rerun the test: a directed run replays exactly";
+
+/// The scenario must fail `check` under every seed, and nothing else first.
+fn assert_scenario_caught(scenario: fn() -> Scenario, opts: Options, check: Check) {
+    let scenario = scenario();
+    for seed in SCENARIO_SEEDS {
+        match play(&scenario, seed, &opts) {
+            Err(f) if f.check == check => {
+                if seed == SCENARIO_SEEDS.start {
+                    println!("caught: {}", f.what);
+                }
+            }
+            Err(f) => panic!(
+                "{}: expected a {check:?} failure, got\n{}",
+                scenario.name,
+                report(&f, REPLAY_SCENARIOS)
+            ),
+            Ok(_) => panic!(
+                "{} with seed {seed}: the simulator did not catch {:?}",
+                scenario.name, opts.broken
+            ),
+        }
+    }
+}
+
+/// The correct protocol passes every check in the scenario, under every seed.
+fn assert_scenario_passes(scenario: fn() -> Scenario) {
+    let scenario = scenario();
+    for seed in SCENARIO_SEEDS {
+        if let Err(f) = play(&scenario, seed, &Options::default()) {
+            panic!("{}: {}", scenario.name, report(&f, REPLAY_SCENARIOS));
+        }
+    }
+}
+
+#[test]
+fn a_new_leader_waits_out_the_old_lease() {
+    assert_scenario_passes(scenarios::new_leader_during_old_lease);
+}
+
+#[test]
+fn figure_8_passes_with_the_correct_protocol() {
+    assert_scenario_passes(scenarios::figure_8);
+}
+
+#[test]
+fn catches_a_new_leader_that_ignores_the_old_lease() {
+    assert_scenario_caught(
+        scenarios::new_leader_during_old_lease,
+        broken(Broken::IgnoreOldLease),
+        Check::LeaseSafety,
+    );
+}
+
+/// The overlap is not only a broken invariant: a client sees it. Without the
+/// lease check the run goes on, the old leader answers a read from its lease
+/// after the new leader acknowledged a newer write, and the history is not
+/// linearizable.
+#[test]
+fn an_ignored_old_lease_serves_a_stale_read() {
+    let opts = Options {
+        lease_overlap_check: false,
+        ..broken(Broken::IgnoreOldLease)
+    };
+    assert_scenario_caught(
+        scenarios::new_leader_during_old_lease,
+        opts,
+        Check::Linearizability,
+    );
+}
+
+#[test]
+fn catches_committing_an_old_term_entry_by_counting() {
+    assert_scenario_caught(
+        scenarios::figure_8,
+        broken(Broken::CommitOldTerm),
+        Check::LeaderCompleteness,
     );
 }

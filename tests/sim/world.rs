@@ -17,6 +17,10 @@ use std::time::Duration;
 use crate::kv::{Cmd, Kv, Reply, Request};
 use crate::linearizability::{Op, OpKind};
 
+#[path = "script.rs"]
+pub mod script;
+use script::Rule;
+
 const MS: u64 = 1_000_000;
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
@@ -30,6 +34,9 @@ pub struct Options {
     pub settle_phase: Duration,
     /// Longest gap between two faults.
     pub max_fault_gap: Duration,
+    /// Off only to show what a client would see without it: the lease-overlap
+    /// check stops a run at the first overlap, before any stale read happens.
+    pub lease_overlap_check: bool,
 }
 
 impl Default for Options {
@@ -40,8 +47,53 @@ impl Default for Options {
             fault_phase: Duration::from_secs(3),
             settle_phase: Duration::from_secs(6),
             max_fault_gap: Duration::from_millis(250),
+            lease_overlap_check: true,
         }
     }
+}
+
+/// Which check failed: tests assert on this, not on the message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    ElectionSafety,
+    LeaseSafety,
+    StateMachineSafety,
+    LeaderCompleteness,
+    LogMatching,
+    /// The core (or the simulator) panicked, e.g. on truncating a committed entry.
+    Panic,
+    Liveness,
+    Linearizability,
+    /// A directed scenario did not reach the state it steers towards: the
+    /// script needs fixing, the protocol is not at fault.
+    Script,
+}
+
+impl Check {
+    fn name(self) -> &'static str {
+        match self {
+            Check::ElectionSafety => "election safety",
+            Check::LeaseSafety => "lease safety",
+            Check::StateMachineSafety => "state machine safety",
+            Check::LeaderCompleteness => "leader completeness",
+            Check::LogMatching => "log matching",
+            Check::Panic => "panic",
+            Check::Liveness => "liveness",
+            Check::Linearizability => "linearizability",
+            Check::Script => "script",
+        }
+    }
+}
+
+/// A failed check and what exactly it saw.
+#[derive(Debug)]
+pub struct Violation {
+    pub check: Check,
+    pub detail: String,
+}
+
+fn violation(check: Check, detail: String) -> Outcome {
+    Err(Violation { check, detail })
 }
 
 #[derive(Debug, Default, Clone)]
@@ -56,8 +108,22 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Failure {
     pub seed: u64,
+    pub check: Check,
+    /// The check's name and what it saw.
     pub what: String,
     pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// A failure found outside the world (its trace is gone with it).
+    pub fn new(seed: u64, v: Violation) -> Failure {
+        Failure {
+            seed,
+            check: v.check,
+            what: format!("{}: {}", v.check.name(), v.detail),
+            trace: Vec::new(),
+        }
+    }
 }
 
 /// A node's clock: local = offset + rate × real.
@@ -163,6 +229,13 @@ enum ClientMsg {
     },
 }
 
+/// What a client asks for.
+#[derive(Clone, Debug)]
+enum Call {
+    Get(String),
+    Write(Cmd),
+}
+
 #[derive(Clone, Debug)]
 enum Answer {
     Written(Reply),
@@ -217,6 +290,14 @@ pub struct World {
     partition_epoch: u64,
     loss: f64,
     duplicate: f64,
+    // directed scenarios (tests/sim/script.rs)
+    /// Messages a script drops, link by link.
+    rules: Vec<Rule>,
+    /// Nodes whose timer a script holds: they never time out on their own.
+    held: BTreeSet<NodeId>,
+    /// A scripted client sends each request once, to the node the script
+    /// names, and waits for its answer; a redirect ends it unanswered.
+    scripted_clients: bool,
     // checks
     leaders: HashMap<Term, NodeId>,
     committed: BTreeMap<u64, (Term, Payload)>,
@@ -230,7 +311,7 @@ pub struct World {
     clients_on: bool,
 }
 
-type Outcome = Result<(), String>;
+type Outcome = Result<(), Violation>;
 
 /// The text a panic carried, for failure reports.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -238,6 +319,34 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
+}
+
+impl Node {
+    fn new(id: NodeId, clock: Clock, disk: Disk) -> Node {
+        Node {
+            id,
+            raft: None,
+            clock,
+            disk,
+            kv: Kv::default(),
+            incarnation: 0,
+            busy_until: 0,
+            in_flight: None,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            lease_real_expiry: None,
+        }
+    }
+}
+
+/// What a founding member has on disk before its first start.
+fn founder_disk(founders: &Membership) -> Disk {
+    let p = raftkv::raft::bootstrap(founders.clone());
+    Disk {
+        hard_state: p.hard_state,
+        snapshot: None,
+        entries: p.entries,
+    }
 }
 
 impl World {
@@ -249,7 +358,6 @@ impl World {
         cfg.snapshot_chunk_bytes = rng.random_range(64..512);
         cfg.max_inflight = rng.random_range(1..8);
         cfg.max_batch_entries = rng.random_range(1..16);
-        cfg.broken = opts.broken;
         let founders = Membership::new((0..n).map(NodeId));
         let rho = cfg.max_clock_drift;
         let mut nodes = BTreeMap::new();
@@ -266,32 +374,30 @@ impl World {
                 rate,
             };
             let disk = if i < n {
-                let p = raftkv::raft::bootstrap(founders.clone());
-                Disk {
-                    hard_state: p.hard_state,
-                    snapshot: None,
-                    entries: p.entries,
-                }
+                founder_disk(&founders)
             } else {
                 Disk::default()
             };
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    raft: None,
-                    clock,
-                    disk,
-                    kv: Kv::default(),
-                    incarnation: 0,
-                    busy_until: 0,
-                    in_flight: None,
-                    proposals: HashMap::new(),
-                    reads: HashMap::new(),
-                    lease_real_expiry: None,
-                },
-            );
+            nodes.insert(id, Node::new(id, clock, disk));
         }
+        let mut w = World::assemble(seed, opts, rng, cfg, nodes);
+        for c in 0..w.clients.len() {
+            let d = w.rng.random_range(0..50) * MS;
+            w.schedule(d, Ev::ClientNext(c));
+        }
+        w.schedule(100 * MS, Ev::Fault);
+        w
+    }
+
+    /// The world around `nodes`, started, with three idle clients.
+    fn assemble(
+        seed: u64,
+        opts: Options,
+        rng: StdRng,
+        mut cfg: Config,
+        nodes: BTreeMap<NodeId, Node>,
+    ) -> World {
+        cfg.broken = opts.broken;
         let clients = (0..3)
             .map(|_| Client {
                 seq: 0,
@@ -317,6 +423,9 @@ impl World {
             partition_epoch: 0,
             loss: 0.0,
             duplicate: 0.0,
+            rules: Vec::new(),
+            held: BTreeSet::new(),
+            scripted_clients: false,
             leaders: HashMap::new(),
             committed: BTreeMap::new(),
             commit_term_bound: BTreeMap::new(),
@@ -330,11 +439,6 @@ impl World {
         for id in ids {
             w.start_node(id);
         }
-        for c in 0..w.clients.len() {
-            let d = w.rng.random_range(0..50) * MS;
-            w.schedule(d, Ev::ClientNext(c));
-        }
-        w.schedule(100 * MS, Ev::Fault);
         w
     }
 
@@ -348,10 +452,7 @@ impl World {
         let clients_end = fault_end + 1_000 * MS;
         let end = fault_end + self.opts.settle_phase.as_nanos() as u64;
         let mut healed = false;
-        while let Some(Reverse((t, id))) = self.queue.pop() {
-            if t > end {
-                break;
-            }
+        while let Some(t) = self.next_due(end) {
             self.now = t;
             if !healed && t >= fault_end {
                 healed = true;
@@ -360,27 +461,12 @@ impl World {
             if t >= clients_end {
                 self.clients_on = false;
             }
-            let ev = self.events.remove(&id).expect("event");
-            self.stats.events += 1;
-            let handled =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(ev)));
-            match handled {
-                Ok(Ok(())) => {}
-                Ok(Err(what)) => return Err(self.failure(what)),
-                Err(p) => return Err(self.failure(format!("panic: {}", panic_message(&*p)))),
-            }
-            if self.stats.events % 64 == 0
-                && let Err(what) = self.check_log_matching()
-            {
-                return Err(self.failure(what));
-            }
+            self.handle_next()?;
             if !self.clients_on && self.clients.iter().all(|c| c.pending.is_none()) && healed {
                 break;
             }
         }
-        if let Err(what) = self.check_log_matching() {
-            return Err(self.failure(what));
-        }
+        self.end_checks()?;
         // Liveness: with faults over, every client operation completed.
         if let Some((i, _)) = self
             .clients
@@ -388,27 +474,63 @@ impl World {
             .enumerate()
             .find(|(_, c)| c.pending.is_some())
         {
-            return Err(self.failure(format!(
-                "liveness: client {i} still waiting {}s after faults stopped",
-                (self.now - fault_end) / 1_000_000_000
-            )));
-        }
-        let leader = self
-            .nodes
-            .values()
-            .find(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
-        if leader.is_none() {
-            return Err(self.failure("liveness: no leader after faults stopped".into()));
+            let waited = (self.now - fault_end) / 1_000_000_000;
+            return Err(self.failure(Violation {
+                check: Check::Liveness,
+                detail: format!("client {i} still waiting {waited}s after faults stopped"),
+            }));
         }
         self.stats.ops = self.history.len();
         Ok(self.stats.clone())
     }
 
-    fn failure(&self, what: String) -> Failure {
+    /// The time of the next event, if one is due by `until`.
+    fn next_due(&self, until: u64) -> Option<u64> {
+        self.queue
+            .peek()
+            .map(|Reverse((t, _))| *t)
+            .filter(|t| *t <= until)
+    }
+
+    /// Handles the next event with every per-step check; a failed check or a
+    /// panic (the core's own invariants) ends the run.
+    fn handle_next(&mut self) -> Result<(), Failure> {
+        let Reverse((t, id)) = self.queue.pop().expect("an event is due");
+        self.now = t;
+        let ev = self.events.remove(&id).expect("event");
+        self.stats.events += 1;
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(ev)));
+        let outcome = match handled {
+            Ok(outcome) => outcome,
+            Err(p) => violation(Check::Panic, panic_message(&*p)),
+        };
+        outcome.map_err(|v| self.failure(v))?;
+        if self.stats.events % 64 == 0 {
+            self.check_log_matching().map_err(|v| self.failure(v))?;
+        }
+        Ok(())
+    }
+
+    /// At the end of a run: the logs match and there is a leader.
+    fn end_checks(&self) -> Result<(), Failure> {
+        self.check_log_matching().map_err(|v| self.failure(v))?;
+        let leader = self
+            .nodes
+            .values()
+            .find(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+        if leader.is_none() {
+            return Err(self.failure(Violation {
+                check: Check::Liveness,
+                detail: "no leader at the end of the run".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn failure(&self, v: Violation) -> Failure {
         Failure {
-            seed: self.seed,
-            what,
             trace: self.trace.iter().cloned().collect(),
+            ..Failure::new(self.seed, v)
         }
     }
 
@@ -463,22 +585,18 @@ impl World {
         self.schedule(10 * MS, Ev::Tick(id, inc));
     }
 
-    fn crash(&mut self, id: NodeId) {
+    /// Stops a running node; what it had not fsynced is lost. False if it
+    /// was already down.
+    fn crash(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node");
-        if node.raft.take().is_some() {
-            node.in_flight = None;
-            node.lease_real_expiry = None;
-            node.busy_until = 0;
-            self.log(format!("n{id} CRASHES (unsynced writes lost)"));
-            // Quick restarts matter: a restarted voter has forgotten which
-            // leader it heard from, and votes at once.
-            let d = if self.rng.random_bool(0.5) {
-                self.rng.random_range(5..80) * MS
-            } else {
-                self.rng.random_range(50..600) * MS
-            };
-            self.schedule(d, Ev::Restart(id));
+        if node.raft.take().is_none() {
+            return false;
         }
+        node.in_flight = None;
+        node.lease_real_expiry = None;
+        node.busy_until = 0;
+        self.log(format!("n{id} CRASHES (unsynced writes lost)"));
+        true
     }
 
     // ---------------------------------------------------------------- events
@@ -491,8 +609,9 @@ impl World {
                     return Ok(());
                 }
                 self.schedule(10 * MS, Ev::Tick(id, inc));
-                // A paused or fsyncing node runs no timers; its next tick comes later.
-                if self.nodes[&id].busy_until > self.now {
+                // A paused or fsyncing node runs no timers; its next tick comes
+                // later. A held timer (a script's) does not run at all.
+                if self.nodes[&id].busy_until > self.now || self.held.contains(&id) {
                     return Ok(());
                 }
                 let local = self.local(id);
@@ -501,7 +620,7 @@ impl World {
             }
             Ev::Deliver(msg) => {
                 let to = msg.to;
-                if self.nodes[&to].raft.is_none() {
+                if self.nodes[&to].raft.is_none() || self.cut_by_script(&msg) {
                     return Ok(());
                 }
                 if self.nodes[&to].busy_until > self.now {
@@ -688,12 +807,15 @@ impl World {
         // State machine safety: every node applies the same entry at an index.
         match self.committed.get(&e.index().0) {
             Some((t, p)) if *t != e.term() || *p != e.payload => {
-                return Err(format!(
-                    "state machine safety: n{id} applies {:?} at index {}, another node applied term {t} {:?}",
-                    e.payload,
-                    e.index(),
-                    p
-                ));
+                return violation(
+                    Check::StateMachineSafety,
+                    format!(
+                        "n{id} applies {:?} at index {}, another node applied term {t} {:?}",
+                        e.payload,
+                        e.index(),
+                        p
+                    ),
+                );
             }
             Some(_) => {}
             None => {
@@ -718,7 +840,10 @@ impl World {
     // ---------------------------------------------------------------- network
 
     fn send(&mut self, m: Message) {
-        if self.blocked.contains(&(m.from, m.to)) || self.rng.random_bool(self.loss) {
+        if self.blocked.contains(&(m.from, m.to))
+            || self.cut_by_script(&m)
+            || self.rng.random_bool(self.loss)
+        {
             return;
         }
         let copies = if self.rng.random_bool(self.duplicate) {
@@ -730,6 +855,12 @@ impl World {
             let d = self.net_delay();
             self.schedule(d, Ev::Deliver(m.clone()));
         }
+    }
+
+    /// A script's rule drops a message both when it is sent and when it
+    /// arrives: cutting a link also loses what was in flight on it.
+    fn cut_by_script(&self, m: &Message) -> bool {
+        self.rules.iter().any(|r| r.drops(m))
     }
 
     fn net_delay(&mut self) -> u64 {
@@ -748,44 +879,54 @@ impl World {
         }
         let key = KEYS[self.rng.random_range(0..KEYS.len())].to_string();
         let roll = self.rng.random_range(0..10);
+        let call = if roll < 5 {
+            Call::Get(key)
+        } else if roll < 8 {
+            Call::Write(Cmd::Incr(key))
+        } else {
+            let client = &mut self.clients[c];
+            client.counter += 1;
+            // Values stay integers so INCR on them is always defined.
+            let value = (c as u64 + 1) * 1_000_000 + client.counter;
+            Call::Write(Cmd::Set(key, value.to_string()))
+        };
+        let target = self.clients[c]
+            .leader_guess
+            .unwrap_or(NodeId(self.rng.random_range(0..self.nodes.len() as u64)));
+        self.call(c, target, call);
+    }
+
+    /// Client `c` starts an operation: into the history, then to `target`.
+    fn call(&mut self, c: usize, target: NodeId, call: Call) {
         let client = &mut self.clients[c];
-        let (kind, msg) = if roll < 5 {
-            (
+        let (key, kind, msg) = match call {
+            Call::Get(key) => (
+                key.clone(),
                 OpKind::Get { result: None },
                 ClientMsg::Read {
                     client: c,
                     attempt: 0,
-                    key: key.clone(),
+                    key,
                 },
-            )
-        } else {
-            client.seq += 1;
-            let cmd = if roll < 8 {
-                Cmd::Incr(key.clone())
-            } else {
-                client.counter += 1;
-                // Values stay integers so INCR on them is always defined.
-                Cmd::Set(
-                    key.clone(),
-                    format!("{}", (c as u64 + 1) * 1_000_000 + client.counter),
-                )
-            };
-            let kind = match &cmd {
-                Cmd::Incr(_) => OpKind::Incr { result: None },
-                Cmd::Set(_, v) => OpKind::Set { value: v.clone() },
-            };
-            (
-                kind,
-                ClientMsg::Write {
+            ),
+            Call::Write(cmd) => {
+                client.seq += 1;
+                let (key, kind) = match &cmd {
+                    Cmd::Incr(k) => (k.clone(), OpKind::Incr { result: None }),
+                    Cmd::Set(k, v) => (k.clone(), OpKind::Set { value: v.clone() }),
+                };
+                let req = Request {
+                    client: c as u64 + 1,
+                    seq: client.seq,
+                    cmd,
+                };
+                let msg = ClientMsg::Write {
                     client: c,
                     attempt: 0,
-                    req: Request {
-                        client: c as u64 + 1,
-                        seq: client.seq,
-                        cmd,
-                    },
-                },
-            )
+                    req,
+                };
+                (key, kind, msg)
+            }
         };
         self.history.push(Op {
             client: c as u64,
@@ -795,14 +936,10 @@ impl World {
             ret: None,
         });
         let op_index = self.history.len() - 1;
-        let target = self.clients[c]
-            .leader_guess
-            .unwrap_or(NodeId(self.rng.random_range(0..self.nodes.len() as u64)));
-        self.clients[c].attempts += 1;
-        let attempt = self.clients[c].attempts;
-        self.clients[c].pending = Some(PendingOp {
+        client.attempts += 1;
+        client.pending = Some(PendingOp {
             op_index,
-            attempt,
+            attempt: client.attempts,
             msg,
             target,
         });
@@ -821,7 +958,9 @@ impl World {
         let target = p.target;
         let d = self.net_delay();
         self.schedule(d, Ev::ToNode(target, msg));
-        self.schedule(400 * MS, Ev::ClientTimeout(c, attempt));
+        if !self.scripted_clients {
+            self.schedule(400 * MS, Ev::ClientTimeout(c, attempt));
+        }
     }
 
     fn client_retry(&mut self, c: usize, hint: Option<NodeId>) {
@@ -845,7 +984,14 @@ impl World {
         }
         let target = p.target;
         let op_index = p.op_index;
+        if self.scripted_clients {
+            self.log(format!("client {c}: n{target} answers {answer:?}"));
+        }
         match answer {
+            Answer::Redirect(_) if self.scripted_clients => {
+                // Unanswered: the history keeps it as "may have taken effect".
+                self.clients[c].pending = None;
+            }
             Answer::Redirect(hint) => {
                 let hint = hint.filter(|h| *h != target);
                 self.client_retry(c, hint);
@@ -1001,7 +1147,16 @@ impl World {
                 } else {
                     pick(&mut self.rng)
                 };
-                self.crash(victim);
+                if self.crash(victim) {
+                    // Quick restarts matter: a restarted voter has forgotten
+                    // which leader it heard from, and votes at once.
+                    let d = if self.rng.random_bool(0.5) {
+                        self.rng.random_range(5..80) * MS
+                    } else {
+                        self.rng.random_range(50..600) * MS
+                    };
+                    self.schedule(d, Ev::Restart(victim));
+                }
             }
             45..=59 => {
                 // Pause (SIGSTOP): the process stops, its clock does not.
@@ -1105,31 +1260,31 @@ impl World {
             if let Some(other) = self.leaders.insert(term, id)
                 && other != id
             {
-                return Err(format!(
-                    "election safety: n{other} and n{id} both lead term {term}"
-                ));
+                return violation(
+                    Check::ElectionSafety,
+                    format!("n{other} and n{id} both lead term {term}"),
+                );
             }
         }
         let expiry = raft
             .lease_remaining(local)
             .map(|rem| node.clock.real(local + rem));
-        if let Some(exp) = expiry {
-            for other in self.nodes.values() {
-                if other.id != id
-                    && other.raft.is_some()
-                    && other.lease_real_expiry.is_some_and(|e| e > now)
-                {
-                    return Err(format!(
-                        "lease safety: n{id} holds a lease until {:.3}ms while n{} holds one until {:.3}ms",
-                        exp as f64 / MS as f64,
-                        other.id,
-                        other.lease_real_expiry.unwrap() as f64 / MS as f64
-                    ));
-                }
-            }
-        }
+        let overlap = expiry.and_then(|exp| {
+            let other = self.nodes.values().find(|o| {
+                o.id != id && o.raft.is_some() && o.lease_real_expiry.is_some_and(|e| e > now)
+            })?;
+            Some(format!(
+                "n{id} holds a lease until {:.3}ms while n{} holds one until {:.3}ms",
+                exp as f64 / MS as f64,
+                other.id,
+                other.lease_real_expiry.unwrap() as f64 / MS as f64
+            ))
+        });
         self.nodes.get_mut(&id).unwrap().lease_real_expiry = expiry;
-        Ok(())
+        match overlap {
+            Some(detail) if self.opts.lease_overlap_check => violation(Check::LeaseSafety, detail),
+            _ => Ok(()),
+        }
     }
 
     /// Every entry committed in an earlier term is in the new leader's log.
@@ -1143,9 +1298,12 @@ impl World {
             match disk.term_at(LogIndex(*idx)) {
                 Some(have) if have == *t => {}
                 other => {
-                    return Err(format!(
-                        "leader completeness: n{id} leads term {term} but has {other:?} at committed index {idx} (term {t})"
-                    ));
+                    return violation(
+                        Check::LeaderCompleteness,
+                        format!(
+                            "n{id} leads term {term} but has {other:?} at committed index {idx} (term {t})"
+                        ),
+                    );
                 }
             }
         }
@@ -1167,12 +1325,15 @@ impl World {
                             matched = true;
                         }
                         if matched && (other.term() != e.term() || other.payload != e.payload) {
-                            return Err(format!(
-                                "log matching: n{} and n{} differ at index {} below a matching entry",
-                                a.id,
-                                b.id,
-                                e.index()
-                            ));
+                            return violation(
+                                Check::LogMatching,
+                                format!(
+                                    "n{} and n{} differ at index {} below a matching entry",
+                                    a.id,
+                                    b.id,
+                                    e.index()
+                                ),
+                            );
                         }
                     }
                 }

@@ -1,0 +1,136 @@
+//! The directed scenarios (docs/consensus.md, "Directed scenarios"): two
+//! interleavings that random faults reach too rarely, each the one a broken
+//! variant needs to do harm. With the correct protocol both must pass every
+//! check; the tests in tests/sim.rs assert that.
+
+use crate::world::script::{Cond, Scenario, Script, Traffic};
+use raftkv::raft::{Config, LogId, NodeId};
+use std::time::Duration;
+
+const N0: NodeId = NodeId(0);
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+const N4: NodeId = NodeId(4);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A new leader is elected while the old leader still holds its lease.
+///
+/// n0 leads term 2 and holds its lease through n1's acknowledgements; n2 has
+/// stopped hearing it. n0 is cut off, n1 restarts — forgetting n0, so it is
+/// no longer sticky, and reporting a full lease as it must — and votes for
+/// n2, which leads term 3 while n0's lease still runs. The correct n2 waits
+/// out n1's report before it serves; one that ignores it holds a lease at the
+/// same time as n0, and n0 still answers a read from its lease after n2
+/// acknowledged a newer write.
+///
+/// The clocks sit at the edges of the drift bound the wrong way round: n0's
+/// runs slow (its lease lasts longest in real time), n1's and n2's fast (n1
+/// reports the least, n2 waits the least real time), so the correct wait is
+/// checked where its margin is thinnest.
+pub fn new_leader_during_old_lease() -> Scenario {
+    let rho = Config::new(N0).max_clock_drift;
+    let script = Script::new()
+        // Only n0 may campaign: it leads term 2.
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .until(Cond::Lease(N0), ms(1000))
+        .set(0, N0, "a", "1")
+        .until(Cond::Answered(0), ms(1000))
+        // n2 has the write (index 3), so it can win an election later.
+        .until(Cond::Durable(N2, LogId::new(2, 3)), ms(1000))
+        // n2 stops hearing n0, whose lease n1 keeps renewing; n2's election
+        // timeout (under 2T) runs out while its timer is held.
+        .cut(N0, N2, Traffic::All)
+        .run(ms(700))
+        // n0 is cut off with its lease running; n1, which acknowledged its
+        // latest round, restarts and forgets it.
+        .isolate(N0)
+        .crash(N1)
+        .run(ms(5))
+        .restart(N1)
+        .release_timer(N2)
+        .until(Cond::Leads(N2, 3), ms(1000))
+        // The moment this scenario is about.
+        .expect(Cond::Lease(N0))
+        // A write at the new leader, then a read at the old one that starts
+        // strictly after the write was acknowledged (ops that touch in time
+        // count as concurrent).
+        .set(1, N2, "a", "2")
+        .until(Cond::Answered(1), ms(1000))
+        .run(ms(1))
+        .get(0, N0, "a")
+        .until(Cond::Answered(0), ms(1000))
+        .get(2, N2, "a")
+        .until(Cond::Answered(2), ms(1000));
+    Scenario {
+        name: "new leader during the old lease",
+        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
+        script,
+        settle: ms(1000),
+    }
+}
+
+/// Raft's Figure 8 (§5.4.2), n0..n4 for S1..S5.
+///
+/// (a) n0 leads term 2; its NO-OP (index 2) and a client's write (index 3)
+/// reach n1 only. n0 is cut off rather than crashed, so the write stays
+/// pending at n0 and n0 can acknowledge it; cut off, n0 stays in term 2
+/// (pre-votes change no term). (b) n4 leads term 3 with n2's and n3's votes;
+/// its NO-OP (index 2, term 3) reaches nobody; n4 crashes. (c) n0 returns and
+/// leads term 4 with n1's and n2's votes; it replicates its term-2 entries
+/// to n2 — a majority now holds them — but nothing of term 4 beyond n1.
+/// Counting replicas would commit them here. (d) n0 crashes; n4 restarts and
+/// leads term 5 with n2's and n3's votes (its last entry, term 3, is newer
+/// than their term-2 ones) and overwrites indexes 2 and 3.
+pub fn figure_8() -> Scenario {
+    let script = Script::new()
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .hold_timer(N3)
+        .hold_timer(N4)
+        // (a)
+        .cut(N0, N2, Traffic::Appends)
+        .cut(N0, N3, Traffic::Appends)
+        .cut(N0, N4, Traffic::Appends)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .set(0, N0, "a", "1")
+        .until(Cond::Durable(N1, LogId::new(2, 3)), ms(1000))
+        .heal()
+        .isolate(N0)
+        // (b)
+        .cut(N4, N1, Traffic::Appends)
+        .cut(N4, N2, Traffic::Appends)
+        .cut(N4, N3, Traffic::Appends)
+        .release_timer(N4)
+        .until(Cond::Leads(N4, 3), ms(2000))
+        .until(Cond::Durable(N4, LogId::new(3, 2)), ms(1000))
+        .crash(N4)
+        // (c) n3 never hears n0 in term 4; n2 gets indexes 2 and 3 (its
+        // first probe, carrying index 4, is rejected: n2 lacks index 3), and
+        // is cut from term-4 entries as soon as index 3 is on its disk.
+        .heal()
+        .cut(N0, N3, Traffic::All)
+        .until(Cond::Leads(N0, 4), ms(3000))
+        .until(Cond::Durable(N2, LogId::new(2, 3)), ms(1000))
+        .cut(N0, N2, Traffic::EntriesOfTerm(4))
+        .run(ms(100))
+        .crash(N0)
+        // (d)
+        .heal()
+        .restart(N4)
+        .until(Cond::Leads(N4, 5), ms(3000))
+        .get(1, N4, "a")
+        .until(Cond::Answered(1), ms(1000))
+        .restart(N0);
+    Scenario {
+        name: "Figure 8",
+        clock_rates: vec![1.0; 5],
+        script,
+        settle: ms(1000),
+    }
+}

@@ -1,0 +1,362 @@
+//! Directed scenarios: a script of actions and waits, played in the same
+//! deterministic world and under the same checks as the random runs.
+//!
+//! Some bugs need an interleaving that random faults reach too rarely (a
+//! voter that acknowledged the old leader restarts and votes within one lease;
+//! Raft's Figure 8). A script steers the cluster there with the adversary's
+//! powers only: it drops messages per link, crashes and restarts nodes, holds
+//! election timers (a follower whose timer is held never times out on its
+//! own, as if its randomized timeout were longer than the scenario) and sends
+//! client requests. It never forges a message or touches the core's state.
+
+use super::*;
+use raftkv::raft::{LogId, MessageBody};
+use std::fmt;
+
+/// Which messages on a link a rule drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    All,
+    /// AppendEntries, heartbeats included. Votes still pass, so a node can
+    /// win an election while nobody hears it lead.
+    Appends,
+    /// AppendEntries that carry an entry of this term: replication to that
+    /// follower stops just before the leader's first entry of the term.
+    EntriesOfTerm(u64),
+}
+
+/// Drops the matching messages from `from` to `to` until the script heals
+/// the network, those already in flight included (a reordered message sent
+/// before the cut would otherwise slip through and defeat the steering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub what: Traffic,
+}
+
+impl Rule {
+    pub(super) fn drops(&self, m: &Message) -> bool {
+        if m.from != self.from || m.to != self.to {
+            return false;
+        }
+        match (&self.what, &m.body) {
+            (Traffic::All, _) => true,
+            (Traffic::Appends, MessageBody::Append { .. }) => true,
+            (Traffic::EntriesOfTerm(t), MessageBody::Append { entries, .. }) => {
+                entries.iter().any(|e| e.term() == Term(*t))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Cut(Rule),
+    /// Every link to and from the node.
+    Isolate(NodeId),
+    /// Lift every rule.
+    Heal,
+    Crash(NodeId),
+    Restart(NodeId),
+    /// The node's timer stops: as a follower it never times out on its own
+    /// (a leader would stop its heartbeats too: scripts hold followers only).
+    HoldTimer(NodeId),
+    ReleaseTimer(NodeId),
+    Call {
+        client: usize,
+        node: NodeId,
+        call: Call,
+    },
+}
+
+/// What a script waits for, or expects to hold.
+#[derive(Clone, Copy, Debug)]
+pub enum Cond {
+    /// The node leads this term.
+    Leads(NodeId, u64),
+    /// The node holds a lease it may serve reads from.
+    Lease(NodeId),
+    /// The node's disk holds this entry (durable: it survives a crash).
+    Durable(NodeId, LogId),
+    /// The client has no request in flight.
+    Answered(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Do(Action),
+    /// Let the world run this long.
+    Run(Duration),
+    /// Let the world run until the condition holds; not within the limit
+    /// means the script no longer steers the cluster where it meant to.
+    Until(Cond, Duration),
+    /// The condition must hold now: the scenario reached the state it is about.
+    Expect(Cond),
+}
+
+/// A list of steps, written with the builder methods below.
+#[derive(Clone, Debug, Default)]
+pub struct Script {
+    steps: Vec<Step>,
+}
+
+impl Script {
+    pub fn new() -> Script {
+        Script::default()
+    }
+
+    fn act(mut self, a: Action) -> Script {
+        self.steps.push(Step::Do(a));
+        self
+    }
+
+    pub fn cut(self, from: NodeId, to: NodeId, what: Traffic) -> Script {
+        self.act(Action::Cut(Rule { from, to, what }))
+    }
+    pub fn isolate(self, n: NodeId) -> Script {
+        self.act(Action::Isolate(n))
+    }
+    pub fn heal(self) -> Script {
+        self.act(Action::Heal)
+    }
+    pub fn crash(self, n: NodeId) -> Script {
+        self.act(Action::Crash(n))
+    }
+    pub fn restart(self, n: NodeId) -> Script {
+        self.act(Action::Restart(n))
+    }
+    pub fn hold_timer(self, n: NodeId) -> Script {
+        self.act(Action::HoldTimer(n))
+    }
+    pub fn release_timer(self, n: NodeId) -> Script {
+        self.act(Action::ReleaseTimer(n))
+    }
+    pub fn set(self, client: usize, node: NodeId, key: &str, value: &str) -> Script {
+        let call = Call::Write(Cmd::Set(key.into(), value.into()));
+        self.act(Action::Call { client, node, call })
+    }
+    pub fn get(self, client: usize, node: NodeId, key: &str) -> Script {
+        let call = Call::Get(key.into());
+        self.act(Action::Call { client, node, call })
+    }
+
+    pub fn run(mut self, d: Duration) -> Script {
+        self.steps.push(Step::Run(d));
+        self
+    }
+    pub fn until(mut self, c: Cond, limit: Duration) -> Script {
+        self.steps.push(Step::Until(c, limit));
+        self
+    }
+    pub fn expect(mut self, c: Cond) -> Script {
+        self.steps.push(Step::Expect(c));
+        self
+    }
+}
+
+/// A cluster and a script to play on it.
+pub struct Scenario {
+    pub name: &'static str,
+    /// One clock rate (local time per real time) per node; the founding
+    /// members are n0..n(len-1).
+    pub clock_rates: Vec<f64>,
+    pub script: Script,
+    /// After the script the network heals and every timer runs again; the
+    /// cluster then settles this long before the end checks.
+    pub settle: Duration,
+}
+
+impl World {
+    /// A quiet world for `scenario`: no random faults, no random clients.
+    pub fn directed(seed: u64, opts: Options, scenario: &Scenario) -> World {
+        let rng = StdRng::seed_from_u64(seed);
+        let mut cfg = Config::new(NodeId(0));
+        // One entry per message and one message in flight: replication
+        // advances one entry per round trip, so a script can stop it exactly.
+        cfg.max_inflight = 1;
+        cfg.max_batch_entries = 1;
+        let n = scenario.clock_rates.len() as u64;
+        let founders = Membership::new((0..n).map(NodeId));
+        let nodes = scenario
+            .clock_rates
+            .iter()
+            .enumerate()
+            .map(|(i, &rate)| {
+                let id = NodeId(i as u64);
+                // Distinct offsets: no two local clocks read the same.
+                let clock = Clock {
+                    offset: (i as u64 + 1) * 100 * MS,
+                    rate,
+                };
+                (id, Node::new(id, clock, founder_disk(&founders)))
+            })
+            .collect();
+        let mut w = World::assemble(seed, opts, rng, cfg, nodes);
+        w.faults_on = false;
+        w.clients_on = false;
+        w.scripted_clients = true;
+        w
+    }
+
+    /// Plays the script, lets the cluster settle, then runs the end checks.
+    pub fn play(&mut self, scenario: &Scenario) -> Result<Stats, Failure> {
+        for step in &scenario.script.steps {
+            self.play_step(step)?;
+        }
+        self.rules.clear();
+        self.held.clear();
+        self.log("SCRIPT ends: network healed, every timer runs".into());
+        self.run_until(self.now + scenario.settle.as_nanos() as u64, None)?;
+        self.end_checks()?;
+        self.stats.ops = self.history.len();
+        Ok(self.stats.clone())
+    }
+
+    fn play_step(&mut self, step: &Step) -> Result<(), Failure> {
+        let reached = match step {
+            Step::Do(a) => {
+                self.log(format!("SCRIPT {a}"));
+                self.act(a);
+                true
+            }
+            Step::Run(d) => {
+                self.run_until(self.now + d.as_nanos() as u64, None)?;
+                true
+            }
+            Step::Until(c, limit) => {
+                let reached = self.run_until(self.now + limit.as_nanos() as u64, Some(c))?;
+                if reached {
+                    self.log(format!("SCRIPT reached: {c}"));
+                }
+                reached
+            }
+            Step::Expect(c) => self.holds(c),
+        };
+        if reached {
+            return Ok(());
+        }
+        Err(self.failure(Violation {
+            check: Check::Script,
+            detail: format!("{step} did not happen"),
+        }))
+    }
+
+    /// Handles events up to `deadline`, or until `cond` holds (true then).
+    fn run_until(&mut self, deadline: u64, cond: Option<&Cond>) -> Result<bool, Failure> {
+        loop {
+            if cond.is_some_and(|c| self.holds(c)) {
+                return Ok(true);
+            }
+            if self.next_due(deadline).is_none() {
+                self.now = self.now.max(deadline);
+                return Ok(false);
+            }
+            self.handle_next()?;
+        }
+    }
+
+    fn act(&mut self, a: &Action) {
+        match *a {
+            Action::Cut(rule) => self.rules.push(rule),
+            Action::Isolate(n) => {
+                let others: Vec<NodeId> = self.nodes.keys().copied().filter(|o| *o != n).collect();
+                for o in others {
+                    for (from, to) in [(n, o), (o, n)] {
+                        let what = Traffic::All;
+                        self.rules.push(Rule { from, to, what });
+                    }
+                }
+            }
+            Action::Heal => self.rules.clear(),
+            Action::Crash(n) => {
+                self.crash(n);
+            }
+            Action::Restart(n) => {
+                if self.nodes[&n].raft.is_none() {
+                    self.start_node(n);
+                }
+            }
+            Action::HoldTimer(n) => {
+                self.held.insert(n);
+            }
+            Action::ReleaseTimer(n) => {
+                self.held.remove(&n);
+            }
+            Action::Call {
+                client,
+                node,
+                ref call,
+            } => self.call(client, node, call.clone()),
+        }
+    }
+
+    fn holds(&self, c: &Cond) -> bool {
+        let running = |n: &NodeId| self.nodes[n].raft.as_ref();
+        match *c {
+            Cond::Leads(n, term) => {
+                running(&n).is_some_and(|r| r.role() == Role::Leader && r.term() == Term(term))
+            }
+            Cond::Lease(n) => {
+                running(&n).is_some_and(|r| r.lease_remaining(self.local(n)).is_some())
+            }
+            Cond::Durable(n, id) => self.nodes[&n].disk.term_at(id.index) == Some(id.term),
+            Cond::Answered(client) => self.clients[client].pending.is_none(),
+        }
+    }
+}
+
+// Readable trace lines and failure messages.
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.what {
+            Traffic::All => "everything".to_string(),
+            Traffic::Appends => "appends".to_string(),
+            Traffic::EntriesOfTerm(t) => format!("appends carrying term-{t} entries"),
+        };
+        write!(f, "n{} -> n{}: drop {what}", self.from, self.to)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Cut(rule) => write!(f, "{rule}"),
+            Action::Isolate(n) => write!(f, "isolate n{n}"),
+            Action::Heal => write!(f, "heal the network"),
+            Action::Crash(n) => write!(f, "crash n{n}"),
+            Action::Restart(n) => write!(f, "restart n{n}"),
+            Action::HoldTimer(n) => write!(f, "hold n{n}'s timer"),
+            Action::ReleaseTimer(n) => write!(f, "release n{n}'s timer"),
+            Action::Call { client, node, call } => {
+                write!(f, "client {client}: {call:?} at n{node}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Cond {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cond::Leads(n, term) => write!(f, "n{n} leads term {term}"),
+            Cond::Lease(n) => write!(f, "n{n} holds a lease"),
+            Cond::Durable(n, id) => {
+                write!(f, "n{n} has entry {} of term {} on disk", id.index, id.term)
+            }
+            Cond::Answered(c) => write!(f, "client {c} has its answer"),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Do(a) => write!(f, "`{a}`"),
+            Step::Run(d) => write!(f, "`run {d:?}`"),
+            Step::Until(c, limit) => write!(f, "`until {c}` (within {limit:?})"),
+            Step::Expect(c) => write!(f, "`expect {c}`"),
+        }
+    }
+}
