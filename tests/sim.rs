@@ -216,6 +216,17 @@ fn catches_a_lease_timed_from_the_acknowledgement() {
     );
 }
 
+/// The crash model loses hard state written without an fsync: a voter that
+/// forgets its vote can vote twice in one term.
+#[test]
+fn catches_a_vote_written_without_fsync() {
+    assert_caught(
+        broken(Broken::UnsyncedVote),
+        "unsynced vote",
+        Check::ElectionSafety,
+    );
+}
+
 #[test]
 fn catches_clocks_drifting_beyond_the_bound() {
     assert_caught(

@@ -47,6 +47,9 @@ pub enum Broken {
     LeaseFromAck,
     /// Entries of earlier terms are committed by counting replicas.
     CommitOldTerm,
+    /// A changed term or vote is written without an fsync, like the commit
+    /// index: a crash can make a voter forget its vote.
+    UnsyncedVote,
 }
 
 impl Config {

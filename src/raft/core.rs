@@ -379,7 +379,8 @@ impl Raft {
         let hs = self.hard_state();
         let prev = self.persisted_hard_state;
         let hard_state = (hs != prev).then_some(hs);
-        let vote_changed = hs.term != prev.term || hs.voted_for != prev.voted_for;
+        let vote_changed = (hs.term != prev.term || hs.voted_for != prev.voted_for)
+            && self.cfg.broken != Broken::UnsyncedVote;
         self.persisted_hard_state = hs;
         let gate_open = self
             .leader

@@ -209,6 +209,10 @@ struct Node {
     incarnation: u64,
     busy_until: u64,
     in_flight: Option<PendingReady>,
+    /// A hard state written without an fsync (`Ready::must_sync` false: only
+    /// the commit index changed). The next synced write makes it durable; a
+    /// crash before that keeps it or loses it, at random.
+    unsynced_hard_state: Option<HardState>,
     /// Proposals waiting for their entry: index -> (term, client, attempt).
     proposals: HashMap<u64, (Term, usize, u64)>,
     reads: HashMap<u64, (usize, u64, String)>,
@@ -332,6 +336,7 @@ impl Node {
             incarnation: 0,
             busy_until: 0,
             in_flight: None,
+            unsynced_hard_state: None,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             lease_real_expiry: None,
@@ -588,9 +593,15 @@ impl World {
     /// Stops a running node; what it had not fsynced is lost. False if it
     /// was already down.
     fn crash(&mut self, id: NodeId) -> bool {
+        let flushed_anyway = self.rng.random_bool(0.5);
         let node = self.nodes.get_mut(&id).expect("node");
         if node.raft.take().is_none() {
             return false;
+        }
+        if let Some(hs) = node.unsynced_hard_state.take() {
+            if flushed_anyway {
+                node.disk.hard_state = hs;
+            }
         }
         node.in_flight = None;
         node.lease_real_expiry = None;
@@ -707,10 +718,13 @@ impl World {
         for ev in &ready.events {
             self.on_event(id, ev)?;
         }
-        let needs_disk =
-            ready.hard_state.is_some() || !ready.entries.is_empty() || ready.snapshot.is_some();
+        let needs_disk = ready.must_sync;
+        let mut hard_state = ready.hard_state;
+        if !needs_disk && hard_state.is_some() {
+            self.nodes.get_mut(&id).unwrap().unsynced_hard_state = hard_state.take();
+        }
         let p = PendingReady {
-            hard_state: ready.hard_state,
+            hard_state,
             snapshot: ready.snapshot.clone(),
             entries: ready.entries.clone(),
             ready,
@@ -763,6 +777,13 @@ impl World {
     fn complete_ready(&mut self, id: NodeId, p: PendingReady) -> Outcome {
         let now = self.now;
         let node = self.nodes.get_mut(&id).unwrap();
+        let synced = p.hard_state.is_some() || !p.entries.is_empty() || p.snapshot.is_some();
+        if synced {
+            // The fsync also makes an earlier unsynced hard state durable.
+            if let Some(hs) = node.unsynced_hard_state.take() {
+                node.disk.hard_state = hs;
+            }
+        }
         node.disk
             .write(p.hard_state, p.snapshot.as_ref(), &p.entries);
         node.busy_until = now;
