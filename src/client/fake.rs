@@ -80,6 +80,7 @@ fn apply(data: &mut HashMap<Bytes, Bytes>, op: Op) -> Answer {
             applied: data.contains_key(&c.key),
         }),
         Op::Register(_) => unreachable!("registration is handled by the caller"),
+        Op::MemberAddrs(_) => unreachable!("clients cannot send member addresses"),
     }
 }
 

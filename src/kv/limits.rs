@@ -9,6 +9,9 @@ use super::error::kv_error;
 use crate::pb::kv_error::Code;
 use crate::pb::{Command, KvError, command::Op};
 
+/// Longest member address (`host:port`; a DNS name is at most 253 bytes).
+const MAX_ADDR_BYTES: usize = 300;
+
 /// Size limits for keys and values. The defaults are those of the design:
 /// keys up to 4 KiB, values up to 1 MiB.
 ///
@@ -53,6 +56,14 @@ impl Limits {
                 self.check_value(&c.value)
             }
             Some(Op::Register(_)) => Ok(()),
+            Some(Op::MemberAddrs(m)) => {
+                if m.peer_addr.len() > MAX_ADDR_BYTES || m.client_addr.len() > MAX_ADDR_BYTES {
+                    return Err(super::error::invalid(format!(
+                        "member address longer than {MAX_ADDR_BYTES} bytes"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 

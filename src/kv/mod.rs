@@ -31,6 +31,7 @@ use crate::pb::{self, GetResponse, Proposal, RegisterResult, TtlResponse, WriteR
 use bytes::Bytes;
 use prost::Message;
 use sessions::{Admission, Sessions};
+use std::collections::BTreeMap;
 use store::Store;
 
 /// Most expired keys (and, separately, idle sessions) removed per applied
@@ -47,6 +48,8 @@ pub struct StateMachine {
     /// State-machine time: the largest proposal stamp applied (ms since epoch).
     time_ms: u64,
     applied_index: u64,
+    /// Addresses of members added at run time, by id (see `members`).
+    members: BTreeMap<u64, pb::MemberAddrsCmd>,
 }
 
 impl StateMachine {
@@ -58,13 +61,25 @@ impl StateMachine {
             sessions: Sessions::default(),
             time_ms: 0,
             applied_index: 0,
+            members: BTreeMap::new(),
         }
     }
 
     /// Checks a command against the limits before the leader proposes it, so
     /// a client gets a clear refusal without a trip through the log.
     pub fn validate(&self, cmd: &pb::Command) -> Result<(), pb::KvError> {
+        if let Some(Op::MemberAddrs(_)) = cmd.op {
+            return Err(error::invalid(
+                "member addresses are set by adding a member",
+            ));
+        }
         self.limits.check(cmd)
+    }
+
+    /// Addresses of members added at run time, as replicated: every node
+    /// (and every future leader) knows how to reach them. Not client data.
+    pub fn members(&self) -> &BTreeMap<u64, pb::MemberAddrsCmd> {
+        &self.members
     }
 
     /// Applies the committed entry at `index` whose bytes are a `pb::Proposal`
@@ -107,6 +122,10 @@ impl StateMachine {
         self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
         self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
 
+        if let Some(Op::MemberAddrs(m)) = command.op {
+            self.members.insert(m.id, m);
+            return respond(index, Outcome::MemberAddrs(pb::MemberAddrsResult {}));
+        }
         // Registering ignores any session it carries: it is how a client gets one.
         if let Some(Op::Register(_)) = command.op {
             self.sessions.register(index, self.time_ms);
@@ -137,8 +156,10 @@ impl StateMachine {
             Some(Op::Incr(c)) => commands::incr(&mut self.store, c.key, t),
             Some(Op::Expire(c)) => commands::expire(&mut self.store, c.key, c.seconds, t),
             Some(Op::Cas(c)) => commands::cas(&mut self.store, c, t),
-            // Unreachable: `check` refuses a missing op and apply handles Register.
-            None | Some(Op::Register(_)) => Outcome::Error(error::invalid("no operation")),
+            // Unreachable: `check` refuses a missing op; apply handles the rest.
+            None | Some(Op::Register(_) | Op::MemberAddrs(_)) => {
+                Outcome::Error(error::invalid("no operation"))
+            }
         }
     }
 

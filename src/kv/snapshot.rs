@@ -11,7 +11,7 @@ use super::error::invalid;
 use super::sessions::{Client, MAX_KEPT_RESPONSES, MAX_SESSIONS, Sessions};
 use super::store::{Item, Store};
 use super::{Limits, StateMachine};
-use crate::pb::{KvError, WriteResponse};
+use crate::pb::{KvError, MemberAddrsCmd, WriteResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 
@@ -29,6 +29,9 @@ struct SnapshotBody {
     items: Vec<ItemRecord>,
     #[prost(message, repeated, tag = "4")]
     sessions: Vec<SessionRecord>,
+    /// Member addresses by ascending id (absent in older snapshots: none).
+    #[prost(message, repeated, tag = "5")]
+    members: Vec<MemberAddrsCmd>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -70,6 +73,7 @@ impl StateMachine {
             time_ms: self.time_ms,
             items: self.store.iter().map(item_record).collect(),
             sessions: self.sessions.iter().map(session_record).collect(),
+            members: self.members.values().cloned().collect(),
         }
         .encode_to_vec();
         let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
@@ -95,6 +99,7 @@ impl StateMachine {
         sm.time_ms = body.time_ms;
         sm.store = restore_store(body.items)?;
         sm.sessions = restore_sessions(body.sessions, body.applied_index)?;
+        sm.members = body.members.into_iter().map(|m| (m.id, m)).collect();
         Ok(sm)
     }
 }
@@ -252,6 +257,7 @@ mod tests {
             time_ms: 0,
             items,
             sessions,
+            members: Vec::new(),
         };
         StateMachine::restore(Limits::default(), &framed(&body))
             .map(|_| ())

@@ -40,6 +40,9 @@ pub struct Driver {
     /// Client addresses of the members, for not-leader redirects.
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
+    /// The member addresses of the state machine already passed to
+    /// `learn_addresses` (see `learn_replicated_addresses`).
+    replicated_addrs: BTreeMap<u64, pb::MemberAddrsCmd>,
     // Invariant: applied <= the core's commit index.
     pub(super) applied: u64,
     pub(super) snapshot_index: u64,
@@ -88,7 +91,7 @@ impl Driver {
             .map(|x| (x.id, x.peer_addr.clone()))
             .collect();
         let role = p.raft.role();
-        Driver {
+        let mut driver = Driver {
             id: NodeId(p.config.id),
             cluster_id: p.cluster_id,
             raft: p.raft,
@@ -111,7 +114,10 @@ impl Driver {
             last_role: role,
             last_leader_gauges: false,
             stopping: None,
-        }
+            replicated_addrs: BTreeMap::new(),
+        };
+        driver.learn_replicated_addresses();
+        driver
     }
 
     pub(super) fn now(&self) -> raft::Instant {
@@ -166,6 +172,7 @@ impl Driver {
                     return;
                 }
                 if let (raft::ConfChange::AddLearner(id), Some(a)) = (change, addrs) {
+                    self.propose_addresses(id, &a, now);
                     self.learn_addresses(id, a);
                 }
                 match self.raft.propose_conf_change(change, now) {
@@ -221,9 +228,47 @@ impl Driver {
         }
     }
 
-    /// Addresses of a node added at run time. Kept by this node only: after a
-    /// leader change, a node outside the configured peer list is reachable
-    /// only if the new leader was told too (docs/operations.md).
+    /// Replicates the addresses of a member about to be added, in the log
+    /// before its membership change, so every node (and so every future
+    /// leader) can reach it. If this fails, the change itself fails next.
+    fn propose_addresses(&mut self, id: NodeId, a: &MemberAddrs, now: raft::Instant) {
+        let command = pb::Command {
+            op: Some(pb::command::Op::MemberAddrs(pb::MemberAddrsCmd {
+                id: id.0,
+                peer_addr: a.peer.clone(),
+                client_addr: a.client.clone(),
+            })),
+        };
+        let proposal = pb::Proposal {
+            session: None,
+            stamp_ms: wall_ms(),
+            command: Some(command),
+        };
+        if let Err(e) = self.raft.propose(proposal.encode_to_vec().into(), now) {
+            tracing::warn!(id = id.0, error = ?e, "could not replicate a new member's addresses");
+        }
+    }
+
+    /// Uses member addresses that arrived through the log (or a snapshot).
+    fn learn_replicated_addresses(&mut self) {
+        if self.sm.members() == &self.replicated_addrs {
+            return;
+        }
+        let members = self.sm.members().clone();
+        for (id, m) in &members {
+            if self.replicated_addrs.get(id) != Some(m) {
+                let a = MemberAddrs {
+                    peer: m.peer_addr.clone(),
+                    client: m.client_addr.clone(),
+                };
+                self.learn_addresses(NodeId(*id), a);
+            }
+        }
+        self.replicated_addrs = members;
+    }
+
+    /// Addresses of a node added at run time, proposed by this node or
+    /// replicated through the log.
     fn learn_addresses(&mut self, id: NodeId, a: MemberAddrs) {
         if !a.peer.is_empty() {
             self.peer_addrs.insert(id.0, a.peer.clone());
@@ -434,6 +479,7 @@ impl Driver {
         })?;
         self.applied = snap.meta.last.index.0;
         self.snapshot_index = self.applied;
+        self.learn_replicated_addresses();
         self.metrics.snapshots.inc();
         self.metrics.snapshot_last_index.set(self.applied as i64);
         tracing::info!(index = self.applied, term = %snap.meta.last.term, "installed snapshot from leader");
@@ -467,6 +513,7 @@ impl Driver {
         match &entry.payload {
             Payload::Command(bytes) => {
                 let response = self.sm.apply(index, bytes);
+                self.learn_replicated_addresses();
                 if let Some(p) = self.writes.remove(&index) {
                     if p.term == entry.term() {
                         self.metrics.proposals_committed.inc();

@@ -3,6 +3,7 @@
 mod commands;
 mod expiry;
 mod limits;
+mod members;
 mod property;
 mod sessions;
 mod snapshot;

@@ -70,7 +70,7 @@ impl Model {
                     format!("cas false {current:?}")
                 }
             }
-            Op::Register(_) => unreachable!(),
+            Op::Register(_) | Op::MemberAddrs(_) => unreachable!(),
         }
     }
 }
@@ -85,6 +85,7 @@ fn shape(r: &WriteResponse) -> String {
         Outcome::Cas(c) => format!("cas {} {:?}", c.swapped, c.current.as_ref().map(text)),
         Outcome::Error(e) => format!("{:?}", e.code()),
         Outcome::Register(_) => "register".into(),
+        Outcome::MemberAddrs(_) => "member addrs".into(),
     }
 }
 
