@@ -706,6 +706,16 @@ async fn wiped_member_refuses_to_bootstrap_and_rejoins_through_the_documented_re
     }
     assert_all_present(&client, &acked, "after the refusal").await;
 
+    // Started with --join before its old incarnation is removed, it waits:
+    // joining now would make it a voter with an empty log.
+    c.spawn_with(2, &["--join"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(c.running(2), "the joining node gave up");
+    assert!(
+        !c.nodes[2].dir.join("identity").exists(),
+        "joined while still a voter"
+    );
+
     // The recovery of docs/operations.md, through raftctl.
     let (peer, addr) = (c.nodes[2].peer.clone(), c.nodes[2].client.clone());
     let add = [
@@ -721,7 +731,6 @@ async fn wiped_member_refuses_to_bootstrap_and_rejoins_through_the_documented_re
     assert!(ok, "member remove: {out}");
     let (ok, out) = c.raftctl(&[&add[..], &["--learner"]].concat());
     assert!(ok, "member add --learner: {out}");
-    c.spawn_with(2, &["--join"]);
     acked.extend(write_keys(&client, "j", 20).await);
     let leader = c.leader(&[0, 1], Duration::from_secs(5)).await;
     let target = c.status(leader).await.unwrap().commit_index;

@@ -7,7 +7,8 @@
 //! So an initial member bootstraps only once every other initial member has
 //! been seen empty and deciding too, and refuses if any peer already belongs
 //! to a cluster. A joining node (`--join`) takes the cluster id from a peer
-//! that is a member.
+//! that is a member, once no member still lists it as a voter (its old
+//! incarnation must be removed first, or it would vote with an empty log).
 //!
 //! Founders see one another in either direction: an answer "deciding", or a
 //! hello sent by a deciding founder (`Gate::hello` records it before
@@ -48,6 +49,9 @@ pub enum PeerStanding {
     Deciding,
     Joining,
     Member(String),
+    /// A member of this cluster whose configuration still lists the joining
+    /// asker as a voter.
+    ListsUsAsVoter(String),
 }
 
 /// The outcome of a survey.
@@ -117,7 +121,9 @@ impl Survey {
 
     fn decide_found(&self) -> Decision {
         for (&peer, standing) in &self.answers {
-            if let PeerStanding::Member(cluster_id) = standing {
+            if let PeerStanding::Member(cluster_id) | PeerStanding::ListsUsAsVoter(cluster_id) =
+                standing
+            {
                 if !self.deciding.contains(&peer) {
                     return Decision::Refuse {
                         peer,
@@ -135,15 +141,27 @@ impl Survey {
 
     fn decide_join(&self) -> Decision {
         let mut members = self.answers.iter().filter_map(|(&p, s)| match s {
-            PeerStanding::Member(c) => Some((p, c.clone())),
+            PeerStanding::Member(c) | PeerStanding::ListsUsAsVoter(c) => Some((p, c.clone())),
             _ => None,
         });
         let Some(first) = members.next() else {
             return Decision::Wait;
         };
-        match members.find(|(_, c)| *c != first.1) {
-            Some(other) => Decision::Disagree { a: first, b: other },
-            None => Decision::Join(first.1),
+        if let Some(other) = members.find(|(_, c)| *c != first.1) {
+            return Decision::Disagree { a: first, b: other };
+        }
+        let still_voter = self
+            .answers
+            .values()
+            .any(|s| matches!(s, PeerStanding::ListsUsAsVoter(_)));
+        let named = self
+            .answers
+            .values()
+            .any(|s| matches!(s, PeerStanding::Member(_)));
+        if named && !still_voter {
+            Decision::Join(first.1)
+        } else {
+            Decision::Wait
         }
     }
 }
@@ -216,6 +234,9 @@ fn log_progress(
                 .map_or("?", |(_, a)| a.as_str());
             let state = match (survey.answers.get(&id), errors.get(&id)) {
                 (_, Some(e)) => format!("unreachable: {e}"),
+                (Some(PeerStanding::ListsUsAsVoter(_)), None) => {
+                    "still lists this node as a voter (remove it first)".into()
+                }
                 (Some(s), None) => format!("{s:?}").to_lowercase(),
                 (None, None) => "no answer yet".into(),
             };
@@ -280,6 +301,9 @@ async fn hello(me: u64, peer: u64, addr: &str, joining: bool) -> Result<PeerStan
     Ok(match answer.standing() {
         PbStanding::Deciding => PeerStanding::Deciding,
         PbStanding::Joining => PeerStanding::Joining,
+        PbStanding::Member if answer.asker_is_voter => {
+            PeerStanding::ListsUsAsVoter(answer.cluster_id)
+        }
         PbStanding::Member => PeerStanding::Member(answer.cluster_id),
     })
 }
@@ -301,7 +325,9 @@ pub async fn member_clusters(config: &Config, limit: Duration) -> Vec<(u64, Stri
         .into_iter()
         .map(|(peer, addr)| async move {
             match tokio::time::timeout(limit, hello(config.id, peer, &addr, true)).await {
-                Ok(Ok(PeerStanding::Member(c))) => Some((peer, c)),
+                Ok(Ok(PeerStanding::Member(c) | PeerStanding::ListsUsAsVoter(c))) => {
+                    Some((peer, c))
+                }
                 _ => None,
             }
         });

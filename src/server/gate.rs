@@ -60,11 +60,13 @@ impl Gate {
         self.standing.lock().expect("gate lock").clone()
     }
 
-    /// Records who asked, then answers; `None` while the data directory is
-    /// not read yet. The asker is recorded before the answer leaves, so a
-    /// peer that bootstraps on this answer is already known here as a fellow
-    /// founder when its next answer says it is a member.
-    pub fn hello(&self, req: &pb::HelloRequest) -> Option<pb::HelloResponse> {
+    /// Records who asked, then answers; `None` while the answer is not
+    /// known yet (data directory not read; or, for a joining asker, whether
+    /// it is still a voter here, until the node loop runs). The asker is
+    /// recorded before the answer leaves, so a peer that bootstraps on this
+    /// answer is already known here as a fellow founder when its next answer
+    /// says it is a member.
+    pub async fn hello(&self, req: &pb::HelloRequest) -> Option<pb::HelloResponse> {
         use pb::hello_response::Standing as Pb;
         if !req.joining {
             self.deciding_askers
@@ -78,11 +80,20 @@ impl Gate {
             Standing::Joining => (Pb::Joining, String::new()),
             Standing::Member(c) => (Pb::Member, c),
         };
+        let asker_is_voter =
+            standing == Pb::Member && req.joining && self.is_voter(req.from).await?;
         Some(pb::HelloResponse {
             id: self.id,
             standing: standing as i32,
             cluster_id,
+            asker_is_voter,
         })
+    }
+
+    /// Whether `id` is a voter in the running node's latest configuration.
+    async fn is_voter(&self, id: u64) -> Option<bool> {
+        let status = self.active()?.node.status().await.ok()?;
+        Some(status.membership.is_some_and(|m| m.voters.contains(&id)))
     }
 
     /// Initial members that asked while deciding.
@@ -134,23 +145,25 @@ mod tests {
         pb::HelloRequest { from, joining }
     }
 
-    #[test]
-    fn answers_only_once_the_data_directory_is_read() {
+    #[tokio::test]
+    async fn answers_only_once_the_data_directory_is_read() {
         let gate = Gate::new(1);
-        assert!(gate.hello(&hello(0, false)).is_none());
+        assert!(gate.hello(&hello(0, false)).await.is_none());
         gate.set_standing(Standing::Member("c".into()));
-        let a = gate.hello(&hello(0, false)).unwrap();
+        let a = gate.hello(&hello(0, false)).await.unwrap();
         assert_eq!(a.id, 1);
         assert_eq!(a.standing(), pb::hello_response::Standing::Member);
         assert_eq!(a.cluster_id, "c");
+        // Whether a joining asker still votes is known once the node runs.
+        assert!(gate.hello(&hello(0, true)).await.is_none());
     }
 
-    #[test]
-    fn remembers_deciding_askers_but_not_joining_ones() {
+    #[tokio::test]
+    async fn remembers_deciding_askers_but_not_joining_ones() {
         let gate = Gate::new(1);
         gate.set_standing(Standing::Deciding);
-        gate.hello(&hello(0, false));
-        gate.hello(&hello(2, true));
+        gate.hello(&hello(0, false)).await;
+        gate.hello(&hello(2, true)).await;
         assert_eq!(gate.deciding_askers(), BTreeSet::from([0]));
     }
 }

@@ -275,6 +275,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::HelloResponse>, Status> {
         self.gate
             .hello(r.get_ref())
+            .await
             .map(Response::new)
             .ok_or_else(|| Status::unavailable("node is starting"))
     }

@@ -68,3 +68,14 @@ fn join_takes_the_cluster_of_a_member_and_never_bootstraps() {
         }
     );
 }
+
+#[test]
+fn join_waits_while_a_member_still_lists_us_as_a_voter() {
+    let mut s = Survey::new(vec![0, 1]);
+    s.record(0, PeerStanding::ListsUsAsVoter("c".into()));
+    assert_eq!(s.decide(Mode::Join), Decision::Wait);
+    s.record(1, member("c"));
+    assert_eq!(s.decide(Mode::Join), Decision::Wait, "node 0 says we vote");
+    s.record(0, member("c"));
+    assert_eq!(s.decide(Mode::Join), Decision::Join("c".into()));
+}
