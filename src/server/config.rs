@@ -71,9 +71,9 @@ pub struct Args {
     pub cluster_id: Option<String>,
     /// Join the peers' existing cluster instead of bootstrapping, with an empty
     /// data directory: take the cluster id from a peer and wait for the leader
-    /// to replicate (add this node first: `raftctl member add ID --peer-addr
-    /// HOST:PORT --learner`). Ignored once the data directory has an identity.
-    /// See docs/operations.md.
+    /// to replicate (first `raftctl member remove ID`, then `raftctl member add
+    /// ID --peer-addr HOST:PORT --learner`). Ignored once the data directory
+    /// has an identity. See docs/operations.md.
     #[arg(
         long,
         env = "RAFTKV_JOIN",
