@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
+const CTL: &str = env!("CARGO_BIN_EXE_raftctl");
 
 /// A port nobody listens on now (the OS picks it; a tiny race is accepted).
 fn free_port() -> u16 {
@@ -46,6 +47,16 @@ impl Cluster {
 
     /// Starts `n` nodes with `extra` flags each.
     fn start_with(name: &str, n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::plan(name, n, extra);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// `n` nodes with fresh data directories and `extra` flags each, none
+    /// started yet.
+    fn plan(name: &str, n: usize, extra: &[&str]) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let nodes = (0..n)
             .map(|id| Node {
@@ -57,16 +68,12 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster {
+        Cluster {
             name: name.to_string(),
             nodes,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _dirs: dirs,
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c
     }
 
     fn peers_arg(&self) -> String {
@@ -117,6 +124,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// Starts node `i` with `flags` added to its command line.
+    fn spawn_with(&mut self, i: usize, flags: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -124,6 +136,7 @@ impl Cluster {
             .unwrap();
         let child = self
             .command(i)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -153,6 +166,11 @@ impl Cluster {
     /// SIGTERM and the exit status (within `limit`).
     fn terminate(&mut self, i: usize, limit: Duration) -> ExitStatus {
         self.signal(i, "-TERM");
+        self.wait_exit(i, limit)
+    }
+
+    /// The exit status of node `i`, which must exit within `limit`.
+    fn wait_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
         let mut child = self.nodes[i].child.take().unwrap();
         let deadline = Instant::now() + limit;
         loop {
@@ -161,10 +179,31 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("node {i} did not exit within {limit:?} of SIGTERM");
+                panic!("node {i} did not exit within {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether node `i`'s process is still running.
+    fn running(&mut self, i: usize) -> bool {
+        let child = self.nodes[i].child.as_mut().expect("spawned");
+        child.try_wait().unwrap().is_none()
+    }
+
+    /// Runs `raftctl` against every node's client address; (success, stdout + stderr).
+    fn raftctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(CTL)
+            .args(["--endpoints", &self.endpoints().join(",")])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -605,4 +644,149 @@ async fn livez_never_depends_on_quorum_but_readyz_does() {
     let (_, reason) = http_get(&http, "/readyz").unwrap();
     assert!(reason.contains("no leader"), "{reason}");
     assert_eq!(http_get(&http, "/livez").unwrap().0, 200);
+}
+
+/// Writes `n` keys `prefix{i}` = `v{i}` and returns them, all acknowledged.
+async fn write_keys(client: &Client, prefix: &str, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let k = format!("{prefix}{i}");
+        client
+            .set(k.as_bytes(), format!("v{i}").as_bytes())
+            .await
+            .unwrap();
+        keys.push(k);
+    }
+    keys
+}
+
+async fn assert_all_present(client: &Client, keys: &[String], when: &str) {
+    for k in keys {
+        let i = k.trim_start_matches(|c: char| !c.is_ascii_digit());
+        assert_eq!(
+            client.get(k.as_bytes()).await.unwrap().as_deref(),
+            Some(format!("v{i}").as_bytes()),
+            "{when}: lost {k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_member_refuses_to_bootstrap_and_rejoins_through_the_documented_recovery() {
+    // A small snapshot threshold: the rejoining node catches up from a snapshot.
+    let mut c = Cluster::start_with("wiped", 3, &["--snapshot-threshold", "40"]);
+    c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let client = c.client().await;
+    let mut acked = write_keys(&client, "k", 60).await;
+
+    // Node 2's volume comes back empty; it starts with the same flags.
+    c.kill(2);
+    std::fs::remove_dir_all(&c.nodes[2].dir).unwrap();
+    c.spawn(2);
+    let started = Instant::now();
+    let status = c.wait_exit(2, Duration::from_secs(10));
+    println!("wiped node refused in {:?}", started.elapsed());
+    assert!(!status.success(), "the wiped node started: {status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let log = std::fs::read_to_string(c.log_path(2)).unwrap();
+    let error = log
+        .lines()
+        .rfind(|l| l.starts_with("raftkv: "))
+        .expect("a one-line error on stderr");
+    let cluster_id = c.status(0).await.unwrap().cluster_id;
+    for part in [
+        "node 2 is empty",
+        &format!("already belongs to cluster {cluster_id:?}"),
+        "raftctl member remove 2",
+        "--learner",
+        "--join",
+        "docs/operations.md",
+    ] {
+        assert!(error.contains(part), "{part:?} missing from: {error}");
+    }
+    assert_all_present(&client, &acked, "after the refusal").await;
+
+    // Started with --join before its old incarnation is removed, it waits:
+    // joining now would make it a voter with an empty log.
+    c.spawn_with(2, &["--join"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(c.running(2), "the joining node gave up");
+    assert!(
+        !c.nodes[2].dir.join("identity").exists(),
+        "joined while still a voter"
+    );
+
+    // The recovery of docs/operations.md, through raftctl.
+    let (peer, addr) = (c.nodes[2].peer.clone(), c.nodes[2].client.clone());
+    let add = [
+        "member",
+        "add",
+        "2",
+        "--peer-addr",
+        &peer,
+        "--client-addr",
+        &addr,
+    ];
+    let (ok, out) = c.raftctl(&["member", "remove", "2"]);
+    assert!(ok, "member remove: {out}");
+    let (ok, out) = c.raftctl(&[&add[..], &["--learner"]].concat());
+    assert!(ok, "member add --learner: {out}");
+    acked.extend(write_keys(&client, "j", 20).await);
+    let leader = c.leader(&[0, 1], Duration::from_secs(5)).await;
+    let target = c.status(leader).await.unwrap().commit_index;
+    c.wait_caught_up(2, target, 0, "the joined node to catch up")
+        .await;
+    let promoted = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = c.raftctl(&add);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < promoted, "promote: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let members = client.members().await.unwrap();
+    assert!(
+        members.members.iter().any(|m| m.id == 2 && m.voter),
+        "node 2 is not a voter: {members:?}"
+    );
+
+    // Node 2 now votes: without one of the original nodes, it makes the majority.
+    let gone = c.leader(&[0, 1, 2], Duration::from_secs(5)).await;
+    let gone = if gone == 2 { 0 } else { gone };
+    c.kill(gone);
+    let client = c.client().await;
+    client.set(b"after", b"rejoin").await.unwrap();
+    acked.extend(write_keys(&client, "z", 5).await);
+    assert_all_present(&client, &acked, "with node 2 voting").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_members_wait_for_a_late_one_before_bootstrapping() {
+    let mut c = Cluster::plan("late", 3, &[]);
+    c.spawn(0);
+    c.spawn(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..2 {
+        assert!(c.running(i), "node {i} gave up waiting");
+        assert!(
+            !c.nodes[i].dir.join("identity").exists(),
+            "node {i} bootstrapped without node 2"
+        );
+        let (code, body) = http_get(&c.nodes[i].http, "/readyz").unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(http_get(&c.nodes[i].http, "/livez").unwrap().0, 200);
+    }
+    c.spawn(2);
+    c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let client = c.client().await;
+    client.set(b"late", b"ok").await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = c.status(i).await.expect("every node serves");
+        ids.push(s.cluster_id);
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let members = client.members().await.unwrap();
+    assert_eq!(members.members.iter().filter(|m| m.voter).count(), 3);
 }

@@ -1,19 +1,26 @@
-//! Identity and first boot (DESIGN.md §5.1, minimal version).
+//! Identity and first boot (DESIGN.md §5.1; docs/operations.md).
 //!
-//! A fresh data directory with a static peer list: every founding member
-//! writes the same bootstrap entry and a cluster id derived from the sorted
-//! peer list (or `--cluster-id`), so the founders agree without talking. On
-//! restart the recorded identity must match this node's id and, if given,
-//! `--cluster-id`. The identity file is written last: it marks a completed
-//! bootstrap.
-//!
-//! Limitation (documented in docs/operations.md): a member whose volume came
-//! back empty bootstraps again under its old id; asking the cluster to add it
-//! as a new incarnation is not implemented yet.
+//! A data directory with an identity starts as recorded: the identity must
+//! match this node's id and, if given, `--cluster-id`. A fresh one asks the
+//! other initial members first (`discovery`): if all of them are fresh too,
+//! every founder writes the same bootstrap entry and a cluster id derived
+//! from the sorted peer list (or `--cluster-id`); if any already belongs to a
+//! cluster, this node lost its volume and refuses to start, because
+//! bootstrapping again under its old id could lose committed entries. With
+//! `--join` it takes the peers' cluster id and starts with an empty log,
+//! as the learner an operator added. The identity file is written last: it
+//! marks a completed bootstrap or join.
 
 use super::config::Config;
-use crate::raft::{self, Membership, NodeId, Persisted};
+use super::discovery::{self, Decision, Mode};
+use super::gate::{Gate, Standing};
+use crate::raft::{self, HardState, Membership, NodeId, Persisted};
 use crate::storage::{Identity, Recovered, Storage};
+use std::time::Duration;
+
+/// How long a restarted node given `--join` waits for peers to name their
+/// cluster before it starts anyway.
+const JOIN_CHECK_LIMIT: Duration = Duration::from_secs(2);
 
 /// The identity and the state the core starts from.
 pub struct Boot {
@@ -22,30 +29,22 @@ pub struct Boot {
     pub fresh: bool,
 }
 
-/// Checks or creates the data directory's identity.
-pub fn prepare(
+/// Checks or creates the data directory's identity, asking the peers first
+/// if there is none; sets the standing `gate` answers `Hello` with.
+pub async fn prepare(
     config: &Config,
     storage: &mut Storage,
     recovered: Recovered,
+    gate: &Gate,
 ) -> Result<Boot, String> {
     for w in &recovered.warnings {
         tracing::warn!(warning = %w, "storage repaired on open");
     }
-    let dir = config.data_dir.display();
     if let Some(identity) = recovered.identity {
-        if identity.node_id != config.id {
-            return Err(format!(
-                "data directory {dir} belongs to node {} but this is node {} (--id / pod name)",
-                identity.node_id, config.id
-            ));
-        }
-        if let Some(expected) = &config.cluster_id {
-            if &identity.cluster_id != expected {
-                return Err(format!(
-                    "data directory {dir} belongs to cluster {:?}, not {expected:?} (--cluster-id)",
-                    identity.cluster_id
-                ));
-            }
+        check_identity(config, &identity)?;
+        gate.set_standing(Standing::Member(identity.cluster_id.clone()));
+        if config.join {
+            check_join_target(config, &identity).await?;
         }
         return Ok(Boot {
             identity,
@@ -53,36 +52,165 @@ pub fn prepare(
             fresh: false,
         });
     }
-    let membership = Membership::new(config.peers.iter().map(|p| NodeId(p.id)));
-    let boot = raft::bootstrap(membership);
+    let boot = raft::bootstrap(founders(config));
     let on_disk = into_raft(recovered.persisted);
-    let empty = on_disk.snapshot.is_none() && on_disk.entries.is_empty();
-    if !empty && on_disk.entries != boot.entries {
+    if on_disk.snapshot.is_some() || !on_disk.entries.is_empty() {
+        if on_disk.entries != boot.entries {
+            return Err(format!(
+                "data directory {} has a log but no identity file; refusing to guess whose it is",
+                config.data_dir.display()
+            ));
+        }
+        // This node had decided to bootstrap and stopped before writing its
+        // identity: it acknowledged nothing since, so it finishes.
+        tracing::info!("finishing an interrupted bootstrap");
+        return found(config, storage, gate, boot);
+    }
+    let mode = if config.join { Mode::Join } else { Mode::Found };
+    gate.set_standing(match mode {
+        Mode::Found => Standing::Deciding,
+        Mode::Join => Standing::Joining,
+    });
+    match discovery::survey(config, mode, gate).await {
+        Decision::Bootstrap => found(config, storage, gate, boot),
+        Decision::Join(cluster_id) => join(config, storage, gate, cluster_id),
+        Decision::Refuse { peer, cluster_id } => Err(refusal(config, peer, &cluster_id)),
+        Decision::Disagree { a, b } => Err(format!(
+            "--join: peers disagree on the cluster: node {} is in {:?}, node {} in {:?}",
+            a.0, a.1, b.0, b.1
+        )),
+        Decision::Wait => unreachable!("a survey never ends undecided"),
+    }
+}
+
+/// The recorded identity must be this node's, of the expected cluster.
+fn check_identity(config: &Config, identity: &Identity) -> Result<(), String> {
+    let dir = config.data_dir.display();
+    if identity.node_id != config.id {
         return Err(format!(
-            "data directory {dir} has a log but no identity file; refusing to guess whose it is"
+            "data directory {dir} belongs to node {} but this is node {} (--id / pod name)",
+            identity.node_id, config.id
         ));
     }
-    let identity = Identity {
-        cluster_id: cluster_id(config),
-        node_id: config.id,
-        incarnation: rand::random::<u64>() | 1,
-    };
-    storage
-        .append(&boot.entries)
-        .map_err(|e| format!("bootstrap: {e}"))?;
-    storage
-        .set_hard_state(boot.hard_state)
-        .map_err(|e| format!("bootstrap: {e}"))?;
-    storage.sync().map_err(|e| format!("bootstrap: {e}"))?;
-    storage
-        .set_identity(&identity)
-        .map_err(|e| format!("bootstrap: {e}"))?;
+    if let Some(expected) = &config.cluster_id {
+        if &identity.cluster_id != expected {
+            return Err(format!(
+                "data directory {dir} belongs to cluster {:?}, not {expected:?} (--cluster-id)",
+                identity.cluster_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--join` on a data directory that already has an identity: an error if
+/// the peers that answer belong to another cluster, else ignored.
+async fn check_join_target(config: &Config, identity: &Identity) -> Result<(), String> {
+    let answers = discovery::member_clusters(config, JOIN_CHECK_LIMIT).await;
+    if let Some((peer, other)) = answers.iter().find(|(_, c)| *c != identity.cluster_id) {
+        return Err(format!(
+            "--join: data directory {} belongs to cluster {:?} but peer {peer} is in cluster {other:?}",
+            config.data_dir.display(),
+            identity.cluster_id
+        ));
+    }
+    tracing::info!(cluster_id = %identity.cluster_id, "--join ignored: the data directory already belongs to this cluster");
+    Ok(())
+}
+
+/// The initial membership: every configured peer votes.
+fn founders(config: &Config) -> Membership {
+    Membership::new(config.peers.iter().map(|p| NodeId(p.id)))
+}
+
+/// Writes the bootstrap entry, then the identity.
+fn found(
+    config: &Config,
+    storage: &mut Storage,
+    gate: &Gate,
+    boot: Persisted,
+) -> Result<Boot, String> {
+    let identity = new_identity(config, cluster_id(config));
+    let fail = |e| format!("bootstrap: {e}");
+    storage.append(&boot.entries).map_err(fail)?;
+    storage.set_hard_state(boot.hard_state).map_err(fail)?;
+    storage.sync().map_err(fail)?;
+    storage.set_identity(&identity).map_err(fail)?;
+    gate.set_standing(Standing::Member(identity.cluster_id.clone()));
     tracing::info!(cluster_id = %identity.cluster_id, node = config.id, members = config.peers.len(), "bootstrapped a new data directory");
     Ok(Boot {
         identity,
         persisted: boot,
         fresh: true,
     })
+}
+
+/// Writes the identity of a new incarnation in the peers' cluster; the log
+/// stays empty until the leader replicates to this learner.
+fn join(
+    config: &Config,
+    storage: &mut Storage,
+    gate: &Gate,
+    cluster_id: String,
+) -> Result<Boot, String> {
+    if let Some(expected) = config.cluster_id.as_ref().filter(|e| **e != cluster_id) {
+        return Err(format!(
+            "--join: the peers belong to cluster {cluster_id:?}, not {expected:?} (--cluster-id)"
+        ));
+    }
+    let identity = new_identity(config, cluster_id);
+    storage
+        .set_identity(&identity)
+        .map_err(|e| format!("join: {e}"))?;
+    gate.set_standing(Standing::Member(identity.cluster_id.clone()));
+    tracing::info!(cluster_id = %identity.cluster_id, node = config.id, "joined: waiting for the leader to replicate to this learner");
+    Ok(Boot {
+        identity,
+        persisted: empty_state(),
+        fresh: true,
+    })
+}
+
+/// A joining node's starting state: no log, no membership (so it never
+/// campaigns), term 0 (any leader's term is newer).
+fn empty_state() -> Persisted {
+    Persisted {
+        hard_state: HardState::default(),
+        snapshot: None,
+        entries: Vec::new(),
+    }
+}
+
+fn new_identity(config: &Config, cluster_id: String) -> Identity {
+    Identity {
+        cluster_id,
+        node_id: config.id,
+        incarnation: rand::random::<u64>() | 1,
+    }
+}
+
+/// The one-line error of a node whose data directory came back empty while
+/// its peers already form a cluster, with the recovery steps.
+fn refusal(config: &Config, peer: u64, cluster_id: &str) -> String {
+    let id = config.id;
+    let peer_addr = config
+        .peers
+        .iter()
+        .find(|p| p.id == peer)
+        .map_or("?", |p| p.peer_addr.as_str());
+    let add = format!(
+        "raftctl member add {id} --peer-addr {} --client-addr {}",
+        config.me().peer_addr,
+        config.advertise_client_addr
+    );
+    format!(
+        "data directory {} of node {id} is empty but peer {peer} ({peer_addr}) already belongs to cluster {cluster_id:?}: \
+         this node may have lost acknowledged data and must not bootstrap again; \
+         recover it as a new member: `raftctl member remove {id}`, `{add} --learner`, \
+         restart this node with --join (RAFTKV_JOIN=true), and once it has caught up `{add}` \
+         (see docs/operations.md)",
+        config.data_dir.display()
+    )
 }
 
 /// `--cluster-id` if given, else a name derived from the sorted peer list.
@@ -111,3 +239,6 @@ fn into_raft(p: crate::storage::Persisted) -> Persisted {
         entries: p.entries,
     }
 }
+
+#[cfg(test)]
+mod tests;

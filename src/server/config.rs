@@ -69,6 +69,19 @@ pub struct Args {
     /// Expected cluster id: a data directory of another cluster is refused.
     #[arg(long, env = "RAFTKV_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Join the peers' existing cluster instead of bootstrapping, with an empty
+    /// data directory: take the cluster id from a peer and wait for the leader
+    /// to replicate (first `raftctl member remove ID`, then `raftctl member add
+    /// ID --peer-addr HOST:PORT --learner`). Ignored once the data directory
+    /// has an identity. See docs/operations.md.
+    #[arg(
+        long,
+        env = "RAFTKV_JOIN",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub join: Option<bool>,
     /// Minimum election timeout T in ms (timeouts are drawn from [T, 2T)).
     #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
@@ -117,6 +130,7 @@ pub struct FileConfig {
     pub replicas: Option<u64>,
     pub cluster_domain: Option<String>,
     pub cluster_id: Option<String>,
+    pub join: Option<bool>,
     pub election_timeout_ms: Option<u64>,
     pub heartbeat_ms: Option<u64>,
     pub lease_ms: Option<u64>,
@@ -157,6 +171,8 @@ pub struct Config {
     /// Every initial member, this node included, sorted by id.
     pub peers: Vec<Peer>,
     pub cluster_id: Option<String>,
+    /// Join an existing cluster rather than bootstrap (empty data directory only).
+    pub join: bool,
     pub election_timeout: Duration,
     pub heartbeat: Duration,
     pub lease: Duration,
@@ -368,6 +384,7 @@ fn resolve(
         advertise_client_addr,
         peers,
         cluster_id,
+        join: pick!(args, file, join).unwrap_or(false),
         election_timeout: Duration::from_millis(election_ms),
         heartbeat: Duration::from_millis(heartbeat_ms),
         lease: Duration::from_millis(lease_ms),

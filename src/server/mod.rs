@@ -3,7 +3,9 @@
 
 mod bootstrap;
 pub mod config;
+mod discovery;
 mod driver;
+mod gate;
 pub mod grpc;
 pub mod node;
 mod startup;

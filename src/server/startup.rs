@@ -1,9 +1,14 @@
-//! Wires a node together: storage, identity, core, transport, node loop and
-//! the three listeners; then waits for SIGTERM/SIGINT and stops gracefully.
+//! Wires a node together. The peer listener (answering `Hello`) and the
+//! probes start first, because the initial members ask one another before
+//! any of them bootstraps; then the identity is checked or created
+//! (`bootstrap`), and only then do the core, the node loop, the client
+//! listener and the delivery of Raft messages start. Then it waits for
+//! SIGTERM/SIGINT and stops gracefully.
 
-use super::bootstrap;
+use super::bootstrap::{self, Boot};
 use super::config::Config;
 use super::driver::{Driver, Parts};
+use super::gate::{Active, Gate};
 use super::grpc::ClientService;
 use super::node::{INPUT_QUEUE, NodeHandle};
 use super::transport::{RaftService, Transport};
@@ -12,19 +17,37 @@ use crate::observe::{self, Metrics};
 use crate::pb;
 use crate::raft::{self, NodeId, Raft};
 use crate::storage::Storage;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 /// How long a leader waits for a successor to take over on SIGTERM.
 const TRANSFER_GRACE: Duration = Duration::from_secs(2);
 
+type Signal = Pin<Box<dyn Future<Output = &'static str> + Send>>;
+
+/// Resolves when the listeners must stop.
+#[derive(Clone)]
+struct Stopped(watch::Receiver<bool>);
+
+impl Stopped {
+    fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}
+
 /// Runs a node until a signal or a fatal error. Errors are one line for the
-/// operator; they happen at start (bad data directory, port in use) or when
-/// the disk fails.
+/// operator; they happen at start (bad data directory, port in use, a lost
+/// volume) or when the disk fails.
 pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Metrics::new();
     let dir = config.data_dir.clone();
@@ -32,125 +55,173 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
-    let boot = bootstrap::prepare(&config, &mut storage, recovered)?;
-    let cluster_id = boot.identity.cluster_id.clone();
-
-    let client_listener = bind("client-addr", config.client_addr).await?;
     let peer_listener = bind("peer-addr", config.peer_addr).await?;
     let http_listener = bind("http-addr", config.http_addr).await?;
 
-    let limits = Limits {
-        max_key_bytes: config.max_key_bytes,
-        max_value_bytes: config.max_value_bytes,
-    };
-    let (sm, applied) = match &boot.persisted.snapshot {
-        Some(s) => (
-            StateMachine::restore(limits, &s.data).map_err(|e| {
-                format!(
-                    "snapshot in {} does not load: {e:?}",
-                    config.data_dir.display()
-                )
-            })?,
-            s.meta.last.index.0,
-        ),
-        None => (StateMachine::new(limits), 0),
-    };
-    let clock = std::time::Instant::now();
-    let raft = Raft::new(
-        raft_config(&config)?,
-        boot.persisted,
-        raft::Instant(clock.elapsed()),
-    );
-    let peers = config
-        .peers
-        .iter()
-        .filter(|p| p.id != config.id)
-        .map(|p| (NodeId(p.id), p.peer_addr.clone()))
-        .collect();
-    let transport = Transport::start(cluster_id.clone(), peers, metrics.clone());
-
-    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let node = NodeHandle::new(tx);
+    let gate = Arc::new(Gate::new(config.id));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-
+    let stopped = Stopped(stop_rx);
     let raft_service = RaftService {
         id: NodeId(config.id),
-        cluster_id: cluster_id.clone(),
-        node: node.clone(),
+        gate: gate.clone(),
     };
     let peer_server = tonic::transport::Server::builder()
         .add_service(pb::raft_server::RaftServer::new(raft_service))
-        .serve_with_incoming_shutdown(incoming(peer_listener), stopped());
-    let client = ClientService {
-        node: node.clone(),
-        metrics: metrics.clone(),
+        .serve_with_incoming_shutdown(incoming(peer_listener), stopped.wait());
+    let http = observe::http::serve(http_listener, metrics.clone(), gate.clone(), stopped.wait());
+    let mut tasks = vec![
+        tokio::spawn(async move {
+            let _ = peer_server.await;
+        }),
+        tokio::spawn(http),
+    ];
+
+    let mut sig: Signal = Box::pin(signal());
+    let boot = tokio::select! {
+        b = bootstrap::prepare(&config, &mut storage, recovered, &gate) => Some(b),
+        s = &mut sig => {
+            tracing::info!(signal = s, "stopping before the node started");
+            None
+        }
     };
-    let client_server = tonic::transport::Server::builder()
-        .add_service(pb::kv_server::KvServer::new(client.clone()))
-        .add_service(pb::cluster_server::ClusterServer::new(client))
-        .serve_with_incoming_shutdown(incoming(client_listener), stopped());
-    let http = observe::http::serve(
-        http_listener,
-        metrics.clone(),
-        Arc::new(node.clone()),
-        stopped(),
-    );
-
-    let driver = Driver::new(Parts {
-        config: config.clone(),
-        cluster_id: cluster_id.clone(),
-        raft,
-        sm,
-        applied,
-        storage,
-        transport,
-        metrics,
-        clock,
-    });
-    tracing::info!(
-        node = config.id,
-        cluster_id = %cluster_id,
-        fresh = boot.fresh,
-        client = %config.client_addr,
-        peer = %config.peer_addr,
-        http = %config.http_addr,
-        "node started"
-    );
-    let mut loop_task = tokio::spawn(driver.run(rx, config.heartbeat / 2));
-    let peer_task = tokio::spawn(peer_server);
-    let client_task = tokio::spawn(client_server);
-    let http_task = tokio::spawn(http);
-
-    let result = tokio::select! {
-        r = &mut loop_task => match r {
-            Ok(Ok(())) => Err("node loop ended unexpectedly".to_string()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(format!("node loop panicked: {e}")),
-        },
-        sig = signal() => {
-            tracing::info!(signal = sig, "stopping");
-            node.shutdown(TRANSFER_GRACE).await;
-            match tokio::time::timeout(Duration::from_secs(2), loop_task).await {
-                Ok(Ok(Err(e))) => Err(e),
-                _ => Ok(()),
-            }
+    let result = match boot {
+        None => Ok(()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(boot)) => {
+            let node = Start {
+                config: &config,
+                boot,
+                storage,
+                gate: &gate,
+                metrics,
+                stopped: &stopped,
+            };
+            node.serve(&mut sig, &mut tasks).await
         }
     };
     let _ = stop_tx.send(true);
     // Peers' streams never end by themselves: give open calls a moment only.
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        let _ = peer_task.await;
-        let _ = client_task.await;
-        let _ = http_task.await;
+        for t in tasks {
+            let _ = t.await;
+        }
     })
     .await;
     result
+}
+
+/// What the node needs once its identity is settled.
+struct Start<'a> {
+    config: &'a Config,
+    boot: Boot,
+    storage: Storage,
+    gate: &'a Gate,
+    metrics: Metrics,
+    stopped: &'a Stopped,
+}
+
+impl Start<'_> {
+    /// Builds the core and the node loop, opens the gate to Raft messages,
+    /// serves clients, and runs until `sig` or a fatal error.
+    async fn serve(self, sig: &mut Signal, tasks: &mut Vec<JoinHandle<()>>) -> Result<(), String> {
+        let config = self.config;
+        let cluster_id = self.boot.identity.cluster_id.clone();
+        let fresh = self.boot.fresh;
+        let client_listener = bind("client-addr", config.client_addr).await?;
+        let (sm, applied) = state_machine(config, &self.boot.persisted)?;
+        let clock = std::time::Instant::now();
+        let raft = Raft::new(
+            raft_config(config)?,
+            self.boot.persisted,
+            raft::Instant(clock.elapsed()),
+        );
+        let peers = config
+            .peers
+            .iter()
+            .filter(|p| p.id != config.id)
+            .map(|p| (NodeId(p.id), p.peer_addr.clone()))
+            .collect();
+        let transport = Transport::start(cluster_id.clone(), peers, self.metrics.clone());
+
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let node = NodeHandle::new(tx);
+        let client = ClientService {
+            node: node.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let client_server = tonic::transport::Server::builder()
+            .add_service(pb::kv_server::KvServer::new(client.clone()))
+            .add_service(pb::cluster_server::ClusterServer::new(client))
+            .serve_with_incoming_shutdown(incoming(client_listener), self.stopped.wait());
+
+        let driver = Driver::new(Parts {
+            config: config.clone(),
+            cluster_id: cluster_id.clone(),
+            raft,
+            sm,
+            applied,
+            storage: self.storage,
+            transport,
+            metrics: self.metrics,
+            clock,
+        });
+        self.gate.activate(Active {
+            cluster_id: cluster_id.clone(),
+            node: node.clone(),
+        });
+        tracing::info!(
+            node = config.id,
+            cluster_id = %cluster_id,
+            fresh,
+            client = %config.client_addr,
+            peer = %config.peer_addr,
+            http = %config.http_addr,
+            "node started"
+        );
+        let mut loop_task = tokio::spawn(driver.run(rx, config.heartbeat / 2));
+        tasks.push(tokio::spawn(async move {
+            let _ = client_server.await;
+        }));
+
+        tokio::select! {
+            r = &mut loop_task => match r {
+                Ok(Ok(())) => Err("node loop ended unexpectedly".to_string()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("node loop panicked: {e}")),
+            },
+            s = sig => {
+                tracing::info!(signal = s, "stopping");
+                node.shutdown(TRANSFER_GRACE).await;
+                match tokio::time::timeout(Duration::from_secs(2), loop_task).await {
+                    Ok(Ok(Err(e))) => Err(e),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The state machine from the snapshot, if any, and the index it covers.
+fn state_machine(
+    config: &Config,
+    persisted: &raft::Persisted,
+) -> Result<(StateMachine, u64), String> {
+    let limits = Limits {
+        max_key_bytes: config.max_key_bytes,
+        max_value_bytes: config.max_value_bytes,
+    };
+    match &persisted.snapshot {
+        Some(s) => {
+            let sm = StateMachine::restore(limits, &s.data).map_err(|e| {
+                format!(
+                    "snapshot in {} does not load: {e:?}",
+                    config.data_dir.display()
+                )
+            })?;
+            Ok((sm, s.meta.last.index.0))
+        }
+        None => Ok((StateMachine::new(limits), 0)),
+    }
 }
 
 fn raft_config(c: &Config) -> Result<raft::Config, String> {

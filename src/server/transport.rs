@@ -1,17 +1,20 @@
 //! Peer transport: one long-lived `Raft/Send` stream per peer, outbound, and
-//! the `Raft` service that receives the other peers' streams.
+//! the `Raft` service that receives the other peers' streams and answers
+//! their `Hello` (see `discovery`).
 //!
 //! Raft tolerates lost messages, so the node loop never waits for the network:
 //! it puts messages in a bounded queue per peer and, when a queue is full, the
 //! message is dropped. Each peer has its own task, so a slow or dead peer
 //! never stalls the others.
 
+use super::gate::{Active, Gate};
 use super::node::NodeHandle;
 use super::wire;
 use crate::observe::Metrics;
 use crate::pb::{self, raft_client::RaftClient};
 use crate::raft::{Message, NodeId};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -176,22 +179,29 @@ fn flatten(
     }
 }
 
-/// The `Raft` gRPC service: hands peers' messages to the node loop.
+/// The `Raft` gRPC service: answers `Hello` from the start and hands peers'
+/// messages to the node loop once it runs (see `Gate`).
 pub struct RaftService {
     pub id: NodeId,
-    pub cluster_id: String,
-    pub node: NodeHandle,
+    pub gate: Arc<Gate>,
 }
 
 impl RaftService {
-    async fn deliver(&self, m: pb::PeerMessage) -> Result<(), Status> {
+    async fn deliver(&self, node: &NodeHandle, m: pb::PeerMessage) -> Result<(), Status> {
         let msg = wire::message_from_pb(m).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if msg.to != self.id {
             // A stale DNS record can route another node's traffic here.
             tracing::warn!(to = %msg.to, from = %msg.from, "message for another node dropped");
             return Ok(());
         }
-        self.node.peer_message(msg).await
+        node.peer_message(msg).await
+    }
+
+    /// The running node, or Unavailable while it is still starting.
+    fn active(&self) -> Result<&Active, Status> {
+        self.gate
+            .active()
+            .ok_or_else(|| Status::unavailable("node is starting"))
     }
 }
 
@@ -203,14 +213,19 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::PeerAck>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
-            if batch.cluster_id != self.cluster_id {
+            // Before the node exists its messages are dropped; the stream
+            // stays open so they flow as soon as it does.
+            let Some(active) = self.gate.active() else {
+                continue;
+            };
+            if batch.cluster_id != active.cluster_id {
                 return Err(Status::failed_precondition(format!(
                     "cluster id mismatch: this node belongs to cluster {:?}, the sender to {:?}",
-                    self.cluster_id, batch.cluster_id
+                    active.cluster_id, batch.cluster_id
                 )));
             }
             for m in batch.messages {
-                if let Err(e) = self.deliver(m).await {
+                if let Err(e) = self.deliver(&active.node, m).await {
                     if e.code() == tonic::Code::InvalidArgument {
                         tracing::warn!(error = e.message(), "malformed peer message dropped");
                         continue;
@@ -253,12 +268,25 @@ impl pb::raft_server::Raft for RaftService {
         self.unary(pb::peer_message::Body::TimeoutNow(r.into_inner()))
             .await
     }
+
+    async fn hello(
+        &self,
+        r: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.gate
+            .hello(r.get_ref())
+            .await
+            .map(Response::new)
+            .ok_or_else(|| Status::unavailable("node is starting"))
+    }
 }
 
 impl RaftService {
     /// The unary RPCs carry no cluster id; answers travel on the streams.
     async fn unary(&self, body: pb::peer_message::Body) -> Result<Response<pb::PeerAck>, Status> {
-        self.deliver(pb::PeerMessage { body: Some(body) }).await?;
+        let active = self.active()?;
+        self.deliver(&active.node, pb::PeerMessage { body: Some(body) })
+            .await?;
         Ok(Response::new(pb::PeerAck {}))
     }
 }

@@ -77,6 +77,28 @@ fn flags_beat_env_beat_file_beat_defaults() {
 }
 
 #[test]
+fn join_from_flag_env_or_file() {
+    let _g = ENV.lock().unwrap();
+    let base = ["--id", "0", "--peers", PEERS];
+    assert!(!parse(&base).unwrap().join, "default");
+    assert!(parse(&[&base[..], &["--join"]].concat()).unwrap().join);
+    assert!(
+        !parse(&[&base[..], &["--join=false"]].concat())
+            .unwrap()
+            .join
+    );
+    let file = yaml("join: true\n");
+    let path = file.path().to_str().unwrap().to_string();
+    let with_file = [&base[..], &["--config", &path]].concat();
+    assert!(parse(&with_file).unwrap().join, "file");
+    // SAFETY: every test that reads the environment holds ENV.
+    unsafe { std::env::set_var("RAFTKV_JOIN", "false") };
+    let c = parse(&with_file);
+    unsafe { std::env::remove_var("RAFTKV_JOIN") };
+    assert!(!c.unwrap().join, "env wins over file");
+}
+
+#[test]
 fn id_from_pod_name_and_statefulset_peers() {
     let _g = ENV.lock().unwrap();
     let args = Args::try_parse_from([

@@ -1,0 +1,169 @@
+//! What the peer service and the probes see of this node while it starts.
+//!
+//! The peer listener serves `Raft/Hello` before the node exists, because the
+//! initial members ask one another before any of them bootstraps
+//! (docs/operations.md, "First boot"). The gate holds this node's standing
+//! for those answers, remembers which initial members asked while still
+//! deciding, and, once the node loop runs, its handle: only then are Raft
+//! messages delivered (earlier ones are dropped, which Raft tolerates).
+
+use super::node::NodeHandle;
+use crate::observe::Health;
+use crate::pb;
+use futures::future::BoxFuture;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
+
+/// How this node answers `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The data directory is not read yet: no answer.
+    Starting,
+    /// No identity: waiting for every initial member to be empty too.
+    Deciding,
+    /// No identity: joining an existing cluster (`--join`).
+    Joining,
+    /// The data directory belongs to this cluster.
+    Member(String),
+}
+
+/// The running node, once it exists.
+pub struct Active {
+    pub cluster_id: String,
+    pub node: NodeHandle,
+}
+
+pub struct Gate {
+    id: u64,
+    standing: Mutex<Standing>,
+    /// Initial members that said hello while deciding, i.e. with an empty
+    /// data directory (see `discovery::Survey`).
+    deciding_askers: Mutex<BTreeSet<u64>>,
+    active: OnceLock<Active>,
+}
+
+impl Gate {
+    pub fn new(id: u64) -> Gate {
+        Gate {
+            id,
+            standing: Mutex::new(Standing::Starting),
+            deciding_askers: Mutex::new(BTreeSet::new()),
+            active: OnceLock::new(),
+        }
+    }
+
+    pub fn set_standing(&self, standing: Standing) {
+        *self.standing.lock().expect("gate lock") = standing;
+    }
+
+    pub fn standing(&self) -> Standing {
+        self.standing.lock().expect("gate lock").clone()
+    }
+
+    /// Records who asked, then answers; `None` while the answer is not
+    /// known yet (data directory not read; or, for a joining asker, whether
+    /// it is still a voter here, until the node loop runs). The asker is
+    /// recorded before the answer leaves, so a peer that bootstraps on this
+    /// answer is already known here as a fellow founder when its next answer
+    /// says it is a member.
+    pub async fn hello(&self, req: &pb::HelloRequest) -> Option<pb::HelloResponse> {
+        use pb::hello_response::Standing as Pb;
+        if !req.joining {
+            self.deciding_askers
+                .lock()
+                .expect("gate lock")
+                .insert(req.from);
+        }
+        let (standing, cluster_id) = match self.standing() {
+            Standing::Starting => return None,
+            Standing::Deciding => (Pb::Deciding, String::new()),
+            Standing::Joining => (Pb::Joining, String::new()),
+            Standing::Member(c) => (Pb::Member, c),
+        };
+        let asker_is_voter =
+            standing == Pb::Member && req.joining && self.is_voter(req.from).await?;
+        Some(pb::HelloResponse {
+            id: self.id,
+            standing: standing as i32,
+            cluster_id,
+            asker_is_voter,
+        })
+    }
+
+    /// Whether `id` is a voter in the running node's latest configuration.
+    async fn is_voter(&self, id: u64) -> Option<bool> {
+        let status = self.active()?.node.status().await.ok()?;
+        Some(status.membership.is_some_and(|m| m.voters.contains(&id)))
+    }
+
+    /// Initial members that asked while deciding.
+    pub fn deciding_askers(&self) -> BTreeSet<u64> {
+        self.deciding_askers.lock().expect("gate lock").clone()
+    }
+
+    /// Opens the gate to Raft messages; called once, when the node loop runs.
+    pub fn activate(&self, active: Active) {
+        if self.active.set(active).is_err() {
+            tracing::warn!("node activated twice; keeping the first");
+        }
+    }
+
+    pub fn active(&self) -> Option<&Active> {
+        self.active.get()
+    }
+}
+
+/// Before the node exists the process is alive (a liveness probe must not
+/// restart a node waiting for its peers) but not ready.
+impl Health for Gate {
+    fn live(&self) -> BoxFuture<'_, Result<(), String>> {
+        match self.active() {
+            Some(a) => a.node.live(),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        match self.active() {
+            Some(a) => a.node.ready(),
+            None => {
+                let why = match self.standing() {
+                    Standing::Joining => "joining: waiting for a peer to name its cluster",
+                    _ => "starting: waiting for the initial members",
+                };
+                Box::pin(async move { Err(why.to_string()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(from: u64, joining: bool) -> pb::HelloRequest {
+        pb::HelloRequest { from, joining }
+    }
+
+    #[tokio::test]
+    async fn answers_only_once_the_data_directory_is_read() {
+        let gate = Gate::new(1);
+        assert!(gate.hello(&hello(0, false)).await.is_none());
+        gate.set_standing(Standing::Member("c".into()));
+        let a = gate.hello(&hello(0, false)).await.unwrap();
+        assert_eq!(a.id, 1);
+        assert_eq!(a.standing(), pb::hello_response::Standing::Member);
+        assert_eq!(a.cluster_id, "c");
+        // Whether a joining asker still votes is known once the node runs.
+        assert!(gate.hello(&hello(0, true)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn remembers_deciding_askers_but_not_joining_ones() {
+        let gate = Gate::new(1);
+        gate.set_standing(Standing::Deciding);
+        gate.hello(&hello(0, false)).await;
+        gate.hello(&hello(2, true)).await;
+        assert_eq!(gate.deciding_askers(), BTreeSet::from([0]));
+    }
+}
