@@ -36,6 +36,9 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Flags added to every node's command line.
     extra: Vec<String>,
+    /// Nodes 0..founders form the initial cluster (`--peers`); a later node
+    /// lists the founders and itself, and joins at run time.
+    founders: usize,
     _dirs: tempfile::TempDir,
 }
 
@@ -72,23 +75,29 @@ impl Cluster {
             name: name.to_string(),
             nodes,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            founders: n,
             _dirs: dirs,
         }
     }
 
-    fn peers_arg(&self) -> String {
-        let v: Vec<String> = self
-            .nodes
+    /// The nodes node `i` is configured with: the founders, and itself.
+    fn known_to(&self, i: usize) -> impl Iterator<Item = &Node> {
+        self.nodes
             .iter()
+            .filter(move |n| n.id < self.founders || n.id == i)
+    }
+
+    fn peers_arg(&self, i: usize) -> String {
+        let v: Vec<String> = self
+            .known_to(i)
             .map(|n| format!("{}={}", n.id, n.peer))
             .collect();
         v.join(",")
     }
 
-    fn client_addrs_arg(&self) -> String {
+    fn client_addrs_arg(&self, i: usize) -> String {
         let v: Vec<String> = self
-            .nodes
-            .iter()
+            .known_to(i)
             .map(|n| format!("{}={}", n.id, n.client))
             .collect();
         v.join(",")
@@ -109,9 +118,9 @@ impl Cluster {
             ])
             .args([
                 "--peers",
-                &self.peers_arg(),
+                &self.peers_arg(i),
                 "--peer-client-addrs",
-                &self.client_addrs_arg(),
+                &self.client_addrs_arg(i),
             ])
             .args(["--log-level", "info,raftkv=debug"])
             .args(&self.extra)
@@ -562,6 +571,7 @@ async fn misconfigured_nodes_refuse_to_start() {
         name: "misconfig".into(),
         nodes: Vec::new(),
         extra: Vec::new(),
+        founders: 0,
         _dirs: tempfile::tempdir().unwrap(),
     };
     let dir = c._dirs.path().join("n0");
@@ -789,4 +799,50 @@ async fn initial_members_wait_for_a_late_one_before_bootstrapping() {
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     let members = client.members().await.unwrap();
     assert_eq!(members.members.iter().filter(|m| m.voter).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_at_run_time_stays_reachable_after_a_leader_change() {
+    // Nodes 0..2 found the cluster; node 3 is in no one's --peers list.
+    let mut c = Cluster::plan("grow", 4, &[]);
+    c.founders = 3;
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let first = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let client = c.client().await;
+    client.set(b"before", b"growth").await.unwrap();
+
+    c.spawn_with(3, &["--join"]);
+    let (peer, client_addr) = (c.nodes[3].peer.clone(), c.nodes[3].client.clone());
+    let (ok, out) = c.raftctl(&[
+        "member",
+        "add",
+        "3",
+        "--peer-addr",
+        &peer,
+        "--client-addr",
+        &client_addr,
+    ]);
+    assert!(ok, "member add: {out}");
+    let members = client.members().await.unwrap();
+    assert!(
+        members.members.iter().any(|m| m.id == 3 && m.voter),
+        "node 3 is not a voter: {members:?}"
+    );
+
+    // Only `first` was told node 3's addresses; the next leader must have
+    // learned them from the log, or node 3 stops receiving entries.
+    let next = (first + 1) % 3;
+    client.transfer_leader(next as u64).await.unwrap();
+    assert_eq!(c.leader(&[next], Duration::from_secs(5)).await, next);
+    c.kill(first);
+    for i in 0..20 {
+        client.set(format!("k{i}").as_bytes(), b"v").await.unwrap();
+    }
+    let target = c.status(next).await.unwrap().commit_index;
+    c.wait_caught_up(3, target, 0, "node 3 to follow the new leader")
+        .await;
+    let status = c.status(3).await.unwrap();
+    assert_eq!(status.leader, Some(next as u64), "{status:?}");
 }

@@ -117,7 +117,8 @@ impl CasArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
-    /// Add node ID (as a learner, promoted to voter once caught up).
+    /// Add node ID: as a learner, then promoted to voter once it has caught up
+    /// (waits up to 2 minutes); with --learner, stop at the learner step.
     Add {
         id: u64,
         /// Its peer address, HOST:PORT.

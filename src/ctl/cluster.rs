@@ -1,6 +1,7 @@
 //! Cluster subcommands: status, members, member add/remove, transfer-leader.
 
 use serde::Serialize;
+use std::time::Duration;
 
 use super::cli::{MemberCommand, Output};
 use super::exit::{CtlError, Exit};
@@ -226,10 +227,7 @@ pub async fn member(
                 Some(a) => a.clone(),
                 None => client_addr_for(peer_addr)?,
             };
-            let index = client
-                .add_member(*id, peer_addr, &client_addr, !learner)
-                .await?;
-            (format!("added node {id}"), index)
+            add_member(client, *id, peer_addr, &client_addr, *learner).await?
         }
         MemberCommand::Remove { id } => {
             let index = client.remove_member(*id).await?;
@@ -237,6 +235,51 @@ pub async fn member(
         }
     };
     change_done(output, &text, index)
+}
+
+/// How long `member add` waits for a new node to catch up before promoting it.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Adds node `id` as a learner unless it is already a member, then (unless
+/// `learner`) promotes it as soon as the leader says it has caught up.
+async fn add_member(
+    client: &Client,
+    id: u64,
+    peer_addr: &str,
+    client_addr: &str,
+    learner: bool,
+) -> Result<(String, u64), CtlError> {
+    let members = client.members().await?;
+    let known = members.members.iter().find(|m| m.id == id);
+    let mut index = 0;
+    if known.is_none() {
+        index = client.add_member(id, peer_addr, client_addr, false).await?;
+    }
+    if learner {
+        return Ok((format!("added node {id} as a learner"), index));
+    }
+    if known.is_some_and(|m| m.voter) {
+        return Ok((format!("node {id} is already a voter"), index));
+    }
+    let started = tokio::time::Instant::now();
+    let mut told = false;
+    loop {
+        match client.add_member(id, peer_addr, client_addr, true).await {
+            Ok(index) => return Ok((format!("added node {id} as a voter"), index)),
+            Err(ClientError::Other(m))
+                if m.contains("has not caught up") && started.elapsed() < CATCH_UP_LIMIT =>
+            {
+                if !told {
+                    eprintln!(
+                        "node {id} is a learner; waiting for it to catch up before promoting it..."
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub async fn transfer_leader(client: &Client, output: Output, id: u64) -> Result<(), CtlError> {

@@ -171,7 +171,11 @@ impl Driver {
                     let _ = reply.send(Err(NodeError::Stopped));
                     return;
                 }
-                if let (raft::ConfChange::AddLearner(id), Some(a)) = (change, addrs) {
+                // Only the leader uses the addresses: everyone else learns
+                // them from the log (a follower just redirects the request).
+                if let (raft::ConfChange::AddLearner(id), Some(a), Role::Leader) =
+                    (change, addrs, self.raft.role())
+                {
                     self.propose_addresses(id, &a, now);
                     self.learn_addresses(id, a);
                 }
