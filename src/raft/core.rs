@@ -787,7 +787,12 @@ impl Raft {
         pre_vote: bool,
         transfer: bool,
     ) {
-        let log_ok = last_log >= self.log.last_id();
+        // A node with an empty log has never been a founding member (they
+        // all hold the bootstrap entry) nor caught up as a learner: it may be
+        // the empty successor of a voter whose disk was lost, and must not
+        // stand in for that voter's vote. Refusing costs no liveness: no
+        // configuration can need the vote of a node that holds nothing.
+        let log_ok = last_log >= self.log.last_id() && self.log.last_id().index.0 > 0;
         let granted = if pre_vote {
             term > self.term && log_ok && !self.is_sticky(transfer)
         } else {

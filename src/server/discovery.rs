@@ -157,8 +157,15 @@ impl Survey {
         let named = self
             .answers
             .values()
-            .any(|s| matches!(s, PeerStanding::Member(_)));
-        if named && !still_voter {
+            .filter(|s| matches!(s, PeerStanding::Member(_)))
+            .count();
+        // A majority of the initial members (this node cannot answer for
+        // itself) must say it is no voter: a removal that has reached a
+        // majority survives any leader change, one answer from a lagging or
+        // uncommitted configuration might not.
+        let members = self.peers.len() + 1;
+        let majority = members / 2 + 1;
+        if named >= majority && !still_voter {
             Decision::Join(first.1)
         } else {
             Decision::Wait

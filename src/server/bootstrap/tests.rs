@@ -96,3 +96,35 @@ fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
     assert_eq!(raft.role(), Role::Learner);
     assert_eq!(raft.leader(), Some(NodeId(0)));
 }
+
+/// An empty node (a wiped voter's successor, before it holds the log) never
+/// grants a vote or a pre-vote, whatever the candidate's log.
+#[test]
+fn a_node_with_an_empty_log_grants_no_vote() {
+    let mut raft = Raft::new(raft::Config::new(NodeId(2)), empty_state(), at(0));
+    for (ms, pre_vote) in [(10_000, true), (10_050, false)] {
+        raft.step(
+            Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(7),
+                body: MessageBody::Vote {
+                    last_log: LogId::new(6, 100),
+                    pre_vote,
+                    transfer: true,
+                },
+            },
+            at(ms),
+        );
+        let ready = raft.ready();
+        match &ready.messages[..] {
+            [m] => match &m.body {
+                MessageBody::VoteResponse { granted, .. } => {
+                    assert!(!granted, "granted (pre-vote: {pre_vote})")
+                }
+                other => panic!("unexpected answer {other:?}"),
+            },
+            other => panic!("unexpected messages {other:?}"),
+        }
+    }
+}

@@ -58,6 +58,12 @@ fn join_takes_the_cluster_of_a_member_and_never_bootstraps() {
     s.saw_deciding(1);
     assert_eq!(s.decide(Mode::Join), Decision::Wait);
     s.record(1, member("c"));
+    assert_eq!(
+        s.decide(Mode::Join),
+        Decision::Wait,
+        "one answer is no majority of three"
+    );
+    s.record(0, member("c"));
     assert_eq!(s.decide(Mode::Join), Decision::Join("c".into()));
     s.record(0, member("d"));
     assert_eq!(
@@ -77,5 +83,16 @@ fn join_waits_while_a_member_still_lists_us_as_a_voter() {
     s.record(1, member("c"));
     assert_eq!(s.decide(Mode::Join), Decision::Wait, "node 0 says we vote");
     s.record(0, member("c"));
+    assert_eq!(s.decide(Mode::Join), Decision::Join("c".into()));
+}
+
+#[test]
+fn join_needs_a_majority_of_the_initial_members_to_say_we_are_no_voter() {
+    // Five initial members: this node and four peers; three must answer.
+    let mut s = Survey::new(vec![0, 1, 2, 3]);
+    s.record(0, member("c"));
+    s.record(1, member("c"));
+    assert_eq!(s.decide(Mode::Join), Decision::Wait);
+    s.record(3, member("c"));
     assert_eq!(s.decide(Mode::Join), Decision::Join("c".into()));
 }
