@@ -256,6 +256,23 @@ impl Cluster {
         }
     }
 
+    /// Hands leadership to node `i`, asking again if a transfer aborts (its
+    /// TimeoutNow can be lost, e.g. to a peer stream still reconnecting).
+    async fn transfer_to(&self, client: &Client, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            client.transfer_leader(i as u64).await.unwrap();
+            let led = wait_until(Duration::from_secs(1), || async {
+                self.status(i).await.is_some_and(|s| s.role == "leader")
+            })
+            .await;
+            if led {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {i} never took over");
+        }
+    }
+
     /// Waits until node `i` has applied `applied` and holds a snapshot at or
     /// past `snapshot`.
     async fn wait_caught_up(&self, i: usize, applied: u64, snapshot: u64, what: &str) {
@@ -324,16 +341,27 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 async fn wait_for<F: std::future::Future<Output = bool>>(
     what: &str,
     limit: Duration,
-    mut f: impl FnMut() -> F,
+    f: impl FnMut() -> F,
 ) {
+    assert!(
+        wait_until(limit, f).await,
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Polls `f` until it holds (true) or `limit` passes (false).
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> bool {
     let deadline = Instant::now() + limit;
     while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,8 +451,7 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
     )
     .await;
     // Hand leadership to the restarted node: it serves every acknowledged write.
-    client.transfer_leader(leader as u64).await.unwrap();
-    assert_eq!(c.leader(&[leader], Duration::from_secs(5)).await, leader);
+    c.transfer_to(&client, leader).await;
     for k in &acked {
         assert!(
             client.get(k.as_bytes()).await.unwrap().is_some(),
@@ -793,8 +820,12 @@ async fn initial_members_wait_for_a_late_one_before_bootstrapping() {
     client.set(b"late", b"ok").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let s = c.status(i).await.expect("every node serves");
-        ids.push(s.cluster_id);
+        // A founder re-asks a peer that was down with backoff (< 1 s).
+        wait_for("every node to serve", Duration::from_secs(5), || async {
+            c.status(i).await.is_some()
+        })
+        .await;
+        ids.push(c.status(i).await.unwrap().cluster_id);
     }
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     let members = client.members().await.unwrap();
@@ -834,8 +865,7 @@ async fn a_node_added_at_run_time_stays_reachable_after_a_leader_change() {
     // Only `first` was told node 3's addresses; the next leader must have
     // learned them from the log, or node 3 stops receiving entries.
     let next = (first + 1) % 3;
-    client.transfer_leader(next as u64).await.unwrap();
-    assert_eq!(c.leader(&[next], Duration::from_secs(5)).await, next);
+    c.transfer_to(&client, next).await;
     c.kill(first);
     for i in 0..20 {
         client.set(format!("k{i}").as_bytes(), b"v").await.unwrap();

@@ -74,8 +74,16 @@ pub enum Decision {
 pub struct Survey {
     peers: Vec<u64>,
     answers: BTreeMap<u64, PeerStanding>,
-    /// Peers seen empty and deciding, by their answer or their own hello.
+    /// Peers seen empty and deciding, by their answer or their own hello:
+    /// a later "member" answer from one of them means it bootstrapped with
+    /// us, not that this node lost its volume.
     deciding: BTreeSet<u64>,
+    /// Peers that answered our hello with "deciding". Only such an answer
+    /// proves the peer has recorded this node as deciding too (it records
+    /// every asker before answering), so only it allows bootstrapping: a
+    /// peer seen only through its own hello may have missed our answer and
+    /// would then refuse us once we bootstrap.
+    answered_deciding: BTreeSet<u64>,
 }
 
 impl Survey {
@@ -91,6 +99,7 @@ impl Survey {
     pub fn record(&mut self, peer: u64, standing: PeerStanding) {
         if standing == PeerStanding::Deciding {
             self.deciding.insert(peer);
+            self.answered_deciding.insert(peer);
         }
         self.answers.insert(peer, standing);
     }
@@ -106,7 +115,7 @@ impl Survey {
             .iter()
             .copied()
             .filter(|p| match mode {
-                Mode::Found => !self.deciding.contains(p),
+                Mode::Found => !self.settled_with_us(*p),
                 Mode::Join => !matches!(self.answers.get(p), Some(PeerStanding::Member(_))),
             })
             .collect()
@@ -117,6 +126,15 @@ impl Survey {
             Mode::Found => self.decide_found(),
             Mode::Join => self.decide_join(),
         }
+    }
+
+    /// Whether `peer` is known to treat this node as a fellow founder: it
+    /// answered "deciding" (so it recorded us), or it was seen deciding and
+    /// has since bootstrapped (which it does only after our answer).
+    fn settled_with_us(&self, peer: u64) -> bool {
+        self.answered_deciding.contains(&peer)
+            || (self.deciding.contains(&peer)
+                && matches!(self.answers.get(&peer), Some(PeerStanding::Member(_))))
     }
 
     fn decide_found(&self) -> Decision {
@@ -132,7 +150,7 @@ impl Survey {
                 }
             }
         }
-        if self.peers.iter().all(|p| self.deciding.contains(p)) {
+        if self.peers.iter().all(|p| self.settled_with_us(*p)) {
             Decision::Bootstrap
         } else {
             Decision::Wait
@@ -268,7 +286,7 @@ async fn ask_until_settled(
 ) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_millis(500))
         .with_jitter()
         .without_max_times();
     loop {

@@ -5,14 +5,17 @@ fn member(c: &str) -> PeerStanding {
 }
 
 #[test]
-fn founders_bootstrap_once_every_peer_is_seen_deciding() {
+fn founders_bootstrap_once_every_peer_has_answered_deciding() {
     let mut s = Survey::new(vec![0, 2]);
     assert_eq!(s.decide(Mode::Found), Decision::Wait);
     s.record(0, PeerStanding::Deciding);
     assert_eq!(s.decide(Mode::Found), Decision::Wait);
     assert_eq!(s.waiting_for(Mode::Found), vec![2]);
-    // Node 2 is seen through its own hello, not an answer.
+    // Node 2 seen only through its own hello: it may not have our answer,
+    // and would refuse us if we bootstrapped now.
     s.saw_deciding(2);
+    assert_eq!(s.decide(Mode::Found), Decision::Wait);
+    s.record(2, PeerStanding::Deciding);
     assert_eq!(s.decide(Mode::Found), Decision::Bootstrap);
 }
 
