@@ -256,21 +256,18 @@ impl Cluster {
         }
     }
 
-    /// Hands leadership to node `i`, asking again if a transfer aborts (its
-    /// TimeoutNow can be lost, e.g. to a peer stream still reconnecting).
+    /// Hands leadership to node `i`. The call answers once node `i` leads;
+    /// a transfer that fails (its TimeoutNow can be lost, e.g. to a peer
+    /// stream still reconnecting after a restart) is asked for again.
     async fn transfer_to(&self, client: &Client, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            client.transfer_leader(i as u64).await.unwrap();
-            let led = wait_until(Duration::from_secs(1), || async {
-                self.status(i).await.is_some_and(|s| s.role == "leader")
-            })
-            .await;
-            if led {
-                return;
+            match client.transfer_leader(i as u64).await {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "node {i} never took over: {e}"),
             }
-            assert!(Instant::now() < deadline, "node {i} never took over");
         }
+        assert_eq!(self.leader(&[i], Duration::from_secs(5)).await, i);
     }
 
     /// Waits until node `i` has applied `applied` and holds a snapshot at or
@@ -341,27 +338,16 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 async fn wait_for<F: std::future::Future<Output = bool>>(
     what: &str,
     limit: Duration,
-    f: impl FnMut() -> F,
-) {
-    assert!(
-        wait_until(limit, f).await,
-        "timed out after {limit:?} waiting for {what}"
-    );
-}
-
-/// Polls `f` until it holds (true) or `limit` passes (false).
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    limit: Duration,
     mut f: impl FnMut() -> F,
-) -> bool {
+) {
     let deadline = Instant::now() + limit;
     while !f().await {
-        if Instant::now() >= deadline {
-            return false;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+/// Longest wait for a leadership transfer's outcome; the core itself gives
+/// up after an election timeout, so this only bounds a lost decision.
+const TRANSFER_LIMIT: Duration = Duration::from_secs(5);
+
 /// A client proposal waiting for its entry to be applied.
 pub(super) struct Pending<T> {
     term: raft::Term,
@@ -55,6 +59,8 @@ pub struct Driver {
     pub(super) last_leader: Option<NodeId>,
     pub(super) last_role: Role,
     pub(super) stopping: Option<(std::time::Instant, oneshot::Sender<()>)>,
+    /// A leadership transfer under way: (to, give up at, the caller).
+    transfer: Option<(NodeId, std::time::Instant, Reply<u64>)>,
     pub(super) last_leader_gauges: bool,
 }
 
@@ -115,6 +121,7 @@ impl Driver {
             last_leader_gauges: false,
             stopping: None,
             replicated_addrs: BTreeMap::new(),
+            transfer: None,
         };
         driver.learn_replicated_addresses();
         driver
@@ -195,15 +202,27 @@ impl Driver {
                 }
             }
             Input::Transfer(to, reply) => {
-                let r = match to.or_else(|| self.best_successor()) {
+                let started = match to.or_else(|| self.best_successor()) {
                     None => Err(NodeError::Busy("no voter to transfer leadership to".into())),
                     Some(to) => self
                         .raft
                         .transfer_leadership(to, now)
-                        .map(|()| to.0)
+                        .map(|()| to)
                         .map_err(|e| self.propose_error(e)),
                 };
-                let _ = reply.send(r);
+                match started {
+                    // Answered once `to` leads, or the transfer fails.
+                    Ok(to) => {
+                        let deadline = std::time::Instant::now() + TRANSFER_LIMIT;
+                        if let Some(old) = self.transfer.replace((to, deadline, reply)) {
+                            let why = format!("superseded by a transfer to node {to}");
+                            let _ = old.2.send(Err(NodeError::Busy(why)));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -394,6 +413,10 @@ impl Driver {
         for e in &events {
             self.record_event(e);
         }
+        let aborted = events
+            .iter()
+            .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
+        self.settle_transfer(aborted);
         if must_sync {
             self.persist(hard_state, entries, snapshot.clone()).await?;
         } else if let Some(hs) = hard_state {
@@ -565,6 +588,33 @@ impl Driver {
 
     /// Proposals in flight when leadership is lost may still commit under the
     /// next leader, or not: their outcome is unknown.
+    /// Answers the caller of a leadership transfer once it is decided: `to`
+    /// leads (ok), the core gave it up, another node took over, or it ran
+    /// past `TRANSFER_LIMIT`.
+    fn settle_transfer(&mut self, aborted: bool) {
+        let Some((to, deadline, _)) = &self.transfer else {
+            return;
+        };
+        let to = *to;
+        let outcome = match self.raft.leader() {
+            Some(l) if l == to => Ok(to.0),
+            _ if aborted => Err(format!(
+                "node {to} did not take over within the election timeout"
+            )),
+            Some(l) if l != self.id => Err(format!("node {l} took over instead of node {to}")),
+            _ if std::time::Instant::now() > *deadline => {
+                Err(format!("node {to} did not take over in {TRANSFER_LIMIT:?}"))
+            }
+            _ => return,
+        };
+        if let Some((_, _, reply)) = self.transfer.take() {
+            let _ = reply.send(
+                outcome
+                    .map_err(|why| NodeError::Busy(format!("leadership transfer failed: {why}"))),
+            );
+        }
+    }
+
     fn lost_leadership(&mut self) {
         let n = self.writes.len() + self.changes.len();
         if n > 0 {
