@@ -213,7 +213,8 @@ fn refusal(config: &Config, peer: u64, cluster_id: &str) -> String {
     )
 }
 
-/// `--cluster-id` if given, else a name derived from the sorted peer list.
+/// `--cluster-id` if given; else derived from the sorted peer list, so that
+/// founders agree without talking (plus a random part for a lone founder).
 pub fn cluster_id(config: &Config) -> String {
     if let Some(id) = &config.cluster_id {
         return id.clone();
@@ -229,7 +230,14 @@ pub fn cluster_id(config: &Config) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("raftkv-{h:016x}")
+    if config.peers.len() > 1 {
+        return format!("raftkv-{h:016x}");
+    }
+    // A lone founder agrees with nobody, so its id can be unique: if its
+    // volume is lost after the cluster grew (`member add`), it bootstraps
+    // again at once (there is no other initial member to ask), and a new id
+    // keeps the old cluster's messages from reaching the amnesiac node.
+    format!("raftkv-{h:016x}-{:08x}", rand::random::<u32>())
 }
 
 fn into_raft(p: crate::storage::Persisted) -> Persisted {

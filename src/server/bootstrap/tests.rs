@@ -128,3 +128,18 @@ fn a_node_with_an_empty_log_grants_no_vote() {
         }
     }
 }
+
+#[test]
+fn founders_derive_one_cluster_id_but_a_lone_founder_draws_its_own() {
+    assert_eq!(cluster_id(&config(2)), cluster_id(&config(0)));
+    let lone = |id| {
+        let args = Args {
+            id: Some(id),
+            data_dir: Some("/data/raftkv".into()),
+            peers: Some(format!("{id}=a:7380")),
+            ..Args::default()
+        };
+        Config::from_args(args, &|_| None).unwrap()
+    };
+    assert_ne!(cluster_id(&lone(0)), cluster_id(&lone(0)));
+}
