@@ -63,7 +63,9 @@ impl LocalCluster {
             .append(true)
             .open(&node.log_file)?;
         writeln!(log, "--- raftctl local: starting node {} ---", node.id)?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        die_with_parent(&mut command);
+        let child = command
             .args(server_args(node, &self.peers))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -131,6 +133,29 @@ impl LocalCluster {
         killed
     }
 }
+
+/// Nodes get SIGTERM when raftctl's spawning thread (the main thread) ends,
+/// even if raftctl is SIGKILLed, so no orphan keeps the cluster's ports.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid) run in the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("raftctl exited while starting a node"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
