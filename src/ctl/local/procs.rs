@@ -147,7 +147,9 @@ fn die_with_parent(command: &mut Command) {
             }
             // The parent may have died before prctl took effect.
             if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("raftctl exited while starting a node"));
+                return Err(std::io::Error::other(
+                    "raftctl exited while starting a node",
+                ));
             }
             Ok(())
         });
