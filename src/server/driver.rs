@@ -44,9 +44,6 @@ pub struct Driver {
     /// Client addresses of the members, for not-leader redirects.
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
-    /// The member addresses of the state machine already passed to
-    /// `learn_addresses` (see `learn_replicated_addresses`).
-    replicated_addrs: BTreeMap<u64, pb::MemberAddrsCmd>,
     // Invariant: applied <= the core's commit index.
     pub(super) applied: u64,
     pub(super) snapshot_index: u64,
@@ -120,7 +117,6 @@ impl Driver {
             last_role: role,
             last_leader_gauges: false,
             stopping: None,
-            replicated_addrs: BTreeMap::new(),
             transfer: None,
         };
         driver.learn_replicated_addresses();
@@ -272,22 +268,25 @@ impl Driver {
         }
     }
 
-    /// Uses member addresses that arrived through the log (or a snapshot).
+    /// Uses the member addresses that arrived through the log (or a
+    /// snapshot). Called only when they may have changed: at start, after a
+    /// restore, after a `MemberAddrs` entry; `learn_addresses` is idempotent.
     fn learn_replicated_addresses(&mut self) {
-        if self.sm.members() == &self.replicated_addrs {
-            return;
-        }
-        let members = self.sm.members().clone();
-        for (id, m) in &members {
-            if self.replicated_addrs.get(id) != Some(m) {
+        let members: Vec<(NodeId, MemberAddrs)> = self
+            .sm
+            .members()
+            .values()
+            .map(|m| {
                 let a = MemberAddrs {
                     peer: m.peer_addr.clone(),
                     client: m.client_addr.clone(),
                 };
-                self.learn_addresses(NodeId(*id), a);
-            }
+                (NodeId(m.id), a)
+            })
+            .collect();
+        for (id, a) in members {
+            self.learn_addresses(id, a);
         }
-        self.replicated_addrs = members;
     }
 
     /// Addresses of a node added at run time, proposed by this node or
@@ -540,7 +539,9 @@ impl Driver {
         match &entry.payload {
             Payload::Command(bytes) => {
                 let response = self.sm.apply(index, bytes);
-                self.learn_replicated_addresses();
+                if let Some(pb::write_response::Result::MemberAddrs(_)) = response.result {
+                    self.learn_replicated_addresses();
+                }
                 if let Some(p) = self.writes.remove(&index) {
                     if p.term == entry.term() {
                         self.metrics.proposals_committed.inc();
@@ -566,13 +567,6 @@ impl Driver {
                         )))
                     };
                     let _ = p.reply.send(r);
-                }
-                for id in m.members() {
-                    if id != self.id {
-                        if let Some(addr) = self.peer_addrs.get(&id.0) {
-                            self.transport.add_peer(&self.cluster_id, id, addr.clone());
-                        }
-                    }
                 }
             }
         }

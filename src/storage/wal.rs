@@ -204,10 +204,10 @@ impl Wal {
     }
 
     fn write_scratch(&mut self) -> Result<(), StorageError> {
-        let path = self.active_path();
-        self.writer
-            .write_all(&self.scratch)
-            .map_err(io_err(&path))?;
+        // Once per record: the path is built only if the write fails.
+        if let Err(e) = self.writer.write_all(&self.scratch) {
+            return Err(io_err(&self.active_path())(e));
+        }
         self.active_len += self.scratch.len() as u64;
         self.unsynced = true;
         Ok(())
