@@ -14,7 +14,7 @@
 use super::config::Config;
 use super::discovery::{self, Decision, Mode};
 use super::gate::{Gate, Standing};
-use crate::raft::{self, HardState, Membership, NodeId, Persisted};
+use crate::raft::{self, Membership, NodeId, Persisted};
 use crate::storage::{Identity, Recovered, Storage};
 use std::time::Duration;
 
@@ -48,12 +48,12 @@ pub async fn prepare(
         }
         return Ok(Boot {
             identity,
-            persisted: into_raft(recovered.persisted),
+            persisted: recovered.persisted,
             fresh: false,
         });
     }
     let boot = raft::bootstrap(founders(config));
-    let on_disk = into_raft(recovered.persisted);
+    let on_disk = recovered.persisted;
     if on_disk.snapshot.is_some() || !on_disk.entries.is_empty() {
         if on_disk.entries != boot.entries {
             return Err(format!(
@@ -166,19 +166,11 @@ fn join(
     tracing::info!(cluster_id = %identity.cluster_id, node = config.id, "joined: waiting for the leader to replicate to this learner");
     Ok(Boot {
         identity,
-        persisted: empty_state(),
+        // No log, no membership (so it never campaigns), term 0 (any
+        // leader's term is newer).
+        persisted: Persisted::default(),
         fresh: true,
     })
-}
-
-/// A joining node's starting state: no log, no membership (so it never
-/// campaigns), term 0 (any leader's term is newer).
-fn empty_state() -> Persisted {
-    Persisted {
-        hard_state: HardState::default(),
-        snapshot: None,
-        entries: Vec::new(),
-    }
 }
 
 fn new_identity(config: &Config, cluster_id: String) -> Identity {
@@ -238,14 +230,6 @@ pub fn cluster_id(config: &Config) -> String {
     // again at once (there is no other initial member to ask), and a new id
     // keeps the old cluster's messages from reaching the amnesiac node.
     format!("raftkv-{h:016x}-{:08x}", rand::random::<u32>())
-}
-
-fn into_raft(p: crate::storage::Persisted) -> Persisted {
-    Persisted {
-        hard_state: p.hard_state,
-        snapshot: p.snapshot,
-        entries: p.entries,
-    }
 }
 
 #[cfg(test)]

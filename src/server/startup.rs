@@ -71,7 +71,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let http = observe::http::serve(http_listener, metrics.clone(), gate.clone(), stopped.wait());
     let mut tasks = vec![
         tokio::spawn(async move {
-            let _ = peer_server.await;
+            if let Err(e) = peer_server.await {
+                tracing::error!(error = %e, "peer gRPC server failed");
+            }
         }),
         tokio::spawn(http),
     ];
@@ -180,7 +182,9 @@ impl Start<'_> {
         );
         let mut loop_task = tokio::spawn(driver.run(rx, config.heartbeat / 2));
         tasks.push(tokio::spawn(async move {
-            let _ = client_server.await;
+            if let Err(e) = client_server.await {
+                tracing::error!(error = %e, "client gRPC server failed");
+            }
         }));
 
         tokio::select! {
@@ -193,8 +197,9 @@ impl Start<'_> {
                 tracing::info!(signal = s, "stopping");
                 node.shutdown(TRANSFER_GRACE).await;
                 match tokio::time::timeout(Duration::from_secs(2), loop_task).await {
-                    Ok(Ok(Err(e))) => Err(e),
-                    _ => Ok(()),
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(format!("node loop panicked while stopping: {e}")),
+                    Err(_) => Err("node loop did not stop within 2 s of its grace".to_string()),
                 }
             }
         }

@@ -52,7 +52,7 @@ fn append(prev: LogId, entries: Vec<Entry>, commit: u64) -> Message {
 /// is a learner that never campaigns, and it takes the leader's log.
 #[test]
 fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
-    let mut raft = Raft::new(raft::Config::new(NodeId(2)), empty_state(), at(0));
+    let mut raft = Raft::new(raft::Config::new(NodeId(2)), Persisted::default(), at(0));
     assert_eq!(raft.role(), Role::Learner);
     for ms in (50..10_000).step_by(50) {
         raft.tick(at(ms));
@@ -101,7 +101,7 @@ fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
 /// grants a vote or a pre-vote, whatever the candidate's log.
 #[test]
 fn a_node_with_an_empty_log_grants_no_vote() {
-    let mut raft = Raft::new(raft::Config::new(NodeId(2)), empty_state(), at(0));
+    let mut raft = Raft::new(raft::Config::new(NodeId(2)), Persisted::default(), at(0));
     for (ms, pre_vote) in [(10_000, true), (10_050, false)] {
         raft.step(
             Message {
