@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use raftkv::raft::{
     Broken, ConfChange, Config, Entry, Event, HardState, Instant, LogIndex, Membership, Message,
-    NodeId, Payload, Persisted, ProposeError, Raft, Role, Snapshot, Term,
+    NodeId, Payload, Persisted, ProposeError, Raft, Ready, Role, Snapshot, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -193,13 +193,6 @@ impl Disk {
     }
 }
 
-struct PendingReady {
-    hard_state: Option<HardState>,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    ready: raftkv::raft::Ready,
-}
-
 struct Node {
     id: NodeId,
     raft: Option<Raft>,
@@ -208,7 +201,8 @@ struct Node {
     kv: Kv,
     incarnation: u64,
     busy_until: u64,
-    in_flight: Option<PendingReady>,
+    /// The ready batch whose fsync is under way.
+    in_flight: Option<Ready>,
     /// A hard state written without an fsync (`Ready::must_sync` false: only
     /// the commit index changed). The next synced write makes it durable; a
     /// crash before that keeps it or loses it, at random.
@@ -714,22 +708,14 @@ impl World {
         if self.nodes[&id].in_flight.is_some() || self.nodes[&id].busy_until > self.now {
             return Ok(());
         }
-        let ready = self.raft(id).ready();
+        let mut ready = self.raft(id).ready();
         for ev in &ready.events {
             self.on_event(id, ev)?;
         }
-        let needs_disk = ready.must_sync;
-        let mut hard_state = ready.hard_state;
-        if !needs_disk && hard_state.is_some() {
-            self.nodes.get_mut(&id).unwrap().unsynced_hard_state = hard_state.take();
+        if !ready.must_sync && ready.hard_state.is_some() {
+            self.nodes.get_mut(&id).unwrap().unsynced_hard_state = ready.hard_state.take();
         }
-        let p = PendingReady {
-            hard_state,
-            snapshot: ready.snapshot.clone(),
-            entries: ready.entries.clone(),
-            ready,
-        };
-        if needs_disk {
+        if ready.must_sync {
             let delay = if self.rng.random_bool(0.02) {
                 self.rng.random_range(5..30) * MS
             } else {
@@ -737,12 +723,12 @@ impl World {
             };
             let inc = self.nodes[&id].incarnation;
             let node = self.nodes.get_mut(&id).unwrap();
-            node.in_flight = Some(p);
+            node.in_flight = Some(ready);
             node.busy_until = self.now + delay;
             self.schedule(delay, Ev::FsyncDone(id, inc));
             Ok(())
         } else {
-            self.complete_ready(id, p)
+            self.complete_ready(id, ready)
         }
     }
 
@@ -774,20 +760,18 @@ impl World {
     }
 
     /// The disk finished: durable state, then messages, then apply.
-    fn complete_ready(&mut self, id: NodeId, p: PendingReady) -> Outcome {
+    fn complete_ready(&mut self, id: NodeId, ready: Ready) -> Outcome {
         let now = self.now;
         let node = self.nodes.get_mut(&id).unwrap();
-        let synced = p.hard_state.is_some() || !p.entries.is_empty() || p.snapshot.is_some();
-        if synced {
+        if ready.must_sync {
             // The fsync also makes an earlier unsynced hard state durable.
             if let Some(hs) = node.unsynced_hard_state.take() {
                 node.disk.hard_state = hs;
             }
         }
         node.disk
-            .write(p.hard_state, p.snapshot.as_ref(), &p.entries);
+            .write(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
         node.busy_until = now;
-        let ready = p.ready;
         if let Some(s) = &ready.snapshot {
             node.kv = Kv::restore(&s.data);
         }
