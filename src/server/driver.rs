@@ -137,22 +137,26 @@ impl Driver {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let ticked = tokio::select! {
                 input = rx.recv() => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => {
+                        self.handle(input);
+                        false
+                    }
                     None => return Ok(()),
                 },
                 _ = ticker.tick() => {
                     let now = self.now();
                     self.raft.tick(now);
+                    true
                 }
-            }
+            };
             while let Ok(input) = rx.try_recv() {
                 self.handle(input);
             }
             let ready = self.raft.ready();
             self.process(ready).await?;
-            self.observe();
+            self.observe(ticked);
             if self.stop_due() {
                 if let Some((_, done)) = self.stopping.take() {
                     self.fail_all_pending();

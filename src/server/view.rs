@@ -91,8 +91,24 @@ impl Driver {
             .map(|p| p.id)
     }
 
-    /// Refreshes the gauges after a turn of the loop.
-    pub(super) fn observe(&mut self) {
+    /// After a turn of the loop: notes a leader change at once, and (after a
+    /// tick, i.e. every heartbeat/2, not on every turn under load) refreshes
+    /// the gauges, which need a full status of the core.
+    pub(super) fn observe(&mut self, ticked: bool) {
+        let leader = self.raft.leader();
+        if leader != self.last_leader {
+            if leader.is_some() {
+                self.metrics.leader_changes.inc();
+            }
+            tracing::info!(leader = ?leader.map(|l| l.0), term = self.raft.term().0, "leader changed");
+            self.last_leader = leader;
+        }
+        if ticked {
+            self.refresh_gauges();
+        }
+    }
+
+    fn refresh_gauges(&mut self) {
         let now = self.now();
         let s = self.raft.status(now);
         let m = &self.metrics;
@@ -120,13 +136,6 @@ impl Driver {
             m.follower_lag_entries.reset();
         }
         self.last_leader_gauges = s.role == Role::Leader;
-        if s.leader != self.last_leader {
-            if s.leader.is_some() {
-                m.leader_changes.inc();
-            }
-            tracing::info!(leader = ?s.leader.map(|l| l.0), term = s.term.0, "leader changed");
-            self.last_leader = s.leader;
-        }
     }
 
     /// One structured log event per core event, and the counters they move.
