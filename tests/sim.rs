@@ -12,9 +12,10 @@ mod scenarios;
 mod world;
 
 use raftkv::raft::Broken;
+use std::cell::Cell;
 use std::ops::Range;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 use world::script::Scenario;
 use world::{Check, Failure, Options, Violation, World};
@@ -45,6 +46,27 @@ fn play(scenario: &Scenario, seed: u64, opts: &Options) -> Result<world::Stats, 
     )
 }
 
+thread_local! {
+    /// Set while this thread runs a world inside `checked`.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A panic inside a world is caught and reported as a failure with its
+/// message, so the default hook printing it too is noise. One process-wide
+/// hook, installed once, is quiet only on a thread running a world: tests
+/// running in parallel keep their own panic messages.
+fn quiet_panics_in_worlds() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Builds a world and runs it, then checks the linearizability of the
 /// clients' history; a panic anywhere is a failure of its own kind.
 fn checked(
@@ -52,11 +74,14 @@ fn checked(
     build: impl FnOnce() -> World,
     run: impl FnOnce(&mut World) -> Result<world::Stats, Failure>,
 ) -> Result<world::Stats, Failure> {
+    quiet_panics_in_worlds();
+    QUIET.set(true);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut w = build();
         let r = run(&mut w);
         (r, w.history().to_vec())
     }));
+    QUIET.set(false);
     let (result, history) = outcome.map_err(|p| {
         let detail = world::panic_message(&*p);
         Failure::new(
@@ -87,7 +112,6 @@ fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Fai
     let events = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::panic::set_hook(Box::new(|_| {}));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -110,7 +134,6 @@ fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Fai
             });
         }
     });
-    let _ = std::panic::take_hook();
     let mut f = failures.into_inner().unwrap();
     f.sort_by_key(|f| f.seed);
     (f, ops.into_inner() as u64, events.into_inner())
