@@ -3,10 +3,13 @@
 //! One struct holds every metric so the node loop, the transport and the gRPC
 //! layer update the same handles; the HTTP server only encodes the registry.
 
+use super::lease_clock::LeaseClock;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Every metric of a node.
 #[derive(Clone)]
@@ -19,6 +22,15 @@ pub struct Metrics {
     pub elections_started: IntCounter,
     pub lease_valid: IntGauge,
     pub lease_remaining_seconds: Gauge,
+    /// Seconds this node held a valid lease (see [`Metrics::note_lease`]).
+    pub lease_held_seconds: Counter,
+    lease_clock: Arc<Mutex<LeaseClock>>,
+    /// 1 while `/readyz` would answer 200 (quorum of ready members on the dashboards).
+    pub ready: IntGauge,
+    /// Voting members in this node's configuration (quorum = voters / 2 + 1).
+    pub voters: IntGauge,
+    /// `raftkv_node_info{cluster_id, node_id, version} 1` (see [`Metrics::identify`]).
+    node_info: IntGaugeVec,
     pub commit_index: IntGauge,
     pub applied_index: IntGauge,
     pub commit_lag: IntGauge,
@@ -70,6 +82,35 @@ impl Metrics {
                     "Time left on the leader lease.",
                 )
                 .unwrap();
+                r.register(Box::new(g.clone())).unwrap();
+                g
+            },
+            lease_held_seconds: {
+                let c = Counter::new(
+                    "raftkv_lease_held_seconds_total",
+                    "Seconds this node held a valid leader lease (writes and lease reads served).",
+                )
+                .unwrap();
+                r.register(Box::new(c.clone())).unwrap();
+                c
+            },
+            lease_clock: Arc::default(),
+            ready: gauge(
+                r,
+                "raftkv_ready",
+                "1 while the node is ready: a member that knows a leader and has applied what was committed.",
+            ),
+            voters: gauge(
+                r,
+                "raftkv_voters",
+                "Voting members in this node's configuration.",
+            ),
+            node_info: {
+                let opts = Opts::new(
+                    "raftkv_node_info",
+                    "Identity of this node: 1, labelled with its cluster id, node id and version.",
+                );
+                let g = IntGaugeVec::new(opts, &["cluster_id", "node_id", "version"]).unwrap();
                 r.register(Box::new(g.clone())).unwrap();
                 g
             },
@@ -155,6 +196,30 @@ impl Metrics {
         m
     }
 
+    /// Publishes the node's identity once it is settled (after bootstrap or
+    /// join): one `raftkv_node_info` series, replacing any earlier one.
+    pub fn identify(&self, cluster_id: &str, node_id: u64) {
+        self.node_info.reset();
+        self.node_info
+            .with_label_values(&[cluster_id, &node_id.to_string(), env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    /// Called by the node loop at every tick with the lease left now (`None`
+    /// without a valid lease): sets the lease gauges and adds the seconds held
+    /// since the previous call to `raftkv_lease_held_seconds_total`.
+    pub fn note_lease(&self, remaining: Option<Duration>) {
+        self.lease_valid.set(i64::from(remaining.is_some()));
+        self.lease_remaining_seconds
+            .set(remaining.unwrap_or_default().as_secs_f64());
+        let held = self
+            .lease_clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(Instant::now(), remaining);
+        self.lease_held_seconds.inc_by(held);
+    }
+
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -217,8 +282,41 @@ mod tests {
             "raftkv_snapshot_last_index",
             "raftkv_snapshot_duration_seconds_bucket",
             "raftkv_keys",
+            "raftkv_lease_held_seconds_total",
+            "raftkv_ready",
+            "raftkv_voters",
         ] {
             assert!(text.contains(name), "missing {name}");
         }
+    }
+
+    #[test]
+    fn identity_is_one_series_replaced_on_change() {
+        let m = Metrics::new();
+        m.identify("c-old", 2);
+        m.identify("c-new", 2);
+        let text = String::from_utf8(m.encode()).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        let want = format!(
+            "raftkv_node_info{{cluster_id=\"c-new\",node_id=\"2\",version=\"{version}\"}} 1"
+        );
+        assert!(text.contains(&want), "{text}");
+        assert!(!text.contains("c-old"));
+    }
+
+    #[test]
+    fn lease_seconds_accumulate_while_the_lease_is_valid() {
+        let m = Metrics::new();
+        m.note_lease(Some(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(30));
+        m.note_lease(None);
+        let held = m.lease_held_seconds.get();
+        assert!((0.03..1.0).contains(&held), "{held}");
+        assert_eq!(m.lease_valid.get(), 0);
+        std::thread::sleep(Duration::from_millis(10));
+        m.note_lease(Some(Duration::from_secs(5)));
+        assert_eq!(m.lease_held_seconds.get(), held);
+        assert_eq!(m.lease_valid.get(), 1);
+        assert_eq!(m.lease_remaining_seconds.get(), 5.0);
     }
 }

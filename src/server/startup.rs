@@ -144,6 +144,7 @@ impl Start<'_> {
             .map(|p| (NodeId(p.id), p.peer_addr.clone()))
             .collect();
         let transport = Transport::start(cluster_id.clone(), peers, self.metrics.clone());
+        self.metrics.identify(&cluster_id, config.id);
 
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let node = NodeHandle::new(tx);

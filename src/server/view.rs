@@ -115,9 +115,9 @@ impl Driver {
         m.term.set(s.term.0 as i64);
         m.is_leader.set(i64::from(s.role == Role::Leader));
         m.has_leader.set(i64::from(s.leader.is_some()));
-        let lease = s.lease_remaining.unwrap_or_default();
-        m.lease_valid.set(i64::from(s.lease_remaining.is_some()));
-        m.lease_remaining_seconds.set(lease.as_secs_f64());
+        m.note_lease(s.lease_remaining);
+        m.voters.set(s.membership.voters.len() as i64);
+        m.ready.set(i64::from(self.readiness().is_ok()));
         m.commit_index.set(s.commit.0 as i64);
         m.applied_index.set(self.applied as i64);
         m.commit_lag

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""Generates raftkv's Grafana dashboards (Uptime, Cluster, Node) as JSON.
+
+The JSON files under charts/raftkv/dashboards/ are what ships (importable by
+hand, or mounted as ConfigMaps for Grafana's sidecar); this script is their
+source, so that every query is written once with the same label selectors.
+`--check` exits non-zero when a committed file differs from what it generates
+(CI runs it). tests/observability.rs runs every query below against a real
+Prometheus scraping a real cluster.
+
+Every query is keyed by $namespace and $cluster (the Helm release: a scrape
+label set by the chart's ServiceMonitor), and per-pod panels also by $pod, so
+two releases in one Prometheus never mix. The SLO stats are per cluster on
+purpose: filtering a cluster's availability by pod would change its meaning.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[2] / "charts" / "raftkv" / "dashboards"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+C = 'namespace="$namespace", cluster="$cluster"'
+P = C + ', pod=~"$pod"'
+BY = "namespace, cluster"
+
+
+def writable_fraction(rng, step, step_s):
+    """Seconds some node held a lease over the seconds the cluster existed.
+
+    The numerator is the nodes' own integral of lease time (exact, whatever
+    the scrape interval); the denominator counts the steps at which any
+    target of the cluster was known to Prometheus, scraped or not, so time
+    with every node down counts as unavailable.
+    """
+    return (
+        f"clamp_max(sum by ({BY}) (increase(raftkv_lease_held_seconds_total{{{C}}}[{rng}]))"
+        f" / on ({BY}) (count_over_time((max by ({BY}) (up{{{C}}}))[{rng}:{step}]) * {step_s}), 1)"
+    )
+
+
+def unavailable_seconds(rng, step, step_s):
+    return (
+        f"clamp_min(count_over_time((max by ({BY}) (up{{{C}}}))[{rng}:{step}]) * {step_s}"
+        f" - on ({BY}) sum by ({BY}) (increase(raftkv_lease_held_seconds_total{{{C}}}[{rng}])), 0)"
+    )
+
+
+QUORUM = f"(floor(max by ({BY}) (raftkv_voters{{{C}}}) / 2) + 1)"
+ZERO_WHILE_KNOWN = f"(0 * max by ({BY}) (up{{{C}}}))"
+QUORUM_READY_NOW = (
+    f"((count by ({BY}) (raftkv_ready{{{C}}} == 1) >= bool on ({BY}) {QUORUM})"
+    f" or on ({BY}) {ZERO_WHILE_KNOWN})"
+)
+WRITABLE_NOW = (
+    f"(clamp_max(sum by ({BY}) (rate(raftkv_lease_held_seconds_total{{{C}}}[$__rate_interval])), 1)"
+    f" or on ({BY}) {ZERO_WHILE_KNOWN})"
+)
+RANGE = ("$__range", "$__interval", "($__interval_ms / 1000)")
+DAYS30 = ("30d", "1m", "60")
+
+
+def q(expr, legend="", instant=False, fmt=None):
+    t = {"expr": expr, "legendFormat": legend, "instant": instant, "range": not instant}
+    if fmt:
+        t["format"] = fmt
+    return t
+
+
+def quantiles(metric, by, qs, legend):
+    return [
+        q(
+            f"histogram_quantile({v}, sum by ({by}, le) (rate({metric}_bucket{{{P}}}[$__rate_interval])))",
+            legend.format(q=name),
+        )
+        for v, name in qs
+    ]
+
+
+def panel(kind, title, desc, targets, unit="short", w=12, h=8, **extra):
+    p = {"type": kind, "title": title, "description": desc, "datasource": DS, "w": w, "h": h}
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+        t["datasource"] = DS
+    p["targets"] = targets
+    p["fieldConfig"] = {"defaults": {"unit": unit}, "overrides": []}
+    p.update(extra)
+    return p
+
+
+def ts(title, desc, targets, unit="short", w=12, stack=False):
+    custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+    if stack:
+        custom["stacking"] = {"mode": "normal", "group": "A"}
+    p = panel("timeseries", title, desc, targets, unit, w)
+    p["fieldConfig"]["defaults"]["custom"] = custom
+    p["options"] = {"legend": {"displayMode": "list", "placement": "bottom"},
+                    "tooltip": {"mode": "multi", "sort": "none"}}
+    return p
+
+
+def stat(title, desc, expr, unit, steps, w=4, decimals=None):
+    p = panel("stat", title, desc, [q(expr, "{{cluster}}", instant=True)], unit, w, h=5)
+    d = p["fieldConfig"]["defaults"]
+    d["thresholds"] = {"mode": "absolute",
+                       "steps": [{"color": c, "value": v} for c, v in steps]}
+    if decimals is not None:
+        d["decimals"] = decimals
+    p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "colorMode": "background", "graphMode": "none", "textMode": "value"}
+    return p
+
+
+def timeline(title, desc, targets, steps, mappings=None, h=6, w=24):
+    p = panel("state-timeline", title, desc, targets, "short", w, h)
+    d = p["fieldConfig"]["defaults"]
+    d["thresholds"] = {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
+    d["color"] = {"mode": "thresholds"}
+    if mappings:
+        d["mappings"] = mappings
+    p["options"] = {"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
+                    "legend": {"displayMode": "list", "placement": "bottom"}}
+    return p
+
+
+SLO_STEPS = [("red", None), ("orange", 0.99), ("green", 0.999)]
+
+
+def uptime_panels():
+    rng, d30 = RANGE, DAYS30
+    return [
+        stat("Writes possible (range)",
+             "Share of the dashboard's time range during which a leader held a valid lease "
+             "(writes and lease reads served), from the nodes' raftkv_lease_held_seconds_total. "
+             "Time with every member down counts as unavailable.",
+             writable_fraction(*rng), "percentunit", SLO_STEPS, decimals=3),
+        stat("Quorum ready (range)",
+             "Share of the time range during which at least a quorum of voters was ready "
+             "(/readyz: a member that knows a leader and has applied what was committed).",
+             f"avg_over_time({QUORUM_READY_NOW}[$__range:$__interval])",
+             "percentunit", SLO_STEPS, decimals=3),
+        stat("Writes possible (30 days)",
+             "As 'Writes possible', over the last 30 days (1-minute resolution for the "
+             "denominator; the lease time itself is exact).",
+             writable_fraction(*d30), "percentunit", SLO_STEPS, decimals=3),
+        stat("Error budget left (30 days)",
+             "Share of the 30-day error budget of the $slo % target not spent yet; "
+             "negative when the target is missed.",
+             f"1 - (1 - {writable_fraction(*d30)}) / (1 - $slo / 100)",
+             "percentunit", [("red", None), ("orange", 0), ("green", 0.25)], decimals=1),
+        stat("Unavailable (range)",
+             "Seconds of the time range without a leader holding a lease.",
+             unavailable_seconds(*rng), "s", [("green", None), ("orange", 1), ("red", 60)],
+             decimals=1),
+        stat("Leader changes (range)",
+             "Leader changes seen by the member that saw the most.",
+             f"max by ({BY}) (increase(raftkv_leader_changes_total{{{C}}}[$__range]))",
+             "short", [("green", None), ("orange", 1), ("red", 4)], decimals=0),
+        timeline("Unavailable intervals",
+                 "Red where writes were not possible (no leader with a lease) or fewer than a "
+                 "quorum of members were ready, at the graph's resolution.",
+                 [q(WRITABLE_NOW, "writes possible"), q(QUORUM_READY_NOW, "quorum ready")],
+                 [("red", None), ("orange", 0.5), ("green", 0.99)]),
+        ts("Lease held, by pod",
+           "Share of each second that each pod held the leader lease; the stack is 100 % "
+           "while the cluster is available.",
+           [q(f"rate(raftkv_lease_held_seconds_total{{{P}}}[$__rate_interval])", "{{pod}}")],
+           "percentunit", stack=True),
+        ts("Ready members and quorum",
+           "Members answering /readyz, targets Prometheus can scrape, and the quorum size.",
+           [q(f"count by ({BY}) (raftkv_ready{{{C}}} == 1)", "ready"),
+            q(f"sum by ({BY}) (up{{{C}}})", "scraped"),
+            q(QUORUM, "quorum")]),
+    ]
+
+
+def cluster_panels():
+    return [
+        timeline("Leader",
+                 "Which pod is leader (green) over time.",
+                 [q(f"max by (pod) (raftkv_is_leader{{{P}}})", "{{pod}}")],
+                 [("transparent", None), ("green", 1)],
+                 mappings=[{"type": "value", "options": {"0": {"text": "follower"},
+                                                         "1": {"text": "leader"}}}]),
+        ts("Term", "The Raft term each pod is in.",
+           [q(f"max by (pod) (raftkv_term{{{P}}})", "{{pod}}")]),
+        ts("Leader changes and elections",
+           "Leader changes each pod saw, and elections it started, per interval.",
+           [q(f"sum by (pod) (increase(raftkv_leader_changes_total{{{P}}}[$__rate_interval]))",
+              "{{pod}} leader changes"),
+            q(f"sum by (pod) (increase(raftkv_elections_started_total{{{P}}}[$__rate_interval]))",
+              "{{pod}} elections started")]),
+        ts("Lease remaining", "Time left on the leader's lease (0 on followers).",
+           [q(f"max by (pod) (raftkv_lease_remaining_seconds{{{P}}})", "{{pod}}")], "s"),
+        ts("Commit and applied index", "Highest committed and applied log index per pod.",
+           [q(f"max by (pod) (raftkv_commit_index{{{P}}})", "{{pod}} commit"),
+            q(f"max by (pod) (raftkv_applied_index{{{P}}})", "{{pod}} applied")]),
+        ts("Apply lag", "Committed entries not applied yet (commit - applied).",
+           [q(f"max by (pod) (raftkv_commit_lag{{{P}}})", "{{pod}}")]),
+        ts("Follower replication lag",
+           "Entries each follower is behind the leader's log, as the leader sees it.",
+           [q(f"max by (pod, peer) (raftkv_follower_lag_entries{{{P}}})",
+              "{{pod}} -> node {{peer}}")]),
+        ts("Proposals per second", "Client proposals committed and failed.",
+           [q(f"sum by (pod) (rate(raftkv_proposals_committed_total{{{P}}}[$__rate_interval]))",
+              "{{pod}} committed"),
+            q(f"sum by (pod) (rate(raftkv_proposals_failed_total{{{P}}}[$__rate_interval]))",
+              "{{pod}} failed")], "ops"),
+        ts("Keys", "Keys in each pod's state machine.",
+           [q(f"max by (pod) (raftkv_keys{{{P}}})", "{{pod}}")]),
+        ts("Peer messages dropped", "Raft messages dropped because a peer's queue was full.",
+           [q(f"sum by (pod) (rate(raftkv_peer_messages_dropped_total{{{P}}}[$__rate_interval]))",
+              "{{pod}}")], "ops"),
+        panel("table", "Members", "Each pod's node id, Raft cluster id and version.",
+              [q(f"max by (pod, node_id, cluster_id, version) (raftkv_node_info{{{P}}})",
+                 instant=True, fmt="table")], w=24, h=6,
+              transformations=[{"id": "organize", "options": {
+                  "excludeByName": {"Time": True, "Value": True}}}]),
+    ]
+
+
+def node_panels():
+    lat = [(0.5, "p50"), (0.99, "p99")]
+    return [
+        ts("Requests per second, by method", "Client gRPC requests answered.",
+           [q(f"sum by (method) (rate(raftkv_grpc_request_duration_seconds_count{{{P}}}[$__rate_interval]))",
+              "{{method}}")], "reqps"),
+        ts("Request latency, by method", "Client gRPC latency percentiles from the histogram.",
+           quantiles("raftkv_grpc_request_duration_seconds", "method", lat, "{{{{method}}}} {q}"),
+           "s"),
+        ts("WAL fsync latency",
+           "Duration of one WAL sync (group commit). Raft waits for it before acknowledging or "
+           "voting: a p99 above ~100 ms means elections (see RaftkvWalFsyncSlow).",
+           quantiles("raftkv_wal_fsync_duration_seconds", "pod",
+                     [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")], "{{{{pod}}}} {q}"), "s"),
+        ts("WAL syncs per second", "Group commits per second.",
+           [q(f"sum by (pod) (rate(raftkv_wal_fsync_duration_seconds_count{{{P}}}[$__rate_interval]))",
+              "{{pod}}")], "ops"),
+        ts("Snapshots", "Snapshots taken or installed per interval, and the index they cover.",
+           [q(f"sum by (pod) (increase(raftkv_snapshot_count_total{{{P}}}[$__rate_interval]))",
+              "{{pod}} snapshots"),
+            q(f"max by (pod) (raftkv_snapshot_last_index{{{P}}})", "{{pod}} last index")]),
+        ts("Snapshot duration", "Time to take and save a snapshot (p99).",
+           quantiles("raftkv_snapshot_duration_seconds", "pod", [(0.99, "p99")],
+                     "{{{{pod}}}} {q}"), "s"),
+        ts("CPU", "CPU seconds per second used by the raftkv process.",
+           [q(f"rate(process_cpu_seconds_total{{{P}}}[$__rate_interval])", "{{pod}}")],
+           "percentunit"),
+        ts("Memory", "Resident memory of the raftkv process.",
+           [q(f"process_resident_memory_bytes{{{P}}}", "{{pod}}")], "bytes"),
+        ts("Open file descriptors", "Open fds, and the share of the limit in use.",
+           [q(f"process_open_fds{{{P}}}", "{{pod}}")]),
+        stat("Restarts (range)",
+             "Container restarts from kube-state-metrics where it runs; otherwise process "
+             "restarts seen by Prometheus (a new process start time).",
+             f'max by (pod) (increase(kube_pod_container_status_restarts_total{{namespace="$namespace", pod=~"$pod"}}[$__range]))'
+             f" or max by (pod) (changes(process_start_time_seconds{{{P}}}[$__range]))",
+             "short", [("green", None), ("orange", 1), ("red", 3)], w=12, decimals=0),
+    ]
+
+
+def variables():
+    def query_var(name, label, query, multi=False):
+        v = {"name": name, "label": label, "type": "query", "datasource": DS,
+             "query": {"query": query, "refId": name}, "definition": query,
+             "refresh": 2, "sort": 1, "hide": 0, "multi": multi, "includeAll": multi,
+             "current": {}, "options": []}
+        if multi:
+            v["allValue"] = ".*"
+        return v
+
+    return [
+        {"name": "datasource", "label": "Data source", "type": "datasource",
+         "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
+         "options": []},
+        query_var("namespace", "Namespace", "label_values(raftkv_is_leader, namespace)"),
+        query_var("cluster", "Cluster (release)",
+                  'label_values(raftkv_is_leader{namespace="$namespace"}, cluster)'),
+        query_var("pod", "Pod",
+                  'label_values(raftkv_is_leader{namespace="$namespace", cluster="$cluster"}, pod)',
+                  multi=True),
+        {"name": "slo", "label": "SLO target (%)", "type": "custom",
+         "query": "99.9,99.5,99,99.99", "current": {"text": "99.9", "value": "99.9"},
+         "options": [], "hide": 0, "multi": False, "includeAll": False},
+    ]
+
+
+LEADER_ANNOTATION = {
+    "name": "Leader changes", "datasource": DS, "enable": True, "iconColor": "orange",
+    "expr": f"max by ({BY}, pod) (raftkv_is_leader{{{C}}}) == 1"
+            f" unless max by ({BY}, pod) (raftkv_is_leader{{{C}}} offset 1m) == 1",
+    "step": "1m", "titleFormat": "leader change", "textFormat": "new leader: {{pod}}",
+    "tagKeys": "pod", "useValueForTime": False,
+}
+
+
+def layout(panels):
+    """Places panels left to right in rows of 24 columns; ids in order."""
+    x = y = row_h = 0
+    for i, p in enumerate(panels, 1):
+        w, h = p.pop("w"), p.pop("h")
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p["id"] = i
+        p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
+        x, row_h = x + w, max(row_h, h)
+    return panels
+
+
+def dashboard(uid, title, desc, panels):
+    return {
+        "uid": uid, "title": title, "description": desc, "tags": ["raftkv"],
+        "id": None, "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+        "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "timezone": "",
+        "annotations": {"list": [
+            {"builtIn": 1, "name": "Annotations & Alerts", "type": "dashboard", "enable": True,
+             "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+             "datasource": {"type": "grafana", "uid": "-- Grafana --"}},
+            LEADER_ANNOTATION,
+        ]},
+        "templating": {"list": variables()},
+        "links": [{"title": "raftkv", "type": "dashboards", "tags": ["raftkv"], "asDropdown": True,
+                   "includeVars": True, "keepTime": True}],
+        "panels": layout(panels),
+    }
+
+
+DASHBOARDS = {
+    "raftkv-uptime.json": dashboard(
+        "raftkv-uptime", "raftkv / Uptime",
+        "Availability of each raftkv cluster: time with a leader holding a lease, time with a "
+        "quorum of ready members, the 30-day SLO and its error budget.", uptime_panels()),
+    "raftkv-cluster.json": dashboard(
+        "raftkv-cluster", "raftkv / Cluster",
+        "Raft state of a raftkv cluster: leader, term, elections, lease, commit and apply, "
+        "replication lag, proposals, keys.", cluster_panels()),
+    "raftkv-node.json": dashboard(
+        "raftkv-node", "raftkv / Node",
+        "One raftkv pod: gRPC rate and latency, WAL fsync, snapshots, process resources, "
+        "restarts.", node_panels()),
+}
+
+
+def main():
+    check = "--check" in sys.argv[1:]
+    stale = []
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, d in DASHBOARDS.items():
+        text = json.dumps(d, indent=2, ensure_ascii=False) + "\n"
+        path = OUT / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            path.write_text(text)
+    if stale:
+        print("out of date (run scripts/observability/dashboards.py):", *stale, sep="\n  ")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
