@@ -1,0 +1,294 @@
+//! The observability promise, proven on the real tools: raftkv's Grafana
+//! dashboards are valid dashboard JSON, and a real Prometheus (Debian's
+//! `prometheus` package) scraping a real `raftctl local` cluster every second
+//! answers every dashboard query with data, after the test wrote, killed the
+//! leader and restarted it. The uptime stat must show that unavailability:
+//! strictly between 0 and 100 %. The nodes' /metrics pass `promtool check
+//! metrics`, and the alert rules load and evaluate without error.
+//!
+//! The query results are written to `$CARGO_TARGET_TMPDIR/observability/`;
+//! `scripts/observability/plot_panels.py` renders them as the PNGs in
+//! docs/observability/.
+
+mod observability {
+    pub mod grafana;
+    pub mod http;
+    pub mod local;
+    pub mod prom;
+}
+
+use observability::grafana::{self, Kind};
+use observability::local::{self, Local};
+use observability::prom::{self, Prometheus, Target};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NAMESPACE: &str = "default";
+const CLUSTER: &str = "obs-test";
+/// The resolution of the test's graphs: Grafana's $__interval with a data
+/// source whose scrape interval is 1 s, as the test's Prometheus has.
+const STEP: u64 = 1;
+
+#[test]
+fn dashboards_are_valid_grafana_json() {
+    let dashboards = grafana::load();
+    let names: Vec<_> = dashboards.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "raftkv-cluster.json",
+            "raftkv-node.json",
+            "raftkv-uptime.json"
+        ]
+    );
+    let mut uids = std::collections::HashSet::new();
+    let mut bad = Vec::new();
+    for (name, d) in &dashboards {
+        bad.extend(grafana::problems(name, d));
+        assert!(uids.insert(d["uid"].clone()), "{name}: duplicate uid");
+        assert!(!grafana::queries(d).is_empty(), "{name}: no queries");
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn the_validator_rejects_what_grafana_would_not_import() {
+    let (name, mut d) = grafana::load().remove(0);
+    d["panels"][1]["id"] = d["panels"][0]["id"].clone();
+    d["panels"][0]["targets"][0]["expr"] = json!("up");
+    d["templating"]["list"][0]["type"] = json!("query");
+    let bad = grafana::problems(&name, &d).join("\n");
+    for want in [
+        "duplicate id",
+        "not keyed by $namespace",
+        "no `datasource` variable",
+    ] {
+        assert!(bad.contains(want), "missing `{want}` in:\n{bad}");
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let (Some(prometheus), Some(promtool)) = (which("prometheus"), which("promtool")) else {
+        println!(
+            "SKIPPED: no prometheus/promtool on PATH (apt-get install prometheus; .ci/run does)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Local::start(
+        &dir.path().join("cluster"),
+        // Small snapshots so the snapshot panels have data.
+        &[("RAFTKV_SNAPSHOT_THRESHOLD", "200")],
+    );
+    let targets: Vec<Target> = (0..local::NODES)
+        .map(|i| Target {
+            addr: cluster.http_addr(i),
+            pod: format!("raftkv-{i}"),
+        })
+        .collect();
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/raftkv/rules/raftkv-alerts.yaml");
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let start = prom::unix_now().floor();
+    let started = Instant::now();
+    let prom = Prometheus::start(
+        &prometheus,
+        &prom_dir,
+        local::free_port(),
+        NAMESPACE,
+        CLUSTER,
+        &targets,
+        &rules,
+    );
+    let all_up = r#"count(up{job="raftkv"} == 1)"#;
+    prom.wait_for(all_up, Duration::from_secs(30), |n| n == 3.0);
+
+    for t in &targets {
+        check_metrics(&promtool, &t.addr);
+    }
+
+    // Load, and the leader killed in the middle of it.
+    let load = bench(&cluster, "6s");
+    std::thread::sleep(Duration::from_secs(2));
+    let old = cluster.leader();
+    local::signal("-KILL", cluster.pid(old));
+    println!("killed the leader, node {old}");
+    assert!(load.join().unwrap(), "bench across the failover failed");
+    prom.wait_for(all_up, Duration::from_secs(10), |n| n == 2.0);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.restart_dead();
+    prom.wait_for(all_up, Duration::from_secs(60), |n| n == 3.0);
+    prom.wait_for(
+        r#"count(raftkv_ready{job="raftkv"} == 1)"#,
+        Duration::from_secs(60),
+        |n| n == 3.0,
+    );
+    assert!(bench(&cluster, "3s").join().unwrap());
+    // Rate windows need a few scrapes after the load; the 30-day stat's
+    // 1-minute denominator needs one whole minute of the cluster's life.
+    std::thread::sleep(Duration::from_secs(5));
+    if let Some(rest) = Duration::from_secs(75).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let end = prom::unix_now().floor();
+
+    let results = run_every_query(&prom, start, end);
+    check_rules(&prom);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("observability");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("panels.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    println!("query results: {}", file.display());
+}
+
+/// `raftctl bench mixed` for `duration` on a thread; whether it succeeded.
+fn bench(cluster: &Local, duration: &str) -> std::thread::JoinHandle<bool> {
+    let mut command = Command::new(local::RAFTCTL);
+    command
+        .args(["bench", "mixed", "--clients", "4", "--key-space", "300"])
+        .args(["--duration", duration, "--endpoints", &cluster.endpoints()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::thread::spawn(move || command.status().unwrap().success())
+}
+
+/// The node's /metrics must pass promtool's linter.
+fn check_metrics(promtool: &Path, addr: &str) {
+    let (status, body) = observability::http::get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {addr}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every alert rule loaded and evaluated without an error on real data.
+fn check_rules(prom: &Prometheus) {
+    let data = prom.api("/api/v1/rules");
+    let rules: Vec<&Value> = data["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 9, "{data}");
+    for r in rules {
+        assert_eq!(r["health"], "ok", "rule {}: {}", r["name"], r["lastError"]);
+    }
+}
+
+/// Grafana's values for the variables over [start, end].
+fn variables(start: f64, end: f64) -> BTreeMap<&'static str, String> {
+    let range = (end - start) as u64;
+    let pods: Vec<_> = (0..local::NODES).map(|i| format!("raftkv-{i}")).collect();
+    BTreeMap::from([
+        ("namespace", NAMESPACE.to_string()),
+        ("cluster", CLUSTER.to_string()),
+        ("pod", pods.join("|")),
+        ("slo", "99.9".to_string()),
+        ("__range", format!("{range}s")),
+        ("__range_s", range.to_string()),
+        ("__interval", format!("{STEP}s")),
+        ("__interval_ms", (STEP * 1000).to_string()),
+        // Grafana: max(4 × scrape interval, $__interval + scrape interval).
+        ("__rate_interval", "4s".to_string()),
+    ])
+}
+
+/// Runs every query of every dashboard as its panel would, asserts each
+/// returns a finite value, checks the uptime stat, and returns the results.
+fn run_every_query(prom: &Prometheus, start: f64, end: f64) -> Value {
+    let vars = variables(start, end);
+    let mut empty = Vec::new();
+    let mut dashboards = Vec::new();
+    let mut uptime = None;
+    let mut unavailable = None;
+    for (name, d) in grafana::load() {
+        for (var, selector, label) in grafana::variable_queries(&d) {
+            let selector = grafana::substitute(&selector, &vars);
+            let values = prom.api(&format!(
+                "/api/v1/label/{label}/values?match[]={}&start={start}&end={end}",
+                observability::http::encode(&selector)
+            ));
+            let want = vars[var.as_str()].split('|').next().unwrap().to_string();
+            let have: Vec<_> = values.as_array().unwrap().iter().collect();
+            assert!(
+                have.iter().any(|v| **v == want),
+                "{name}: variable {var} ({selector}, {label}) gave {have:?}, not {want}"
+            );
+        }
+        let mut queries = Vec::new();
+        for q in grafana::queries(&d) {
+            let expr = grafana::substitute(&q.expr, &vars);
+            let data = match q.kind {
+                Kind::Range => prom.query_range(&expr, start, end, STEP),
+                Kind::Instant => prom.query(&expr, end),
+            };
+            if !prom::has_finite_value(&data) {
+                empty.push(format!("{name} / {}: {expr}", q.panel));
+            }
+            let first = data["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok());
+            match q.panel.as_str() {
+                "Writes possible (range)" => uptime = first,
+                "Unavailable (range)" => unavailable = first,
+                _ => {}
+            }
+            queries.push(json!({
+                "panel": q.panel, "type": q.panel_type, "legend": q.legend,
+                "expr": expr, "kind": format!("{:?}", q.kind), "data": data,
+            }));
+        }
+        println!("{name}: {} queries answered", queries.len());
+        dashboards.push(json!({"file": name, "queries": queries}));
+    }
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
+    let uptime: f64 = uptime.expect("the uptime stat has a value");
+    let unavailable: f64 = unavailable.expect("the unavailable stat has a value");
+    println!(
+        "uptime over {:.0} s: {:.3} %, unavailable {unavailable:.2} s",
+        end - start,
+        uptime * 100.0
+    );
+    assert!(
+        uptime > 0.0 && uptime < 1.0,
+        "the leader's SIGKILL must show as unavailability: uptime {uptime}"
+    );
+    assert!(unavailable > 0.0, "unavailable {unavailable}");
+    json!({"start": start, "end": end, "step": STEP, "dashboards": dashboards})
+}

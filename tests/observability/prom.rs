@@ -1,0 +1,150 @@
+//! A real Prometheus (Debian's `prometheus` binary) scraping the test's
+//! nodes every second, with raftkv's alert rules loaded, and its HTTP API.
+
+use super::http::{encode, get};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+}
+
+/// One scrape target: the node's HTTP address and the pod name it stands for.
+pub struct Target {
+    pub addr: String,
+    pub pod: String,
+}
+
+impl Prometheus {
+    /// Starts Prometheus in `dir` on `port`, scraping `targets` as job
+    /// "raftkv" with the labels the chart's ServiceMonitor sets.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        port: u16,
+        namespace: &str,
+        cluster: &str,
+        targets: &[Target],
+        rules: &Path,
+    ) -> Prometheus {
+        let mut config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\nscrape_configs:\n  - job_name: raftkv\n    static_configs:\n",
+            rules.display()
+        );
+        for t in targets {
+            config.push_str(&format!(
+                "      - targets: ['{}']\n        labels: {{namespace: {namespace}, cluster: {cluster}, pod: {}}}\n",
+                t.addr, t.pod
+            ));
+        }
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let prom = Prometheus { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(get(&prom.addr, "/-/ready"), Ok((200, _))) {
+            assert!(Instant::now() < deadline, "prometheus did not get ready");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        prom
+    }
+
+    /// GETs an API path; the `data` field of a successful answer.
+    pub fn api(&self, path_and_query: &str) -> Value {
+        let (status, body) = get(&self.addr, path_and_query).unwrap();
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path_and_query}: {e}: {body}"));
+        assert_eq!(status, 200, "{path_and_query}: {body}");
+        assert_eq!(v["status"], "success", "{path_and_query}: {body}");
+        v["data"].clone()
+    }
+
+    /// An instant query at `time` (unix seconds).
+    pub fn query(&self, expr: &str, time: f64) -> Value {
+        self.api(&format!(
+            "/api/v1/query?query={}&time={time:.3}",
+            encode(expr)
+        ))
+    }
+
+    /// A range query over [start, end] with `step` seconds.
+    pub fn query_range(&self, expr: &str, start: f64, end: f64, step: u64) -> Value {
+        self.api(&format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            encode(expr)
+        ))
+    }
+
+    /// The value of a scalar-like instant query (first element), if any.
+    pub fn value(&self, expr: &str) -> Option<f64> {
+        let now = unix_now();
+        let data = self.query(expr, now);
+        let first = data["result"].as_array()?.first()?.clone();
+        first["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `expr` has a value for which `ok` holds.
+    pub fn wait_for(&self, expr: &str, limit: Duration, ok: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.value(expr).is_some_and(&ok) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus: `{expr}` not as expected after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Whether a query result (vector or matrix) holds at least one finite value.
+pub fn has_finite_value(data: &Value) -> bool {
+    let finite = |pair: &Value| {
+        pair[1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(f64::is_finite)
+    };
+    data["result"].as_array().is_some_and(|series| {
+        series.iter().any(|s| {
+            s.get("value").is_some_and(finite)
+                || s["values"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(finite))
+        })
+    })
+}
