@@ -53,9 +53,18 @@ QUORUM_READY_NOW = (
     f"((count by ({BY}) (raftkv_ready{{{C}}} == 1) >= bool on ({BY}) {QUORUM})"
     f" or on ({BY}) {ZERO_WHILE_KNOWN})"
 )
+# Zero only while some target is down: right after a node starts, rate() has
+# too few samples for a value, which is no data, not an outage.
+ZERO_WHILE_DOWN = f"(0 * max by ({BY}) (up{{{C}}} == 0))"
+# The share of the last rate window with a lease, from pods scraped now (a
+# dead leader's last rate would hide the failover) whose series is older than
+# the window (rate() under-counts a series that starts inside it).
+LEASE = f"raftkv_lease_held_seconds_total{{{C}}}"
 WRITABLE_NOW = (
-    f"(clamp_max(sum by ({BY}) (rate(raftkv_lease_held_seconds_total{{{C}}}[$__rate_interval])), 1)"
-    f" or on ({BY}) {ZERO_WHILE_KNOWN})"
+    f"(clamp_max(sum by ({BY}) (rate({LEASE}[$__rate_interval])"
+    f" and on ({BY}, pod) ({LEASE} offset $__rate_interval)"
+    f" and on ({BY}, pod) (up{{{C}}} == 1)), 1)"
+    f" or on ({BY}) {ZERO_WHILE_DOWN})"
 )
 RANGE = ("$__range", "$__interval", "($__interval_ms / 1000)")
 DAYS30 = ("30d", "1m", "60")
@@ -100,8 +109,16 @@ def ts(title, desc, targets, unit="short", w=12, stack=False):
     return p
 
 
-def stat(title, desc, expr, unit, steps, w=4, decimals=None):
-    p = panel("stat", title, desc, [q(expr, "{{cluster}}", instant=True)], unit, w, h=5)
+def right_axis(p, ref):
+    """Draws query `ref` of panel `p` against a right-hand axis."""
+    p["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byFrameRefID", "options": ref},
+        "properties": [{"id": "custom.axisPlacement", "value": "right"}]})
+    return p
+
+
+def stat(title, desc, expr, unit, steps, w=4, decimals=None, legend="{{cluster}}"):
+    p = panel("stat", title, desc, [q(expr, legend, instant=True)], unit, w, h=5)
     d = p["fieldConfig"]["defaults"]
     d["thresholds"] = {"mode": "absolute",
                        "steps": [{"color": c, "value": v} for c, v in steps]}
@@ -237,10 +254,14 @@ def node_panels():
         ts("WAL syncs per second", "Group commits per second.",
            [q(f"sum by (pod) (rate(raftkv_wal_fsync_duration_seconds_count{{{P}}}[$__rate_interval]))",
               "{{pod}}")], "ops"),
-        ts("Snapshots", "Snapshots taken or installed per interval, and the index they cover.",
-           [q(f"sum by (pod) (increase(raftkv_snapshot_count_total{{{P}}}[$__rate_interval]))",
-              "{{pod}} snapshots"),
-            q(f"max by (pod) (raftkv_snapshot_last_index{{{P}}})", "{{pod}} last index")]),
+        right_axis(
+            ts("Snapshots",
+               "Snapshots taken or installed per interval (left), and the log index the latest "
+               "one covers (right).",
+               [q(f"sum by (pod) (increase(raftkv_snapshot_count_total{{{P}}}[$__rate_interval]))",
+                  "{{pod}} snapshots"),
+                q(f"max by (pod) (raftkv_snapshot_last_index{{{P}}})", "{{pod}} last index")]),
+            "B"),
         ts("Snapshot duration", "Time to take and save a snapshot (p99).",
            quantiles("raftkv_snapshot_duration_seconds", "pod", [(0.99, "p99")],
                      "{{{{pod}}}} {q}"), "s"),
@@ -256,7 +277,8 @@ def node_panels():
              "restarts seen by Prometheus (a new process start time).",
              f'max by (pod) (increase(kube_pod_container_status_restarts_total{{namespace="$namespace", pod=~"$pod"}}[$__range]))'
              f" or max by (pod) (changes(process_start_time_seconds{{{P}}}[$__range]))",
-             "short", [("green", None), ("orange", 1), ("red", 3)], w=12, decimals=0),
+             "short", [("green", None), ("orange", 1), ("red", 3)], w=12, decimals=0,
+             legend="{{pod}}"),
     ]
 
 

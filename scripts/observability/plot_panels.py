@@ -33,14 +33,13 @@ def legend(fmt, metric):
     return out
 
 
-def fmt_value(v, unit):
+def fmt_value(v, unit, decimals):
+    d = 2 if decimals is None else decimals
     if unit == "percentunit":
-        return f"{v * 100:.3f} %"
-    if unit == "s":
-        return f"{v:.2f} s"
+        return f"{v * 100:.{d}f} %"
     if unit == "bytes":
         return f"{v / 2**20:.1f} MiB"
-    return f"{v:.4g}"
+    return f"{v:.{d}f}" + (" s" if unit == "s" else "")
 
 
 def annotation_times(queries, start):
@@ -57,14 +56,37 @@ def annotation_times(queries, start):
     return sorted(times)
 
 
-def draw_series(ax, qs, start, unit, marks):
-    for q in qs:
+def with_gaps(values, start, step, scale):
+    """(xs, ys) with a NaN wherever samples are missing, so no line is drawn
+    across a gap (Grafana does not connect nulls either)."""
+    xs, ys, prev = [], [], None
+    for t, v in values:
+        if prev is not None and t - prev > 1.5 * step:
+            xs.append(prev + step - start)
+            ys.append(float("nan"))
+        xs.append(t - start)
+        ys.append(float(v) * scale)
+        prev = t
+    return xs, ys
+
+
+def right_refs(panel):
+    return {o["matcher"]["options"] for o in panel["fieldConfig"].get("overrides", [])
+            if o["matcher"]["id"] == "byFrameRefID"
+            and {"id": "custom.axisPlacement", "value": "right"} in o["properties"]}
+
+
+def draw_series(ax, qs, start, step, unit, marks, right=()):
+    twin = ax.twinx() if right else None
+    for i, q in enumerate(qs):
+        target = twin if chr(ord("A") + i) in right else ax
         for s in q["data"]["result"]:
-            xs = [t - start for t, v in s["values"]]
-            ys = [float(v) for t, v in s["values"]]
-            if unit == "percentunit":
-                ys = [y * 100 for y in ys]
-            ax.plot(xs, ys, lw=1, label=legend(q["legend"], s["metric"]))
+            xs, ys = with_gaps(s["values"], start, step, 100 if unit == "percentunit" else 1)
+            target.plot(xs, ys, lw=1, ls=":" if target is twin else "-",
+                        label=legend(q["legend"], s["metric"]))
+    if twin:
+        twin.tick_params(labelsize=6)
+        twin.legend(fontsize=5, loc="lower right")
     for m in marks:
         ax.axvline(m, color="orange", ls="--", lw=0.8)
     ax.set_xlabel("seconds since Prometheus started", fontsize=6)
@@ -92,12 +114,12 @@ def draw_timeline(ax, qs, start, steps):
     ax.set_xlabel("seconds since Prometheus started", fontsize=6)
 
 
-def draw_stat(ax, qs, unit):
+def draw_stat(ax, qs, unit, decimals):
     ax.axis("off")
     lines = []
     for q in qs:
         for s in q["data"]["result"]:
-            lines.append((legend(q["legend"], s["metric"]), fmt_value(float(s["value"][1]), unit)))
+            lines.append((legend(q["legend"], s["metric"]), fmt_value(float(s["value"][1]), unit, decimals)))
     text = "\n".join(f"{v}" if len(lines) == 1 else f"{k}: {v}" for k, v in lines)
     ax.text(0.5, 0.45, text or "no data", ha="center", va="center",
             fontsize=14 if len(lines) == 1 else 8, transform=ax.transAxes)
@@ -115,7 +137,7 @@ def draw_table(ax, qs):
     table.set_fontsize(6)
 
 
-def render(dash_file, results, start, out_dir):
+def render(dash_file, results, start, step, out_dir):
     dash = json.loads((DASHBOARDS / dash_file).read_text())
     by_panel = {}
     for q in results["queries"]:
@@ -123,8 +145,9 @@ def render(dash_file, results, start, out_dir):
     marks = annotation_times(results["queries"], start)
     panels = dash["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(16, rows * 0.45))
-    grid = GridSpec(rows, 24, figure=fig, hspace=2.5, wspace=1.5)
+    height = rows * 0.3 + 0.8
+    fig = plt.figure(figsize=(16, height))
+    grid = GridSpec(rows, 24, figure=fig, hspace=3, wspace=1.5, top=1 - 0.8 / height)
     for p in panels:
         g = p["gridPos"]
         ax = fig.add_subplot(grid[g["y"]:g["y"] + g["h"], g["x"]:g["x"] + g["w"]])
@@ -133,7 +156,7 @@ def render(dash_file, results, start, out_dir):
         qs = by_panel.get(p["title"], [])
         unit = p["fieldConfig"]["defaults"].get("unit", "short")
         if p["type"] == "timeseries":
-            draw_series(ax, qs, start, unit, marks)
+            draw_series(ax, qs, start, step, unit, marks, right_refs(p))
         elif p["type"] == "state-timeline":
             steps = [(s["color"], s["value"]) for s in
                      p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
@@ -141,7 +164,7 @@ def render(dash_file, results, start, out_dir):
             for m in marks:
                 ax.axvline(m, color="orange", ls="--", lw=0.8)
         elif p["type"] == "stat":
-            draw_stat(ax, qs, unit)
+            draw_stat(ax, qs, unit, p["fieldConfig"]["defaults"].get("decimals"))
         elif p["type"] == "table":
             draw_table(ax, qs)
     when = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -160,7 +183,7 @@ def main():
     out_dir = Path(sys.argv[2])
     out_dir.mkdir(parents=True, exist_ok=True)
     for d in data["dashboards"]:
-        render(d["file"], d, data["start"], out_dir)
+        render(d["file"], d, data["start"], data["step"], out_dir)
 
 
 if __name__ == "__main__":
