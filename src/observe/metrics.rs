@@ -76,24 +76,22 @@ impl Metrics {
                 "raftkv_lease_valid",
                 "1 while this node holds a valid leader lease.",
             ),
-            lease_remaining_seconds: {
-                let g = Gauge::new(
+            lease_remaining_seconds: register(
+                r,
+                Gauge::new(
                     "raftkv_lease_remaining_seconds",
                     "Time left on the leader lease.",
                 )
-                .unwrap();
-                r.register(Box::new(g.clone())).unwrap();
-                g
-            },
-            lease_held_seconds: {
-                let c = Counter::new(
+                .unwrap(),
+            ),
+            lease_held_seconds: register(
+                r,
+                Counter::new(
                     "raftkv_lease_held_seconds_total",
                     "Seconds this node held a valid leader lease (writes and lease reads served).",
                 )
-                .unwrap();
-                r.register(Box::new(c.clone())).unwrap();
-                c
-            },
+                .unwrap(),
+            ),
             lease_clock: Arc::default(),
             ready: gauge(
                 r,
@@ -105,15 +103,12 @@ impl Metrics {
                 "raftkv_voters",
                 "Voting members in this node's configuration.",
             ),
-            node_info: {
-                let opts = Opts::new(
-                    "raftkv_node_info",
-                    "Identity of this node: 1, labelled with its cluster id, node id and version.",
-                );
-                let g = IntGaugeVec::new(opts, &["cluster_id", "node_id", "version"]).unwrap();
-                r.register(Box::new(g.clone())).unwrap();
-                g
-            },
+            node_info: gauge_vec(
+                r,
+                "raftkv_node_info",
+                "Identity of this node: 1, labelled with its cluster id, node id and version.",
+                &["cluster_id", "node_id", "version"],
+            ),
             commit_index: gauge(
                 r,
                 "raftkv_commit_index",
@@ -129,15 +124,12 @@ impl Metrics {
                 "raftkv_commit_lag",
                 "Committed entries not applied yet (commit - applied).",
             ),
-            follower_lag_entries: {
-                let opts = Opts::new(
-                    "raftkv_follower_lag_entries",
-                    "Entries a follower is behind the leader's log (on the leader).",
-                );
-                let g = IntGaugeVec::new(opts, &["peer"]).unwrap();
-                r.register(Box::new(g.clone())).unwrap();
-                g
-            },
+            follower_lag_entries: gauge_vec(
+                r,
+                "raftkv_follower_lag_entries",
+                "Entries a follower is behind the leader's log (on the leader).",
+                &["peer"],
+            ),
             proposals_committed: counter(
                 r,
                 "raftkv_proposals_committed_total",
@@ -160,9 +152,7 @@ impl Metrics {
                     "Duration of client gRPC requests.",
                 )
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).unwrap());
-                let h = HistogramVec::new(opts, &["method"]).unwrap();
-                r.register(Box::new(h.clone())).unwrap();
-                h
+                register(r, HistogramVec::new(opts, &["method"]).unwrap())
             },
             snapshots: counter(
                 r,
@@ -233,21 +223,22 @@ fn fsync_buckets() -> Vec<f64> {
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap();
-    r.register(Box::new(g.clone())).unwrap();
-    g
+    register(r, IntGauge::new(name, help).unwrap())
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap())
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).unwrap();
-    r.register(Box::new(c.clone())).unwrap();
-    c
+    register(r, IntCounter::new(name, help).unwrap())
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap();
-    r.register(Box::new(h.clone())).unwrap();
-    h
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap(),
+    )
 }
 
 #[cfg(test)]
