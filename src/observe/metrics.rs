@@ -222,6 +222,12 @@ fn fsync_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap()
 }
 
+/// Registers `m` with `r` and returns it (names are fixed, so a clash is a bug).
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).unwrap();
+    m
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     register(r, IntGauge::new(name, help).unwrap())
 }
