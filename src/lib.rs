@@ -14,5 +14,6 @@ pub mod ctl;
 pub mod kv;
 pub mod observe;
 pub mod raft;
+pub mod replica;
 pub mod server;
 pub mod storage;

@@ -55,10 +55,12 @@ pub struct StateMachine {
 impl StateMachine {
     /// An empty state machine that has applied nothing.
     pub fn new(limits: Limits) -> StateMachine {
+        let mut sessions = Sessions::default();
+        sessions.set_cap(limits.max_sessions);
         StateMachine {
             limits,
             store: Store::default(),
-            sessions: Sessions::default(),
+            sessions,
             time_ms: 0,
             applied_index: 0,
             members: BTreeMap::new(),
@@ -210,6 +212,12 @@ impl StateMachine {
     /// Whether no key is stored (see [`StateMachine::len`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Cluster time: the state machine's clock, in milliseconds, as of the
+    /// entries applied (see the module docs).
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
     }
 
     /// The index of the last entry applied (0 before any).
