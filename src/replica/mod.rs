@@ -16,11 +16,16 @@
 //! - a read is answered once everything up to its read index is applied;
 //! - the state machine is restored from a snapshot and snapshotted when due;
 //! - cluster time: proposals are stamped from the applied cluster time and
-//!   the monotonic time since (see [`clock`]), never from a wall clock.
+//!   the monotonic time since, an idle leader proposes time entries, and
+//!   reads are evaluated at the applied cluster time (see [`clock`]); never
+//!   a wall clock.
 //!
 //! Nothing here reads a clock, spawns a task or touches a socket.
 
+pub mod clock;
 mod pending;
+#[cfg(test)]
+mod tests;
 
 use crate::kv::{Limits, StateMachine};
 use crate::pb;
@@ -29,6 +34,7 @@ use crate::raft::{
     Ready, Role, Snapshot,
 };
 use bytes::Bytes;
+use clock::{ClusterClock, SESSION_TIME_ENTRY_INTERVAL, TIME_ENTRY_INTERVAL};
 use pending::Pending;
 use prost::Message as _;
 
@@ -132,6 +138,7 @@ pub struct Replica<C: Callers> {
     applied: u64,
     snapshot_index: u64,
     pending: Pending<C>,
+    clock: ClusterClock,
     /// Whether this node led at the end of the previous `advance`.
     was_leader: bool,
     /// Set by the core's hint once applied; cleared by `take_snapshot`.
@@ -141,10 +148,18 @@ pub struct Replica<C: Callers> {
 
 impl<C: Callers> Replica<C> {
     /// A replica whose state machine `sm` has applied up to `applied` (its
-    /// snapshot's index; the core hands the rest of the log over again).
-    pub fn new(raft: Raft, sm: StateMachine, applied: u64, limits: Limits) -> Replica<C> {
+    /// snapshot's index; the core hands the rest of the log over again),
+    /// started at `now` on the node's monotonic clock.
+    pub fn new(
+        raft: Raft,
+        sm: StateMachine,
+        applied: u64,
+        limits: Limits,
+        now: Instant,
+    ) -> Replica<C> {
         let was_leader = raft.role() == Role::Leader;
         Replica {
+            clock: ClusterClock::new(sm.time_ms(), now),
             raft,
             sm,
             limits,
@@ -194,8 +209,25 @@ impl<C: Callers> Replica<C> {
         self.raft.step(m, now);
     }
 
+    /// Time passes: the core's timers, and a time entry if this node leads,
+    /// has been idle, and cluster time is needed (keys with a deadline, or
+    /// sessions).
     pub fn tick(&mut self, now: Instant) {
         self.raft.tick(now);
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let interval = if self.sm.has_deadlines() {
+            TIME_ENTRY_INTERVAL
+        } else if self.sm.has_sessions() {
+            SESSION_TIME_ENTRY_INTERVAL
+        } else {
+            return;
+        };
+        if self.clock.time_entry_due(now, interval) {
+            // Refused only while a transfer is under way: tried next tick.
+            let _ = self.propose(None, None, now);
+        }
     }
 
     /// The leader this node would name to a client: itself only while it leads.
@@ -223,13 +255,7 @@ impl<C: Callers> Replica<C> {
     }
 
     /// Proposes a client's write; it is answered once applied (or refused now).
-    pub fn propose_write(
-        &mut self,
-        req: pb::WriteRequest,
-        caller: C::Write,
-        now: Instant,
-        wall_ms: u64,
-    ) {
+    pub fn propose_write(&mut self, req: pb::WriteRequest, caller: C::Write, now: Instant) {
         if self.raft.role() != Role::Leader {
             return self.refuse_write(caller, Refusal::NotLeader(self.leader_hint()));
         }
@@ -240,7 +266,7 @@ impl<C: Callers> Replica<C> {
         if let Err(e) = self.sm.validate(&command) {
             return self.refuse_write(caller, Refusal::Rejected(e));
         }
-        match self.propose(req.session, Some(command), now, wall_ms) {
+        match self.propose(req.session, Some(command), now) {
             Ok(id) => self.pending.add_write(id, caller),
             Err(e) => {
                 let why = self.refusal(e);
@@ -256,27 +282,29 @@ impl<C: Callers> Replica<C> {
         &mut self,
         addrs: pb::MemberAddrsCmd,
         now: Instant,
-        wall_ms: u64,
     ) -> Result<(), ProposeError> {
         let command = pb::Command {
             op: Some(pb::command::Op::MemberAddrs(addrs)),
         };
-        self.propose(None, Some(command), now, wall_ms).map(|_| ())
+        self.propose(None, Some(command), now).map(|_| ())
     }
 
+    /// Proposes an entry stamped with this node's measure of cluster time
+    /// (a time entry if `command` is None).
     fn propose(
         &mut self,
         session: Option<pb::Session>,
         command: Option<pb::Command>,
         now: Instant,
-        wall_ms: u64,
     ) -> Result<raft::LogId, ProposeError> {
         let proposal = pb::Proposal {
             session,
-            stamp_ms: wall_ms,
+            stamp_ms: self.clock.stamp(now),
             command,
         };
-        self.raft.propose(proposal.encode_to_vec().into(), now)
+        let id = self.raft.propose(proposal.encode_to_vec().into(), now)?;
+        self.clock.proposed(now);
+        Ok(id)
     }
 
     /// Proposes a membership change; answered with its index once applied.
@@ -319,17 +347,17 @@ impl<C: Callers> Replica<C> {
     /// the order a client may observe: snapshot, committed entries (writes
     /// answered), reads, then the failure of what a lost leadership leaves.
     /// An error is a snapshot that does not restore: the node must stop.
-    pub fn advance(&mut self, a: Applied, _now: Instant, wall_ms: u64) -> Result<(), String> {
+    pub fn advance(&mut self, a: Applied, now: Instant) -> Result<(), String> {
         if let Some(snap) = &a.snapshot {
-            self.restore(snap)?;
+            self.restore(snap, now)?;
         }
         for entry in a.committed {
-            self.apply(entry);
+            self.apply(entry, now);
         }
         for r in a.reads {
             self.pending.release_read(r);
         }
-        self.answer_reads(wall_ms);
+        self.answer_reads();
         for id in a.failed_reads {
             if let Some((_, caller)) = self.pending.take_read(id) {
                 self.read_refused(caller, Refusal::NotLeader(self.leader_hint()));
@@ -338,6 +366,7 @@ impl<C: Callers> Replica<C> {
         let leads = self.raft.role() == Role::Leader;
         if self.was_leader && !leads {
             self.fail_all("leadership lost");
+            self.clock.lost_leadership();
         }
         self.was_leader = leads;
         self.snapshot_due |= a.snapshot_due;
@@ -353,10 +382,11 @@ impl<C: Callers> Replica<C> {
         });
     }
 
-    fn restore(&mut self, snap: &Snapshot) -> Result<(), String> {
+    fn restore(&mut self, snap: &Snapshot, now: Instant) -> Result<(), String> {
         let index = snap.meta.last.index.0;
         self.sm = StateMachine::restore(self.limits, &snap.data)
             .map_err(|e| format!("snapshot at index {index} does not restore: {e:?}"))?;
+        self.clock.applied(self.sm.time_ms(), now, true);
         self.applied = index;
         self.snapshot_index = index;
         self.effects.push(Effect::MembersChanged);
@@ -378,7 +408,7 @@ impl<C: Callers> Replica<C> {
         Ok(())
     }
 
-    fn apply(&mut self, entry: Entry) {
+    fn apply(&mut self, entry: Entry, now: Instant) {
         let index = entry.index().0;
         if index <= self.applied {
             return;
@@ -389,6 +419,7 @@ impl<C: Callers> Replica<C> {
         match &entry.payload {
             Payload::Command(bytes) => {
                 let response = self.sm.apply(index, bytes);
+                self.clock.applied(self.sm.time_ms(), now, false);
                 if let Some(pb::write_response::Result::MemberAddrs(_)) = response.result {
                     self.effects.push(Effect::MembersChanged);
                 }
@@ -424,12 +455,14 @@ impl<C: Callers> Replica<C> {
         }
     }
 
-    fn answer_reads(&mut self, wall_ms: u64) {
-        let t = self.sm.time_ms().max(wall_ms);
+    /// Answers the released reads whose index is applied, at the applied
+    /// cluster time (on the lease path too: no clock is read here).
+    fn answer_reads(&mut self) {
+        let t = self.sm.time_ms();
         for (kind, caller) in self.pending.reads_applied(self.applied) {
             let answer = match kind {
-                ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key, wall_ms)),
-                ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key, wall_ms)),
+                ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key)),
+                ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key)),
             };
             self.effects.push(Effect::Read {
                 caller,

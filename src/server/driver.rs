@@ -19,7 +19,7 @@ use crate::raft::{self, NodeId, Raft, Ready, Role};
 use crate::replica::{Applied, Callers, Effect, Refusal, Replica};
 use crate::storage::Storage;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Longest wait for a leadership transfer's outcome; the core itself gives
@@ -92,7 +92,13 @@ impl Driver {
         let mut driver = Driver {
             id: NodeId(p.config.id),
             cluster_id: p.cluster_id,
-            replica: Replica::new(p.raft, p.sm, p.applied, limits),
+            replica: Replica::new(
+                p.raft,
+                p.sm,
+                p.applied,
+                limits,
+                raft::Instant(p.clock.elapsed()),
+            ),
             storage: Some(p.storage),
             transport: p.transport,
             metrics: p.metrics,
@@ -166,7 +172,7 @@ impl Driver {
                     let _ = reply.send(Err(NodeError::Stopped));
                     return;
                 }
-                self.replica.propose_write(req, reply, now, wall_ms());
+                self.replica.propose_write(req, reply, now);
             }
             Input::Read(kind, reply) => {
                 if self.stopping.is_some() {
@@ -190,7 +196,7 @@ impl Driver {
                         peer_addr: a.peer.clone(),
                         client_addr: a.client.clone(),
                     };
-                    if let Err(e) = self.replica.propose_addresses(cmd, now, wall_ms()) {
+                    if let Err(e) = self.replica.propose_addresses(cmd, now) {
                         tracing::warn!(id = id.0, error = ?e, "could not replicate a new member's addresses");
                     }
                     self.learn_addresses(id, a);
@@ -371,7 +377,7 @@ impl Driver {
                 .set(s.meta.last.index.0 as i64);
             tracing::info!(index = s.meta.last.index.0, term = %s.meta.last.term, "installed snapshot from leader");
         }
-        self.replica.advance(applied, self.now(), wall_ms())?;
+        self.replica.advance(applied, self.now())?;
         if was_leader && self.raft().role() != Role::Leader && pending > 0 {
             tracing::info!(pending, "leadership lost with proposals in flight");
         }
@@ -489,11 +495,4 @@ impl Driver {
         );
         Ok(())
     }
-}
-
-/// Milliseconds since the Unix epoch (the leader's stamp for expiry).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

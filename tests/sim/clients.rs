@@ -460,14 +460,13 @@ impl World {
             return Ok(());
         }
         let local = self.local(id);
-        let wall = self.wall_ms(id);
         let replica = self.replica(id);
         match msg {
             ClientMsg::Write {
                 client,
                 attempt,
                 req,
-            } => replica.propose_write(req, (client, attempt), local, wall),
+            } => replica.propose_write(req, (client, attempt), local),
             ClientMsg::Read {
                 client,
                 attempt,

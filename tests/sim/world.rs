@@ -31,10 +31,6 @@ use clients::{Answer, Call, Client, ClientMsg, Cmd, SESSION_CAP, Sim, command_na
 use script::Rule;
 
 const MS: u64 = 1_000_000;
-/// Wall clocks read about this much at the start (ms); each node's is off
-/// by up to `WALL_OFFSET_MS` either way.
-const WALL_BASE_MS: i64 = 10_000;
-const WALL_OFFSET_MS: i64 = 5_000;
 
 /// What a run varies besides the seed.
 #[derive(Clone, Debug)]
@@ -234,8 +230,6 @@ struct Node {
     /// The running node's logic, as in the product; None while down.
     replica: Option<Replica<Sim>>,
     clock: Clock,
-    /// How far this node's wall clock is off (ms): unbounded, unlike drift.
-    wall_offset_ms: i64,
     disk: Disk,
     incarnation: u64,
     busy_until: u64,
@@ -322,7 +316,6 @@ impl Node {
             id,
             replica: None,
             clock,
-            wall_offset_ms: 0,
             disk,
             incarnation: 0,
             busy_until: 0,
@@ -384,9 +377,7 @@ impl World {
             } else {
                 Disk::default()
             };
-            let mut node = Node::new(id, clock, disk);
-            node.wall_offset_ms = rng.random_range(-WALL_OFFSET_MS..=WALL_OFFSET_MS);
-            nodes.insert(id, node);
+            nodes.insert(id, Node::new(id, clock, disk));
         }
         let mut w = World::assemble(seed, opts, rng, cfg, nodes);
         for c in 0..w.clients.len() {
@@ -599,8 +590,9 @@ impl World {
             ),
             None => (StateMachine::new(limits()), 0),
         };
-        let raft = Raft::new(cfg, persisted, node.clock.local(now));
-        node.replica = Some(Replica::new(raft, sm, applied, limits()));
+        let local = node.clock.local(now);
+        let raft = Raft::new(cfg, persisted, local);
+        node.replica = Some(Replica::new(raft, sm, applied, limits(), local));
         node.busy_until = now;
         node.in_flight = None;
         node.lease_real_expiry = None;
@@ -717,13 +709,6 @@ impl World {
         self.nodes[&id].clock.local(self.now)
     }
 
-    /// Node `id`'s wall clock (ms): only today's expiry reads it.
-    fn wall_ms(&self, id: NodeId) -> u64 {
-        let node = &self.nodes[&id];
-        let local_ms = node.clock.local(self.now).0.as_millis() as i64;
-        (WALL_BASE_MS + node.wall_offset_ms + local_ms).max(0) as u64
-    }
-
     fn replica(&mut self, id: NodeId) -> &mut Replica<Sim> {
         self.nodes
             .get_mut(&id)
@@ -815,8 +800,8 @@ impl World {
         for e in &applied.committed {
             self.check_commit(id, e)?;
         }
-        let (local, wall) = (self.local(id), self.wall_ms(id));
-        if let Err(e) = self.replica(id).advance(applied, local, wall) {
+        let local = self.local(id);
+        if let Err(e) = self.replica(id).advance(applied, local) {
             panic!("n{id}: {e}");
         }
         self.check_cluster_time(id)?;

@@ -77,6 +77,7 @@ fn apply_refuses_over_limit_entries_and_changes_nothing() {
         sm: StateMachine::new(Limits {
             max_key_bytes: 4,
             max_value_bytes: 4,
+            ..Limits::default()
         }),
         next_index: 1,
     };
