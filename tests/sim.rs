@@ -169,12 +169,13 @@ fn seeds() {
     let started = Instant::now();
     let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), {} events, {} faults, {} elections, {} snapshots installed, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {:.1}s",
         st.ops,
         st.by_command.values().sum::<usize>(),
         st.by_command,
         st.unknown,
         st.session_expired,
+        st.max_read_lag_ms,
         st.events,
         st.faults,
         st.elections,

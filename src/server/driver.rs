@@ -332,6 +332,11 @@ impl Driver {
                                 index: 0,
                             })
                         }
+                        // A redirect or a malformed request is not a
+                        // failed proposal.
+                        Err(r @ (Refusal::NotLeader(_) | Refusal::Invalid(_))) => {
+                            Err(self.node_error(r))
+                        }
                         Err(r) => {
                             self.metrics.proposals_failed.inc();
                             Err(self.node_error(r))

@@ -357,6 +357,8 @@ impl World {
             },
             Answer::Read(answer, at) => {
                 let i = op_index.expect("a read is an op");
+                let lag = (self.now / MS).saturating_sub(at);
+                self.stats.max_read_lag_ms = self.stats.max_read_lag_ms.max(lag);
                 let op = &mut self.history[i];
                 op.ret = Some(self.now);
                 op.at = Some(at);

@@ -116,6 +116,9 @@ pub struct Stats {
     pub unknown: usize,
     /// Writes answered SESSION_EXPIRED (their session was evicted).
     pub session_expired: usize,
+    /// Largest lag of a read's cluster time behind real time (ms): what
+    /// time entries and failovers lost since the start of the run.
+    pub max_read_lag_ms: u64,
     pub events: u64,
     pub faults: usize,
     pub elections: usize,
@@ -130,6 +133,7 @@ impl Stats {
         }
         self.unknown += o.unknown;
         self.session_expired += o.session_expired;
+        self.max_read_lag_ms = self.max_read_lag_ms.max(o.max_read_lag_ms);
         self.events += o.events;
         self.faults += o.faults;
         self.elections += o.elections;
