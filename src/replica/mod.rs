@@ -476,8 +476,8 @@ impl<C: Callers> Replica<C> {
     /// still commit under the next leader, or not), reads as not-leader.
     pub fn fail_all(&mut self, why: &str) {
         let cluster_ms = self.sm.time_ms();
-        let (writes, changes, reads) = self.pending.take_all();
-        for caller in writes {
+        let waiting = self.pending.take_all();
+        for caller in waiting.writes {
             let result = Err(Refusal::OutcomeUnknown(format!(
                 "{why} before the write committed"
             )));
@@ -487,13 +487,13 @@ impl<C: Callers> Replica<C> {
                 cluster_ms,
             });
         }
-        for caller in changes {
+        for caller in waiting.changes {
             let result = Err(Refusal::OutcomeUnknown(format!(
                 "{why} before the change committed"
             )));
             self.effects.push(Effect::Changed { caller, result });
         }
-        for caller in reads {
+        for caller in waiting.reads {
             self.read_refused(caller, Refusal::NotLeader(self.leader_hint()));
         }
     }

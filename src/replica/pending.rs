@@ -6,6 +6,13 @@ use super::{Callers, ReadKind};
 use crate::raft::{LogId, ReadState, Term};
 use std::collections::BTreeMap;
 
+/// Everyone still waiting, by kind of request.
+pub(super) struct Waiting<C: Callers> {
+    pub writes: Vec<C::Write>,
+    pub changes: Vec<C::Change>,
+    pub reads: Vec<C::Read>,
+}
+
 pub(super) struct Pending<C: Callers> {
     writes: BTreeMap<u64, (Term, C::Write)>,
     changes: BTreeMap<u64, (Term, C::Change)>,
@@ -95,22 +102,16 @@ impl<C: Callers> Pending<C> {
         ready
     }
 
-    /// Takes every waiting request: (writes, changes, reads).
-    pub fn take_all(&mut self) -> (Vec<C::Write>, Vec<C::Change>, Vec<C::Read>) {
+    /// Takes every waiting request.
+    pub fn take_all(&mut self) -> Waiting<C> {
         self.waiting.clear();
-        (
-            std::mem::take(&mut self.writes)
+        Waiting {
+            writes: self.take_writes_up_to(u64::MAX - 1),
+            changes: self.take_changes_up_to(u64::MAX - 1),
+            reads: std::mem::take(&mut self.reads)
                 .into_values()
                 .map(|(_, c)| c)
                 .collect(),
-            std::mem::take(&mut self.changes)
-                .into_values()
-                .map(|(_, c)| c)
-                .collect(),
-            std::mem::take(&mut self.reads)
-                .into_values()
-                .map(|(_, c)| c)
-                .collect(),
-        )
+        }
     }
 }
