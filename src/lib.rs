@@ -1,8 +1,9 @@
 //! raftkv: a Raft-replicated key-value store with a leader lease.
 //!
-//! Module map (see docs/architecture.md): `raft` is the pure consensus core,
+//! Module map (see docs/internals.md): `raft` is the pure consensus core,
 //! `storage` the write-ahead log on disk, `kv` the replicated state machine,
-//! `server` the node that drives them with tokio, `observe` metrics and probes,
+//! `replica` the node's decisions between them without I/O (shared with the
+//! simulator), `server` the node that drives them with tokio, `observe` metrics and probes,
 //! `client` the Rust client, `ctl` the raftctl subcommands.
 
 pub mod pb {
@@ -14,5 +15,6 @@ pub mod ctl;
 pub mod kv;
 pub mod observe;
 pub mod raft;
+pub mod replica;
 pub mod server;
 pub mod storage;

@@ -5,7 +5,7 @@ mod linearizability;
 
 use std::time::Instant;
 
-use linearizability::{CheckResult, Config, Op, OpKind, check, check_with};
+use linearizability::{CheckResult, Config, Op, OpKind, TtlSeen, check, check_with};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -20,6 +20,7 @@ fn op(client: u64, kind: OpKind, call: u64, ret: Option<u64>) -> Op {
         kind,
         call,
         ret,
+        at: None,
     }
 }
 
@@ -459,6 +460,7 @@ fn generate(seed: u64, g: &Gen) -> Vec<Op> {
             kind,
             call,
             ret,
+            at: None,
         });
     }
     // Apply the effects in time order and record what the clients saw.
@@ -489,6 +491,7 @@ fn generate(seed: u64, g: &Gen) -> Vec<Op> {
                 }
                 *result = Some(swap);
             }
+            OpKind::Expire { .. } | OpKind::Ttl { .. } => unreachable!("not generated"),
         }
         if !seen {
             // The client never saw the result.
@@ -497,6 +500,7 @@ fn generate(seed: u64, g: &Gen) -> Vec<Op> {
                 OpKind::Incr { result } => *result = None,
                 OpKind::Del { result } | OpKind::Cas { result, .. } => *result = None,
                 OpKind::Set { .. } => {}
+                OpKind::Expire { .. } | OpKind::Ttl { .. } => unreachable!("not generated"),
             }
         }
     }
@@ -660,6 +664,9 @@ fn brute_force(ops: &[Op]) -> bool {
                     }),
                 }
             }
+            OpKind::Expire { .. } | OpKind::Ttl { .. } => {
+                unreachable!("the brute force has no clock")
+            }
         }
     }
     fn go(ops: &[Op], left: u32, state: Option<String>) -> bool {
@@ -716,6 +723,7 @@ fn agrees_with_brute_force_on_small_histories() {
                     kind,
                     call,
                     ret,
+                    at: None,
                 }
             })
             .collect();
@@ -734,4 +742,95 @@ fn agrees_with_brute_force_on_small_histories() {
     }
     // Both outcomes are exercised.
     assert!(ok > 300 && bad > 300, "ok {ok}, bad {bad}");
+}
+
+// ---------------------------------------------------------------- cluster time
+
+fn timed(mut op: Op, at: u64) -> Op {
+    op.at = Some(at);
+    op
+}
+
+fn expire(client: u64, call: u64, ret: u64, seconds: u64, existed: bool) -> Op {
+    let kind = OpKind::Expire {
+        seconds,
+        result: Some(existed),
+    };
+    op(client, kind, call, Some(ret))
+}
+
+fn ttl(client: u64, call: u64, ret: u64, seen: TtlSeen) -> Op {
+    op(client, OpKind::Ttl { result: Some(seen) }, call, Some(ret))
+}
+
+#[test]
+fn a_key_expires_at_its_deadline_in_cluster_time() {
+    let h = [
+        timed(set(0, 0, 1, "v"), 100),
+        timed(expire(0, 2, 3, 2, true), 1_000), // deadline 3_000
+        timed(ttl(1, 4, 5, TtlSeen::Seconds(2)), 1_001),
+        timed(get(1, 6, 7, Some("v")), 2_999),
+        timed(ttl(1, 8, 9, TtlSeen::Missing), 3_000),
+        timed(get(1, 10, 11, None), 3_000),
+        // INCR on the expired key starts from 0.
+        timed(incr(0, 12, 13, 1), 3_500),
+        timed(ttl(1, 14, 15, TtlSeen::NoExpiry), 3_600),
+    ];
+    assert_ok(&h);
+}
+
+#[test]
+fn a_key_read_before_its_deadline_after_expiry_is_a_violation() {
+    let h = [
+        timed(set(0, 0, 1, "v"), 100),
+        timed(expire(0, 2, 3, 1, true), 1_000),
+        timed(get(1, 4, 5, Some("v")), 2_000),
+    ];
+    assert_violation(&h);
+    // The TTL must match the deadline, rounded up.
+    let h = [
+        timed(set(0, 0, 1, "v"), 100),
+        timed(expire(0, 2, 3, 5, true), 1_000),
+        timed(ttl(1, 4, 5, TtlSeen::Seconds(5)), 2_000),
+    ];
+    assert_violation(&h);
+}
+
+/// Finding 3's symptom: a key gone on one leader is back on the next
+/// (the second node evaluated it at an earlier cluster time).
+#[test]
+fn cluster_time_running_backwards_is_a_violation() {
+    let h = [
+        timed(set(0, 0, 1, "v"), 100),
+        timed(expire(0, 2, 3, 1, true), 1_000),
+        timed(get(1, 4, 5, None), 2_500),
+        timed(get(1, 6, 7, Some("v")), 1_500),
+    ];
+    assert_violation(&h);
+    // Concurrent reads may be ordered either way.
+    let h = [
+        timed(set(0, 0, 1, "v"), 100),
+        timed(expire(0, 2, 3, 1, true), 1_000),
+        timed(get(1, 4, 7, None), 2_500),
+        timed(get(2, 5, 8, Some("v")), 1_500),
+    ];
+    assert_ok(&h);
+}
+
+#[test]
+fn an_expire_of_unknown_outcome_may_or_may_not_have_applied() {
+    let mut pending = expire(0, 2, 3, 1, true);
+    pending.ret = None;
+    pending.kind = OpKind::Expire {
+        seconds: 1,
+        result: None,
+    };
+    for seen in [Some("v"), None] {
+        let h = [
+            timed(set(0, 0, 1, "v"), 100),
+            timed(pending.clone(), 1_000),
+            timed(get(1, 4, 5, seen), 2_500),
+        ];
+        assert_ok(&h);
+    }
 }

@@ -2,8 +2,6 @@
 //! test --release --test sim` runs that seed range; a failing seed prints
 //! itself and its trace and replays bit-for-bit.
 
-#[path = "sim/kv.rs"]
-mod kv;
 #[path = "common/linearizability.rs"]
 mod linearizability;
 #[path = "sim/scenarios.rs"]
@@ -14,11 +12,11 @@ mod world;
 use raftkv::raft::Broken;
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 use world::script::Scenario;
-use world::{Check, Failure, Options, Violation, World};
+use world::{Check, Failure, Options, Stats, Violation, World};
 
 fn seeds_from_env(default: Range<u64>) -> Range<u64> {
     match std::env::var("RAFTKV_SIM_SEEDS") {
@@ -105,11 +103,11 @@ fn checked(
     }
 }
 
-/// Runs seeds on every core; returns the failures (sorted by seed) and totals.
-fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Failure>, u64, u64) {
+/// Runs seeds on every core; returns the failures (sorted by seed) and the
+/// totals of the seeds that passed.
+fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Failure>, Stats) {
     let next = AtomicU64::new(seeds.start);
-    let ops = AtomicUsize::new(0);
-    let events = AtomicU64::new(0);
+    let total = Mutex::new(Stats::default());
     let failures = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
@@ -124,10 +122,7 @@ fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Fai
                         break;
                     }
                     match run_seed(seed, opts) {
-                        Ok(st) => {
-                            ops.fetch_add(st.ops, Ordering::Relaxed);
-                            events.fetch_add(st.events, Ordering::Relaxed);
-                        }
+                        Ok(st) => total.lock().unwrap().add(&st),
                         Err(f) => failures.lock().unwrap().push(f),
                     }
                 }
@@ -136,7 +131,7 @@ fn run_range(seeds: Range<u64>, opts: &Options, stop_at_first: bool) -> (Vec<Fai
     });
     let mut f = failures.into_inner().unwrap();
     f.sort_by_key(|f| f.seed);
-    (f, ops.into_inner() as u64, events.into_inner())
+    (f, total.into_inner().unwrap())
 }
 
 /// What failed, how to replay it, and the end of the trace.
@@ -172,9 +167,19 @@ fn replay_seed(seed: u64) -> String {
 fn seeds() {
     let range = seeds_from_env(0..2000);
     let started = Instant::now();
-    let (failures, ops, events) = run_range(range.clone(), &Options::default(), false);
+    let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {ops} client operations checked, {events} events, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {:.1}s",
+        st.ops,
+        st.by_command.values().sum::<usize>(),
+        st.by_command,
+        st.unknown,
+        st.session_expired,
+        st.max_read_lag_ms,
+        st.events,
+        st.faults,
+        st.elections,
+        st.snapshots,
         started.elapsed().as_secs_f64()
     );
     if let Some(first) = failures.first() {
@@ -218,7 +223,7 @@ fn assert_caught(opts: Options, name: &str, check: Check) {
         ..opts
     };
     let range = 0..3000;
-    let (failures, _, _) = run_range(range, &opts, true);
+    let (failures, _) = run_range(range, &opts, true);
     let f = failures
         .first()
         .unwrap_or_else(|| panic!("the simulator did not catch the broken variant `{name}`"));

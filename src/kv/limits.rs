@@ -24,6 +24,13 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Largest value accepted, in bytes (also bounds CAS's expected value).
     pub max_value_bytes: usize,
+    /// Most client sessions kept (the least recently active is evicted
+    /// beyond it). Not a setting of the node: always [`MAX_SESSIONS`] in
+    /// the product; the simulator lowers it so that eviction happens within
+    /// a short run.
+    ///
+    /// [`MAX_SESSIONS`]: super::MAX_SESSIONS
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +38,7 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
+            max_sessions: super::MAX_SESSIONS,
         }
     }
 }

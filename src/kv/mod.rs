@@ -2,11 +2,16 @@
 //!
 //! Every replica applies the same committed entries in the same order and
 //! must end in the same state, so nothing here reads a clock, a random number
-//! or iterates a hash map. Time is the maximum `stamp_ms` of the proposals
-//! applied so far (the leaders' wall clocks), which never runs backwards; a
-//! key expires when that time reaches its deadline. Expired keys are dropped
+//! or iterates a hash map. Time is **cluster time**: the maximum `stamp_ms`
+//! of the proposals applied so far, which never runs backwards. A leader
+//! stamps each proposal with the cluster time of the entry it applied last
+//! plus the monotonic time it measured since (`crate::replica`), and keeps
+//! it moving with time entries (a proposal without a command) while keys
+//! with a deadline exist; no wall clock is involved (DESIGN.md §4). A key
+//! expires when cluster time reaches its deadline. Expired keys are dropped
 //! lazily when a command touches them and by a bounded sweep on every entry;
-//! reads treat them as absent from the deadline on in any case.
+//! reads (`get`, `ttl`) are evaluated at the applied cluster time, so every
+//! replica that has applied the same entries answers the same.
 //!
 //! Refusals (limits, non-integers, expired sessions, malformed entries) are
 //! answers, not failures: the entry still counts as applied, nothing else
@@ -55,10 +60,12 @@ pub struct StateMachine {
 impl StateMachine {
     /// An empty state machine that has applied nothing.
     pub fn new(limits: Limits) -> StateMachine {
+        let mut sessions = Sessions::default();
+        sessions.set_cap(limits.max_sessions);
         StateMachine {
             limits,
             store: Store::default(),
-            sessions: Sessions::default(),
+            sessions,
             time_ms: 0,
             applied_index: 0,
             members: BTreeMap::new(),
@@ -109,8 +116,12 @@ impl StateMachine {
             }
         };
         let Some(command) = proposal.command else {
-            let msg = format!("entry {index} carries no command");
-            return respond(index, Outcome::Error(error::invalid(msg)));
+            // A time entry: it only moves cluster time (and the sweeps).
+            self.advance_time(proposal.stamp_ms);
+            return WriteResponse {
+                result: None,
+                index,
+            };
         };
         // Checked before anything moves (even the clock): a refused entry
         // changes nothing but the applied index. Not kept in the session: the
@@ -118,9 +129,7 @@ impl StateMachine {
         if let Err(e) = self.limits.check(&command) {
             return respond(index, Outcome::Error(e));
         }
-        self.time_ms = self.time_ms.max(proposal.stamp_ms);
-        self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
-        self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
+        self.advance_time(proposal.stamp_ms);
 
         if let Some(Op::MemberAddrs(m)) = command.op {
             self.members.insert(m.id, m);
@@ -147,6 +156,14 @@ impl StateMachine {
         response
     }
 
+    /// Moves cluster time to `stamp_ms` unless it is already later, and
+    /// sweeps what expired.
+    fn advance_time(&mut self, stamp_ms: u64) {
+        self.time_ms = self.time_ms.max(stamp_ms);
+        self.store.sweep(self.time_ms, SWEEP_PER_APPLY);
+        self.sessions.sweep(self.time_ms, SWEEP_PER_APPLY);
+    }
+
     /// Runs one checked command (not Register) at the current time.
     fn execute(&mut self, command: pb::Command) -> Outcome {
         let t = self.time_ms;
@@ -164,11 +181,11 @@ impl StateMachine {
     }
 
     /// The value of `key` as of the applied entries, treating a key whose
-    /// deadline is at or before `max(now_ms, state-machine time)` as absent.
-    /// `now_ms` is the serving leader's wall clock: time may pass without
-    /// entries, and a read must not return a key the clock says is gone.
-    pub fn get(&self, key: &[u8], now_ms: u64) -> pb::GetResponse {
-        match self.store.live(key, self.read_time(now_ms)) {
+    /// deadline is at or before the applied cluster time as absent. Never
+    /// another clock: a node whose clock is ahead would hide a key that the
+    /// next leader shows again.
+    pub fn get(&self, key: &[u8]) -> pb::GetResponse {
+        match self.store.live(key, self.time_ms) {
             Some(item) => GetResponse {
                 found: true,
                 value: item.value.clone(),
@@ -180,11 +197,11 @@ impl StateMachine {
         }
     }
 
-    /// Whether `key` exists at `max(now_ms, state-machine time)` and the whole
+    /// Whether `key` exists at the applied cluster time and the whole
     /// seconds left before it expires, rounded up (so a live key never reports
     /// 0); `seconds` is `None` for a key without expiry.
-    pub fn ttl(&self, key: &[u8], now_ms: u64) -> pb::TtlResponse {
-        let t = self.read_time(now_ms);
+    pub fn ttl(&self, key: &[u8]) -> pb::TtlResponse {
+        let t = self.time_ms;
         match self.store.live(key, t) {
             Some(item) => TtlResponse {
                 found: true,
@@ -197,8 +214,15 @@ impl StateMachine {
         }
     }
 
-    fn read_time(&self, now_ms: u64) -> u64 {
-        self.time_ms.max(now_ms)
+    /// Whether cluster time must keep moving for a key: some key has a
+    /// deadline (the leader then proposes time entries when idle).
+    pub fn has_deadlines(&self) -> bool {
+        self.store.has_deadlines()
+    }
+
+    /// Whether any client session is kept (they expire on cluster time too).
+    pub fn has_sessions(&self) -> bool {
+        self.sessions.iter().next().is_some()
     }
 
     /// Number of stored keys. Keys past their deadline that the sweep has not
@@ -210,6 +234,12 @@ impl StateMachine {
     /// Whether no key is stored (see [`StateMachine::len`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Cluster time: the state machine's clock, in milliseconds, as of the
+    /// entries applied (see the module docs).
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
     }
 
     /// The index of the last entry applied (0 before any).

@@ -191,8 +191,8 @@ impl Sessions {
         self.clients.iter()
     }
 
-    /// Lowers the cap so tests can exercise eviction cheaply.
-    #[cfg(test)]
+    /// Sets the cap ([`super::Limits::max_sessions`]; lower in tests and the
+    /// simulator so that eviction happens cheaply).
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap;
     }

@@ -99,6 +99,7 @@ impl StateMachine {
         sm.time_ms = body.time_ms;
         sm.store = restore_store(body.items)?;
         sm.sessions = restore_sessions(body.sessions, body.applied_index)?;
+        sm.sessions.set_cap(limits.max_sessions);
         sm.members = body.members.into_iter().map(|m| (m.id, m)).collect();
         Ok(sm)
     }

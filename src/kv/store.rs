@@ -82,6 +82,11 @@ impl Store {
         removed
     }
 
+    /// Whether any stored key has a deadline.
+    pub fn has_deadlines(&self) -> bool {
+        !self.expiry.is_empty()
+    }
+
     /// Number of stored keys, including expired ones not yet swept.
     pub fn len(&self) -> usize {
         self.data.len()

@@ -4,38 +4,43 @@
 //! Each turn: wait for an input or the next tick, drain every queued input
 //! (a batch, so many proposals share one fsync), then take the core's `Ready`
 //! and carry it out in the order Raft requires: persist (one sync, on a
-//! blocking thread), send, restore a snapshot, apply, answer reads, snapshot.
+//! blocking thread), send, then let the replica restore, apply and answer
+//! (`crate::replica`, shared with the simulator), deliver its answers, and
+//! save a snapshot when it is due. This file is the I/O shell: what is
+//! decided, and in which order clients are answered, is the replica's.
 
 use super::config::Config;
-use super::node::{Input, MemberAddrs, NodeError, ReadAnswer, ReadKind, Reply};
+use super::node::{Input, MemberAddrs, NodeError, ReadAnswer, Reply};
 use super::transport::Transport;
 use crate::kv::{Limits, StateMachine};
 use crate::observe::Metrics;
 use crate::pb;
-use crate::raft::{self, LogIndex, NodeId, Payload, ProposeError, Raft, Ready, Role};
+use crate::raft::{self, NodeId, Raft, Ready, Role};
+use crate::replica::{Applied, Callers, Effect, Refusal, Replica};
 use crate::storage::Storage;
-use prost::Message as _;
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Longest wait for a leadership transfer's outcome; the core itself gives
 /// up after an election timeout, so this only bounds a lost decision.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(5);
 
-/// A client proposal waiting for its entry to be applied.
-pub(super) struct Pending<T> {
-    term: raft::Term,
-    reply: Reply<T>,
+/// The node's callers: oneshot senders that gRPC handlers wait on.
+pub(super) struct Waiters;
+
+impl Callers for Waiters {
+    type Write = Reply<pb::WriteResponse>;
+    type Change = Reply<u64>;
+    type Read = Reply<ReadAnswer>;
 }
 
-/// Everything the loop owns.
+/// Everything the loop owns: the replica (core, state machine, waiting
+/// requests) and the I/O around it.
 pub struct Driver {
     pub(super) id: NodeId,
     pub(super) cluster_id: String,
-    pub(super) raft: Raft,
-    pub(super) sm: StateMachine,
-    pub(super) limits: Limits,
+    pub(super) replica: Replica<Waiters>,
     /// Taken while a blocking thread writes; always back before the next turn.
     pub(super) storage: Option<Storage>,
     pub(super) transport: Transport,
@@ -44,17 +49,7 @@ pub struct Driver {
     /// Client addresses of the members, for not-leader redirects.
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
-    // Invariant: applied <= the core's commit index.
-    pub(super) applied: u64,
-    pub(super) snapshot_index: u64,
-    pub(super) writes: BTreeMap<u64, Pending<pb::WriteResponse>>,
-    pub(super) changes: BTreeMap<u64, Pending<u64>>,
-    pub(super) reads: HashMap<u64, (ReadKind, Reply<ReadAnswer>)>,
-    /// Reads the core released at an index not applied yet: (index, id).
-    pub(super) waiting_reads: Vec<(u64, u64)>,
-    pub(super) next_read: u64,
     pub(super) last_leader: Option<NodeId>,
-    pub(super) last_role: Role,
     pub(super) stopping: Option<(std::time::Instant, oneshot::Sender<()>)>,
     /// A leadership transfer under way: (to, give up at, the caller).
     transfer: Option<(NodeId, std::time::Instant, Reply<u64>)>,
@@ -79,6 +74,7 @@ impl Driver {
         let limits = Limits {
             max_key_bytes: p.config.max_key_bytes,
             max_value_bytes: p.config.max_value_bytes,
+            ..Limits::default()
         };
         let mut client_addrs: BTreeMap<u64, String> = p
             .config
@@ -93,28 +89,23 @@ impl Driver {
             .iter()
             .map(|x| (x.id, x.peer_addr.clone()))
             .collect();
-        let role = p.raft.role();
         let mut driver = Driver {
             id: NodeId(p.config.id),
             cluster_id: p.cluster_id,
-            raft: p.raft,
-            sm: p.sm,
-            limits,
+            replica: Replica::new(
+                p.raft,
+                p.sm,
+                p.applied,
+                limits,
+                raft::Instant(p.clock.elapsed()),
+            ),
             storage: Some(p.storage),
             transport: p.transport,
             metrics: p.metrics,
             clock: p.clock,
             client_addrs,
             peer_addrs,
-            applied: p.applied,
-            snapshot_index: p.applied,
-            writes: BTreeMap::new(),
-            changes: BTreeMap::new(),
-            reads: HashMap::new(),
-            waiting_reads: Vec::new(),
-            next_read: 1,
             last_leader: None,
-            last_role: role,
             last_leader_gauges: false,
             stopping: None,
             transfer: None,
@@ -125,6 +116,10 @@ impl Driver {
 
     pub(super) fn now(&self) -> raft::Instant {
         raft::Instant(self.clock.elapsed())
+    }
+
+    pub(super) fn raft(&self) -> &Raft {
+        self.replica.raft()
     }
 
     /// Runs until shutdown or a storage failure (after which the node must
@@ -147,19 +142,20 @@ impl Driver {
                 },
                 _ = ticker.tick() => {
                     let now = self.now();
-                    self.raft.tick(now);
+                    self.replica.tick(now);
                     true
                 }
             };
             while let Ok(input) = rx.try_recv() {
                 self.handle(input);
             }
-            let ready = self.raft.ready();
+            let ready = self.replica.ready();
             self.process(ready).await?;
             self.observe(ticked);
             if self.stop_due() {
                 if let Some((_, done)) = self.stopping.take() {
-                    self.fail_all_pending();
+                    self.replica.fail_all("the node stopped");
+                    self.deliver();
                     let _ = done.send(());
                 }
                 return Ok(());
@@ -170,9 +166,21 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Peer(m) => self.raft.step(m, now),
-            Input::Write(req, reply) => self.propose_write(req, reply),
-            Input::Read(kind, reply) => self.start_read(kind, reply),
+            Input::Peer(m) => self.replica.step(m, now),
+            Input::Write(req, reply) => {
+                if self.stopping.is_some() {
+                    let _ = reply.send(Err(NodeError::Stopped));
+                    return;
+                }
+                self.replica.propose_write(req, reply, now);
+            }
+            Input::Read(kind, reply) => {
+                if self.stopping.is_some() {
+                    let _ = reply.send(Err(NodeError::Stopped));
+                    return;
+                }
+                self.replica.read(kind, reply, now);
+            }
             Input::Change(change, addrs, reply) => {
                 if self.stopping.is_some() {
                     let _ = reply.send(Err(NodeError::Stopped));
@@ -181,34 +189,27 @@ impl Driver {
                 // Only the leader uses the addresses: everyone else learns
                 // them from the log (a follower just redirects the request).
                 if let (raft::ConfChange::AddLearner(id), Some(a), Role::Leader) =
-                    (change, addrs, self.raft.role())
+                    (change, addrs, self.raft().role())
                 {
-                    self.propose_addresses(id, &a, now);
+                    let cmd = pb::MemberAddrsCmd {
+                        id: id.0,
+                        peer_addr: a.peer.clone(),
+                        client_addr: a.client.clone(),
+                    };
+                    if let Err(e) = self.replica.propose_addresses(cmd, now) {
+                        tracing::warn!(id = id.0, error = ?e, "could not replicate a new member's addresses");
+                    }
                     self.learn_addresses(id, a);
                 }
-                match self.raft.propose_conf_change(change, now) {
-                    Ok(id) => {
-                        self.changes.insert(
-                            id.index.0,
-                            Pending {
-                                term: id.term,
-                                reply,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(self.propose_error(e)));
-                    }
-                }
+                self.replica.propose_change(change, reply, now);
             }
             Input::Transfer(to, reply) => {
                 let started = match to.or_else(|| self.best_successor()) {
                     None => Err(NodeError::Busy("no voter to transfer leadership to".into())),
-                    Some(to) => self
-                        .raft
-                        .transfer_leadership(to, now)
-                        .map(|()| to)
-                        .map_err(|e| self.propose_error(e)),
+                    Some(to) => match self.replica.raft_mut().transfer_leadership(to, now) {
+                        Ok(()) => Ok(to),
+                        Err(e) => Err(self.node_error(self.replica.refusal(e))),
+                    },
                 };
                 match started {
                     // Answered once `to` leads, or the transfer fails.
@@ -238,10 +239,10 @@ impl Driver {
             }
             Input::Shutdown(grace, reply) => {
                 tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
-                if self.raft.role() == Role::Leader {
+                if self.raft().role() == Role::Leader {
                     if let Some(to) = self.best_successor() {
                         tracing::info!(to = %to, "transferring leadership before shutdown");
-                        if let Err(e) = self.raft.transfer_leadership(to, now) {
+                        if let Err(e) = self.replica.raft_mut().transfer_leadership(to, now) {
                             tracing::warn!(error = ?e, "leadership transfer failed");
                         }
                     }
@@ -249,27 +250,7 @@ impl Driver {
                 self.stopping = Some((std::time::Instant::now() + grace, reply));
             }
         }
-    }
-
-    /// Replicates the addresses of a member about to be added, in the log
-    /// before its membership change, so every node (and so every future
-    /// leader) can reach it. If this fails, the change itself fails next.
-    fn propose_addresses(&mut self, id: NodeId, a: &MemberAddrs, now: raft::Instant) {
-        let command = pb::Command {
-            op: Some(pb::command::Op::MemberAddrs(pb::MemberAddrsCmd {
-                id: id.0,
-                peer_addr: a.peer.clone(),
-                client_addr: a.client.clone(),
-            })),
-        };
-        let proposal = pb::Proposal {
-            session: None,
-            stamp_ms: wall_ms(),
-            command: Some(command),
-        };
-        if let Err(e) = self.raft.propose(proposal.encode_to_vec().into(), now) {
-            tracing::warn!(id = id.0, error = ?e, "could not replicate a new member's addresses");
-        }
+        self.deliver();
     }
 
     /// Uses the member addresses that arrived through the log (or a
@@ -277,7 +258,8 @@ impl Driver {
     /// restore, after a `MemberAddrs` entry; `learn_addresses` is idempotent.
     fn learn_replicated_addresses(&mut self) {
         let members: Vec<(NodeId, MemberAddrs)> = self
-            .sm
+            .replica
+            .state_machine()
             .members()
             .values()
             .map(|m| {
@@ -310,142 +292,102 @@ impl Driver {
     fn stop_due(&self) -> bool {
         match &self.stopping {
             Some((deadline, _)) => {
-                self.raft.role() != Role::Leader || std::time::Instant::now() >= *deadline
+                self.raft().role() != Role::Leader || std::time::Instant::now() >= *deadline
             }
             None => false,
         }
     }
 
-    fn propose_write(&mut self, req: pb::WriteRequest, reply: Reply<pb::WriteResponse>) {
-        if self.stopping.is_some() {
-            let _ = reply.send(Err(NodeError::Stopped));
-            return;
-        }
-        if self.raft.role() != Role::Leader {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
-        }
-        let Some(command) = req.command else {
-            let _ = reply.send(Err(NodeError::InvalidArgument(
-                "write without a command".into(),
-            )));
-            return;
-        };
-        if let Err(e) = self.sm.validate(&command) {
-            self.metrics.proposals_failed.inc();
-            let _ = reply.send(Ok(pb::WriteResponse {
-                result: Some(pb::write_response::Result::Error(e)),
-                index: 0,
-            }));
-            return;
-        }
-        let proposal = pb::Proposal {
-            session: req.session,
-            stamp_ms: wall_ms(),
-            command: Some(command),
-        };
-        match self
-            .raft
-            .propose(proposal.encode_to_vec().into(), self.now())
-        {
-            Ok(id) => {
-                self.writes.insert(
-                    id.index.0,
-                    Pending {
-                        term: id.term,
-                        reply,
-                    },
-                );
-            }
-            Err(e) => {
-                self.metrics.proposals_failed.inc();
-                let _ = reply.send(Err(self.propose_error(e)));
-            }
+    /// The error a client sees for a refusal: a not-leader answer names the
+    /// leader's client address.
+    fn node_error(&self, r: Refusal) -> NodeError {
+        match r {
+            Refusal::NotLeader(leader) => NodeError::NotLeader {
+                leader: leader.and_then(|l| self.client_addrs.get(&l.0).map(|a| (l.0, a.clone()))),
+            },
+            Refusal::OutcomeUnknown(s) => NodeError::OutcomeUnknown(s),
+            Refusal::Invalid(s) => NodeError::InvalidArgument(s),
+            Refusal::Busy(s) => NodeError::Busy(s),
+            Refusal::Rejected(e) => NodeError::InvalidArgument(e.message),
         }
     }
 
-    fn start_read(&mut self, kind: ReadKind, reply: Reply<ReadAnswer>) {
-        if self.stopping.is_some() {
-            let _ = reply.send(Err(NodeError::Stopped));
-            return;
-        }
-        let id = self.next_read;
-        self.next_read += 1;
-        match self.raft.read(id, self.now()) {
-            Ok(()) => {
-                self.reads.insert(id, (kind, reply));
+    /// Carries out the replica's decisions: answers to waiting callers,
+    /// member addresses to learn.
+    fn deliver(&mut self) {
+        for effect in self.replica.take_effects() {
+            match effect {
+                Effect::Written { caller, result, .. } => {
+                    let answer = match result {
+                        Ok(response) => {
+                            self.metrics.proposals_committed.inc();
+                            Ok(response)
+                        }
+                        // Refused before proposing: the client gets the
+                        // state machine's error as its answer.
+                        Err(Refusal::Rejected(e)) => {
+                            self.metrics.proposals_failed.inc();
+                            Ok(pb::WriteResponse {
+                                result: Some(pb::write_response::Result::Error(e)),
+                                index: 0,
+                            })
+                        }
+                        // A redirect or a malformed request is not a
+                        // failed proposal.
+                        Err(r @ (Refusal::NotLeader(_) | Refusal::Invalid(_))) => {
+                            Err(self.node_error(r))
+                        }
+                        Err(r) => {
+                            self.metrics.proposals_failed.inc();
+                            Err(self.node_error(r))
+                        }
+                    };
+                    let _ = caller.send(answer);
+                }
+                Effect::Changed { caller, result } => {
+                    let _ = caller.send(result.map_err(|r| self.node_error(r)));
+                }
+                Effect::Read { caller, result, .. } => {
+                    let _ = caller.send(result.map_err(|r| self.node_error(r)));
+                }
+                Effect::MembersChanged => self.learn_replicated_addresses(),
             }
-            Err(e) => {
-                let _ = reply.send(Err(self.propose_error(e)));
-            }
-        }
-    }
-
-    fn propose_error(&self, e: ProposeError) -> NodeError {
-        match e {
-            ProposeError::NotLeader { .. } => self.not_leader(),
-            ProposeError::Busy(s) => NodeError::Busy(s),
-            ProposeError::Invalid(s) => NodeError::InvalidArgument(s),
-        }
-    }
-
-    fn not_leader(&self) -> NodeError {
-        let leader = self
-            .raft
-            .leader()
-            .filter(|l| *l != self.id || self.raft.role() == Role::Leader);
-        NodeError::NotLeader {
-            leader: leader.and_then(|l| self.client_addrs.get(&l.0).map(|a| (l.0, a.clone()))),
         }
     }
 
     /// Carries out one `Ready` in the order Raft requires.
-    async fn process(&mut self, ready: Ready) -> Result<(), String> {
-        let Ready {
-            hard_state,
-            must_sync,
-            entries,
-            snapshot,
-            messages,
-            committed,
-            reads,
-            failed_reads,
-            snapshot_due,
-            events,
-        } = ready;
-        for e in &events {
+    async fn process(&mut self, mut ready: Ready) -> Result<(), String> {
+        for e in &ready.events {
             self.record_event(e);
         }
-        let aborted = events
+        let aborted = ready
+            .events
             .iter()
             .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
         self.settle_transfer(aborted);
-        if must_sync {
-            self.persist(hard_state, entries, snapshot.clone()).await?;
-        } else if let Some(hs) = hard_state {
+        let applied = Applied::take(&mut ready);
+        let was_leader = self.raft().role() == Role::Leader;
+        let pending = self.replica.pending_proposals();
+        if ready.must_sync {
+            self.persist(ready.hard_state, ready.entries, ready.snapshot)
+                .await?;
+        } else if let Some(hs) = ready.hard_state {
             self.write_commit(hs)?;
         }
-        self.transport.send(messages);
-        if let Some(snap) = snapshot {
-            self.restore(&snap)?;
+        self.transport.send(ready.messages);
+        if let Some(s) = &applied.snapshot {
+            self.metrics.snapshots.inc();
+            self.metrics
+                .snapshot_last_index
+                .set(s.meta.last.index.0 as i64);
+            tracing::info!(index = s.meta.last.index.0, term = %s.meta.last.term, "installed snapshot from leader");
         }
-        for entry in committed {
-            self.apply(entry);
+        self.replica.advance(applied, self.now())?;
+        if was_leader && self.raft().role() != Role::Leader && pending > 0 {
+            tracing::info!(pending, "leadership lost with proposals in flight");
         }
-        for r in reads {
-            self.waiting_reads.push((r.index.0, r.id));
-        }
-        self.answer_reads();
-        for id in failed_reads {
-            if let Some((_, reply)) = self.reads.remove(&id) {
-                let _ = reply.send(Err(self.not_leader()));
-            }
-        }
-        if self.raft.role() != Role::Leader && self.last_role == Role::Leader {
-            self.lost_leadership();
-        }
-        self.last_role = self.raft.role();
-        if snapshot_due {
+        self.deliver();
+        if self.replica.snapshot_due() {
             self.take_snapshot().await?;
         }
         Ok(())
@@ -500,92 +442,6 @@ impl Driver {
         Ok(())
     }
 
-    fn restore(&mut self, snap: &raft::Snapshot) -> Result<(), String> {
-        self.sm = StateMachine::restore(self.limits, &snap.data).map_err(|e| {
-            format!(
-                "snapshot at index {} does not restore: {e:?}",
-                snap.meta.last.index
-            )
-        })?;
-        self.applied = snap.meta.last.index.0;
-        self.snapshot_index = self.applied;
-        self.learn_replicated_addresses();
-        self.metrics.snapshots.inc();
-        self.metrics.snapshot_last_index.set(self.applied as i64);
-        tracing::info!(index = self.applied, term = %snap.meta.last.term, "installed snapshot from leader");
-        // Proposals the snapshot covers may or may not be in it.
-        let covered: Vec<u64> = self
-            .writes
-            .range(..=self.applied)
-            .map(|(i, _)| *i)
-            .collect();
-        for i in covered {
-            if let Some(p) = self.writes.remove(&i) {
-                let _ = p.reply.send(Err(NodeError::OutcomeUnknown(
-                    "replaced by a snapshot".into(),
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, entry: raft::Entry) {
-        let index = entry.index().0;
-        if index <= self.applied {
-            return;
-        }
-        debug_assert_eq!(
-            index,
-            self.applied + 1,
-            "committed entries are applied in order"
-        );
-        self.applied = index;
-        match &entry.payload {
-            Payload::Command(bytes) => {
-                let response = self.sm.apply(index, bytes);
-                if let Some(pb::write_response::Result::MemberAddrs(_)) = response.result {
-                    self.learn_replicated_addresses();
-                }
-                if let Some(p) = self.writes.remove(&index) {
-                    if p.term == entry.term() {
-                        self.metrics.proposals_committed.inc();
-                        let _ = p.reply.send(Ok(response));
-                    } else {
-                        self.unknown(p, index);
-                    }
-                }
-            }
-            Payload::Noop => {
-                if let Some(p) = self.writes.remove(&index) {
-                    self.unknown(p, index);
-                }
-            }
-            Payload::Config(m) => {
-                tracing::info!(index, voters = ?m.voters, learners = ?m.learners, "membership committed");
-                if let Some(p) = self.changes.remove(&index) {
-                    let r = if p.term == entry.term() {
-                        Ok(index)
-                    } else {
-                        Err(NodeError::OutcomeUnknown(format!(
-                            "entry {index} holds another term's entry"
-                        )))
-                    };
-                    let _ = p.reply.send(r);
-                }
-            }
-        }
-    }
-
-    fn unknown(&self, p: Pending<pb::WriteResponse>, index: u64) {
-        self.metrics.proposals_failed.inc();
-        let msg = format!(
-            "entry {index} was replaced after a leader change; retry with the same session"
-        );
-        let _ = p.reply.send(Err(NodeError::OutcomeUnknown(msg)));
-    }
-
-    /// Proposals in flight when leadership is lost may still commit under the
-    /// next leader, or not: their outcome is unknown.
     /// Answers the caller of a leadership transfer once it is decided: `to`
     /// leads (ok), the core gave it up, another node took over, or it ran
     /// past `TRANSFER_LIMIT`.
@@ -594,7 +450,7 @@ impl Driver {
             return;
         };
         let to = *to;
-        let outcome = match self.raft.leader() {
+        let outcome = match self.raft().leader() {
             Some(l) if l == to => Ok(to.0),
             _ if aborted => Err(format!(
                 "node {to} did not take over within the election timeout"
@@ -613,59 +469,12 @@ impl Driver {
         }
     }
 
-    fn lost_leadership(&mut self) {
-        let n = self.writes.len() + self.changes.len();
-        if n > 0 {
-            tracing::info!(pending = n, "leadership lost with proposals in flight");
-        }
-        self.fail_all_pending();
-    }
-
-    fn fail_all_pending(&mut self) {
-        for (_, p) in std::mem::take(&mut self.writes) {
-            self.metrics.proposals_failed.inc();
-            let _ = p.reply.send(Err(NodeError::OutcomeUnknown(
-                "leadership lost before the write committed".into(),
-            )));
-        }
-        for (_, p) in std::mem::take(&mut self.changes) {
-            let _ = p.reply.send(Err(NodeError::OutcomeUnknown(
-                "leadership lost before the change committed".into(),
-            )));
-        }
-        let not_leader = self.not_leader();
-        for (_, (_, reply)) in self.reads.drain() {
-            let _ = reply.send(Err(not_leader.clone()));
-        }
-        self.waiting_reads.clear();
-    }
-
-    fn answer_reads(&mut self) {
-        let applied = self.applied;
-        let now_ms = wall_ms();
-        let mut still = Vec::new();
-        for (index, id) in std::mem::take(&mut self.waiting_reads) {
-            if index > applied {
-                still.push((index, id));
-                continue;
-            }
-            if let Some((kind, reply)) = self.reads.remove(&id) {
-                let answer = match kind {
-                    ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key, now_ms)),
-                    ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key, now_ms)),
-                };
-                let _ = reply.send(Ok(answer));
-            }
-        }
-        self.waiting_reads = still;
-    }
-
-    /// Snapshots the state machine at `applied`, compacts the log and saves
-    /// the snapshot on a blocking thread.
+    /// Takes the snapshot the replica decided on and saves it on a blocking
+    /// thread.
     async fn take_snapshot(&mut self) -> Result<(), String> {
         let start = std::time::Instant::now();
-        let data = self.sm.snapshot();
-        let snap = self.raft.compact(LogIndex(self.applied), data);
+        let snap = self.replica.take_snapshot();
+        let index = snap.meta.last.index.0;
         let mut storage = self
             .storage
             .take()
@@ -678,25 +487,17 @@ impl Driver {
         .map_err(|e| format!("storage thread failed: {e}"))?;
         self.storage = Some(storage);
         r.map_err(|e| format!("storage: saving a snapshot: {e}"))?;
-        self.snapshot_index = self.applied;
         self.metrics.snapshots.inc();
-        self.metrics.snapshot_last_index.set(self.applied as i64);
+        self.metrics.snapshot_last_index.set(index as i64);
         self.metrics
             .snapshot_duration
             .observe(start.elapsed().as_secs_f64());
         tracing::info!(
-            index = self.applied,
-            keys = self.sm.len(),
+            index,
+            keys = self.replica.state_machine().len(),
             took_ms = start.elapsed().as_millis() as u64,
             "snapshot taken"
         );
         Ok(())
     }
-}
-
-/// Milliseconds since the Unix epoch (the leader's stamp for expiry).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

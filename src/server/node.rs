@@ -7,7 +7,6 @@
 use crate::observe::Health;
 use crate::pb;
 use crate::raft::{ConfChange, Message, NodeId};
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -39,19 +38,7 @@ pub enum NodeError {
     Stopped,
 }
 
-/// A read the leader answers from its applied state.
-#[derive(Debug, Clone)]
-pub enum ReadKind {
-    Get(Bytes),
-    Ttl(Bytes),
-}
-
-/// The answer to a read.
-#[derive(Debug, Clone)]
-pub enum ReadAnswer {
-    Get(pb::GetResponse),
-    Ttl(pb::TtlResponse),
-}
+pub use crate::replica::{ReadAnswer, ReadKind};
 
 /// Where a node added at run time listens.
 #[derive(Debug, Clone, Default)]

@@ -215,6 +215,7 @@ fn state_machine(
     let limits = Limits {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
+        ..Limits::default()
     };
     match &persisted.snapshot {
         Some(s) => {

@@ -10,7 +10,7 @@ const READY_MAX_LAG: u64 = 1000;
 
 impl Driver {
     pub(super) fn status(&self) -> pb::StatusResponse {
-        let s = self.raft.status(self.now());
+        let s = self.raft().status(self.now());
         let leader_address = s
             .leader
             .and_then(|l| self.client_addrs.get(&l.0).cloned())
@@ -23,7 +23,7 @@ impl Driver {
             leader: s.leader.map(|l| l.0),
             leader_address,
             commit_index: s.commit.0,
-            applied_index: self.applied,
+            applied_index: self.replica.applied(),
             last_index: s.last_index.0,
             lease_remaining_seconds: s.lease_remaining.map_or(0.0, |d| d.as_secs_f64()),
             membership: Some(crate::storage::membership_to_pb(&s.membership)),
@@ -42,12 +42,12 @@ impl Driver {
                 .get(&self.id.0)
                 .cloned()
                 .unwrap_or_default(),
-            snapshot_index: s.snapshot_index.0.max(self.snapshot_index),
+            snapshot_index: s.snapshot_index.0.max(self.replica.snapshot_index()),
         }
     }
 
     pub(super) fn members(&self) -> pb::MembersResponse {
-        let m = self.raft.membership();
+        let m = self.raft().membership();
         let info = |id: NodeId, voter: bool| pb::MemberInfo {
             id: id.0,
             client_address: self.client_addrs.get(&id.0).cloned().unwrap_or_default(),
@@ -58,24 +58,24 @@ impl Driver {
         members.extend(m.learners.iter().map(|&l| info(l, false)));
         pb::MembersResponse {
             members,
-            leader: self.raft.leader().map(|l| l.0),
+            leader: self.raft().leader().map(|l| l.0),
         }
     }
 
     /// Ready: a member, a leader known, and applied close to commit.
     pub(super) fn readiness(&self) -> Result<(), String> {
-        if !self.raft.membership().contains(self.id) {
+        if !self.raft().membership().contains(self.id) {
             return Err(format!("node {} is not a member of the cluster", self.id));
         }
-        if self.raft.leader().is_none() {
+        if self.raft().leader().is_none() {
             return Err("no leader known".into());
         }
-        let commit = self.raft.commit_index().0;
-        let lag = commit.saturating_sub(self.applied);
+        let commit = self.raft().commit_index().0;
+        let lag = commit.saturating_sub(self.replica.applied());
         if lag > READY_MAX_LAG {
             return Err(format!(
                 "applied index {} is {lag} entries behind commit {commit}",
-                self.applied
+                self.replica.applied()
             ));
         }
         Ok(())
@@ -83,7 +83,7 @@ impl Driver {
 
     /// The voter with the highest match index (for a graceful hand-off).
     pub(super) fn best_successor(&self) -> Option<NodeId> {
-        let s = self.raft.status(self.now());
+        let s = self.raft().status(self.now());
         s.progress
             .iter()
             .filter(|p| p.id != self.id && s.membership.is_voter(p.id))
@@ -95,12 +95,12 @@ impl Driver {
     /// tick, i.e. every heartbeat/2, not on every turn under load) refreshes
     /// the gauges, which need a full status of the core.
     pub(super) fn observe(&mut self, ticked: bool) {
-        let leader = self.raft.leader();
+        let leader = self.raft().leader();
         if leader != self.last_leader {
             if leader.is_some() {
                 self.metrics.leader_changes.inc();
             }
-            tracing::info!(leader = ?leader.map(|l| l.0), term = self.raft.term().0, "leader changed");
+            tracing::info!(leader = ?leader.map(|l| l.0), term = self.raft().term().0, "leader changed");
             self.last_leader = leader;
         }
         if ticked {
@@ -110,7 +110,7 @@ impl Driver {
 
     fn refresh_gauges(&mut self) {
         let now = self.now();
-        let s = self.raft.status(now);
+        let s = self.raft().status(now);
         let m = &self.metrics;
         m.term.set(s.term.0 as i64);
         m.is_leader.set(i64::from(s.role == Role::Leader));
@@ -119,10 +119,10 @@ impl Driver {
         m.voters.set(s.membership.voters.len() as i64);
         m.ready.set(i64::from(self.readiness().is_ok()));
         m.commit_index.set(s.commit.0 as i64);
-        m.applied_index.set(self.applied as i64);
+        m.applied_index.set(self.replica.applied() as i64);
         m.commit_lag
-            .set(s.commit.0.saturating_sub(self.applied) as i64);
-        m.keys.set(self.sm.len() as i64);
+            .set(s.commit.0.saturating_sub(self.replica.applied()) as i64);
+        m.keys.set(self.replica.state_machine().len() as i64);
         if s.role == Role::Leader {
             for p in &s.progress {
                 if p.id != self.id {

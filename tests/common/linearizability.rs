@@ -20,6 +20,14 @@
 //! - Values that are canonical decimal `i64`s are the same value whether they
 //!   were written by SET or produced by INCR. INCR on text that is not an integer
 //!   is excluded from histories: such an op can never be linearized.
+//! - Expiry runs on cluster time (DESIGN.md §4), a clock the system keeps in
+//!   its log. An op may carry `at`, the cluster time (ms) the system evaluated
+//!   it at: a key whose deadline is at or before `at` is absent, EXPIRE sets
+//!   the deadline `at + seconds`, TTL reports the seconds left rounded up.
+//!   Cluster time is part of the replicated state, so it never runs backwards
+//!   along the linearization: an op whose `at` is below that of an op
+//!   linearized before it cannot go there. An op without `at` is evaluated at
+//!   the cluster time of the op before it (and leaves it unchanged).
 
 // Each test crate that includes this file uses only part of it.
 #![allow(dead_code)]
@@ -39,6 +47,8 @@ pub struct Op {
     /// When the client got the answer; `None` if it never did, so the op may or
     /// may not have taken effect.
     pub ret: Option<u64>,
+    /// The cluster time (ms) at which the system evaluated the op, if known.
+    pub at: Option<u64>,
 }
 
 /// The command and what the client observed it return (`None` = unknown).
@@ -66,6 +76,24 @@ pub enum OpKind {
         new: String,
         result: Option<bool>,
     },
+    /// The key expires `seconds` later (at once for 0). `result`: whether the
+    /// key existed.
+    Expire {
+        seconds: u64,
+        result: Option<bool>,
+    },
+    Ttl {
+        result: Option<TtlSeen>,
+    },
+}
+
+/// What TTL answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TtlSeen {
+    Missing,
+    NoExpiry,
+    /// Seconds left, rounded up.
+    Seconds(u64),
 }
 
 /// Outcome of [`check`].
@@ -207,13 +235,90 @@ enum Cmd {
         new: Val,
         result: Option<bool>,
     },
+    Expire {
+        seconds: u64,
+        result: Option<bool>,
+    },
+    Ttl(TtlSeen),
 }
 
-/// The sequential specification: the state after `cmd`, or `None` if `cmd`
-/// cannot return what it returned in `state`.
-fn step(state: Val, cmd: Cmd, strings: &Strings) -> Option<Val> {
+/// One key's state in the model: its value, its deadline and the cluster
+/// time of the latest op linearized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct State {
+    val: Val,
+    deadline: Option<u64>,
+    now: u64,
+}
+
+const START: State = State {
+    val: Val::Absent,
+    deadline: None,
+    now: 0,
+};
+
+/// The sequential specification: the state after `op`, or `None` if it
+/// cannot return what it returned in `state` (or its cluster time is below
+/// the state's).
+fn step(state: State, op: &Prepared, strings: &Strings) -> Option<State> {
+    let t = match op.at {
+        Some(t) if t < state.now => return None,
+        Some(t) => t,
+        None => state.now,
+    };
+    let mut s = State { now: t, ..state };
+    if s.deadline.is_some_and(|d| d <= t) {
+        s.val = Val::Absent;
+        s.deadline = None;
+    }
+    let val = step_value(s.val, op.cmd, strings)?;
+    let deadline = match op.cmd {
+        // Overwriting clears the deadline; INCR and a failed CAS keep it.
+        Cmd::Set(_) | Cmd::Del(_) => None,
+        Cmd::Cas { expected, .. } if s.val == expected => None,
+        Cmd::Expire { seconds, .. } if s.val != Val::Absent => {
+            let d = t.saturating_add(seconds.saturating_mul(1000));
+            if d <= t {
+                return Some(State {
+                    val: Val::Absent,
+                    deadline: None,
+                    now: t,
+                });
+            }
+            Some(d)
+        }
+        Cmd::Ttl(seen) => {
+            let expected = match (s.val, s.deadline) {
+                (Val::Absent, _) => TtlSeen::Missing,
+                (_, None) => TtlSeen::NoExpiry,
+                (_, Some(d)) => TtlSeen::Seconds((d - t).div_ceil(1000)),
+            };
+            if seen != expected {
+                return None;
+            }
+            s.deadline
+        }
+        _ => s.deadline,
+    };
+    Some(State {
+        val,
+        deadline: if val == Val::Absent { None } else { deadline },
+        now: t,
+    })
+}
+
+/// The value after `cmd` on a live value `state` (deadlines aside).
+fn step_value(state: Val, cmd: Cmd, strings: &Strings) -> Option<Val> {
     match cmd {
         Cmd::Get(v) => (state == v).then_some(state),
+        Cmd::Ttl(_) => Some(state),
+        Cmd::Expire { result, .. } => {
+            let existed = state != Val::Absent;
+            match result {
+                Some(r) if r != existed => None,
+                _ => Some(state),
+            }
+        }
         Cmd::Set(v) => Some(v),
         Cmd::Incr(result) => {
             let n = match state {
@@ -254,6 +359,7 @@ struct Prepared {
     /// Index in the caller's history, for the explanation.
     orig: usize,
     cmd: Cmd,
+    at: Option<u64>,
     call: u64,
     ret: Option<u64>,
 }
@@ -284,7 +390,7 @@ enum Frame {
     /// [`Search::pure_candidate`]).
     Done {
         op: usize,
-        before: Val,
+        before: State,
         closed: bool,
         forced: bool,
     },
@@ -292,8 +398,8 @@ enum Frame {
     /// ways to continue by first linearizing some pending ops (found by
     /// [`Search::closure`]), and the one being explored.
     Closure {
-        before: Val,
-        items: Vec<(Val, Vec<usize>)>,
+        before: State,
+        items: Vec<(State, Vec<usize>)>,
         current: usize,
     },
 }
@@ -334,7 +440,7 @@ struct Search<'a> {
     pending_bits: Vec<u64>,
     /// Zobrist hash of `done_bits`.
     zobrist: u64,
-    state: Val,
+    state: State,
     /// Linearized ops in order.
     path: Vec<usize>,
     frames: Vec<Frame>,
@@ -367,10 +473,18 @@ fn check_key(history: &[Op], indices: &[usize], config: &Config) -> KeyOutcome {
                 new: strings.val(new),
                 result: *result,
             },
+            OpKind::Expire { seconds, result } => Cmd::Expire {
+                seconds: *seconds,
+                result: *result,
+            },
+            OpKind::Ttl { result: None } => continue,
+            OpKind::Ttl { .. } if op.ret.is_none() => continue,
+            OpKind::Ttl { result: Some(seen) } => Cmd::Ttl(*seen),
         };
         ops.push(Prepared {
             orig: i,
             cmd,
+            at: op.at,
             call: op.call,
             ret: op.ret,
         });
@@ -407,11 +521,11 @@ impl<'a> Search<'a> {
         let (next, prev) = links(nodes, 2 * done_ops + 2);
 
         // `ops` is sorted, so each class is in call order.
-        let mut class_ids: HashMap<Cmd, usize> = HashMap::new();
+        let mut class_ids: HashMap<(Cmd, Option<u64>), usize> = HashMap::new();
         let mut classes: Vec<Vec<usize>> = Vec::new();
         let mut class_of = Vec::with_capacity(pending_ops);
         for (op, p) in ops.iter().enumerate().skip(done_ops) {
-            let class = *class_ids.entry(p.cmd).or_insert(classes.len());
+            let class = *class_ids.entry((p.cmd, p.at)).or_insert(classes.len());
             if class == classes.len() {
                 classes.push(Vec::new());
             }
@@ -431,7 +545,7 @@ impl<'a> Search<'a> {
             done_bits: vec![0; done_ops.div_ceil(64)],
             pending_bits: vec![0; pending_ops.div_ceil(64)],
             zobrist: 0,
-            state: Val::Absent,
+            state: START,
             path: Vec::new(),
             frames: Vec::new(),
             cache: Cache::default(),
@@ -525,7 +639,7 @@ impl<'a> Search<'a> {
     }
 
     /// Linearizes completed op `op`, leading to state `after`.
-    fn push_done(&mut self, op: usize, after: Val, closed: bool, forced: bool) {
+    fn push_done(&mut self, op: usize, after: State, closed: bool, forced: bool) {
         self.frames.push(Frame::Done {
             op,
             before: self.state,
@@ -598,13 +712,18 @@ impl<'a> Search<'a> {
             let pure = matches!(
                 cmd,
                 Cmd::Get(_)
+                    | Cmd::Ttl(_)
                     | Cmd::Cas {
                         result: Some(false),
                         ..
                     }
                     | Cmd::Del(Some(false))
+                    | Cmd::Expire {
+                        result: Some(false),
+                        ..
+                    }
             );
-            if pure && step(self.state, cmd, self.strings) == Some(self.state) {
+            if pure && step(self.state, &self.ops[op], self.strings) == Some(self.state) {
                 return Some(op);
             }
             e = self.next[e];
@@ -614,10 +733,10 @@ impl<'a> Search<'a> {
 
     /// The state after linearizing `op` next, if the model allows it and the
     /// resulting configuration is not known to fail; marks `op` linearized.
-    fn try_step(&mut self, op: usize) -> Option<Val> {
-        let after = step(self.state, self.ops[op].cmd, self.strings)?;
+    fn try_step(&mut self, op: usize) -> Option<State> {
+        let after = step(self.state, &self.ops[op], self.strings)?;
         self.flip(op);
-        let hash = mix(self.zobrist ^ val_hash(after));
+        let hash = mix(self.zobrist ^ state_hash(after));
         if self
             .cache
             .visit(hash, &self.done_bits, &self.pending_bits, after)
@@ -631,9 +750,9 @@ impl<'a> Search<'a> {
 
     /// New configurations reachable from the current one by linearizing only
     /// pending ops called before `boundary` returns, fewest ops first.
-    fn closure(&mut self, boundary: usize, max_steps: u64) -> Vec<(Val, Vec<usize>)> {
+    fn closure(&mut self, boundary: usize, max_steps: u64) -> Vec<(State, Vec<usize>)> {
         let deadline = self.ops[(boundary - 1) / 2].ret.unwrap_or(u64::MAX);
-        let mut items: Vec<(Val, Vec<usize>)> = Vec::new();
+        let mut items: Vec<(State, Vec<usize>)> = Vec::new();
         let mut level = vec![(self.state, Vec::new())];
         while !level.is_empty() && self.steps <= max_steps {
             let first_new = items.len();
@@ -649,11 +768,11 @@ impl<'a> Search<'a> {
                         continue;
                     }
                     self.steps += 1;
-                    let Some(after) = step(*state, self.ops[op].cmd, self.strings) else {
+                    let Some(after) = step(*state, &self.ops[op], self.strings) else {
                         continue;
                     };
                     self.flip(op);
-                    let hash = mix(self.zobrist ^ val_hash(after));
+                    let hash = mix(self.zobrist ^ state_hash(after));
                     if self
                         .cache
                         .visit(hash, &self.done_bits, &self.pending_bits, after)
@@ -674,7 +793,7 @@ impl<'a> Search<'a> {
     }
 
     /// Linearizes the pending ops of a closure item.
-    fn apply(&mut self, item: &(Val, Vec<usize>)) {
+    fn apply(&mut self, item: &(State, Vec<usize>)) {
         for &op in &item.1 {
             self.flip(op);
         }
@@ -761,6 +880,13 @@ fn op_hash(op: usize) -> u64 {
     mix((op as u64).wrapping_add(0x9e37_79b9_7f4a_7c15))
 }
 
+fn state_hash(s: State) -> u64 {
+    let deadline = s
+        .deadline
+        .map_or(0x3c6e_f372_fe94_f82b, |d| mix(d ^ 0xa54f_f53a_5f1d_36f1));
+    mix(val_hash(s.val) ^ deadline.rotate_left(17) ^ mix(s.now).rotate_left(41))
+}
+
 fn val_hash(v: Val) -> u64 {
     match v {
         Val::Absent => 0x5851_f42d_4c95_7f2d,
@@ -785,14 +911,14 @@ struct Cache {
 struct Seen {
     lead: u32,
     words: Box<[u64]>,
-    state: Val,
+    state: State,
     /// Linearized pending ops, trailing zero words trimmed.
     pending: Box<[u64]>,
 }
 
 impl Cache {
     /// Records the configuration; false if it is dominated by a seen one.
-    fn visit(&mut self, hash: u64, done: &[u64], pending: &[u64], state: Val) -> bool {
+    fn visit(&mut self, hash: u64, done: &[u64], pending: &[u64], state: State) -> bool {
         let lead = done.iter().take_while(|&&w| w == u64::MAX).count();
         let end = done.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
         let words = &done[lead..end.max(lead)];
@@ -861,24 +987,28 @@ fn explain(history: &[Op], ops: &[Prepared], strings: &Strings, best: &Best, ste
         "longest linearizable prefix found: {} ops",
         best.prefix.len()
     );
-    let mut state = Val::Absent;
+    let mut state = START;
     let skip = best.prefix.len().saturating_sub(SHOW);
     if skip > 0 {
         let _ = writeln!(out, "  ... {skip} earlier ops");
     }
     for (i, &op) in best.prefix.iter().enumerate() {
         // The prefix was built with `step`, so it replays.
-        state = step(state, ops[op].cmd, strings).unwrap_or(state);
+        state = step(state, &ops[op], strings).unwrap_or(state);
         if i >= skip {
             let _ = writeln!(
                 out,
                 "  {}  => {}",
                 Shown(history, ops[op].orig),
-                strings.show(state)
+                show_state(strings, state)
             );
         }
     }
-    let _ = writeln!(out, "value after the prefix: {}", strings.show(state));
+    let _ = writeln!(
+        out,
+        "value after the prefix: {}",
+        show_state(strings, state)
+    );
     let _ = writeln!(
         out,
         "no op can follow it before this op's return, so this op cannot be placed:\n  {}",
@@ -895,6 +1025,13 @@ fn explain(history: &[Op], ops: &[Prepared], strings: &Strings, best: &Best, ste
         let _ = writeln!(out, "  ... {} more", best.open.len() - SHOW);
     }
     out
+}
+
+fn show_state(strings: &Strings, s: State) -> String {
+    match s.deadline {
+        Some(d) => format!("{} (expires at {d}, time {})", strings.show(s.val), s.now),
+        None => format!("{} (time {})", strings.show(s.val), s.now),
+    }
 }
 
 /// Displays history[i] as `#i client c get -> "v" [call 1, ret 2]`.
@@ -924,6 +1061,13 @@ impl fmt::Display for Shown<'_> {
                 Some(e) => write!(f, "cas {e:?} -> {new:?}: swapped {}", res(result))?,
                 None => write!(f, "cas <absent> -> {new:?}: swapped {}", res(result))?,
             },
+            OpKind::Expire { seconds, result } => {
+                write!(f, "expire {seconds}s -> existed {}", res(result))?
+            }
+            OpKind::Ttl { result } => write!(f, "ttl -> {}", res(result))?,
+        }
+        if let Some(at) = op.at {
+            write!(f, " @{at}")?;
         }
         match op.ret {
             Some(ret) => write!(f, " [call {}, ret {ret}]", op.call),

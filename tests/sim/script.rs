@@ -210,8 +210,7 @@ impl World {
         self.log("SCRIPT ends: network healed, every timer runs".into());
         self.run_until(self.now + scenario.settle.as_nanos() as u64, None)?;
         self.end_checks()?;
-        self.stats.ops = self.history.len();
-        Ok(self.stats.clone())
+        Ok(self.close_history())
     }
 
     fn play_step(&mut self, step: &Step) -> Result<(), Failure> {
@@ -274,7 +273,7 @@ impl World {
                 self.crash(n);
             }
             Action::Restart(n) => {
-                if self.nodes[&n].raft.is_none() {
+                if self.nodes[&n].replica.is_none() {
                     self.start_node(n);
                 }
             }
@@ -293,7 +292,7 @@ impl World {
     }
 
     fn holds(&self, c: &Cond) -> bool {
-        let running = |n: &NodeId| self.nodes[n].raft.as_ref();
+        let running = |n: &NodeId| self.nodes[n].raft();
         match *c {
             Cond::Leads(n, term) => {
                 running(&n).is_some_and(|r| r.role() == Role::Leader && r.term() == Term(term))

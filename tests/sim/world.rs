@@ -1,28 +1,36 @@
-//! The deterministic simulator: whole clusters of the real `raft` core plus
-//! a small KV state machine in one thread, with virtual time, a seeded PRNG,
-//! drifting clocks, an adversarial network, crashes, pauses, membership
-//! changes and leadership transfers. Every step is checked for safety.
+//! The deterministic simulator: whole clusters of the product's own code —
+//! the `raft` core, the node's sans-I/O `replica` layer (apply, answer,
+//! restore, snapshot, cluster time) and the real `kv::StateMachine` — in one
+//! thread, with virtual time, a seeded PRNG, drifting clocks, an adversarial
+//! network, crashes, pauses, membership changes and leadership transfers.
+//! Every step is checked for safety. Only tokio, sockets and the disk are
+//! replaced (the disk by `Disk` below).
 
 use bytes::Bytes;
+use prost::Message as _;
+use raftkv::kv::{Limits, StateMachine};
+use raftkv::pb;
 use raftkv::raft::{
     Broken, ConfChange, Config, Entry, Event, HardState, Instant, LogIndex, Membership, Message,
-    NodeId, Payload, Persisted, ProposeError, Raft, Ready, Role, Snapshot, Term,
+    NodeId, Payload, Persisted, Raft, Ready, Role, Snapshot, Term,
 };
+use raftkv::replica::{Applied, Replica};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::kv::{Cmd, Kv, Reply, Request};
 use crate::linearizability::{Op, OpKind};
 
+#[path = "clients.rs"]
+pub mod clients;
 #[path = "script.rs"]
 pub mod script;
+use clients::{Answer, Call, Client, ClientMsg, Cmd, SESSION_CAP, Sim, command_name};
 use script::Rule;
 
 const MS: u64 = 1_000_000;
-const KEYS: [&str; 3] = ["a", "b", "c"];
 
 /// What a run varies besides the seed.
 #[derive(Clone, Debug)]
@@ -60,6 +68,9 @@ pub enum Check {
     StateMachineSafety,
     LeaderCompleteness,
     LogMatching,
+    /// Cluster time ran ahead of real time by more than the drift bound
+    /// (keys would expire early).
+    ClusterTime,
     /// The core (or the simulator) panicked, e.g. on truncating a committed entry.
     Panic,
     Liveness,
@@ -77,6 +88,7 @@ impl Check {
             Check::StateMachineSafety => "state machine safety",
             Check::LeaderCompleteness => "leader completeness",
             Check::LogMatching => "log matching",
+            Check::ClusterTime => "cluster time",
             Check::Panic => "panic",
             Check::Liveness => "liveness",
             Check::Linearizability => "linearizability",
@@ -99,10 +111,34 @@ fn violation(check: Check, detail: String) -> Outcome {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub ops: usize,
+    /// Answered ops by command (the rest are in the history as unknown).
+    pub by_command: BTreeMap<&'static str, usize>,
+    pub unknown: usize,
+    /// Writes answered SESSION_EXPIRED (their session was evicted).
+    pub session_expired: usize,
+    /// Largest lag of a read's cluster time behind real time (ms): what
+    /// time entries and failovers lost since the start of the run.
+    pub max_read_lag_ms: u64,
     pub events: u64,
     pub faults: usize,
     pub elections: usize,
     pub snapshots: usize,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.ops += o.ops;
+        for (k, n) in &o.by_command {
+            *self.by_command.entry(k).or_default() += n;
+        }
+        self.unknown += o.unknown;
+        self.session_expired += o.session_expired;
+        self.max_read_lag_ms = self.max_read_lag_ms.max(o.max_read_lag_ms);
+        self.events += o.events;
+        self.faults += o.faults;
+        self.elections += o.elections;
+        self.snapshots += o.snapshots;
+    }
 }
 
 #[derive(Debug)]
@@ -195,10 +231,10 @@ impl Disk {
 
 struct Node {
     id: NodeId,
-    raft: Option<Raft>,
+    /// The running node's logic, as in the product; None while down.
+    replica: Option<Replica<Sim>>,
     clock: Clock,
     disk: Disk,
-    kv: Kv,
     incarnation: u64,
     busy_until: u64,
     /// The ready batch whose fsync is under way.
@@ -207,38 +243,7 @@ struct Node {
     /// the commit index changed). The next synced write makes it durable; a
     /// crash before that keeps it or loses it, at random.
     unsynced_hard_state: Option<HardState>,
-    /// Proposals waiting for their entry: index -> (term, client, attempt).
-    proposals: HashMap<u64, (Term, usize, u64)>,
-    reads: HashMap<u64, (usize, u64, String)>,
     lease_real_expiry: Option<u64>,
-}
-
-#[derive(Clone, Debug)]
-enum ClientMsg {
-    Write {
-        client: usize,
-        attempt: u64,
-        req: Request,
-    },
-    Read {
-        client: usize,
-        attempt: u64,
-        key: String,
-    },
-}
-
-/// What a client asks for.
-#[derive(Clone, Debug)]
-enum Call {
-    Get(String),
-    Write(Cmd),
-}
-
-#[derive(Clone, Debug)]
-enum Answer {
-    Written(Reply),
-    Read(Option<String>),
-    Redirect(Option<NodeId>),
 }
 
 enum Ev {
@@ -254,23 +259,6 @@ enum Ev {
     Restart(NodeId),
 }
 
-struct PendingOp {
-    op_index: usize,
-    attempt: u64,
-    msg: ClientMsg,
-    target: NodeId,
-}
-
-struct Client {
-    seq: u64,
-    /// Attempts are numbered across all operations, so a late answer to an
-    /// earlier operation can never be taken for the current one's.
-    attempts: u64,
-    pending: Option<PendingOp>,
-    leader_guess: Option<NodeId>,
-    counter: u64,
-}
-
 pub struct World {
     seed: u64,
     opts: Options,
@@ -283,6 +271,8 @@ pub struct World {
     cfg_template: Config,
     clients: Vec<Client>,
     history: Vec<Op>,
+    /// (client id, seq) of each op of the history sent with a session.
+    op_sessions: Vec<Option<(u64, u64)>>,
     // network faults
     blocked: BTreeSet<(NodeId, NodeId)>,
     partition_epoch: u64,
@@ -302,9 +292,14 @@ pub struct World {
     /// For each committed index: the highest term any leader had when it was
     /// first applied (its commit term is at most that).
     commit_term_bound: BTreeMap<u64, Term>,
+    /// Cluster time after each committed command entry, from the log: what
+    /// every state machine must hold once it has applied that entry.
+    cluster_time: BTreeMap<u64, u64>,
+    /// Cluster time of the first entry of each (client id, seq): when a
+    /// request whose answer was lost took effect, if it did.
+    first_proposed: HashMap<(u64, u64), u64>,
     trace: VecDeque<String>,
     stats: Stats,
-    next_read_id: u64,
     faults_on: bool,
     clients_on: bool,
 }
@@ -323,18 +318,27 @@ impl Node {
     fn new(id: NodeId, clock: Clock, disk: Disk) -> Node {
         Node {
             id,
-            raft: None,
+            replica: None,
             clock,
             disk,
-            kv: Kv::default(),
             incarnation: 0,
             busy_until: 0,
             in_flight: None,
             unsynced_hard_state: None,
-            proposals: HashMap::new(),
-            reads: HashMap::new(),
             lease_real_expiry: None,
         }
+    }
+
+    fn raft(&self) -> Option<&Raft> {
+        self.replica.as_ref().map(|r| r.raft())
+    }
+}
+
+/// The state machines' limits: the product's, with few sessions.
+fn limits() -> Limits {
+    Limits {
+        max_sessions: SESSION_CAP,
+        ..Limits::default()
     }
 }
 
@@ -397,15 +401,7 @@ impl World {
         nodes: BTreeMap<NodeId, Node>,
     ) -> World {
         cfg.broken = opts.broken;
-        let clients = (0..3)
-            .map(|_| Client {
-                seq: 0,
-                attempts: 0,
-                pending: None,
-                leader_guess: None,
-                counter: 0,
-            })
-            .collect();
+        let clients = (0..3).map(|_| Client::default()).collect();
         let mut w = World {
             seed,
             opts,
@@ -418,6 +414,7 @@ impl World {
             cfg_template: cfg,
             clients,
             history: Vec::new(),
+            op_sessions: Vec::new(),
             blocked: BTreeSet::new(),
             partition_epoch: 0,
             loss: 0.0,
@@ -428,9 +425,10 @@ impl World {
             leaders: HashMap::new(),
             committed: BTreeMap::new(),
             commit_term_bound: BTreeMap::new(),
+            cluster_time: BTreeMap::new(),
+            first_proposed: HashMap::new(),
             trace: VecDeque::new(),
             stats: Stats::default(),
-            next_read_id: 1,
             faults_on: true,
             clients_on: true,
         };
@@ -479,8 +477,28 @@ impl World {
                 detail: format!("client {i} still waiting {waited}s after faults stopped"),
             }));
         }
+        Ok(self.close_history())
+    }
+
+    /// Ends the history: an op never answered took effect, if at all, at
+    /// its first entry's cluster time; counts ops by command.
+    pub(super) fn close_history(&mut self) -> Stats {
+        for (op, session) in self.history.iter_mut().zip(&self.op_sessions) {
+            if op.at.is_none() {
+                op.at = session.and_then(|k| self.first_proposed.get(&k).copied());
+            }
+            if op.ret.is_some() {
+                *self
+                    .stats
+                    .by_command
+                    .entry(command_name(&op.kind))
+                    .or_default() += 1;
+            } else {
+                self.stats.unknown += 1;
+            }
+        }
         self.stats.ops = self.history.len();
-        Ok(self.stats.clone())
+        self.stats.clone()
     }
 
     /// The time of the next event, if one is due by `until`.
@@ -516,7 +534,7 @@ impl World {
         let leader = self
             .nodes
             .values()
-            .find(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader));
+            .find(|n| n.raft().is_some_and(|r| r.role() == Role::Leader));
         if leader.is_none() {
             return Err(self.failure(Violation {
                 check: Check::Liveness,
@@ -569,16 +587,18 @@ impl World {
             snapshot: node.disk.snapshot.clone(),
             entries: node.disk.entries.clone(),
         };
-        node.kv = node
-            .disk
-            .snapshot
-            .as_ref()
-            .map_or_else(Kv::default, |s| Kv::restore(&s.data));
-        node.raft = Some(Raft::new(cfg, persisted, node.clock.local(now)));
+        let (sm, applied) = match &node.disk.snapshot {
+            Some(s) => (
+                StateMachine::restore(limits(), &s.data).expect("a snapshot this node saved"),
+                s.meta.last.index.0,
+            ),
+            None => (StateMachine::new(limits()), 0),
+        };
+        let local = node.clock.local(now);
+        let raft = Raft::new(cfg, persisted, local);
+        node.replica = Some(Replica::new(raft, sm, applied, limits(), local));
         node.busy_until = now;
         node.in_flight = None;
-        node.proposals.clear();
-        node.reads.clear();
         node.lease_real_expiry = None;
         self.log(format!("n{id} starts (incarnation {inc})"));
         self.schedule(10 * MS, Ev::Tick(id, inc));
@@ -589,7 +609,7 @@ impl World {
     fn crash(&mut self, id: NodeId) -> bool {
         let flushed_anyway = self.rng.random_bool(0.5);
         let node = self.nodes.get_mut(&id).expect("node");
-        if node.raft.take().is_none() {
+        if node.replica.take().is_none() {
             return false;
         }
         if let Some(hs) = node.unsynced_hard_state.take() {
@@ -610,7 +630,7 @@ impl World {
         match ev {
             Ev::Tick(id, inc) => {
                 let node = &self.nodes[&id];
-                if node.incarnation != inc || node.raft.is_none() {
+                if node.incarnation != inc || node.replica.is_none() {
                     return Ok(());
                 }
                 self.schedule(10 * MS, Ev::Tick(id, inc));
@@ -620,12 +640,12 @@ impl World {
                     return Ok(());
                 }
                 let local = self.local(id);
-                self.raft(id).tick(local);
+                self.replica(id).tick(local);
                 self.after_input(id)
             }
             Ev::Deliver(msg) => {
                 let to = msg.to;
-                if self.nodes[&to].raft.is_none() || self.cut_by_script(&msg) {
+                if self.nodes[&to].replica.is_none() || self.cut_by_script(&msg) {
                     return Ok(());
                 }
                 if self.nodes[&to].busy_until > self.now {
@@ -634,11 +654,11 @@ impl World {
                     return Ok(());
                 }
                 let local = self.local(to);
-                self.raft(to).step(msg, local);
+                self.replica(to).step(msg, local);
                 self.after_input(to)
             }
             Ev::FsyncDone(id, inc) => {
-                if self.nodes[&id].incarnation != inc || self.nodes[&id].raft.is_none() {
+                if self.nodes[&id].incarnation != inc || self.nodes[&id].replica.is_none() {
                     return Ok(());
                 }
                 let p = self.nodes.get_mut(&id).unwrap().in_flight.take();
@@ -681,7 +701,7 @@ impl World {
                 Ok(())
             }
             Ev::Restart(id) => {
-                if self.nodes[&id].raft.is_none() {
+                if self.nodes[&id].replica.is_none() {
                     self.start_node(id);
                 }
                 Ok(())
@@ -693,13 +713,17 @@ impl World {
         self.nodes[&id].clock.local(self.now)
     }
 
-    fn raft(&mut self, id: NodeId) -> &mut Raft {
+    fn replica(&mut self, id: NodeId) -> &mut Replica<Sim> {
         self.nodes
             .get_mut(&id)
             .unwrap()
-            .raft
+            .replica
             .as_mut()
             .expect("running")
+    }
+
+    fn raft(&mut self, id: NodeId) -> &mut Raft {
+        self.replica(id).raft_mut()
     }
 
     /// After every input: safety checks, then hand the ready batch to the disk.
@@ -708,7 +732,7 @@ impl World {
         if self.nodes[&id].in_flight.is_some() || self.nodes[&id].busy_until > self.now {
             return Ok(());
         }
-        let mut ready = self.raft(id).ready();
+        let mut ready = self.replica(id).ready();
         for ev in &ready.events {
             self.on_event(id, ev)?;
         }
@@ -759,9 +783,11 @@ impl World {
         Ok(())
     }
 
-    /// The disk finished: durable state, then messages, then apply.
-    fn complete_ready(&mut self, id: NodeId, ready: Ready) -> Outcome {
+    /// The disk finished: durable state, then messages, then the replica
+    /// applies and answers, exactly as the node loop does.
+    fn complete_ready(&mut self, id: NodeId, mut ready: Ready) -> Outcome {
         let now = self.now;
+        let applied = Applied::take(&mut ready);
         let node = self.nodes.get_mut(&id).unwrap();
         if ready.must_sync {
             // The fsync also makes an earlier unsynced hard state durable.
@@ -772,44 +798,28 @@ impl World {
         node.disk
             .write(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
         node.busy_until = now;
-        if let Some(s) = &ready.snapshot {
-            node.kv = Kv::restore(&s.data);
-        }
         for m in ready.messages {
             self.send(m);
         }
-        for e in &ready.committed {
-            self.apply(id, e)?;
+        for e in &applied.committed {
+            self.check_commit(id, e)?;
         }
-        for r in &ready.reads {
-            let node = self.nodes.get_mut(&id).unwrap();
-            if let Some((client, attempt, key)) = node.reads.remove(&r.id) {
-                let value = node.kv.data.get(&key).cloned();
-                self.reply(client, attempt, Answer::Read(value));
-            }
+        let local = self.local(id);
+        if let Err(e) = self.replica(id).advance(applied, local) {
+            panic!("n{id}: {e}");
         }
-        for r in &ready.failed_reads {
-            if let Some((client, attempt, _)) = self.nodes.get_mut(&id).unwrap().reads.remove(r) {
-                self.reply(client, attempt, Answer::Redirect(None));
-            }
-        }
-        if ready.snapshot_due {
-            let node = self.nodes.get_mut(&id).unwrap();
-            let data = Bytes::from(node.kv.snapshot());
-            let applied = node
-                .raft
-                .as_ref()
-                .unwrap()
-                .status(Instant::default())
-                .applied;
-            let snap = node.raft.as_mut().unwrap().compact(applied, data);
-            node.disk.set_snapshot(snap);
+        self.check_cluster_time(id)?;
+        self.deliver(id);
+        if self.replica(id).snapshot_due() {
+            let snap = self.replica(id).take_snapshot();
+            self.nodes.get_mut(&id).unwrap().disk.set_snapshot(snap);
         }
         Ok(())
     }
 
-    fn apply(&mut self, id: NodeId, e: &Entry) -> Outcome {
-        // State machine safety: every node applies the same entry at an index.
+    /// State machine safety: every node applies the same entry at an index.
+    /// The first time an index commits, its cluster time is noted.
+    fn check_commit(&mut self, id: NodeId, e: &Entry) -> Outcome {
         match self.committed.get(&e.index().0) {
             Some((t, p)) if *t != e.term() || *p != e.payload => {
                 return violation(
@@ -828,16 +838,56 @@ impl World {
                     .insert(e.index().0, (e.term(), e.payload.clone()));
                 let bound = self.leaders.keys().max().copied().unwrap_or(Term(0));
                 self.commit_term_bound.insert(e.index().0, bound);
-            }
-        }
-        let node = self.nodes.get_mut(&id).unwrap();
-        if let Payload::Command(bytes) = &e.payload {
-            let (_, _, reply) = node.kv.apply(bytes);
-            if let Some((term, client, attempt)) = node.proposals.remove(&e.index().0) {
-                if term == e.term() {
-                    self.reply(client, attempt, Answer::Written(reply));
+                if let Payload::Command(bytes) = &e.payload {
+                    self.note_cluster_time(e.index().0, bytes);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Cluster time after the command entry at `index`: the largest stamp so
+    /// far (an index commits for the first time only after every index
+    /// before it did, on some node).
+    fn note_cluster_time(&mut self, index: u64, bytes: &[u8]) {
+        let proposal = pb::Proposal::decode(bytes).expect("the replica's proposal");
+        let t = self.cluster_time_at(index).max(proposal.stamp_ms);
+        self.cluster_time.insert(index, t);
+        if let Some(s) = proposal.session.filter(|s| s.client_id != 0) {
+            self.first_proposed.entry((s.client_id, s.seq)).or_insert(t);
+        }
+    }
+
+    /// Cluster time once everything up to `index` is applied.
+    fn cluster_time_at(&self, index: u64) -> u64 {
+        self.cluster_time
+            .range(..=index)
+            .next_back()
+            .map_or(0, |(_, t)| *t)
+    }
+
+    /// The node's cluster time is the log's, and never ahead of real time
+    /// by more than the drift bound (a key never expires early beyond it).
+    fn check_cluster_time(&self, id: NodeId) -> Outcome {
+        let replica = self.nodes[&id].replica.as_ref().expect("running");
+        let (t, applied) = (replica.state_machine().time_ms(), replica.applied());
+        let expected = self.cluster_time_at(applied);
+        if t != expected {
+            return violation(
+                Check::StateMachineSafety,
+                format!("n{id} has cluster time {t} at index {applied}, the log says {expected}"),
+            );
+        }
+        let rho = self.cfg_template.max_clock_drift;
+        let bound = (self.now as f64 / MS as f64 * (1.0 + rho)).ceil() as u64 + 1;
+        if t > bound && !self.opts.drift_beyond_bound {
+            return violation(
+                Check::ClusterTime,
+                format!(
+                    "n{id} reads cluster time {t} ms at real time {:.3} ms: ahead by more than the drift bound",
+                    self.now as f64 / MS as f64
+                ),
+            );
         }
         Ok(())
     }
@@ -876,225 +926,13 @@ impl World {
         }
     }
 
-    // ---------------------------------------------------------------- clients
-
-    fn client_next(&mut self, c: usize) {
-        if !self.clients_on || self.clients[c].pending.is_some() {
-            return;
-        }
-        let key = KEYS[self.rng.random_range(0..KEYS.len())].to_string();
-        let roll = self.rng.random_range(0..10);
-        let call = if roll < 5 {
-            Call::Get(key)
-        } else if roll < 8 {
-            Call::Write(Cmd::Incr(key))
-        } else {
-            let client = &mut self.clients[c];
-            client.counter += 1;
-            // Values stay integers so INCR on them is always defined.
-            let value = (c as u64 + 1) * 1_000_000 + client.counter;
-            Call::Write(Cmd::Set(key, value.to_string()))
-        };
-        let target = self.clients[c]
-            .leader_guess
-            .unwrap_or(NodeId(self.rng.random_range(0..self.nodes.len() as u64)));
-        self.call(c, target, call);
-    }
-
-    /// Client `c` starts an operation: into the history, then to `target`.
-    fn call(&mut self, c: usize, target: NodeId, call: Call) {
-        let client = &mut self.clients[c];
-        let (key, kind, msg) = match call {
-            Call::Get(key) => (
-                key.clone(),
-                OpKind::Get { result: None },
-                ClientMsg::Read {
-                    client: c,
-                    attempt: 0,
-                    key,
-                },
-            ),
-            Call::Write(cmd) => {
-                client.seq += 1;
-                let (key, kind) = match &cmd {
-                    Cmd::Incr(k) => (k.clone(), OpKind::Incr { result: None }),
-                    Cmd::Set(k, v) => (k.clone(), OpKind::Set { value: v.clone() }),
-                };
-                let req = Request {
-                    client: c as u64 + 1,
-                    seq: client.seq,
-                    cmd,
-                };
-                let msg = ClientMsg::Write {
-                    client: c,
-                    attempt: 0,
-                    req,
-                };
-                (key, kind, msg)
-            }
-        };
-        self.history.push(Op {
-            client: c as u64,
-            key,
-            kind,
-            call: self.now,
-            ret: None,
-        });
-        let op_index = self.history.len() - 1;
-        client.attempts += 1;
-        client.pending = Some(PendingOp {
-            op_index,
-            attempt: client.attempts,
-            msg,
-            target,
-        });
-        self.client_send(c);
-    }
-
-    fn client_send(&mut self, c: usize) {
-        let p = self.clients[c].pending.as_mut().expect("pending");
-        let attempt = p.attempt;
-        let msg = match &mut p.msg {
-            ClientMsg::Write { attempt: a, .. } | ClientMsg::Read { attempt: a, .. } => {
-                *a = attempt;
-                p.msg.clone()
-            }
-        };
-        let target = p.target;
-        let d = self.net_delay();
-        self.schedule(d, Ev::ToNode(target, msg));
-        if !self.scripted_clients {
-            self.schedule(400 * MS, Ev::ClientTimeout(c, attempt));
-        }
-    }
-
-    fn client_retry(&mut self, c: usize, hint: Option<NodeId>) {
-        let n = self.nodes.len() as u64;
-        let random = NodeId(self.rng.random_range(0..n));
-        let client = &mut self.clients[c];
-        client.leader_guess = hint;
-        client.attempts += 1;
-        let p = client.pending.as_mut().expect("pending");
-        p.attempt = client.attempts;
-        p.target = hint.unwrap_or(random);
-        self.client_send(c);
-    }
-
-    fn client_answer(&mut self, c: usize, attempt: u64, answer: Answer) {
-        let Some(p) = &self.clients[c].pending else {
-            return;
-        };
-        if p.attempt != attempt {
-            return;
-        }
-        let target = p.target;
-        let op_index = p.op_index;
-        if self.scripted_clients {
-            self.log(format!("client {c}: n{target} answers {answer:?}"));
-        }
-        match answer {
-            Answer::Redirect(_) if self.scripted_clients => {
-                // Unanswered: the history keeps it as "may have taken effect".
-                self.clients[c].pending = None;
-            }
-            Answer::Redirect(hint) => {
-                let hint = hint.filter(|h| *h != target);
-                self.client_retry(c, hint);
-            }
-            Answer::Written(reply) => {
-                let op = &mut self.history[op_index];
-                op.ret = Some(self.now);
-                if let (OpKind::Incr { result }, Reply::Value(v)) = (&mut op.kind, reply) {
-                    *result = Some(v);
-                }
-                self.finish(c, target);
-            }
-            Answer::Read(value) => {
-                let op = &mut self.history[op_index];
-                op.ret = Some(self.now);
-                op.kind = OpKind::Get {
-                    result: Some(value),
-                };
-                self.finish(c, target);
-            }
-        }
-    }
-
-    fn finish(&mut self, c: usize, leader: NodeId) {
-        self.clients[c].pending = None;
-        self.clients[c].leader_guess = Some(leader);
-        let d = self.rng.random_range(0..20) * MS;
-        self.schedule(d, Ev::ClientNext(c));
-    }
-
-    fn reply(&mut self, client: usize, attempt: u64, answer: Answer) {
-        let d = self.net_delay();
-        self.schedule(d, Ev::ToClient(client, attempt, answer));
-    }
-
-    fn client_request(&mut self, id: NodeId, msg: ClientMsg) -> Outcome {
-        if self.nodes[&id].raft.is_none() {
-            return Ok(());
-        }
-        if self.nodes[&id].busy_until > self.now {
-            let t = self.nodes[&id].busy_until - self.now;
-            self.schedule(t, Ev::ToNode(id, msg));
-            return Ok(());
-        }
-        let local = self.local(id);
-        match msg {
-            ClientMsg::Write {
-                client,
-                attempt,
-                req,
-            } => {
-                let bytes = Bytes::from(serde_json::to_vec(&req).expect("encode"));
-                match self.raft(id).propose(bytes, local) {
-                    Ok(log_id) => {
-                        self.nodes
-                            .get_mut(&id)
-                            .unwrap()
-                            .proposals
-                            .insert(log_id.index.0, (log_id.term, client, attempt));
-                    }
-                    Err(ProposeError::NotLeader { leader }) => {
-                        self.reply(client, attempt, Answer::Redirect(leader))
-                    }
-                    Err(_) => self.reply(client, attempt, Answer::Redirect(None)),
-                }
-            }
-            ClientMsg::Read {
-                client,
-                attempt,
-                key,
-            } => {
-                let rid = self.next_read_id;
-                self.next_read_id += 1;
-                match self.raft(id).read(rid, local) {
-                    Ok(()) => {
-                        self.nodes
-                            .get_mut(&id)
-                            .unwrap()
-                            .reads
-                            .insert(rid, (client, attempt, key));
-                    }
-                    Err(ProposeError::NotLeader { leader }) => {
-                        self.reply(client, attempt, Answer::Redirect(leader))
-                    }
-                    Err(_) => self.reply(client, attempt, Answer::Redirect(None)),
-                }
-            }
-        }
-        self.after_input(id)
-    }
-
     // ---------------------------------------------------------------- faults
 
     fn current_leader(&self) -> Option<NodeId> {
         self.nodes
             .values()
-            .filter(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-            .max_by_key(|n| n.raft.as_ref().unwrap().term())
+            .filter(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .max_by_key(|n| n.raft().unwrap().term())
             .map(|n| n.id)
     }
 
@@ -1170,7 +1008,7 @@ impl World {
                 } else {
                     pick(&mut self.rng)
                 };
-                if self.nodes[&victim].raft.is_some() {
+                if self.nodes[&victim].replica.is_some() {
                     let d = self.rng.random_range(100..900) * MS;
                     let node = self.nodes.get_mut(&victim).unwrap();
                     node.busy_until = node.busy_until.max(self.now + d);
@@ -1228,8 +1066,9 @@ impl World {
             ConfChange::Remove(v[self.rng.random_range(0..v.len())])
         };
         let local = self.local(l);
-        let r = self.raft(l).propose_conf_change(change, local);
-        self.log(format!("MEMBERSHIP n{l} {change:?}: {r:?}"));
+        self.log(format!("MEMBERSHIP n{l} {change:?}"));
+        self.replica(l).propose_change(change, (), local);
+        self.deliver(l);
         let _ = self.after_input(l);
     }
 
@@ -1243,7 +1082,7 @@ impl World {
         let down: Vec<NodeId> = self
             .nodes
             .values()
-            .filter(|n| n.raft.is_none())
+            .filter(|n| n.replica.is_none())
             .map(|n| n.id)
             .collect();
         for id in down {
@@ -1257,7 +1096,7 @@ impl World {
         let local = self.local(id);
         let now = self.now;
         let node = &self.nodes[&id];
-        let Some(raft) = &node.raft else {
+        let Some(raft) = node.raft() else {
             return Ok(());
         };
         if raft.role() == Role::Leader {
@@ -1276,7 +1115,7 @@ impl World {
             .map(|rem| node.clock.real(local + rem));
         let overlap = expiry.and_then(|exp| {
             let other = self.nodes.values().find(|o| {
-                o.id != id && o.raft.is_some() && o.lease_real_expiry.is_some_and(|e| e > now)
+                o.id != id && o.replica.is_some() && o.lease_real_expiry.is_some_and(|e| e > now)
             })?;
             Some(format!(
                 "n{id} holds a lease until {:.3}ms while n{} holds one until {:.3}ms",

@@ -57,6 +57,7 @@ fn configured_limits_apply() {
     let limits = Limits {
         max_key_bytes: 2,
         max_value_bytes: 3,
+        ..Limits::default()
     };
     let sm = StateMachine::new(limits);
     assert_eq!(code(sm.validate(&op_cmd(set("ab", "xyz")))), None);
@@ -76,6 +77,7 @@ fn apply_refuses_over_limit_entries_and_changes_nothing() {
         sm: StateMachine::new(Limits {
             max_key_bytes: 4,
             max_value_bytes: 4,
+            ..Limits::default()
         }),
         next_index: 1,
     };

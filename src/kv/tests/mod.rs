@@ -64,6 +64,12 @@ impl Harness {
     }
 
     /// Registers a session and returns its client id.
+    /// TTL of `key` once cluster time has reached `now_ms`.
+    pub fn ttl(&mut self, key: &str, now_ms: u64) -> crate::pb::TtlResponse {
+        self.advance(now_ms);
+        self.sm.ttl(key.as_bytes())
+    }
+
     pub fn register(&mut self, stamp_ms: u64) -> u64 {
         match self.apply(stamp_ms, register()).result {
             Some(Outcome::Register(r)) => r.client_id,
@@ -71,8 +77,24 @@ impl Harness {
         }
     }
 
-    pub fn get(&self, key: &str, now_ms: u64) -> Option<String> {
-        let r = self.sm.get(key.as_bytes(), now_ms);
+    /// Moves cluster time to `now_ms` with a time entry, unless it is
+    /// there already (as an idle leader does).
+    pub fn advance(&mut self, now_ms: u64) {
+        if now_ms > self.sm.time_ms() {
+            let entry = Proposal {
+                session: None,
+                stamp_ms: now_ms,
+                command: None,
+            };
+            let r = self.apply_raw(&entry.encode_to_vec());
+            assert_eq!(r.result, None, "a time entry has no answer");
+        }
+    }
+
+    /// The value of `key` once cluster time has reached `now_ms`.
+    pub fn get(&mut self, key: &str, now_ms: u64) -> Option<String> {
+        self.advance(now_ms);
+        let r = self.sm.get(key.as_bytes());
         if r.found {
             Some(String::from_utf8(r.value.to_vec()).unwrap())
         } else {

@@ -26,8 +26,10 @@ fn round_trip_is_exact() {
     assert_eq!(restored, h.sm);
     assert_eq!(restored.applied_index(), h.sm.applied_index());
     assert_eq!(restored.snapshot(), data, "deterministic encoding");
-    assert_eq!(restored.ttl(b"ttl", 0).seconds, Some(30));
-    assert!(!restored.get(b"gone", 2_000).found);
+    assert_eq!(restored.time_ms(), h.sm.time_ms(), "cluster time restored");
+    assert_eq!(restored.ttl(b"ttl"), h.sm.ttl(b"ttl"));
+    assert!(restored.ttl(b"ttl").seconds.is_some());
+    assert_eq!(restored.get(b"gone"), h.sm.get(b"gone"));
 }
 
 #[test]

@@ -1,0 +1,523 @@
+//! One replica's logic between the consensus core and the key-value state
+//! machine, without I/O: the part of a node that decides, shared by the
+//! tokio node loop (`server::driver`) and the deterministic simulator.
+//!
+//! In the style of openraft's Engine: calls go in (`propose_write`, `read`,
+//! `step`, `tick`, `advance`) with the time passed as an argument, and
+//! decisions come out as [`Effect`]s that the caller carries out (answer a
+//! client, learn member addresses). The caller owns every kind of I/O:
+//! persisting and sending what `ready()` returns, saving snapshots, clocks,
+//! metrics. Here live the rules whose order a client can observe:
+//! - a write is answered once its entry is applied, with the state machine's
+//!   answer if the entry is the one proposed (same term), else as
+//!   outcome-unknown (another leader's entry took its index);
+//! - pending writes and changes fail as outcome-unknown when leadership is
+//!   lost or a snapshot replaces their entries;
+//! - a read is answered once everything up to its read index is applied;
+//! - the state machine is restored from a snapshot and snapshotted when due;
+//! - cluster time: proposals are stamped from the applied cluster time and
+//!   the monotonic time since, an idle leader proposes time entries, and
+//!   reads are evaluated at the applied cluster time (see [`clock`]); never
+//!   a wall clock.
+//!
+//! Nothing here reads a clock, spawns a task or touches a socket.
+
+pub mod clock;
+mod pending;
+#[cfg(test)]
+mod tests;
+
+use crate::kv::{Limits, StateMachine};
+use crate::pb;
+use crate::raft::{
+    self, ConfChange, Entry, Instant, LogIndex, NodeId, Payload, ProposeError, Raft, ReadState,
+    Ready, Role, Snapshot,
+};
+use bytes::Bytes;
+use clock::{ClusterClock, SESSION_TIME_ENTRY_INTERVAL, TIME_ENTRY_INTERVAL};
+use pending::Pending;
+use prost::Message as _;
+
+/// Who waits for an answer, per kind of request: a oneshot sender in the
+/// node, a client number in the simulator. The replica only stores them and
+/// hands them back in [`Effect`]s.
+pub trait Callers {
+    type Write;
+    type Change;
+    type Read;
+}
+
+/// A read the leader answers from its applied state.
+#[derive(Debug, Clone)]
+pub enum ReadKind {
+    Get(Bytes),
+    Ttl(Bytes),
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub enum ReadAnswer {
+    Get(pb::GetResponse),
+    Ttl(pb::TtlResponse),
+}
+
+/// Why a request was not answered by the state machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// This node does not lead; the leader it knows of, if any.
+    NotLeader(Option<NodeId>),
+    /// The request was proposed but may or may not take effect (leadership
+    /// was lost, or its index went to another entry or into a snapshot):
+    /// retry with the same session.
+    OutcomeUnknown(String),
+    /// The request is malformed.
+    Invalid(String),
+    /// Refused by the state machine's checks before it was proposed: the
+    /// answer is this error, exactly as if the entry had been applied.
+    Rejected(pb::KvError),
+    /// The leader cannot take it now (a change or a transfer under way).
+    Busy(String),
+}
+
+/// A decision for the caller to carry out.
+#[derive(Debug)]
+pub enum Effect<C: Callers> {
+    /// Answer a write. `cluster_ms` is the cluster time at which the state
+    /// machine answered (that of the applied entry).
+    Written {
+        caller: C::Write,
+        result: Result<pb::WriteResponse, Refusal>,
+        cluster_ms: u64,
+    },
+    /// Answer a membership change with its log index.
+    Changed {
+        caller: C::Change,
+        result: Result<u64, Refusal>,
+    },
+    /// Answer a read; `cluster_ms` is the cluster time it was evaluated at.
+    Read {
+        caller: C::Read,
+        result: Result<ReadAnswer, Refusal>,
+        cluster_ms: u64,
+    },
+    /// The member addresses kept in the state machine may have changed (a
+    /// `MemberAddrs` entry was applied, or a snapshot restored).
+    MembersChanged,
+}
+
+/// The part of a `Ready` that is applied, once the rest is persisted and sent.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub snapshot: Option<Snapshot>,
+    pub committed: Vec<Entry>,
+    pub reads: Vec<ReadState>,
+    pub failed_reads: Vec<u64>,
+    pub snapshot_due: bool,
+}
+
+impl Applied {
+    /// Takes the applying half out of `ready`; the snapshot stays there too
+    /// (it is persisted before it is restored; its data is shared, not copied).
+    pub fn take(ready: &mut Ready) -> Applied {
+        Applied {
+            snapshot: ready.snapshot.clone(),
+            committed: std::mem::take(&mut ready.committed),
+            reads: std::mem::take(&mut ready.reads),
+            failed_reads: std::mem::take(&mut ready.failed_reads),
+            snapshot_due: ready.snapshot_due,
+        }
+    }
+}
+
+/// The consensus core, the state machine and the requests waiting on them.
+pub struct Replica<C: Callers> {
+    raft: Raft,
+    sm: StateMachine,
+    limits: Limits,
+    // Invariant: applied <= the core's commit index.
+    applied: u64,
+    snapshot_index: u64,
+    pending: Pending<C>,
+    clock: ClusterClock,
+    /// Whether this node led at the end of the previous `advance`.
+    was_leader: bool,
+    /// Set by the core's hint once applied; cleared by `take_snapshot`.
+    snapshot_due: bool,
+    effects: Vec<Effect<C>>,
+}
+
+impl<C: Callers> Replica<C> {
+    /// A replica whose state machine `sm` has applied up to `applied` (its
+    /// snapshot's index; the core hands the rest of the log over again),
+    /// started at `now` on the node's monotonic clock.
+    pub fn new(
+        raft: Raft,
+        sm: StateMachine,
+        applied: u64,
+        limits: Limits,
+        now: Instant,
+    ) -> Replica<C> {
+        let was_leader = raft.role() == Role::Leader;
+        Replica {
+            clock: ClusterClock::new(sm.time_ms(), now),
+            raft,
+            sm,
+            limits,
+            applied,
+            snapshot_index: applied,
+            pending: Pending::default(),
+            was_leader,
+            snapshot_due: false,
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The core, for calls that answer at once (transfer, status).
+    pub fn raft_mut(&mut self) -> &mut Raft {
+        &mut self.raft
+    }
+
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// The index of the last entry applied (or restored from a snapshot).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The index of the latest snapshot taken or restored here.
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    /// Requests waiting for an entry (writes and membership changes).
+    pub fn pending_proposals(&self) -> usize {
+        self.pending.proposals()
+    }
+
+    /// The decisions made since the last call, in the order they were made.
+    pub fn take_effects(&mut self) -> Vec<Effect<C>> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn step(&mut self, m: raft::Message, now: Instant) {
+        self.raft.step(m, now);
+    }
+
+    /// Time passes: the core's timers, and a time entry if this node leads,
+    /// has been idle, and cluster time is needed (keys with a deadline, or
+    /// sessions).
+    pub fn tick(&mut self, now: Instant) {
+        self.raft.tick(now);
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let interval = if self.sm.has_deadlines() {
+            TIME_ENTRY_INTERVAL
+        } else if self.sm.has_sessions() {
+            SESSION_TIME_ENTRY_INTERVAL
+        } else {
+            return;
+        };
+        if self.clock.time_entry_due(now, interval) {
+            // Refused only while a transfer is under way: tried next tick.
+            let _ = self.propose(None, None, now);
+        }
+    }
+
+    /// The leader this node would name to a client: itself only while it leads.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        self.raft
+            .leader()
+            .filter(|l| *l != self.raft.id() || self.raft.role() == Role::Leader)
+    }
+
+    /// How a refusal of the core reads to a client.
+    pub fn refusal(&self, e: ProposeError) -> Refusal {
+        match e {
+            ProposeError::NotLeader { .. } => Refusal::NotLeader(self.leader_hint()),
+            ProposeError::Busy(s) => Refusal::Busy(s),
+            ProposeError::Invalid(s) => Refusal::Invalid(s),
+        }
+    }
+
+    fn refuse_write(&mut self, caller: C::Write, why: Refusal) {
+        self.effects.push(Effect::Written {
+            caller,
+            result: Err(why),
+            cluster_ms: self.sm.time_ms(),
+        });
+    }
+
+    /// Proposes a client's write; it is answered once applied (or refused now).
+    pub fn propose_write(&mut self, req: pb::WriteRequest, caller: C::Write, now: Instant) {
+        if self.raft.role() != Role::Leader {
+            return self.refuse_write(caller, Refusal::NotLeader(self.leader_hint()));
+        }
+        let Some(command) = req.command else {
+            let why = Refusal::Invalid("write without a command".into());
+            return self.refuse_write(caller, why);
+        };
+        if let Err(e) = self.sm.validate(&command) {
+            return self.refuse_write(caller, Refusal::Rejected(e));
+        }
+        match self.propose(req.session, Some(command), now) {
+            Ok(id) => self.pending.add_write(id, caller),
+            Err(e) => {
+                let why = self.refusal(e);
+                self.refuse_write(caller, why)
+            }
+        }
+    }
+
+    /// Replicates the addresses of a member about to be added, in the log
+    /// before its membership change, so every node (and every future
+    /// leader) can reach it. If this fails, the change itself fails next.
+    pub fn propose_addresses(
+        &mut self,
+        addrs: pb::MemberAddrsCmd,
+        now: Instant,
+    ) -> Result<(), ProposeError> {
+        let command = pb::Command {
+            op: Some(pb::command::Op::MemberAddrs(addrs)),
+        };
+        self.propose(None, Some(command), now).map(|_| ())
+    }
+
+    /// Proposes an entry stamped with this node's measure of cluster time
+    /// (a time entry if `command` is None).
+    fn propose(
+        &mut self,
+        session: Option<pb::Session>,
+        command: Option<pb::Command>,
+        now: Instant,
+    ) -> Result<raft::LogId, ProposeError> {
+        let proposal = pb::Proposal {
+            session,
+            stamp_ms: self.clock.stamp(now),
+            command,
+        };
+        let id = self.raft.propose(proposal.encode_to_vec().into(), now)?;
+        self.clock.proposed(now);
+        Ok(id)
+    }
+
+    /// Proposes a membership change; answered with its index once applied.
+    pub fn propose_change(&mut self, change: ConfChange, caller: C::Change, now: Instant) {
+        match self.raft.propose_conf_change(change, now) {
+            Ok(id) => self.pending.add_change(id, caller),
+            Err(e) => {
+                let result = Err(self.refusal(e));
+                self.effects.push(Effect::Changed { caller, result });
+            }
+        }
+    }
+
+    /// Starts a linearizable read; answered once the core releases it and
+    /// everything up to its read index is applied.
+    pub fn read(&mut self, kind: ReadKind, caller: C::Read, now: Instant) {
+        let id = self.pending.next_read_id();
+        match self.raft.read(id, now) {
+            Ok(()) => self.pending.add_read(id, kind, caller),
+            Err(e) => {
+                let result = Err(self.refusal(e));
+                let cluster_ms = self.sm.time_ms();
+                self.effects.push(Effect::Read {
+                    caller,
+                    result,
+                    cluster_ms,
+                });
+            }
+        }
+    }
+
+    /// The core's batch. The caller persists its hard state, entries and
+    /// snapshot (durably first if `must_sync`), sends its messages, and then
+    /// hands the applying half back to [`Replica::advance`].
+    pub fn ready(&mut self) -> Ready {
+        self.raft.ready()
+    }
+
+    /// Restores, applies and answers what a persisted `Ready` released, in
+    /// the order a client may observe: snapshot, committed entries (writes
+    /// answered), reads, then the failure of what a lost leadership leaves.
+    /// An error is a snapshot that does not restore: the node must stop.
+    pub fn advance(&mut self, a: Applied, now: Instant) -> Result<(), String> {
+        if let Some(snap) = &a.snapshot {
+            self.restore(snap, now)?;
+        }
+        for entry in a.committed {
+            self.apply(entry, now);
+        }
+        for r in a.reads {
+            self.pending.release_read(r);
+        }
+        self.answer_reads();
+        for id in a.failed_reads {
+            if let Some((_, caller)) = self.pending.take_read(id) {
+                self.read_refused(caller, Refusal::NotLeader(self.leader_hint()));
+            }
+        }
+        let leads = self.raft.role() == Role::Leader;
+        if self.was_leader && !leads {
+            self.fail_all("leadership lost");
+            self.clock.lost_leadership();
+        }
+        self.was_leader = leads;
+        self.snapshot_due |= a.snapshot_due;
+        Ok(())
+    }
+
+    fn read_refused(&mut self, caller: C::Read, why: Refusal) {
+        let cluster_ms = self.sm.time_ms();
+        self.effects.push(Effect::Read {
+            caller,
+            result: Err(why),
+            cluster_ms,
+        });
+    }
+
+    fn restore(&mut self, snap: &Snapshot, now: Instant) -> Result<(), String> {
+        let index = snap.meta.last.index.0;
+        self.sm = StateMachine::restore(self.limits, &snap.data)
+            .map_err(|e| format!("snapshot at index {index} does not restore: {e:?}"))?;
+        self.clock.applied(self.sm.time_ms(), now, true);
+        self.applied = index;
+        self.snapshot_index = index;
+        self.effects.push(Effect::MembersChanged);
+        // Proposals the snapshot covers may or may not be in it.
+        let why = || Refusal::OutcomeUnknown("replaced by a snapshot".into());
+        let cluster_ms = self.sm.time_ms();
+        for caller in self.pending.take_writes_up_to(index) {
+            let result = Err(why());
+            self.effects.push(Effect::Written {
+                caller,
+                result,
+                cluster_ms,
+            });
+        }
+        for caller in self.pending.take_changes_up_to(index) {
+            let result = Err(why());
+            self.effects.push(Effect::Changed { caller, result });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry, now: Instant) {
+        let index = entry.index().0;
+        if index <= self.applied {
+            return;
+        }
+        debug_assert_eq!(index, self.applied + 1, "committed entries apply in order");
+        self.applied = index;
+        let term = entry.term();
+        match &entry.payload {
+            Payload::Command(bytes) => {
+                let response = self.sm.apply(index, bytes);
+                self.clock.applied(self.sm.time_ms(), now, false);
+                if let Some(pb::write_response::Result::MemberAddrs(_)) = response.result {
+                    self.effects.push(Effect::MembersChanged);
+                }
+                if let Some((proposed, caller)) = self.pending.take_write(index) {
+                    let result = if proposed == term {
+                        Ok(response)
+                    } else {
+                        Err(replaced(index))
+                    };
+                    let cluster_ms = self.sm.time_ms();
+                    self.effects.push(Effect::Written {
+                        caller,
+                        result,
+                        cluster_ms,
+                    });
+                }
+            }
+            Payload::Noop => {
+                if let Some((_, caller)) = self.pending.take_write(index) {
+                    self.refuse_write(caller, replaced(index));
+                }
+            }
+            Payload::Config(_) => {
+                if let Some((proposed, caller)) = self.pending.take_change(index) {
+                    let result = if proposed == term {
+                        Ok(index)
+                    } else {
+                        Err(replaced(index))
+                    };
+                    self.effects.push(Effect::Changed { caller, result });
+                }
+            }
+        }
+    }
+
+    /// Answers the released reads whose index is applied, at the applied
+    /// cluster time (on the lease path too: no clock is read here).
+    fn answer_reads(&mut self) {
+        let t = self.sm.time_ms();
+        for (kind, caller) in self.pending.reads_applied(self.applied) {
+            let answer = match kind {
+                ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key)),
+                ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key)),
+            };
+            self.effects.push(Effect::Read {
+                caller,
+                result: Ok(answer),
+                cluster_ms: t,
+            });
+        }
+    }
+
+    /// Fails every waiting request: proposals as outcome-unknown (they may
+    /// still commit under the next leader, or not), reads as not-leader.
+    pub fn fail_all(&mut self, why: &str) {
+        let cluster_ms = self.sm.time_ms();
+        let waiting = self.pending.take_all();
+        for caller in waiting.writes {
+            let result = Err(Refusal::OutcomeUnknown(format!(
+                "{why} before the write committed"
+            )));
+            self.effects.push(Effect::Written {
+                caller,
+                result,
+                cluster_ms,
+            });
+        }
+        for caller in waiting.changes {
+            let result = Err(Refusal::OutcomeUnknown(format!(
+                "{why} before the change committed"
+            )));
+            self.effects.push(Effect::Changed { caller, result });
+        }
+        for caller in waiting.reads {
+            self.read_refused(caller, Refusal::NotLeader(self.leader_hint()));
+        }
+    }
+
+    /// Whether the state machine should be snapshotted now (the core asked,
+    /// and everything it counted is applied).
+    pub fn snapshot_due(&self) -> bool {
+        self.snapshot_due
+    }
+
+    /// Snapshots the state machine at the applied index and compacts the
+    /// core's log; the caller saves the snapshot.
+    pub fn take_snapshot(&mut self) -> Snapshot {
+        self.snapshot_due = false;
+        let snap = self
+            .raft
+            .compact(LogIndex(self.applied), self.sm.snapshot());
+        self.snapshot_index = self.applied;
+        snap
+    }
+}
+
+fn replaced(index: u64) -> Refusal {
+    Refusal::OutcomeUnknown(format!(
+        "entry {index} was replaced after a leader change; retry with the same session"
+    ))
+}

@@ -1,0 +1,223 @@
+//! The replica on a one-node cluster, driven by hand: what it answers, when,
+//! and at which cluster time. Multi-node orderings (answers in another
+//! term, snapshots, leader changes) are exercised by the simulator, which
+//! runs this same code.
+
+use super::*;
+use crate::pb::command::Op;
+use crate::raft::{Config, Membership, bootstrap};
+use std::time::Duration;
+
+/// Callers are plain numbers here.
+#[derive(Debug)]
+struct Test;
+
+impl Callers for Test {
+    type Write = u32;
+    type Change = u32;
+    type Read = u32;
+}
+
+fn at(ms: u64) -> Instant {
+    Instant(Duration::from_millis(ms))
+}
+
+/// A one-node cluster whose monotonic clock starts at `origin_ms`.
+struct One {
+    replica: Replica<Test>,
+    now: u64,
+}
+
+impl One {
+    fn new(origin_ms: u64) -> One {
+        let cfg = Config::new(NodeId(0));
+        let persisted = bootstrap(Membership::new([NodeId(0)]));
+        let raft = Raft::new(cfg, persisted, at(origin_ms));
+        let sm = StateMachine::new(Limits::default());
+        let replica = Replica::new(raft, sm, 0, Limits::default(), at(origin_ms));
+        let mut one = One {
+            replica,
+            now: origin_ms,
+        };
+        one.run_until(|r| r.raft().role() == Role::Leader);
+        one
+    }
+
+    /// Ticks every 10 ms, carrying out each `Ready` (nothing to persist or
+    /// send with one node), until `done` holds.
+    fn run_until(&mut self, done: impl Fn(&Replica<Test>) -> bool) {
+        for _ in 0..1000 {
+            self.turn();
+            if done(&self.replica) {
+                return;
+            }
+            self.now += 10;
+            self.replica.tick(at(self.now));
+        }
+        panic!("did not happen within 10 s");
+    }
+
+    fn turn(&mut self) {
+        let mut ready = self.replica.ready();
+        let applied = Applied::take(&mut ready);
+        self.replica.advance(applied, at(self.now)).unwrap();
+    }
+
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 10;
+            self.replica.tick(at(self.now));
+            self.turn();
+        }
+    }
+
+    fn write(&mut self, op: Op) -> (pb::WriteResponse, u64) {
+        let req = pb::WriteRequest {
+            session: None,
+            command: Some(pb::Command { op: Some(op) }),
+        };
+        self.replica.propose_write(req, 7, at(self.now));
+        self.turn();
+        match self.replica.take_effects().pop() {
+            Some(Effect::Written {
+                caller: 7,
+                result: Ok(r),
+                cluster_ms,
+            }) => (r, cluster_ms),
+            other => panic!("write answered {other:?}"),
+        }
+    }
+
+    fn ttl(&mut self, key: &str) -> (pb::TtlResponse, u64) {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        self.replica.read(ReadKind::Ttl(key), 9, at(self.now));
+        self.turn();
+        match self.replica.take_effects().pop() {
+            Some(Effect::Read {
+                caller: 9,
+                result: Ok(ReadAnswer::Ttl(t)),
+                cluster_ms,
+            }) => (t, cluster_ms),
+            other => panic!("read answered {other:?}"),
+        }
+    }
+}
+
+fn set(k: &str, v: &str) -> Op {
+    Op::Set(pb::SetCmd {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+    })
+}
+
+fn expire(k: &str, seconds: u64) -> Op {
+    Op::Expire(pb::ExpireCmd {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        seconds,
+    })
+}
+
+#[test]
+fn a_write_is_answered_once_applied_with_the_state_machines_answer() {
+    let mut one = One::new(0);
+    let (r, _) = one.write(set("k", "v"));
+    assert!(matches!(r.result, Some(pb::write_response::Result::Set(_))));
+    assert_eq!(r.index, one.replica.applied());
+}
+
+#[test]
+fn pending_writes_fail_as_outcome_unknown_and_reads_as_not_leader() {
+    let mut one = One::new(0);
+    let req = pb::WriteRequest {
+        session: None,
+        command: Some(pb::Command {
+            op: Some(set("k", "v")),
+        }),
+    };
+    one.replica.propose_write(req, 1, at(one.now));
+    one.replica.fail_all("leadership lost");
+    match one.replica.take_effects().as_slice() {
+        [
+            Effect::Written {
+                caller: 1,
+                result: Err(Refusal::OutcomeUnknown(_)),
+                ..
+            },
+        ] => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Finding 3: cluster time advances only by the monotonic time measured
+/// since an entry was applied; an idle leader proposes time entries while
+/// a key has a deadline; reads see the applied cluster time only.
+#[test]
+fn an_idle_leader_moves_cluster_time_with_time_entries() {
+    let mut one = One::new(5_000_000);
+    let (_, t0) = one.write(set("k", "v"));
+    let (r, t1) = one.write(expire("k", 1));
+    assert!(matches!(r.result, Some(pb::write_response::Result::Expire(ref e)) if e.applied));
+    assert!(t1 >= t0);
+    // A monotonic clock that reads 5_000 s does not make cluster time 5_000 s.
+    assert!(
+        t1 < 60_000,
+        "cluster time {t1} came from the clock's origin"
+    );
+    let (ttl, _) = one.ttl("k");
+    assert_eq!(ttl.seconds, Some(1));
+    // Idle for 2 s: time entries every 250 ms move cluster time on, and
+    // the key expires, neither early nor much later than a second.
+    one.run_for(900);
+    let (ttl, t) = one.ttl("k");
+    assert!(ttl.found, "expired early at {t} (deadline {})", t1 + 1000);
+    assert!(t >= t1 + 900 - 260, "cluster time lags: {t} after {t1}");
+    one.run_for(1_100);
+    let (ttl, t) = one.ttl("k");
+    assert!(!ttl.found, "still there at {t} (deadline {})", t1 + 1000);
+    // No deadline and no session left: no more time entries.
+    let applied = one.replica.applied();
+    one.run_for(1_000);
+    assert_eq!(one.replica.applied(), applied);
+}
+
+/// A replica restored from a snapshot (a restart, or a new leader) stamps
+/// from the snapshot's cluster time, whatever its own clock reads.
+#[test]
+fn a_restarted_replica_continues_cluster_time_from_the_state_machine() {
+    let mut one = One::new(0);
+    one.write(set("k", "v"));
+    one.run_for(3_000);
+    let (_, before) = one.write(set("k", "w"));
+    let snap = one.replica.take_snapshot();
+    // The new process's monotonic clock starts far away.
+    let cfg = Config::new(NodeId(0));
+    let persisted = raft::Persisted {
+        hard_state: raft::HardState {
+            term: one.replica.raft().term(),
+            voted_for: Some(NodeId(0)),
+            commit: snap.meta.last.index,
+        },
+        snapshot: Some(snap.clone()),
+        entries: Vec::new(),
+    };
+    let origin = 9_000_000_000;
+    let raft = Raft::new(cfg, persisted, at(origin));
+    let sm = StateMachine::restore(Limits::default(), &snap.data).unwrap();
+    let index = snap.meta.last.index.0;
+    let replica = Replica::new(raft, sm, index, Limits::default(), at(origin));
+    let mut two = One {
+        replica,
+        now: origin,
+    };
+    two.run_until(|r| r.raft().role() == Role::Leader);
+    let (_, after) = two.write(set("k", "x"));
+    assert!(
+        after >= before,
+        "cluster time went back: {after} < {before}"
+    );
+    assert!(
+        after <= before + 5_000,
+        "cluster time jumped with the clock: {after} (was {before})"
+    );
+}
