@@ -15,4 +15,5 @@ pub mod kv;
 pub mod observe;
 pub mod raft;
 pub mod server;
+pub mod status;
 pub mod storage;
