@@ -17,4 +17,5 @@ pub mod observe;
 pub mod raft;
 pub mod replica;
 pub mod server;
+pub mod status;
 pub mod storage;

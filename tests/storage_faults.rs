@@ -43,8 +43,13 @@ impl OneNode {
     }
 
     fn command(&self) -> Command {
+        self.command_in(&self.data())
+    }
+
+    /// This node's command line, on the data directory `data`.
+    fn command_in(&self, data: &Path) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--id", "0", "--data-dir", self.data().to_str().unwrap()])
+        cmd.args(["--id", "0", "--data-dir", data.to_str().unwrap()])
             .args(["--client-addr", &self.client, "--peer-addr", &self.peer])
             .args(["--http-addr", &self.http])
             .args(["--peers", &format!("0={}", self.peer)])
@@ -160,4 +165,79 @@ async fn torn_tail_is_cut_and_a_flipped_byte_stops_the_node() {
         before,
         "corrupt file changed"
     );
+}
+
+/// Kills its node when dropped, also when a test fails half-way.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            kill(child);
+        }
+    }
+}
+
+/// Runs `cmd` to its end (within 10 s): its exit code and stderr.
+fn finish(cmd: &mut Command) -> (Option<i32>, String) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            kill(child);
+            panic!("still running after 10 s: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_and_dump_are_refused_on_a_held_data_directory() {
+    let node = OneNode::new("data-dir-lock");
+    let first = KillOnDrop(Some(node.spawn()));
+    let holder = first.0.as_ref().unwrap().id().to_string();
+    node.client().await.set(b"k", b"v").await.unwrap();
+
+    // Same directory, its own ports: it must stop at once, naming the holder.
+    let other = OneNode::new("data-dir-lock-2");
+    let started = Instant::now();
+    let (code, err) = finish(&mut other.command_in(&node.data()));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("process {holder}")),
+        "no holder pid in: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("raftkv:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    // The first node still serves.
+    assert_eq!(
+        node.client().await.get(b"k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+
+    let raftctl = env!("CARGO_BIN_EXE_raftctl");
+    let data = node.data();
+    let (code, err) = finish(Command::new(raftctl).arg("dump").arg(&data));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&holder) && err.contains("--force"), "{err}");
+    let (code, err) = finish(Command::new(raftctl).args(["dump", "--force"]).arg(&data));
+    assert_eq!(code, Some(0), "{err}");
+
+    // SIGKILL releases the lock: no stale lock after a crash.
+    drop(first);
+    let (code, err) = finish(Command::new(raftctl).arg("dump").arg(&data));
+    assert_eq!(code, Some(0), "{err}");
+    let restarted = node.spawn();
+    node.client().await.get(b"k").await.unwrap();
+    kill(restarted);
 }

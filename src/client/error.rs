@@ -9,7 +9,8 @@ use crate::pb::kv_error::Code;
 ///
 /// The variants are the decisions a caller makes: retry later or elsewhere
 /// (`Unreachable`, `NoLeader`, `Timeout`), fix the input (`InvalidArgument`,
-/// some `Rejected`), or report (`Rejected`, `Other`).
+/// some `Rejected`), check what happened (`OutcomeUnknown`, `Timeout` of a
+/// write), or report (`Rejected`, `Other`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// No endpoint answered at all before the deadline.
@@ -22,6 +23,11 @@ pub enum ClientError {
     /// a write that timed out may or may not have been applied.
     #[error("timed out after {after:?}: {last}")]
     Timeout { after: Duration, last: String },
+    /// A write may or may not have been applied, and the cluster can no
+    /// longer tell: a retry after an unknown outcome found the session (or
+    /// the answer kept for it) gone. Read before writing again.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The command was applied and refused by the state machine (the same on
     /// every replica), e.g. INCR on a value that is not an integer.
     #[error("{}", rejection_text(.0))]

@@ -1,14 +1,14 @@
 //! Reading a failed RPC: was it a not-leader redirect, an unknown outcome,
-//! an unreachable node, or a final answer? (Conventions: docs/internals.md.)
+//! an unreachable node, or a final answer? The kinds are the shared
+//! vocabulary of `crate::status` (the node builds its statuses there too);
+//! this adds the details the retry loop needs.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::route::normalize_addr;
+use crate::status::{self, Kind};
 
-/// Metadata key carrying the leader's client address on a not-leader reply.
-pub const LEADER_ADDR_HEADER: &str = "x-raftkv-leader-addr";
-/// Metadata key carrying the leader's node id on a not-leader reply.
-pub const LEADER_ID_HEADER: &str = "x-raftkv-leader-id";
+pub use crate::status::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 
 /// What one failed attempt means for the retry loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +48,16 @@ impl Failure {
 /// Classifies a gRPC status returned by a node's client port.
 pub(crate) fn classify(status: &Status) -> Failure {
     let message = status.message().to_string();
-    match status.code() {
-        Code::Unavailable if message.starts_with("not leader") => Failure::NotLeader {
+    match status::kind(status) {
+        Kind::NotLeader => Failure::NotLeader {
             leader: leader_hint(status),
             detail: message,
         },
-        Code::Unavailable if message.starts_with("outcome unknown") => {
-            Failure::OutcomeUnknown(message)
-        }
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-            Failure::Unreachable(describe(status))
-        }
-        Code::ResourceExhausted | Code::Aborted => Failure::Busy(message),
-        Code::InvalidArgument | Code::OutOfRange => Failure::InvalidArgument(message),
-        code => Failure::Fatal(format!("{}: {}", code.description(), message)),
+        Kind::OutcomeUnknown => Failure::OutcomeUnknown(message),
+        Kind::Unreachable => Failure::Unreachable(describe(status)),
+        Kind::Busy => Failure::Busy(message),
+        Kind::InvalidArgument => Failure::InvalidArgument(message),
+        Kind::Fatal => Failure::Fatal(format!("{}: {}", status.code().description(), message)),
     }
 }
 
@@ -178,5 +174,14 @@ mod tests {
             classify(&Status::resource_exhausted("busy")),
             Failure::Busy(_)
         ));
+    }
+
+    #[test]
+    fn a_leader_busy_with_a_transfer_is_retried() {
+        let s = status::busy("leadership transfer under way");
+        assert_eq!(
+            classify(&s),
+            Failure::Busy("busy: leadership transfer under way".into())
+        );
     }
 }

@@ -6,17 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use super::LEADER_ADDR_HEADER;
 use crate::pb;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::command::Op;
 use crate::pb::kv_server::{Kv, KvServer};
 use crate::pb::write_response::Result as Answer;
+use crate::server::node::NodeError;
+use crate::status;
 
 /// What the fake leader saw and holds.
 #[derive(Default)]
@@ -29,6 +29,14 @@ pub(crate) struct LeaderState {
     pub(crate) answers: HashMap<(u64, u64), pb::WriteResponse>,
     /// Fail this many writes with `outcome unknown` after applying them.
     pub(crate) lose_answers: usize,
+    /// With `lose_answers`: the cluster also forgets the session whose
+    /// answer was lost (evicted or expired before the retry arrives).
+    pub(crate) expire_lost_sessions: bool,
+    /// Clients whose session the cluster forgot: SESSION_EXPIRED.
+    pub(crate) expired: Vec<u64>,
+    /// Refuse this many writes, unapplied, as the node does during a
+    /// leadership transfer (the node's own status for `NodeError::Busy`).
+    pub(crate) busy_answers: usize,
 }
 
 #[derive(Clone, Default)]
@@ -93,6 +101,11 @@ impl Kv for FakeLeader {
         let request = request.into_inner();
         let mut state = self.state();
         state.writes.push(request.clone());
+        if state.busy_answers > 0 {
+            state.busy_answers -= 1;
+            let why = "leadership transfer under way".to_string();
+            return Err(crate::server::grpc::to_status(NodeError::Busy(why)));
+        }
         let op = request.command.and_then(|c| c.op);
         let response = match (op, request.session) {
             (Some(Op::Register(_)), _) => {
@@ -100,6 +113,15 @@ impl Kv for FakeLeader {
                 pb::WriteResponse {
                     result: Some(Answer::Register(pb::RegisterResult {
                         client_id: 100 + state.sessions,
+                    })),
+                    index: 0,
+                }
+            }
+            (Some(_), Some(session)) if state.expired.contains(&session.client_id) => {
+                pb::WriteResponse {
+                    result: Some(Answer::Error(pb::KvError {
+                        code: pb::kv_error::Code::SessionExpired as i32,
+                        message: format!("client {} has no session", session.client_id),
                     })),
                     index: 0,
                 }
@@ -120,7 +142,11 @@ impl Kv for FakeLeader {
         };
         if state.lose_answers > 0 {
             state.lose_answers -= 1;
-            return Err(Status::unavailable("outcome unknown: leadership lost"));
+            if state.expire_lost_sessions {
+                let client = request.session.map_or(0, |s| s.client_id);
+                state.expired.push(client);
+            }
+            return Err(status::outcome_unknown("leadership lost"));
         }
         Ok(Response::new(response))
     }
@@ -202,17 +228,7 @@ pub(crate) struct FakeFollower {
 impl FakeFollower {
     fn not_leader(&self) -> Status {
         *self.hits.lock().unwrap() += 1;
-        match &self.leader {
-            Some(addr) => {
-                let mut status =
-                    Status::unavailable(format!("not leader; leader is node 1 at {addr}"));
-                status
-                    .metadata_mut()
-                    .insert(LEADER_ADDR_HEADER, MetadataValue::try_from(addr).unwrap());
-                status
-            }
-            None => Status::unavailable("not leader; no leader known"),
-        }
+        status::not_leader(self.leader.as_deref().map(|addr| (1, addr)))
     }
 }
 

@@ -160,9 +160,9 @@ impl Client {
         let session = self.current_session().await?;
         let seq = session.begin();
         let command = pb::Command { op: Some(op) };
-        let response = self
+        let (response, retried) = self
             .transport
-            .call(|channel| {
+            .call_tracked(|channel| {
                 let request = pb::WriteRequest {
                     session: Some(seq.header()),
                     command: Some(command.clone()),
@@ -172,12 +172,22 @@ impl Client {
             .await?;
         drop(seq);
         match response.result {
-            Some(Answer::Error(e)) => {
-                if e.code() == pb::kv_error::Code::SessionExpired {
-                    self.forget_session(&session).await;
+            Some(Answer::Error(e)) if e.code() == pb::kv_error::Code::SessionExpired => {
+                self.forget_session(&session).await;
+                // The cluster forgot this session, or the answer it kept for
+                // this write. If an earlier attempt may have applied the
+                // write, the refusal of the retry says nothing about it.
+                if retried {
+                    Err(ClientError::OutcomeUnknown(format!(
+                        "the write may or may not have been applied: an earlier attempt's outcome \
+                         was unknown and the retry was refused ({})",
+                        e.message
+                    )))
+                } else {
+                    Err(ClientError::Rejected(e))
                 }
-                Err(ClientError::Rejected(e))
             }
+            Some(Answer::Error(e)) => Err(ClientError::Rejected(e)),
             Some(answer) => Ok(answer),
             None => Err(ClientError::Other("empty write response".into())),
         }

@@ -207,3 +207,57 @@ async fn cas_and_cluster_changes_reach_the_leader() {
     assert_eq!(client.transfer_leader(2).await.unwrap(), 9);
     assert_eq!(client.leader(), None, "a transfer forgets the old leader");
 }
+
+#[tokio::test]
+async fn a_write_during_a_leadership_transfer_is_retried_not_failed() {
+    let leader = FakeLeader::default();
+    let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();
+    client.set(b"k", b"1").await.unwrap();
+    // The node's own status for a write refused while it hands off leadership.
+    leader.state().busy_answers = 2;
+    client.set(b"k", b"2").await.unwrap();
+    assert_eq!(client.get(b"k").await.unwrap().as_deref(), Some(&b"2"[..]));
+    let sessions = session_writes(&leader);
+    assert_eq!(sessions.len(), 4, "the first set, two refusals, the retry");
+    assert_eq!(
+        sessions[1].seq, sessions[3].seq,
+        "retried with the same seq"
+    );
+}
+
+#[tokio::test]
+async fn session_expired_on_a_retry_is_outcome_unknown() {
+    let leader = FakeLeader::default();
+    let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();
+    assert_eq!(client.incr(b"n").await.unwrap(), 1);
+    {
+        let mut state = leader.state();
+        state.lose_answers = 1;
+        state.expire_lost_sessions = true;
+    }
+    // Applied, answer lost, session forgotten before the retry: the refusal
+    // of the retry must not read as "not applied".
+    let err = client.incr(b"n").await.unwrap_err();
+    assert!(matches!(err, ClientError::OutcomeUnknown(_)), "{err}");
+    assert_eq!(err.rejection_code(), None);
+    assert_eq!(client.get(b"n").await.unwrap().as_deref(), Some(&b"2"[..]));
+    // The next write registers a new session and succeeds.
+    assert_eq!(client.incr(b"n").await.unwrap(), 3);
+    assert_eq!(leader.state().sessions, 2);
+}
+
+#[tokio::test]
+async fn session_expired_on_a_first_attempt_is_a_refusal() {
+    let leader = FakeLeader::default();
+    let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();
+    client.set(b"k", b"v").await.unwrap();
+    let id = client.session_id().await.unwrap();
+    leader.state().expired.push(id);
+    // Nothing ran before: the write was refused, not applied.
+    let err = client.incr(b"n").await.unwrap_err();
+    assert_eq!(
+        err.rejection_code(),
+        Some(pb::kv_error::Code::SessionExpired)
+    );
+    assert_eq!(client.get(b"n").await.unwrap(), None);
+}

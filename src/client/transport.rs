@@ -102,11 +102,24 @@ impl Transport {
     /// Runs `op` against the leader until it succeeds, fails for good, or the
     /// deadline passes. `op` must be safe to repeat: writes carry the same
     /// session sequence number on every attempt.
-    pub(crate) async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.call_tracked(op).await.map(|(value, _)| value)
+    }
+
+    /// [`call`](Self::call), also telling whether an earlier, failed attempt
+    /// may have been executed by a node (its outcome was unknown, or the
+    /// node stopped answering after the request may have reached it). A
+    /// write's session refusal means "not applied" only when none was.
+    pub(crate) async fn call_tracked<T, F, Fut>(&self, mut op: F) -> Result<(T, bool), ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut maybe_executed = false;
         let start = Instant::now();
         let deadline = start + self.options.timeout;
         let mut backoff = backoff(&self.options);
@@ -126,10 +139,14 @@ impl Transport {
             let failure = match self.attempt(&target, &mut op, limit).await {
                 Ok(value) => {
                     self.router().set_leader(&target);
-                    return Ok(value);
+                    return Ok((value, maybe_executed));
                 }
                 Err(failure) => failure,
             };
+            maybe_executed |= matches!(
+                failure,
+                Failure::OutcomeUnknown(_) | Failure::Unreachable(_)
+            );
             let immediate = match &failure {
                 Failure::InvalidArgument(m) => return Err(ClientError::InvalidArgument(m.clone())),
                 Failure::Fatal(m) => return Err(ClientError::Other(m.clone())),

@@ -85,8 +85,13 @@ pub enum Command {
     /// Run a local cluster of raftkv processes on 127.0.0.1 until Ctrl-C.
     Local(LocalArgs),
     /// Print a node's data directory (identity, hard state, snapshot, log);
-    /// read-only, text only. Run it on a stopped node's directory.
-    Dump { data_dir: PathBuf },
+    /// read-only, text only. Refused while a node has the directory open.
+    Dump {
+        data_dir: PathBuf,
+        /// Read a directory a running node holds (the dump may be torn).
+        #[arg(long)]
+        force: bool,
+    },
     /// Load-test the cluster: many clients, sequential requests, latency percentiles.
     Bench(BenchArgs),
 }

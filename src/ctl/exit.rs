@@ -54,9 +54,10 @@ impl From<ClientError> for CtlError {
             _ if e.is_bad_input() => Exit::BadInput,
             ClientError::Unreachable { .. } => Exit::Unreachable,
             ClientError::NoLeader(_) | ClientError::Timeout { .. } => Exit::Unhealthy,
-            ClientError::Rejected(_) | ClientError::InvalidArgument(_) | ClientError::Other(_) => {
-                Exit::Error
-            }
+            ClientError::Rejected(_)
+            | ClientError::InvalidArgument(_)
+            | ClientError::OutcomeUnknown(_)
+            | ClientError::Other(_) => Exit::Error,
         };
         // One line on stderr, whatever the cause chain held.
         CtlError::new(exit, e.to_string().replace('\n', " "))

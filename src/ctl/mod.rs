@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
         Command::Local(args) => local::run(args).await,
-        Command::Dump { data_dir } => dump::run(data_dir),
+        Command::Dump { data_dir, force } => dump::run(data_dir, *force),
         Command::Bench(args) => {
             bench::run(args, cli.endpoints.clone(), options.clone(), output).await
         }

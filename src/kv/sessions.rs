@@ -15,13 +15,25 @@
 //! - at most [`MAX_SESSIONS`] sessions are kept; registering one more evicts
 //!   the least recently active (ties broken by the lower client id);
 //! - at most [`MAX_KEPT_RESPONSES`] answers are kept per client; recording one
-//!   more forgets the lowest and raises that client's `first_incomplete`.
+//!   more forgets the lowest and raises that client's `first_incomplete`;
+//! - kept answers are bounded in bytes too (a CAS answer carries a value of
+//!   up to 1 MiB): at most [`MAX_KEPT_BYTES_PER_CLIENT`] per client (its
+//!   lowest answers are forgotten first, but its newest one is kept) and at
+//!   most [`MAX_KEPT_BYTES`] in all, a hard bound: beyond it the lowest
+//!   answers of the least recently active clients are forgotten first
+//!   (oldest first). An answer's size is its encoded length plus a fixed
+//!   overhead, so every replica evicts the same answers, and the indexes
+//!   below are rebuilt from the sessions alone (a snapshot restores them).
 //!
-//! Whatever was forgotten is answered with `SESSION_EXPIRED`, never by
-//! applying a request a second time.
+//! Forgetting an answer raises the client's `first_incomplete` past it (only
+//! a client's lowest answer is ever forgotten, so the kept ones stay at or
+//! above it). Whatever was forgotten is answered with `SESSION_EXPIRED`,
+//! never by applying a request a second time: to a client that sent the
+//! request before, that means "outcome unknown".
 
 use super::error::{invalid, session_expired};
 use crate::pb::{KvError, Session, WriteResponse};
+use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A session with no request for this long (state-machine time) expires.
@@ -30,6 +42,18 @@ pub const SESSION_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 pub const MAX_SESSIONS: usize = 100_000;
 /// The most answers kept per client (bounds a client that never acknowledges).
 pub const MAX_KEPT_RESPONSES: usize = 1024;
+/// The most bytes of answers kept per client (its newest answer is kept
+/// whatever its size, within [`MAX_KEPT_BYTES`]).
+pub const MAX_KEPT_BYTES_PER_CLIENT: usize = 8 << 20;
+/// The most bytes of answers kept for all clients together: a hard bound.
+pub const MAX_KEPT_BYTES: usize = 64 << 20;
+/// What one kept answer costs beyond its encoded bytes (map node, key).
+const ANSWER_OVERHEAD: usize = 64;
+
+/// The bytes one kept answer counts for (deterministic on every replica).
+pub(crate) fn answer_bytes(response: &WriteResponse) -> usize {
+    response.encoded_len() + ANSWER_OVERHEAD
+}
 
 /// One client's session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +83,15 @@ pub(crate) struct Sessions {
     /// `(last_active_ms, client_id)`: the front is both the next to expire and
     /// the least recently used.
     by_activity: BTreeSet<(u64, u64)>,
+    /// The part of `by_activity` whose clients keep answers: the front is
+    /// where answers are forgotten first when over [`MAX_KEPT_BYTES`].
+    holders: BTreeSet<(u64, u64)>,
+    /// Bytes of kept answers per holder (see [`answer_bytes`]).
+    // Invariant: kept_bytes == sum of held.values().
+    held: BTreeMap<u64, usize>,
+    kept_bytes: usize,
     cap: usize,
+    byte_caps: (usize, usize),
 }
 
 impl Default for Sessions {
@@ -67,9 +99,23 @@ impl Default for Sessions {
         Sessions {
             clients: BTreeMap::new(),
             by_activity: BTreeSet::new(),
+            holders: BTreeSet::new(),
+            held: BTreeMap::new(),
+            kept_bytes: 0,
             cap: MAX_SESSIONS,
+            byte_caps: (MAX_KEPT_BYTES_PER_CLIENT, MAX_KEPT_BYTES),
         }
     }
+}
+
+/// Forgets `client`'s lowest kept answer, so a retry of it is refused as
+/// expired; returns the bytes freed.
+fn forget_lowest(client: &mut Client) -> usize {
+    let Some((lowest, response)) = client.responses.pop_first() else {
+        return 0;
+    };
+    client.first_incomplete = client.first_incomplete.max(lowest + 1);
+    answer_bytes(&response)
 }
 
 fn expired(client: &Client, now_ms: u64) -> bool {
@@ -116,7 +162,9 @@ impl Sessions {
         client.last_active_ms = client.last_active_ms.max(now_ms);
         let admission = if session.seq < client.first_incomplete {
             Admission::Refuse(session_expired(format!(
-                "request {} of client {id} is below its first incomplete request {}; its answer was discarded",
+                "the answer to request {} of client {id} is no longer kept (acknowledged, or \
+                 evicted to bound session memory; first kept request is {}): not applied now, \
+                 and if it was sent before, its outcome is unknown",
                 session.seq, client.first_incomplete
             )))
         } else if session.first_incomplete > session.seq {
@@ -139,14 +187,28 @@ impl Sessions {
     }
 
     /// Keeps the answer to an applied request for its retries.
+    /// Keeps the answer to an applied request for its retries, then forgets
+    /// the oldest answers beyond the count and byte bounds.
     pub fn record(&mut self, session: &Session, response: &WriteResponse) {
-        let Some(client) = self.clients.get_mut(&session.client_id) else {
+        let id = session.client_id;
+        let Some(mut client) = self.remove(id) else {
             return;
         };
         client.responses.insert(session.seq, response.clone());
-        while client.responses.len() > MAX_KEPT_RESPONSES {
-            let (lowest, _) = client.responses.pop_first().expect("non-empty");
-            client.first_incomplete = client.first_incomplete.max(lowest + 1);
+        let mut bytes = client.responses.values().map(answer_bytes).sum::<usize>();
+        while client.responses.len() > MAX_KEPT_RESPONSES
+            || (bytes > self.byte_caps.0 && client.responses.len() > 1)
+        {
+            bytes -= forget_lowest(&mut client);
+        }
+        self.insert(id, client);
+        while self.kept_bytes > self.byte_caps.1 {
+            let Some(&(_, oldest)) = self.holders.first() else {
+                break;
+            };
+            let mut victim = self.remove(oldest).expect("holders are clients");
+            forget_lowest(&mut victim);
+            self.insert(oldest, victim);
         }
     }
 
@@ -166,14 +228,36 @@ impl Sessions {
     /// Adds (or replaces) a client; also how a snapshot rebuilds the table.
     pub fn insert(&mut self, client_id: u64, client: Client) {
         self.remove(client_id);
-        self.by_activity.insert((client.last_active_ms, client_id));
+        let key = (client.last_active_ms, client_id);
+        self.by_activity.insert(key);
+        if !client.responses.is_empty() {
+            let bytes = client.responses.values().map(answer_bytes).sum();
+            self.holders.insert(key);
+            self.held.insert(client_id, bytes);
+            self.kept_bytes += bytes;
+        }
         self.clients.insert(client_id, client);
     }
 
     fn remove(&mut self, client_id: u64) -> Option<Client> {
         let client = self.clients.remove(&client_id)?;
-        self.by_activity.remove(&(client.last_active_ms, client_id));
+        let key = (client.last_active_ms, client_id);
+        self.by_activity.remove(&key);
+        self.holders.remove(&key);
+        self.kept_bytes -= self.held.remove(&client_id).unwrap_or(0);
         Some(client)
+    }
+
+    /// Bytes of all kept answers (bounded by [`MAX_KEPT_BYTES`]).
+    #[cfg(test)]
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes
+    }
+
+    /// Lowers the byte bounds (per client, in all) for cheap tests.
+    #[cfg(test)]
+    pub fn set_byte_caps(&mut self, per_client: usize, total: usize) {
+        self.byte_caps = (per_client, total);
     }
 
     #[cfg(test)]

@@ -6,8 +6,8 @@ use super::node::{MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
 use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{ConfChange, NodeId};
+use crate::status;
 use std::time::Instant;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 /// Serves Kv and Cluster by forwarding to the node loop.
@@ -17,24 +17,19 @@ pub struct ClientService {
     pub metrics: Metrics,
 }
 
-/// The gRPC status of a node error, per the shared conventions.
+/// The gRPC status of a node error, in the shared vocabulary
+/// (`crate::status`).
 pub fn to_status(e: NodeError) -> Status {
-    let msg = e.to_string();
     match e {
         NodeError::NotLeader { leader } => {
-            let mut s = Status::unavailable(msg);
-            if let Some((id, addr)) = leader {
-                let md = s.metadata_mut();
-                md.insert("x-raftkv-leader-id", MetadataValue::from(id));
-                if let Ok(v) = addr.parse() {
-                    md.insert("x-raftkv-leader-addr", v);
-                }
-            }
-            s
+            status::not_leader(leader.as_ref().map(|(id, addr)| (*id, addr.as_str())))
         }
-        NodeError::OutcomeUnknown(_) | NodeError::Stopped => Status::unavailable(msg),
-        NodeError::InvalidArgument(_) => Status::invalid_argument(msg),
-        NodeError::Busy(_) => Status::failed_precondition(msg),
+        NodeError::OutcomeUnknown(why) => status::outcome_unknown(&why),
+        NodeError::Stopped => status::stopping(),
+        NodeError::InvalidArgument(why) => status::invalid_argument(&why),
+        // Transient (a transfer or membership change under way): the client
+        // retries after a backoff instead of failing the write for good.
+        NodeError::Busy(why) => status::busy(&why),
     }
 }
 
@@ -154,5 +149,38 @@ impl pb::cluster_server::Cluster for ClientService {
             Ok(pb::ChangeResponse { index: 0 })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Kind, kind};
+
+    #[test]
+    fn a_busy_leader_is_retryable_not_final() {
+        let s = to_status(NodeError::Busy("leadership transfer under way".into()));
+        assert_eq!(kind(&s), Kind::Busy);
+        assert!(s.message().contains("leadership transfer under way"));
+    }
+
+    #[test]
+    fn every_node_error_keeps_its_meaning_on_the_wire() {
+        let leader = Some((2, "h:7399".to_string()));
+        let s = to_status(NodeError::NotLeader { leader });
+        assert_eq!(kind(&s), Kind::NotLeader);
+        assert_eq!(
+            s.metadata().get(status::LEADER_ADDR_HEADER).unwrap(),
+            "h:7399"
+        );
+        assert_eq!(
+            kind(&to_status(NodeError::OutcomeUnknown("lost".into()))),
+            Kind::OutcomeUnknown
+        );
+        assert_eq!(kind(&to_status(NodeError::Stopped)), Kind::Unreachable);
+        assert_eq!(
+            kind(&to_status(NodeError::InvalidArgument("bad".into()))),
+            Kind::InvalidArgument
+        );
     }
 }

@@ -31,6 +31,9 @@ pub enum StorageError {
     /// restart and recover from the files instead of carrying on.
     #[error("storage unusable after an earlier failure: {0}")]
     Poisoned(String),
+    /// Another process has the data directory open (see `lock`).
+    #[error("in use: {0}; two nodes must never share a data directory")]
+    Locked(super::lock::Holder),
 }
 
 /// Wraps an `io::Error` with the path it happened on.

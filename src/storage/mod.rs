@@ -1,6 +1,7 @@
 //! The node's data directory on its PersistentVolume (see DESIGN.md §3):
 //!
 //! ```text
+//! <dir>/LOCK                          flock'ed by the running node (its pid)
 //! <dir>/identity                      cluster id, node id, incarnation
 //! <dir>/wal/<first index:020>.log     append-only segments of framed records
 //! <dir>/snap/<term:020>-<index:020>.snap
@@ -16,6 +17,7 @@ mod dump;
 mod error;
 mod fsutil;
 mod identity;
+mod lock;
 mod record;
 mod recovery;
 mod snapshot;
@@ -26,6 +28,7 @@ mod wal;
 pub use codec::*;
 pub use dump::dump;
 pub use error::StorageError;
+pub use lock::{Holder, LOCK_FILE, holder};
 
 use crate::raft::{Entry, HardState, Snapshot};
 use error::io_err;
@@ -69,6 +72,8 @@ impl Default for Options {
 
 pub struct Storage {
     dir: PathBuf,
+    /// Held for the life of the `Storage`: no other process opens the directory.
+    _lock: lock::DirLock,
     wal: Wal,
     /// Set after a failed write or fsync; see `StorageError::Poisoned`.
     poisoned: Option<String>,
@@ -83,9 +88,11 @@ impl Storage {
     /// Opens the data directory; cuts a torn WAL tail, finishes or rolls back
     /// an interrupted `install_snapshot` (both reported in `warnings`) and
     /// removes leftover temp files. If an error is returned, nothing in the
-    /// directory has been modified.
+    /// directory has been modified (but for the lock file). Refused with
+    /// `StorageError::Locked` while another process has it open.
     pub fn open_with(dir: &Path, options: Options) -> Result<(Storage, Recovered), StorageError> {
         fsutil::ensure_dir(dir)?;
+        let lock = lock::acquire(dir)?;
         let rec = recovery::recover(dir)?;
         let mut warnings = rec.warnings;
         let wal_dir = dir.join("wal");
@@ -110,6 +117,7 @@ impl Storage {
         let wal = Wal::resume(&wal_dir, options.segment_bytes, rec.wal)?;
         let storage = Storage {
             dir: dir.to_path_buf(),
+            _lock: lock,
             wal,
             poisoned: None,
         };

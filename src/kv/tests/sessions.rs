@@ -1,6 +1,7 @@
 //! Exactly-once sessions.
 
 use super::*;
+use crate::kv::sessions::{MAX_KEPT_BYTES, MAX_KEPT_BYTES_PER_CLIENT};
 use crate::kv::{MAX_KEPT_RESPONSES, SESSION_TIMEOUT_MS};
 
 #[test]
@@ -153,4 +154,110 @@ fn register_ignores_a_carried_session() {
     let mut h = Harness::new();
     let r = h.apply_as(999, 1, 1, 0, register());
     assert!(matches!(r.result, Some(Outcome::Register(ref g)) if g.client_id == 1));
+}
+
+/// A value just under the 1 MiB limit, so each CAS answer is about 1 MiB.
+const BIG: usize = (1 << 20) - 100;
+
+/// A CAS that creates key `k` with `len` bytes; its answer carries them.
+fn big_cas(k: &str, len: usize) -> Op {
+    Op::Cas(CasCmd {
+        key: b(k),
+        expected: None,
+        value: Bytes::from(vec![b'v'; len]),
+    })
+}
+
+fn swapped(r: &WriteResponse) -> bool {
+    matches!(&r.result, Some(Outcome::Cas(c)) if c.swapped)
+}
+
+#[test]
+fn kept_answers_per_client_are_bounded_in_bytes() {
+    let mut h = Harness::new();
+    let c = h.register(0);
+    let total = 12;
+    for seq in 1..=total {
+        // Never acknowledges anything: every answer would be kept.
+        assert!(swapped(&h.apply_as(
+            c,
+            seq,
+            1,
+            0,
+            big_cas(&format!("k{seq}"), BIG)
+        )));
+    }
+    let kept = (MAX_KEPT_BYTES_PER_CLIENT / BIG) as u64;
+    assert!(kept < total, "the bound bites");
+    assert!(h.sm.sessions.kept_bytes() <= MAX_KEPT_BYTES_PER_CLIENT);
+    // The oldest answers were forgotten: a retry is refused (outcome unknown
+    // to the client), never re-applied or answered wrongly.
+    for seq in 1..=total - kept {
+        let r = h.apply_as(c, seq, 1, 0, big_cas(&format!("k{seq}"), BIG));
+        assert_eq!(error_code(&r), Code::SessionExpired, "seq {seq}");
+    }
+    // The newest are replayed: the original "swapped", not a fresh refusal.
+    for seq in total - kept + 2..=total {
+        let r = h.apply_as(c, seq, 1, 0, big_cas(&format!("k{seq}"), BIG));
+        assert!(swapped(&r), "seq {seq} replays its answer");
+    }
+}
+
+#[test]
+fn kept_answers_of_all_clients_are_bounded_oldest_first() {
+    let mut h = Harness::new();
+    let clients = MAX_KEPT_BYTES / BIG + 6;
+    let ids: Vec<u64> = (0..clients).map(|_| h.register(0)).collect();
+    for (i, &c) in ids.iter().enumerate() {
+        // Client i is active at time i: the earlier ones are the oldest.
+        let r = h.apply_as(c, 1, 1, i as u64, big_cas(&format!("k{i}"), BIG));
+        assert!(swapped(&r));
+    }
+    assert!(h.sm.sessions.kept_bytes() <= MAX_KEPT_BYTES);
+    let now = clients as u64;
+    let first = h.apply_as(ids[0], 1, 1, now, big_cas("k0", BIG));
+    assert_eq!(error_code(&first), Code::SessionExpired);
+    let last = ids[clients - 1];
+    let r = h.apply_as(last, 1, 1, now, big_cas(&format!("k{}", clients - 1), BIG));
+    assert!(swapped(&r), "the most recent answer is kept");
+    // The session itself survives: its next request is applied.
+    assert!(swapped(&h.apply_as(
+        ids[0],
+        2,
+        2,
+        now,
+        big_cas("fresh", 10)
+    )));
+}
+
+#[test]
+fn eviction_is_the_same_on_a_replica_restored_from_a_snapshot() {
+    let mut h = Harness::new();
+    let caps = (3_000, 5_000);
+    h.sm.sessions.set_byte_caps(caps.0, caps.1);
+    let (a, c) = (h.register(0), h.register(0));
+    h.apply_as(a, 1, 1, 1, big_cas("a1", 1_000));
+    h.apply_as(c, 1, 1, 2, big_cas("c1", 1_000));
+    let mut r = Harness {
+        sm: StateMachine::restore(Limits::default(), &h.sm.snapshot()).unwrap(),
+        next_index: h.next_index,
+    };
+    r.sm.sessions.set_byte_caps(caps.0, caps.1);
+    assert_eq!(r.sm, h.sm, "indexes rebuilt from the sessions alone");
+    for (i, t) in (2..8).zip(3..) {
+        let client = if i % 2 == 0 { a } else { c };
+        let op = || big_cas(&format!("x{i}"), 900);
+        assert_eq!(
+            h.apply_as(client, i, 1, t, op()),
+            r.apply_as(client, i, 1, t, op())
+        );
+        assert!(h.sm.sessions.kept_bytes() <= caps.1);
+    }
+    assert_eq!(r.sm, h.sm);
+    assert_eq!(r.sm.snapshot(), h.sm.snapshot());
+    // a (least recently active) lost its oldest answer first.
+    assert_eq!(
+        error_code(&h.apply_as(a, 1, 1, 9, big_cas("a1", 1))),
+        Code::SessionExpired
+    );
 }
