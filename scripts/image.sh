@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the raftkv image where no base image can be pulled (see Dockerfile
+# and docs/kubernetes.md):
+#   1. a minimal Debian bookworm root filesystem made with debootstrap and
+#      `docker import`ed as $BASE (cached: made once per machine, ~30 s);
+#   2. `raftkv` and `raftctl` built on the host (cargo, release);
+#   3. `docker build --target host` of the project's Dockerfile on that base.
+# On a machine that can pull, `docker build .` alone does the same from
+# public bases.
+#
+# Usage: scripts/image.sh [TAG]        (default raftkv:dev)
+#        scripts/image.sh base         (only make the base)
+# Env:   RAFTKV_BASE_IMAGE  base tag (default raftkv-base/debian:bookworm)
+#        DEBIAN_MIRROR      (default: the first deb.debian.org-style URI in apt's sources)
+#        CARGO_TARGET_DIR   respected
+# Prints the image tag on the last line of stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=${RAFTKV_BASE_IMAGE:-raftkv-base/debian:bookworm}
+TAG=${1:-raftkv:dev}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+log() { echo "image.sh: $*" >&2; }
+
+mirror() {
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  local uri
+  uri=$(grep -hoE '(URIs:[[:space:]]*|^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)https?://[^[:space:]]+/debian/?([[:space:]]|$)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+        | grep -oE 'https?://[^[:space:]]+' | head -1 || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# A bookworm minbase without package tooling caches, docs or locales; the
+# node needs only glibc and libgcc from it (it links nothing else).
+make_base() {
+  if docker image inspect "$BASE" >/dev/null 2>&1; then
+    log "base $BASE cached"
+    return
+  fi
+  command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
+  local root
+  root=$(mktemp -d /tmp/raftkv-rootfs.XXXXXX)
+  trap 'rm -rf "$root"' RETURN
+  local m; m=$(mirror)
+  log "debootstrap bookworm from $m"
+  debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$m" >&2
+  rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
+         "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+         "$root"/usr/share/locale/* "$root"/tmp/* "$root"/dev/* "$root"/proc/* "$root"/sys/*
+  tar -C "$root" --numeric-owner -c . \
+    | docker import --change 'CMD ["/bin/bash"]' \
+        --message "debian bookworm minbase (scripts/image.sh)" - "$BASE" >&2
+  log "base $BASE made ($(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
+build_binaries() {
+  log "cargo build --release (raftkv, raftctl)"
+  cargo build --release --bin raftkv --bin raftctl >&2
+  local out=target/image
+  rm -rf "$out"
+  mkdir -p "$out/data"
+  cp "$TARGET_DIR/release/raftkv" "$TARGET_DIR/release/raftctl" "$out/"
+  strip "$out/raftkv" "$out/raftctl" 2>/dev/null || true
+}
+
+build_image() {
+  local rev; rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  log "docker build --target host -> $TAG"
+  docker build --quiet --target host \
+    --build-arg RUNTIME_BASE="$BASE" \
+    --build-arg REVISION="$rev" \
+    --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" \
+    -t "$TAG" . >&2
+  log "image $TAG: $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.1f MB", $1/1e6}')"
+}
+
+make_base
+if [ "$TAG" = base ]; then echo "$BASE"; exit 0; fi
+build_binaries
+build_image
+echo "$TAG"
