@@ -10,6 +10,9 @@
 #
 # Usage: scripts/image.sh [TAG]        (default raftkv:dev)
 #        scripts/image.sh base         (only make the base)
+#        RAFTKV_BIN_DIR=DIR scripts/image.sh TAG   (take raftkv and raftctl
+#            from DIR instead of building them: the container tests run
+#            inside `cargo test` and pass the binaries cargo built)
 # Env:   RAFTKV_BASE_IMAGE  base tag (default raftkv-base/debian:bookworm)
 #        DEBIAN_MIRROR      (default: the first deb.debian.org-style URI in apt's sources)
 #        CARGO_TARGET_DIR   respected
@@ -56,12 +59,16 @@ make_base() {
 }
 
 build_binaries() {
-  log "cargo build --release (raftkv, raftctl)"
-  cargo build --release --bin raftkv --bin raftctl >&2
+  local from=${RAFTKV_BIN_DIR:-}
+  if [ -z "$from" ]; then
+    log "cargo build --release (raftkv, raftctl)"
+    cargo build --release --bin raftkv --bin raftctl >&2
+    from=$TARGET_DIR/release
+  fi
   local out=target/image
   rm -rf "$out"
   mkdir -p "$out/data"
-  cp "$TARGET_DIR/release/raftkv" "$TARGET_DIR/release/raftctl" "$out/"
+  cp "$from/raftkv" "$from/raftctl" "$out/"
   strip "$out/raftkv" "$out/raftctl" 2>/dev/null || true
 }
 
@@ -76,8 +83,16 @@ build_image() {
   log "image $TAG: $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.1f MB", $1/1e6}')"
 }
 
+# One debootstrap at a time on this machine.
+exec 8>"${TMPDIR:-/tmp}/raftkv-base-image.lock"
+flock 8
 make_base
+flock -u 8
 if [ "$TAG" = base ]; then echo "$BASE"; exit 0; fi
+# target/image is the one build context: one build at a time per checkout.
+mkdir -p target
+exec 9>target/image.lock
+flock 9
 build_binaries
 build_image
 echo "$TAG"
