@@ -25,6 +25,7 @@ TAG=${1:-raftkv:dev}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 log() { echo "image.sh: $*" >&2; }
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo   # debootstrap needs root
 
 mirror() {
   if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
@@ -45,14 +46,14 @@ make_base() {
   command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
   local root
   root=$(mktemp -d /tmp/raftkv-rootfs.XXXXXX)
-  trap 'rm -rf "$root"' RETURN
+  trap '$SUDO rm -rf "$root"' RETURN
   local m; m=$(mirror)
   log "debootstrap bookworm from $m"
-  debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$m" >&2
-  rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
+  $SUDO debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$m" >&2
+  $SUDO rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
          "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
          "$root"/usr/share/locale/* "$root"/tmp/* "$root"/dev/* "$root"/proc/* "$root"/sys/*
-  tar -C "$root" --numeric-owner -c . \
+  $SUDO tar -C "$root" --numeric-owner -c . \
     | docker import --change 'CMD ["/bin/bash"]' \
         --message "debian bookworm minbase (scripts/image.sh)" - "$BASE" >&2
   log "base $BASE made ($(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f MB", $1/1e6}'))"
