@@ -25,9 +25,10 @@ const PROGRESS: Duration = Duration::from_secs(30);
 
 fn report(test: &str, r: &load::Report, extra: &str) {
     println!(
-        "RESULT {test}: ok; {} acknowledged writes, none lost; longest write gap {:.2} s{extra}; first client errors: {:?}",
+        "RESULT {test}: ok; {} acknowledged writes, none lost; longest write gap {:.2} s (from {:.2} s){extra}; first client errors: {:?}",
         r.acked,
         r.longest_gap.as_secs_f64(),
+        r.gap_began.as_secs_f64(),
         r.errors.iter().take(3).collect::<Vec<_>>()
     );
 }
@@ -205,10 +206,21 @@ fn rolling_restart() {
     let writer = Writer::start(sts.clone(), "rolling");
     writer.wait_progress(50, PROGRESS);
     let start = Instant::now();
+    let mut events = Vec::new();
     for i in [2, 1, 0] {
+        let leader = env.leader();
+        events.push(format!(
+            "{:.2} s delete {i} (leader {leader})",
+            writer.elapsed().as_secs_f64()
+        ));
         assert_eq!(sts.delete(i), 0, "pod {i} exits 0 on SIGTERM");
         sts.start(i);
+        events.push(format!(
+            "{:.2} s started {i}",
+            writer.elapsed().as_secs_f64()
+        ));
         sts.wait_ready(i, READY);
+        events.push(format!("{:.2} s ready {i}", writer.elapsed().as_secs_f64()));
     }
     let took = start.elapsed();
     writer.wait_progress(50, PROGRESS);
@@ -222,7 +234,11 @@ fn rolling_restart() {
     report(
         "rolling_restart",
         &r,
-        &format!("; 3 pods restarted in {:.1} s", took.as_secs_f64()),
+        &format!(
+            "; 3 pods restarted in {:.1} s: {}",
+            took.as_secs_f64(),
+            events.join(", ")
+        ),
     );
 }
 

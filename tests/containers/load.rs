@@ -29,6 +29,8 @@ pub struct Writer {
 pub struct Report {
     pub acked: usize,
     pub longest_gap: Duration,
+    /// When the longest gap began, from the writer's start.
+    pub gap_began: Duration,
     pub errors: Vec<String>,
 }
 
@@ -90,6 +92,11 @@ impl Writer {
         }
     }
 
+    /// Time since the writer started (to place events beside the gap).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Acknowledged writes so far.
     pub fn acked(&self) -> usize {
         self.log.lock().unwrap().acked.len()
@@ -118,9 +125,13 @@ impl Writer {
         }
         let log = self.log.lock().unwrap();
         let mut gap = Duration::ZERO;
+        let mut gap_began = Duration::ZERO;
         let mut last = self.started;
         for (_, at) in &log.acked {
-            gap = gap.max(at.duration_since(last));
+            if at.duration_since(last) > gap {
+                gap = at.duration_since(last);
+                gap_began = last.duration_since(self.started);
+            }
             last = *at;
         }
         let acked: Vec<u64> = log.acked.iter().map(|(n, _)| *n).collect();
@@ -128,6 +139,7 @@ impl Writer {
         Report {
             acked: acked.len(),
             longest_gap: gap,
+            gap_began,
             errors: log.errors.clone(),
         }
     }

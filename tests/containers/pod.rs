@@ -50,12 +50,17 @@ enum EnvValue {
 /// its StatefulSet. `config_dir` receives the ConfigMap files.
 pub fn from_chart(root: &Path, image: &str, config_dir: &Path) -> PodTemplate {
     let (repo, tag) = image.rsplit_once(':').expect("image has a tag");
-    let out = Command::new("python3")
+    let mut render = Command::new("python3");
+    render
         .current_dir(root)
         .args(["scripts/chart.py", "render", "--json"])
-        .args(["--set", &format!("image.repository={repo},image.tag={tag}")])
-        .output()
-        .expect("python3 runs");
+        .args(["--set", &format!("image.repository={repo},image.tag={tag}")]);
+    // Extra chart values, to run the tests against another configuration
+    // (e.g. `cluster.autoJoin=false` shows what auto-join fixes).
+    if let Ok(set) = std::env::var("RAFTKV_TEST_CHART_SET") {
+        render.args(["--set", &set]);
+    }
+    let out = render.output().expect("python3 runs");
     assert!(
         out.status.success(),
         "rendering the chart failed (pip install helm-python-sdk kubernetes-validate): {}",
