@@ -28,10 +28,7 @@ pub fn must(args: &[&str]) -> String {
 
 /// Why Docker cannot be used here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    match docker(&["version", "--format", "{{.Server.Version}}"]) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    }
+    docker(&["version", "--format", "{{.Server.Version}}"]).err()
 }
 
 /// The IP address of `container` on `network`.

@@ -71,11 +71,12 @@ impl Writer {
                             n += 1;
                         }
                         Err(e) => {
-                            let mut l = log2.lock().unwrap();
-                            if l.errors.len() < 20 {
-                                l.errors.push(e.to_string());
+                            {
+                                let mut l = log2.lock().unwrap();
+                                if l.errors.len() < 20 {
+                                    l.errors.push(e.to_string());
+                                }
                             }
-                            drop(l);
                             client = None;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }

@@ -249,7 +249,7 @@ mod auto_join_rules {
         );
         // Only the leader answers: without node 2 no quorum would remain.
         assert_eq!(
-            ready_for_change(1, &m, Some(&leader), &[leader.clone()]),
+            ready_for_change(1, &m, Some(&leader), std::slice::from_ref(&leader)),
             Err(NotYet::NoQuorum {
                 answered: 1,
                 needed: 2
@@ -273,7 +273,7 @@ mod auto_join_rules {
             Err(NotYet::LeaderWithoutLease(0))
         );
         assert_eq!(
-            ready_for_change(1, &m, Some(&follower), &[follower.clone()]),
+            ready_for_change(1, &m, Some(&follower), std::slice::from_ref(&follower)),
             Err(NotYet::NoLeader)
         );
     }
