@@ -36,26 +36,48 @@ mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# A bookworm minbase without package tooling caches, docs or locales; the
-# node needs only glibc and libgcc from it (it links nothing else).
+# A distroless-like root made from a bookworm minbase: only the files of
+# the packages the node needs at run time (glibc, libgcc, CA certificates,
+# base-files, netbase) and a passwd naming the non-root user; no shell, no
+# package manager. The node links nothing else (ldd: libc, libm, libgcc_s).
+RUNTIME_PACKAGES="base-files netbase libc6 libgcc-s1 ca-certificates tzdata"
 make_base() {
   if docker image inspect "$BASE" >/dev/null 2>&1; then
     log "base $BASE cached"
     return
   fi
   command -v debootstrap >/dev/null || { log "debootstrap missing (apt-get install debootstrap)"; exit 1; }
-  local root
-  root=$(mktemp -d /tmp/raftkv-rootfs.XXXXXX)
-  trap '$SUDO rm -rf "$root"' RETURN
-  local m; m=$(mirror)
+  local work
+  work=$(mktemp -d /tmp/raftkv-rootfs.XXXXXX)
+  trap '$SUDO rm -rf "$work"' RETURN
+  local full=$work/full slim=$work/slim m
+  m=$(mirror)
   log "debootstrap bookworm from $m"
-  $SUDO debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$m" >&2
-  $SUDO rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
-         "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-         "$root"/usr/share/locale/* "$root"/tmp/* "$root"/dev/* "$root"/proc/* "$root"/sys/*
-  $SUDO tar -C "$root" --numeric-owner -c . \
-    | docker import --change 'CMD ["/bin/bash"]' \
-        --message "debian bookworm minbase (scripts/image.sh)" - "$BASE" >&2
+  $SUDO debootstrap --variant=minbase --include=ca-certificates,tzdata,netbase bookworm "$full" "$m" >&2
+  $SUDO mkdir -p "$slim"/usr/bin "$slim"/usr/sbin "$slim"/usr/lib "$slim"/usr/lib64
+  # First the merged-/usr links (/lib -> usr/lib, ...) the loader path relies on; the
+  # packages list their files under the old paths.
+  for l in bin sbin lib lib64; do
+    if [ -L "$full/$l" ]; then $SUDO cp -a "$full/$l" "$slim/$l"; fi
+  done
+  # Every file (and symlink) the runtime packages own, with its parents.
+  # shellcheck disable=SC2086
+  for p in $RUNTIME_PACKAGES; do
+    $SUDO chroot "$full" dpkg-query -L "$p"
+  done | sort -u | while read -r f; do
+    if [ -e "$full$f" ] || [ -L "$full$f" ]; then
+      if [ ! -d "$full$f" ] || [ -L "$full$f" ]; then echo "${f#/}"; fi
+    fi
+  done | $SUDO tar -C "$full" --no-recursion -cf - -T - | $SUDO tar -C "$slim" --keep-directory-symlink -xf -
+  $SUDO rm -rf "$slim"/usr/share/doc "$slim"/usr/share/man "$slim"/usr/share/info "$slim"/usr/share/locale "$slim"/usr/share/lintian
+  $SUDO mkdir -p "$slim"/tmp "$slim"/etc "$slim"/var/lib "$slim"/home/nonroot "$slim"/proc "$slim"/sys "$slim"/dev
+  $SUDO chmod 1777 "$slim"/tmp
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' | $SUDO tee "$slim"/etc/passwd >/dev/null
+  printf 'root:x:0:\nnonroot:x:65532:\n' | $SUDO tee "$slim"/etc/group >/dev/null
+  printf 'hosts: files dns\n' | $SUDO tee "$slim"/etc/nsswitch.conf >/dev/null
+  $SUDO chown 65532:65532 "$slim"/home/nonroot
+  $SUDO tar -C "$slim" --numeric-owner -c . \
+    | docker import --message "bookworm runtime files (scripts/image.sh)" - "$BASE" >&2
   log "base $BASE made ($(docker image inspect -f '{{.Size}}' "$BASE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
