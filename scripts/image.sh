@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the raftkv image where no base image can be pulled (see Dockerfile
 # and docs/kubernetes.md):
-#   1. a minimal Debian bookworm root filesystem made with debootstrap and
-#      `docker import`ed as $BASE (cached: made once per machine, ~30 s);
+#   1. a distroless-like Debian bookworm root (glibc, libgcc, CA certificates,
+#      tzdata, a passwd; no shell): debootstrap, keep only those packages'
+#      files, `docker import` as $BASE (cached: made once per machine; 1-3 min
+#      depending on the mirror);
 #   2. `raftkv` and `raftctl` built on the host (cargo, release);
 #   3. `docker build --target host` of the project's Dockerfile on that base.
 # On a machine that can pull, `docker build .` alone does the same from
@@ -13,14 +15,15 @@
 #        RAFTKV_BIN_DIR=DIR scripts/image.sh TAG   (take raftkv and raftctl
 #            from DIR instead of building them: the container tests run
 #            inside `cargo test` and pass the binaries cargo built)
-# Env:   RAFTKV_BASE_IMAGE  base tag (default raftkv-base/debian:bookworm)
+# Env:   RAFTKV_BASE_IMAGE  base tag (default raftkv-base/bookworm-runtime:1; a new
+#                           recipe gets a new tag, so an old cached base is not reused)
 #        DEBIAN_MIRROR      (default: the first deb.debian.org-style URI in apt's sources)
 #        CARGO_TARGET_DIR   respected
 # Prints the image tag on the last line of stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BASE=${RAFTKV_BASE_IMAGE:-raftkv-base/debian:bookworm}
+BASE=${RAFTKV_BASE_IMAGE:-raftkv-base/bookworm-runtime:1}
 TAG=${1:-raftkv:dev}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 

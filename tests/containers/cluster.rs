@@ -37,7 +37,12 @@ fn build_image() -> String {
         .parent()
         .unwrap()
         .to_path_buf();
-    let tag = format!("raftkv:test-{}", std::process::id());
+    // One tag per checkout, replaced by each run (no pile of test images).
+    let checkout = root().display().to_string();
+    let hash = checkout.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let tag = format!("raftkv:test-{:08x}", hash as u32);
     let start = Instant::now();
     let out = Command::new("scripts/image.sh")
         .current_dir(root())

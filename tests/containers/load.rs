@@ -118,12 +118,17 @@ impl Writer {
         }
     }
 
-    /// Stops writing, then checks that every acknowledged write is there.
-    pub fn finish(mut self, sts: &StatefulSet) -> Report {
+    /// Stops the writing thread (which holds the StatefulSet).
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            t.join().unwrap();
+            let _ = t.join();
         }
+    }
+
+    /// Stops writing, then checks that every acknowledged write is there.
+    pub fn finish(mut self, sts: &StatefulSet) -> Report {
+        self.halt();
         let log = self.log.lock().unwrap();
         let mut gap = Duration::ZERO;
         let mut gap_began = Duration::ZERO;
@@ -143,6 +148,14 @@ impl Writer {
             gap_began,
             errors: log.errors.clone(),
         }
+    }
+}
+
+impl Drop for Writer {
+    /// A test that fails while writing still releases its StatefulSet, so
+    /// the containers, volumes and network are removed.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
