@@ -184,14 +184,20 @@ fn scale_3_to_5_to_3() {
     sts.wait_ready(3, READY);
     sts.wait_ready(4, READY);
     writer.wait_progress(50, PROGRESS);
+    let mut events = Vec::new();
     for i in [4, 3] {
+        let leader = env.leader();
+        let at = writer.elapsed().as_secs_f64();
+        events.push(format!("{at:.2} s remove {i} (leader {leader})"));
         env.retry("member remove", |c| async move { c.remove_member(i).await });
         assert_eq!(sts.delete(i), 0);
+        let at = writer.elapsed().as_secs_f64();
+        events.push(format!("{at:.2} s pod {i} gone"));
     }
     env.wait_voters(&[0, 1, 2], READY);
     writer.wait_progress(50, PROGRESS);
     let r = writer.finish(sts);
-    report("scale_3_to_5_to_3", &r, "");
+    report("scale_3_to_5_to_3", &r, &format!("; {}", events.join(", ")));
 }
 
 /// `kubectl rollout restart`: one pod at a time, highest ordinal first,
