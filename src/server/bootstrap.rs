@@ -10,6 +10,16 @@
 //! `--join` it takes the peers' cluster id and starts with an empty log,
 //! as the learner an operator added. The identity file is written last: it
 //! marks a completed bootstrap or join.
+//!
+//! With `--auto-join` the node does that recovery itself (`auto_join`): a
+//! founder that finds its peers already in a cluster, and any node that is
+//! not a founder (a StatefulSet ordinal added by scaling up), asks the
+//! leader to replace its old incarnation by a learner, joins, and is
+//! promoted once caught up. A non-founder never bootstraps.
+
+mod auto_join;
+
+pub use auto_join::promote;
 
 use super::config::Config;
 use super::discovery::{self, Decision, Mode};
@@ -27,6 +37,9 @@ pub struct Boot {
     pub identity: Identity,
     pub persisted: Persisted,
     pub fresh: bool,
+    /// Once serving, ask the leader to promote this node if it is a
+    /// learner (`--auto-join`).
+    pub promote: bool,
 }
 
 /// Checks or creates the data directory's identity, asking the peers first
@@ -50,7 +63,12 @@ pub async fn prepare(
             identity,
             persisted: recovered.persisted,
             fresh: false,
+            // A learner that restarted before its promotion resumes it.
+            promote: config.auto_join,
         });
+    }
+    if !config.founder && recovered.persisted.entries.is_empty() {
+        return join_as_outsider(config, storage, gate).await;
     }
     let boot = raft::bootstrap(founders(config));
     let on_disk = recovered.persisted;
@@ -74,12 +92,69 @@ pub async fn prepare(
     match discovery::survey(config, mode, gate).await {
         Decision::Bootstrap => found(config, storage, gate, boot),
         Decision::Join(cluster_id) => join(config, storage, gate, cluster_id),
+        Decision::Refuse { peer, cluster_id } if config.auto_join => {
+            tracing::warn!(node = config.id, peer, cluster_id = %cluster_id, "data directory is empty but the peers already form a cluster: replacing this node's old incarnation (--auto-join)");
+            auto_join(config, storage, gate).await
+        }
         Decision::Refuse { peer, cluster_id } => Err(refusal(config, peer, &cluster_id)),
         Decision::Disagree { a, b } => Err(format!(
             "--join: peers disagree on the cluster: node {} is in {:?}, node {} in {:?}",
             a.0, a.1, b.0, b.1
         )),
         Decision::Wait => unreachable!("a survey never ends undecided"),
+    }
+}
+
+/// A node that is not an initial member (a StatefulSet ordinal at or above
+/// `--replicas`): it joins, by itself with `--auto-join`, or as the learner
+/// an operator added with `--join`; it never bootstraps.
+async fn join_as_outsider(
+    config: &Config,
+    storage: &mut Storage,
+    gate: &Gate,
+) -> Result<Boot, String> {
+    if config.auto_join {
+        tracing::info!(
+            node = config.id,
+            "not an initial member: joining the cluster (--auto-join)"
+        );
+        return auto_join(config, storage, gate).await;
+    }
+    if !config.join {
+        return Err(format!(
+            "node {} is not an initial member (--replicas); it can only join an existing cluster: \
+             set --auto-join (RAFTKV_AUTO_JOIN=true), or run `raftctl member add {} --peer-addr {} --client-addr {} --learner` \
+             and start it with --join",
+            config.id,
+            config.id,
+            config.me().peer_addr,
+            config.advertise_client_addr
+        ));
+    }
+    gate.set_standing(Standing::Joining);
+    finish_join(config, storage, gate).await
+}
+
+/// `--auto-join`: become a learner in place of any old incarnation, then
+/// join as `--join` would; promoted once serving.
+async fn auto_join(config: &Config, storage: &mut Storage, gate: &Gate) -> Result<Boot, String> {
+    gate.set_standing(Standing::Joining);
+    auto_join::add_as_learner(config).await?;
+    let mut boot = finish_join(config, storage, gate).await?;
+    boot.promote = true;
+    Ok(boot)
+}
+
+/// Waits until a majority of the initial members name their cluster and
+/// none lists this node as a voter, then joins it.
+async fn finish_join(config: &Config, storage: &mut Storage, gate: &Gate) -> Result<Boot, String> {
+    match discovery::survey(config, Mode::Join, gate).await {
+        Decision::Join(cluster_id) => join(config, storage, gate, cluster_id),
+        Decision::Disagree { a, b } => Err(format!(
+            "join: peers disagree on the cluster: node {} is in {:?}, node {} in {:?}",
+            a.0, a.1, b.0, b.1
+        )),
+        other => Err(format!("join: unexpected survey outcome {other:?}")),
     }
 }
 
@@ -118,9 +193,17 @@ async fn check_join_target(config: &Config, identity: &Identity) -> Result<(), S
     Ok(())
 }
 
-/// The initial membership: every configured peer votes.
+/// The initial membership: every initial member votes.
 fn founders(config: &Config) -> Membership {
-    Membership::new(config.peers.iter().map(|p| NodeId(p.id)))
+    Membership::new(initial_members(config).map(|p| NodeId(p.id)))
+}
+
+/// The configured peers that are initial members (all but a non-founder self).
+fn initial_members(config: &Config) -> impl Iterator<Item = &super::config::Peer> {
+    config
+        .peers
+        .iter()
+        .filter(|p| config.founder || p.id != config.id)
 }
 
 /// Writes the bootstrap entry, then the identity.
@@ -142,6 +225,7 @@ fn found(
         identity,
         persisted: boot,
         fresh: true,
+        promote: false,
     })
 }
 
@@ -170,6 +254,7 @@ fn join(
         // leader's term is newer).
         persisted: Persisted::default(),
         fresh: true,
+        promote: false,
     })
 }
 
@@ -200,7 +285,7 @@ fn refusal(config: &Config, peer: u64, cluster_id: &str) -> String {
          this node may have lost acknowledged data and must not bootstrap again; \
          recover it as a new member: `raftctl member remove {id}`, `{add} --learner`, \
          restart this node with --join (RAFTKV_JOIN=true), and once it has caught up `{add}` \
-         (see docs/operations.md)",
+         (see docs/operations.md); or let it do this itself with --auto-join (RAFTKV_AUTO_JOIN=true)",
         config.data_dir.display()
     )
 }
@@ -211,9 +296,7 @@ pub fn cluster_id(config: &Config) -> String {
     if let Some(id) = &config.cluster_id {
         return id.clone();
     }
-    let list: Vec<String> = config
-        .peers
-        .iter()
+    let list: Vec<String> = initial_members(config)
         .map(|p| format!("{}={}", p.id, p.peer_addr))
         .collect();
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
@@ -222,7 +305,7 @@ pub fn cluster_id(config: &Config) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    if config.peers.len() > 1 {
+    if initial_members(config).count() > 1 {
         return format!("raftkv-{h:016x}");
     }
     // A lone founder agrees with nobody, so its id can be unique: if its

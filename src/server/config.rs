@@ -82,6 +82,19 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub join: Option<bool>,
+    /// With an empty data directory, join the peers' cluster by itself when
+    /// this node is not a founder (an ordinal added by scaling up) or when
+    /// the peers already form a cluster (its volume was lost): ask the leader
+    /// to replace any old incarnation, start as a learner, and be promoted
+    /// once caught up. Off: such a node refuses to start (docs/operations.md).
+    #[arg(
+        long,
+        env = "RAFTKV_AUTO_JOIN",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub auto_join: Option<bool>,
     /// Minimum election timeout T in ms (timeouts are drawn from [T, 2T)).
     #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
@@ -131,6 +144,7 @@ pub struct FileConfig {
     pub cluster_domain: Option<String>,
     pub cluster_id: Option<String>,
     pub join: Option<bool>,
+    pub auto_join: Option<bool>,
     pub election_timeout_ms: Option<u64>,
     pub heartbeat_ms: Option<u64>,
     pub lease_ms: Option<u64>,
@@ -168,11 +182,17 @@ pub struct Config {
     pub peer_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub advertise_client_addr: String,
-    /// Every initial member, this node included, sorted by id.
+    /// Every initial member and this node, sorted by id.
     pub peers: Vec<Peer>,
+    /// Whether this node is an initial member. Only a StatefulSet ordinal at
+    /// or above `--replicas` (a pod added by scaling up) is not: it can only
+    /// join, never bootstrap.
+    pub founder: bool,
     pub cluster_id: Option<String>,
     /// Join an existing cluster rather than bootstrap (empty data directory only).
     pub join: bool,
+    /// Join (or replace a lost incarnation) without an operator.
+    pub auto_join: bool,
     pub election_timeout: Duration,
     pub heartbeat: Duration,
     pub lease: Duration,
@@ -269,6 +289,7 @@ fn resolve(
     let peer_addr = socket("peer-addr", pick!(args, file, peer_addr), "0.0.0.0:7380")?;
     let http_addr = socket("http-addr", pick!(args, file, http_addr), "0.0.0.0:7381")?;
 
+    let mut founder = true;
     let mut peers = match (pick!(args, file, peers), pick!(args, file, statefulset)) {
         (Some(_), Some(_)) => {
             return Err("peers: give either --peers or --statefulset, not both".into());
@@ -295,7 +316,10 @@ fn resolve(
             }
             let domain =
                 pick!(args, file, cluster_domain).unwrap_or_else(|| "cluster.local".into());
+            // The founders, and this pod if scaling up added it.
+            founder = id < replicas;
             (0..replicas)
+                .chain((id >= replicas).then_some(id))
                 .map(|i| {
                     let host = format!("{sts}-{i}.{service}.{namespace}.svc.{domain}");
                     Peer {
@@ -384,7 +408,9 @@ fn resolve(
         advertise_client_addr,
         peers,
         cluster_id,
+        founder,
         join: pick!(args, file, join).unwrap_or(false),
+        auto_join: pick!(args, file, auto_join).unwrap_or(false),
         election_timeout: Duration::from_millis(election_ms),
         heartbeat: Duration::from_millis(heartbeat_ms),
         lease: Duration::from_millis(lease_ms),

@@ -84,6 +84,9 @@ pub struct Survey {
     /// peer seen only through its own hello may have missed our answer and
     /// would then refuse us once we bootstrap.
     answered_deciding: BTreeSet<u64>,
+    /// This node is not an initial member (a scaled-up ordinal), so the
+    /// initial members are exactly `peers`.
+    outsider: bool,
 }
 
 impl Survey {
@@ -93,6 +96,12 @@ impl Survey {
             peers,
             ..Survey::default()
         }
+    }
+
+    /// The survey of a node that is not an initial member itself.
+    pub fn outsider(mut self) -> Survey {
+        self.outsider = true;
+        self
     }
 
     /// A peer's latest answer.
@@ -181,7 +190,7 @@ impl Survey {
         // itself) must say it is no voter: a removal that has reached a
         // majority survives any leader change, one answer from a lagging or
         // uncommitted configuration might not.
-        let members = self.peers.len() + 1;
+        let members = self.peers.len() + usize::from(!self.outsider);
         let majority = members / 2 + 1;
         if named >= majority && !still_voter {
             Decision::Join(first.1)
@@ -207,6 +216,9 @@ fn other_peers(config: &Config) -> Vec<(u64, String)> {
 pub async fn survey(config: &Config, mode: Mode, gate: &Gate) -> Decision {
     let peers = other_peers(config);
     let mut survey = Survey::new(peers.iter().map(|(id, _)| *id).collect());
+    if !config.founder {
+        survey = survey.outsider();
+    }
     let (tx, mut rx) = mpsc::channel(64);
     // Dropped on return: the askers stop with it.
     let mut askers = JoinSet::new();

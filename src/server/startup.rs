@@ -129,6 +129,7 @@ impl Start<'_> {
         let config = self.config;
         let cluster_id = self.boot.identity.cluster_id.clone();
         let fresh = self.boot.fresh;
+        let promote = self.boot.promote;
         let client_listener = bind("client-addr", config.client_addr).await?;
         let (sm, applied) = state_machine(config, &self.boot.persisted)?;
         let clock = std::time::Instant::now();
@@ -182,6 +183,9 @@ impl Start<'_> {
             "node started"
         );
         let mut loop_task = tokio::spawn(driver.run(rx, config.heartbeat / 2));
+        if promote {
+            tasks.push(tokio::spawn(bootstrap::promote(config.clone())));
+        }
         tasks.push(tokio::spawn(async move {
             if let Err(e) = client_server.await {
                 tracing::error!(error = %e, "client gRPC server failed");

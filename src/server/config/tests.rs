@@ -170,3 +170,46 @@ fn ordinals() {
     assert_eq!(ordinal("my-db-raftkv-10"), Some(10));
     assert_eq!(ordinal("laptop"), None);
 }
+
+#[test]
+fn a_statefulset_ordinal_above_the_founders_is_a_joining_member() {
+    let args = |id| Args {
+        pod_name: Some(format!("raftkv-{id}")),
+        statefulset: Some("raftkv".into()),
+        service: Some("raftkv-headless".into()),
+        replicas: Some(3),
+        ..Args::default()
+    };
+    let founder = Config::from_args(args(2), &|_| None).unwrap();
+    assert!(founder.founder && !founder.auto_join);
+    assert_eq!(founder.peers.len(), 3);
+    let added = Config::from_args(args(4), &|_| None).unwrap();
+    assert!(!added.founder);
+    let ids: Vec<u64> = added.peers.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [0, 1, 2, 4], "the founders and itself");
+    // With a static peer list the own id must still be listed.
+    let listed = Args {
+        id: Some(3),
+        peers: Some("0=a:7380,1=b:7380,2=c:7380".into()),
+        ..Args::default()
+    };
+    assert!(Config::from_args(listed, &|_| None).is_err());
+}
+
+#[test]
+fn auto_join_comes_from_the_flag_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "id: 0\npeers: 0=a:7380\nauto_join: true\n").unwrap();
+    let from_file = Args {
+        config: Some(file.clone()),
+        ..Args::default()
+    };
+    assert!(Config::from_args(from_file, &|_| None).unwrap().auto_join);
+    let overridden = Args {
+        config: Some(file),
+        auto_join: Some(false),
+        ..Args::default()
+    };
+    assert!(!Config::from_args(overridden, &|_| None).unwrap().auto_join);
+}

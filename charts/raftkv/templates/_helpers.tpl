@@ -1,0 +1,92 @@
+{{/* Names, labels and the render guards. */}}
+
+{{- define "raftkv.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The StatefulSet name, which is also the pod-name prefix the node takes its
+ordinal from and the prefix of every peer DNS name.
+*/}}
+{{- define "raftkv.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "raftkv.headless" -}}
+{{- printf "%s-headless" (include "raftkv.fullname" .) -}}
+{{- end -}}
+
+{{- define "raftkv.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "raftkv.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "raftkv.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "raftkv.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "raftkv.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "raftkv.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: kv-store
+app.kubernetes.io/part-of: raftkv
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "raftkv.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+maxUnavailable keeping a quorum of the founding-size cluster:
+max(1, N - (N/2 + 1)). With 3 members: 1; with 5: 2; with 1: 1 (a
+one-member cluster has nothing to keep).
+*/}}
+{{- define "raftkv.pdbMaxUnavailable" -}}
+{{- $n := int .Values.replicas -}}
+{{- max 1 (sub $n (add (div $n 2) 1)) -}}
+{{- end -}}
+
+{{/*
+Guards: fail the render, with the reason, on values that would install a
+cluster that cannot work. The schema catches types; these catch meaning.
+*/}}
+{{- define "raftkv.validate" -}}
+{{- $r := int .Values.replicas -}}
+{{- if lt $r 1 -}}
+{{- fail (printf "replicas: %d is fewer than 1; a raftkv cluster needs at least one member" $r) -}}
+{{- end -}}
+{{- if eq (mod $r 2) 0 -}}
+{{- fail (printf "replicas: %d is even; use an odd count (an even one adds a member that must also agree, without surviving one more failure)" $r) -}}
+{{- end -}}
+{{- $f := int .Values.cluster.initialMembers -}}
+{{- if or (lt $f 1) (eq (mod $f 2) 0) -}}
+{{- fail (printf "cluster.initialMembers: %d must be odd and at least 1" $f) -}}
+{{- end -}}
+{{- if .Values.persistence.enabled -}}
+{{- $size := toString .Values.persistence.size -}}
+{{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $size) -}}
+{{- fail (printf "persistence.size: %q is not a Kubernetes quantity (like 1Gi or 500Mi)" $size) -}}
+{{- end -}}
+{{- end -}}
+{{- if ge (int .Values.raft.leaseMs) (int .Values.raft.electionTimeoutMs) -}}
+{{- fail "raft.leaseMs must be shorter than raft.electionTimeoutMs" -}}
+{{- end -}}
+{{- if ge (int .Values.raft.heartbeatMs) (int .Values.raft.leaseMs) -}}
+{{- fail "raft.heartbeatMs must be shorter than raft.leaseMs" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,194 @@
+//! What the container tests share: the image (built once per run with
+//! scripts/image.sh from the binaries cargo built), a limit on how many
+//! tests run containers at once, and questions to the cluster (who leads,
+//! who votes) asked through the Rust client.
+
+use super::docker;
+use super::sts::{StatefulSet, root};
+use raftkv::client::Client;
+use raftkv::pb;
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Tests running containers at once: two cores shared with other work, and
+/// Raft timeouts of a few hundred milliseconds.
+const SLOTS: usize = 2;
+
+/// The image under test, built once; `None` (with the reason printed) when
+/// Docker is absent.
+pub fn image() -> Option<String> {
+    static IMAGE: OnceLock<Option<String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            if let Some(why) = docker::unavailable() {
+                eprintln!("SKIPPED: Docker is not available here ({why})");
+                return None;
+            }
+            Some(build_image())
+        })
+        .clone()
+}
+
+/// scripts/image.sh with the binaries of this build (no nested cargo: the
+/// outer `cargo test` holds the build lock).
+fn build_image() -> String {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_raftkv"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    // One tag per checkout, replaced by each run (no pile of test images).
+    let checkout = root().display().to_string();
+    let hash = checkout.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let tag = format!("raftkv:test-{:08x}", hash as u32);
+    let start = Instant::now();
+    let out = Command::new("scripts/image.sh")
+        .current_dir(root())
+        .arg(&tag)
+        .env("RAFTKV_BIN_DIR", &bin_dir)
+        .output()
+        .expect("scripts/image.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/image.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = docker::must(&["image", "inspect", "-f", "{{.Size}}", &tag]);
+    eprintln!(
+        "image {tag}: {:.1} MB, built in {:.1?}",
+        size.parse::<f64>().unwrap() / 1e6,
+        start.elapsed()
+    );
+    tag
+}
+
+/// A slot to run containers in; released on drop.
+pub struct Slot;
+
+pub fn slot() -> Slot {
+    let (lock, cv) = slots();
+    let mut used = lock.lock().unwrap();
+    while *used >= SLOTS {
+        used = cv.wait(used).unwrap();
+    }
+    *used += 1;
+    Slot
+}
+
+fn slots() -> &'static (Mutex<usize>, Condvar) {
+    static S: OnceLock<(Mutex<usize>, Condvar)> = OnceLock::new();
+    S.get_or_init(|| (Mutex::new(0), Condvar::new()))
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (lock, cv) = slots();
+        *lock.lock().unwrap() -= 1;
+        cv.notify_one();
+    }
+}
+
+/// One test's cluster: its slot, its StatefulSet, a runtime for client calls.
+pub struct Env {
+    pub sts: Arc<StatefulSet>,
+    pub rt: tokio::runtime::Runtime,
+    _slot: Slot,
+}
+
+impl Env {
+    /// `None` when Docker is absent (the test then returns, skipped).
+    pub fn new(test: &str) -> Option<Env> {
+        let image = image()?;
+        let slot = slot();
+        Some(Env {
+            sts: Arc::new(StatefulSet::new(test, &image)),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            _slot: slot,
+        })
+    }
+
+    /// Starts pods `0..n` and waits until all are ready.
+    pub fn start_ready(&self, n: u64) {
+        for i in 0..n {
+            self.sts.start(i);
+        }
+        for i in 0..n {
+            self.sts.wait_ready(i, Duration::from_secs(60));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.sts.client()
+    }
+
+    /// The members as the leader reports them, retried until one answers.
+    pub fn members(&self) -> pb::MembersResponse {
+        self.retry("members", |c| async move { c.members().await })
+    }
+
+    /// The current leader's id.
+    pub fn leader(&self) -> u64 {
+        self.wait_for("a leader", Duration::from_secs(30), || {
+            self.members().leader
+        })
+    }
+
+    /// Waits until the voters are exactly `voters` and nobody is a learner.
+    pub fn wait_voters(&self, voters: &[u64], limit: Duration) {
+        self.wait_for(&format!("voters {voters:?}"), limit, || {
+            let m = self.members();
+            let v: Vec<u64> = m.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            (v == voters && m.members.len() == voters.len()).then_some(())
+        })
+    }
+
+    /// Polls `f` every 100 ms until it answers, or fails after `limit`.
+    pub fn wait_for<T>(&self, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(t) = f() {
+                return t;
+            }
+            assert!(start.elapsed() < limit, "no {what} after {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a call on a client of the leader until it succeeds (30 s).
+    pub fn retry<T, F, Fut>(&self, what: &str, f: F) -> T
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, raftkv::client::ClientError>>,
+    {
+        let start = Instant::now();
+        loop {
+            let answer = self.rt.block_on(async {
+                match self.sts.leader_client().await {
+                    Some(c) => f(c).await.map_err(|e| e.to_string()),
+                    None => Err("no pod says it leads".to_string()),
+                }
+            });
+            match answer {
+                Ok(t) => return t,
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(30), "{what}: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// One write and its read back.
+    pub fn write_read(&self, key: &str, value: &str) {
+        self.retry("set", |c| async move {
+            c.set(key.as_bytes(), value.as_bytes()).await
+        });
+        let got = self.retry("get", |c| async move { c.get(key.as_bytes()).await });
+        assert_eq!(got.as_deref(), Some(value.as_bytes()));
+    }
+}
