@@ -3,12 +3,14 @@
 //! Module map (see docs/architecture.md): `raft` is the pure consensus core,
 //! `storage` the write-ahead log on disk, `kv` the replicated state machine,
 //! `server` the node that drives them with tokio, `observe` metrics and probes,
-//! `client` the Rust client, `ctl` the raftctl subcommands.
+//! `client` the Rust client, `ctl` the raftctl subcommands, `check` the
+//! history checkers (linearizability) shared by tests and `raftctl chaos`.
 
 pub mod pb {
     //! Generated protobuf and gRPC code (proto/raftkv.proto).
     tonic::include_proto!("raftkv.v1");
 }
+pub mod check;
 pub mod client;
 pub mod ctl;
 pub mod kv;

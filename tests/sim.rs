@@ -4,13 +4,12 @@
 
 #[path = "sim/kv.rs"]
 mod kv;
-#[path = "common/linearizability.rs"]
-mod linearizability;
 #[path = "sim/scenarios.rs"]
 mod scenarios;
 #[path = "sim/world.rs"]
 mod world;
 
+use raftkv::check::linearizability;
 use raftkv::raft::Broken;
 use std::cell::Cell;
 use std::ops::Range;
