@@ -4,12 +4,14 @@
 //! `storage` the write-ahead log on disk, `kv` the replicated state machine,
 //! `replica` the node's decisions between them without I/O (shared with the
 //! simulator), `server` the node that drives them with tokio, `observe` metrics and probes,
-//! `client` the Rust client, `ctl` the raftctl subcommands.
+//! `client` the Rust client, `ctl` the raftctl subcommands, `check` the
+//! history checkers (linearizability) shared by tests and `raftctl chaos`.
 
 pub mod pb {
     //! Generated protobuf and gRPC code (proto/raftkv.proto).
     tonic::include_proto!("raftkv.v1");
 }
+pub mod check;
 pub mod client;
 pub mod ctl;
 pub mod kv;

@@ -1,11 +1,10 @@
-//! Unit tests of the linearizability checker in tests/common.
-
-#[path = "common/linearizability.rs"]
-mod linearizability;
+//! Unit tests of the linearizability checker (raftkv::check::linearizability).
 
 use std::time::Instant;
 
-use linearizability::{CheckResult, Config, Op, OpKind, TtlSeen, check, check_with};
+use raftkv::check::linearizability::{
+    CheckResult, Config, Op, OpKind, TtlSeen, check, check_with,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

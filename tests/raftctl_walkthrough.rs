@@ -4,109 +4,13 @@
 //! on the same data directory finds every key. Exit codes and stderr follow
 //! docs/raftctl.md.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+#[path = "common/local.rs"]
+mod local;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
-
-/// A base port with BASE..BASE+23 free (three nodes, three ports each).
-fn free_base_port() -> u16 {
-    loop {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        let all_free = (0..3)
-            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-}
-
-struct Local {
-    child: Child,
-    /// `raftctl local`'s stdout, up to the ready banner.
-    banner: Vec<String>,
-}
-
-impl Local {
-    /// Starts `raftctl local` and waits for its ready banner.
-    fn start(dir: &std::path::Path, base: u16) -> Local {
-        let mut child = Command::new(RAFTCTL)
-            .args(["local", "--data-dir", dir.to_str().unwrap()])
-            .args(["--base-port", &base.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.starts_with("Ctrl-C stops");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        assert!(
-            banner.iter().any(|l| l.contains("leader is node")),
-            "no ready banner: {banner:?}"
-        );
-        // Keep draining stdout so the supervisor never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Local { child, banner }
-    }
-
-    /// The pid of node `id`, from the banner.
-    fn pid(&self, id: u64) -> u32 {
-        let prefix = format!("  node {id}: pid ");
-        let line = self.banner.iter().find(|l| l.starts_with(&prefix)).unwrap();
-        line[prefix.len()..]
-            .split(',')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Ctrl-C: every node stops and raftctl exits 0.
-    fn stop(mut self) {
-        signal("-INT", self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raftctl local exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raftctl local did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {sig} {pid}");
-}
+use local::{Local, RAFTCTL, free_base_port, signal};
 
 /// Runs raftctl against the cluster at `base`.
 fn ctl(base: u16, args: &[&str]) -> Output {

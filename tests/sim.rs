@@ -2,13 +2,12 @@
 //! test --release --test sim` runs that seed range; a failing seed prints
 //! itself and its trace and replays bit-for-bit.
 
-#[path = "common/linearizability.rs"]
-mod linearizability;
 #[path = "sim/scenarios.rs"]
 mod scenarios;
 #[path = "sim/world.rs"]
 mod world;
 
+use raftkv::check::linearizability;
 use raftkv::raft::Broken;
 use std::cell::Cell;
 use std::ops::Range;

@@ -74,7 +74,9 @@ pub enum Command {
     /// Set KEY to NEW if its value is EXPECTED; prints OK, or exits 1 if not swapped.
     Cas(CasArgs),
     /// Show every endpoint: role, term, leader, lease, commit, applied, lag.
-    Status,
+    /// With --platform kube: every pod (phase, ready, restarts, node) beside
+    /// its node, reached through port-forwards.
+    Status(StatusArgs),
     /// List the members as the leader knows them.
     Members,
     /// Add or remove a member.
@@ -94,6 +96,177 @@ pub enum Command {
     },
     /// Load-test the cluster: many clients, sequential requests, latency percentiles.
     Bench(BenchArgs),
+    /// Delete one pod (container, process) of the cluster: the fault-test
+    /// primitive. Its controller starts it again with the same name and data.
+    DeletePod(DeletePodArgs),
+    /// Delete pods on a schedule while a checked workload runs; report
+    /// unavailability, lost writes, linearizability and INCR exactly-once.
+    /// Exits 1 if any acknowledged write was lost or the history is not
+    /// linearizable.
+    Chaos(ChaosArgs),
+    /// Print the Kubernetes objects of a cluster as YAML (what deploy applies).
+    Manifests(ManifestsArgs),
+    /// Create or update the cluster on Kubernetes (server-side apply), then
+    /// wait until every pod is ready and a leader holds its lease.
+    Deploy(DeployArgs),
+    /// Change the number of members in a safe order, then the StatefulSet;
+    /// refuses a change that would lose quorum.
+    Scale(ScaleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show the pods of this platform too (kube); without it, the endpoints.
+    #[arg(long, value_enum, env = "RAFTKV_PLATFORM")]
+    pub platform: Option<PlatformKind>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// The cluster's shape: what `manifests` prints and `deploy` applies.
+#[derive(Debug, Clone, Args)]
+pub struct ValuesArgs {
+    /// Founding members (1, 3 or 5); an existing cluster keeps its count.
+    #[arg(long, value_parser = parse_replicas)]
+    pub replicas: Option<i32>,
+    /// The raftkv container image.
+    #[arg(long, default_value = "raftkv:latest")]
+    pub image: String,
+    /// Size of each pod's volume claim `data`.
+    #[arg(long, default_value = "1Gi")]
+    pub storage_size: String,
+    /// StorageClass of the volume claims (default: the cluster's default class).
+    #[arg(long)]
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    /// Namespace written into the objects.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// StatefulSet name.
+    #[arg(long, default_value = "raftkv")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Apply and return without waiting for the pods.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for every pod ready and a leader.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The new number of members.
+    pub replicas: i32,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Where the cluster runs, for the commands that act on its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlatformKind {
+    /// Kubernetes, through the API server of the kubeconfig's context.
+    Kube,
+    /// Docker containers NAME-0, NAME-1, ... (the docker CLI).
+    Docker,
+    /// The processes of a `raftctl local` running on --data-dir.
+    Local,
+}
+
+/// Selecting the cluster's platform, kubectl-style for Kubernetes.
+#[derive(Debug, Clone, Args)]
+pub struct PlatformArgs {
+    /// The platform the cluster runs on.
+    #[arg(long, value_enum, env = "RAFTKV_PLATFORM", default_value_t = PlatformKind::Kube)]
+    pub platform: PlatformKind,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Data directory of the `raftctl local` cluster (local).
+    #[arg(long, default_value = "./raftkv-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Where the cluster is on Kubernetes, as kubectl's flags say it.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Kubernetes namespace (default: the context's namespace, else "default").
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// StatefulSet name (kube) or container name prefix (docker).
+    #[arg(long, default_value = "raftkv")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeletePodArgs {
+    /// The pod to delete (raftkv-N on kube and docker, node-N on local).
+    #[arg(required_unless_present_any = ["leader", "random"], conflicts_with_all = ["leader", "random"])]
+    pub pod: Option<String>,
+    /// Delete the current leader's pod.
+    #[arg(long, conflicts_with = "random")]
+    pub leader: bool,
+    /// Delete a pod chosen at random.
+    #[arg(long)]
+    pub random: bool,
+    /// 0 (forced: SIGKILL at once), default (SIGTERM, then the pod's grace
+    /// period), or a grace period such as 5s.
+    #[arg(long, default_value = "default", value_parser = crate::ctl::platform::Grace::parse)]
+    pub grace: crate::ctl::platform::Grace,
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// How long the workload runs.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Time between two faults.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Which pod each fault deletes.
+    #[arg(long, value_enum, default_value_t = KillTarget::Leader)]
+    pub kill: KillTarget,
+    /// forced, graceful, alternate (forced then graceful, in turn), or a
+    /// grace period such as 5s.
+    #[arg(long, default_value = "forced", value_parser = crate::ctl::chaos::GracePlan::parse)]
+    pub grace: crate::ctl::chaos::GracePlan,
+    /// Concurrent workload clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Registers the workload writes (plus one INCR-only counter).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub keys: u16,
+    /// Pause between one client's operations (bounds the history to check).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub pause: Duration,
+    #[command(flatten)]
+    pub platform: PlatformArgs,
+}
+
+/// Which pod `chaos` deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KillTarget {
+    Leader,
+    Random,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +360,10 @@ pub enum Workload {
     Set,
     Get,
     Mixed,
+}
+
+fn parse_replicas(text: &str) -> Result<i32, String> {
+    parse_node_count(text).map(|n| n as i32)
 }
 
 fn parse_node_count(text: &str) -> Result<u32, String> {

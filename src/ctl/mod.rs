@@ -3,15 +3,19 @@
 //! error into one stderr line and a documented exit code.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod dump;
 pub mod duration;
 pub mod exit;
+mod faults;
+pub mod kube;
 pub mod kv;
 pub mod local;
 pub mod output;
-mod signals;
+pub mod platform;
+pub mod signals;
 
 #[cfg(test)]
 mod wiring_tests;
@@ -21,7 +25,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::client::{Client, ClientOptions};
-use cli::{Cli, Command};
+use cli::{Cli, Command, PlatformKind};
 use exit::{CtlError, Exit};
 
 /// Entry point of the `raftctl` binary.
@@ -71,7 +75,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Expire { key, seconds } => kv::expire(&client()?, output, key, *seconds).await,
         Command::Ttl { key } => kv::ttl(&client()?, output, key).await,
         Command::Cas(args) => kv::cas(&client()?, output, args).await,
-        Command::Status => cluster::status(&client()?, output).await,
+        Command::Status(args) => match args.platform {
+            Some(PlatformKind::Kube) => kube::commands::status(args, output).await,
+            _ => cluster::status(&client()?, output).await,
+        },
         Command::Members => cluster::members(&client()?, output).await,
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
@@ -80,6 +87,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Bench(args) => {
             bench::run(args, cli.endpoints.clone(), options.clone(), output).await
         }
+        Command::DeletePod(args) => faults::delete_pod(args, output).await,
+        Command::Chaos(args) => faults::chaos(args, output).await,
+        Command::Manifests(args) => kube::commands::manifests(args, output),
+        Command::Deploy(args) => kube::commands::deploy(args, output).await,
+        Command::Scale(args) => kube::commands::scale(args, output).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `raftctl local`: a cluster of `raftkv` processes on 127.0.0.1, started,
 //! waited on until a leader holds its lease, and supervised until Ctrl-C.
 
+pub mod control;
 mod nodes;
 mod procs;
 
@@ -47,6 +48,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CtlError::error(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let mut signals = Signals::install()?;
+    let control = control::bind(&args.data_dir).await?;
     let mut cluster = LocalCluster::start(&binary, nodes)?;
 
     let started = tokio::select! {
@@ -67,7 +69,9 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
         }
     };
     print_ready(&cluster, leader, args);
-    supervise(&mut cluster, &mut signals, args.restart).await;
+    supervise(&mut cluster, &mut signals, &control, args.restart).await;
+    drop(control);
+    let _ = std::fs::remove_file(control::socket_path(&args.data_dir));
     stop(&mut cluster).await;
     Ok(())
 }
@@ -178,13 +182,25 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
 
 /// Watches the processes until Ctrl-C or SIGTERM. A node that exits is
 /// reported and left down (fault tests kill nodes on purpose), unless
-/// `restart`; SIGHUP restarts every dead node at once.
-async fn supervise(cluster: &mut LocalCluster, signals: &mut Signals, restart: bool) {
+/// `restart`; SIGHUP restarts every dead node at once. Requests on the
+/// control socket (`raftctl delete-pod --platform local`) are served in turn.
+async fn supervise(
+    cluster: &mut LocalCluster,
+    signals: &mut Signals,
+    control: &tokio::net::UnixListener,
+    restart: bool,
+) {
     let pid = std::process::id();
     let mut due: Vec<(usize, Instant)> = Vec::new();
     loop {
         let request = tokio::select! {
             request = signals.next() => Some(request),
+            accepted = control.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    control::serve(stream, cluster).await;
+                }
+                None
+            }
             _ = tokio::time::sleep(POLL) => None,
         };
         if request == Some(Request::Stop) {

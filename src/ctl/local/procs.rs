@@ -108,6 +108,28 @@ impl LocalCluster {
         send_signal(pid, signal)
     }
 
+    /// Stops node `index` the way a pod is deleted: SIGKILL if `grace` is
+    /// zero, else SIGTERM and SIGKILL after `grace`; waits until it has
+    /// exited. True if it had to be killed after the grace period.
+    pub async fn stop_node(&mut self, index: usize, grace: Duration) -> bool {
+        let Some(child) = self.children[index].as_mut() else {
+            return false;
+        };
+        let mut killed = false;
+        if grace.is_zero() {
+            let _ = child.start_kill();
+        } else if let Some(pid) = child.id() {
+            let _ = send_signal(pid, libc::SIGTERM);
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                killed = true;
+                let _ = child.start_kill();
+            }
+        }
+        let _ = child.wait().await;
+        self.children[index] = None;
+        killed
+    }
+
     /// SIGTERM to every node, up to `grace` for them to exit, then SIGKILL;
     /// the ids of the nodes that had to be killed.
     pub async fn shutdown(&mut self, grace: Duration) -> Vec<u64> {

@@ -1,8 +1,7 @@
 //! Linearizability checker for key-value histories: Wing & Gong's backtracking
 //! search with Lowe's memoization, as in Porcupine.
 //!
-//! Std-only, so that any integration test can include it with
-//! `#[path = "common/linearizability.rs"] mod linearizability;`.
+//! Std-only; used by the simulator, the process tests and `raftctl chaos`.
 //!
 //! Semantics:
 //! - Every key is an independent register starting absent, so the history is

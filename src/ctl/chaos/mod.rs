@@ -1,0 +1,326 @@
+//! `raftctl chaos`: deletes pods (containers, processes) on a schedule while
+//! a checked workload runs, then proves what it can about the history: no
+//! acknowledged write lost, linearizable, every INCR applied exactly once,
+//! and how long each fault left the cluster unavailable.
+//!
+//! The workload and the checks live in the library (`workload`, `verdict`,
+//! `crate::check::linearizability`) so the test suite runs the same code an
+//! operator runs against a real cluster.
+
+mod report;
+pub mod verdict;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use report::{Fault, Linearizability, Operations, Report, Spread};
+pub use workload::{Workload, WorkloadConfig};
+
+use super::cli::Output;
+use super::exit::{CtlError, Exit};
+use super::platform::{self, Grace, Platform, Target};
+use super::signals::Signals;
+use crate::check::linearizability::{self, CheckResult, OpKind};
+use crate::client::{Client, ClientOptions};
+
+/// Which grace each fault gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GracePlan {
+    Always(Grace),
+    /// Forced and graceful in turn, forced first.
+    Alternate,
+}
+
+impl GracePlan {
+    pub fn parse(text: &str) -> Result<GracePlan, String> {
+        match text {
+            "alternate" | "both" => Ok(GracePlan::Alternate),
+            other => Grace::parse(other).map(GracePlan::Always),
+        }
+    }
+
+    fn nth(&self, n: usize) -> Grace {
+        match self {
+            GracePlan::Always(g) => *g,
+            GracePlan::Alternate if n % 2 == 0 => Grace::Forced,
+            GracePlan::Alternate => Grace::Graceful(None),
+        }
+    }
+}
+
+/// What one chaos run does.
+#[derive(Debug, Clone)]
+pub struct ChaosPlan {
+    pub duration: Duration,
+    pub interval: Duration,
+    pub target: Target,
+    pub grace: GracePlan,
+    pub workload: WorkloadConfig,
+    /// How long to wait for a healthy cluster before a fault and at the end.
+    pub settle: Duration,
+}
+
+/// Whether every endpoint answers and a leader holds its lease.
+async fn healthy(client: &Client) -> bool {
+    let answers = client.status_all().await;
+    answers.iter().all(|(_, a)| a.is_ok())
+        && answers
+            .iter()
+            .filter_map(|(_, a)| a.as_ref().ok())
+            .any(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0)
+}
+
+/// Waits up to `limit` for [`healthy`]; false if it never was.
+async fn settle(client: &Client, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if healthy(client).await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Runs `plan` on `platform` with the workload against `endpoints` and
+/// returns the checked report. Ctrl-C (via `signals`) ends the fault phase
+/// early; the history is still checked.
+pub async fn run<P: Platform>(
+    platform: &P,
+    endpoints: Vec<String>,
+    plan: &ChaosPlan,
+    signals: &mut Signals,
+) -> Result<Report, CtlError> {
+    let admin = Client::lazy(
+        endpoints.clone(),
+        ClientOptions {
+            attempt_timeout: Duration::from_millis(700),
+            connect_timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        },
+    )?;
+    if !settle(&admin, plan.settle).await {
+        return Err(CtlError::new(
+            Exit::Unhealthy,
+            "the cluster is not healthy (every node answering, a leader with a lease); no fault injected",
+        ));
+    }
+    let epoch = Instant::now();
+    let workload = Workload::start(plan.workload.clone(), endpoints.clone(), epoch)?;
+    let mut faults: Vec<(u64, Fault)> = Vec::new();
+    let mut interrupted = false;
+    let end = epoch + plan.duration;
+    let mut next_fault = epoch + plan.interval;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = signals.stop() => { interrupted = true; break; }
+        }
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        eprint!(
+            "\r[{:>4.0}s/{:.0}s] {} operations, {} faults   ",
+            (now - epoch).as_secs_f64(),
+            plan.duration.as_secs_f64(),
+            workload.completed(),
+            faults.len()
+        );
+        if now < next_fault {
+            continue;
+        }
+        next_fault = now + plan.interval;
+        let ready = tokio::select! {
+            ok = settle(&admin, plan.settle) => ok,
+            _ = signals.stop() => { interrupted = true; break; }
+        };
+        if !ready {
+            eprintln!("\nthe cluster is not healthy; injecting the fault anyway");
+        }
+        let grace = plan.grace.nth(faults.len());
+        match inject(platform, &admin, &plan.target, grace).await {
+            Ok((pod, was_leader)) => {
+                let at = workload.now();
+                faults.push((
+                    at,
+                    Fault {
+                        at_seconds: seconds(at),
+                        pod: pod.name,
+                        node: pod.id,
+                        was_leader,
+                        grace: grace.label(),
+                        unavailable_seconds: 0.0,
+                    },
+                ));
+            }
+            Err(e) => eprintln!("\nfault not injected: {e}"),
+        }
+    }
+    eprintln!();
+    let stopped = workload.now();
+    let config = workload.config.clone();
+    let recording = workload.stop().await;
+    eprintln!("workload stopped; waiting for the cluster to settle, then reading the final state");
+    settle(&admin, plan.settle).await;
+    let finals = workload::final_reads(&config, endpoints, epoch, plan.settle)
+        .await
+        .map_err(|e| CtlError::new(Exit::Unhealthy, format!("cannot read the final state: {e}")))?;
+    eprintln!(
+        "checking {} operations",
+        recording.history.len() + finals.len()
+    );
+    Ok(judge(
+        platform.kind(),
+        &config,
+        recording,
+        finals,
+        faults,
+        stopped,
+        interrupted,
+    )
+    .await)
+}
+
+/// Deletes the pod `target` names; it and whether it led when chosen.
+async fn inject<P: Platform>(
+    platform: &P,
+    admin: &Client,
+    target: &Target,
+    grace: Grace,
+) -> Result<(platform::PodInfo, bool), CtlError> {
+    let pods = platform.pods().await?;
+    let leader = platform::leader_of(admin).await;
+    let pod = platform::choose(target, &pods, leader)?;
+    platform.delete_pod(&pod.name, grace).await?;
+    Ok((pod.clone(), leader == Some(pod.id)))
+}
+
+/// Checks the recorded history and builds the report.
+async fn judge(
+    kind: &str,
+    config: &WorkloadConfig,
+    recording: workload::Recording,
+    finals: Vec<linearizability::Op>,
+    mut faults: Vec<(u64, Fault)>,
+    stopped: u64,
+    interrupted: bool,
+) -> Report {
+    let final_values: BTreeMap<String, Option<String>> = finals
+        .iter()
+        .filter_map(|op| match &op.kind {
+            OpKind::Get { result: Some(v) } => Some((op.key.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut history = recording.history;
+    let indeterminate = history.iter().filter(|o| o.ret.is_none()).count() as u64;
+    let registers: BTreeMap<String, Option<String>> = final_values
+        .iter()
+        .filter(|(k, _)| **k != config.counter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let lost_write_details = verdict::lost_writes(&history, &registers);
+    let incr = verdict::incr_check(
+        &history,
+        &config.counter(),
+        final_values
+            .get(&config.counter())
+            .cloned()
+            .flatten()
+            .as_deref(),
+    );
+    let incr_lost = (incr.acknowledged as i64 - incr.final_value).max(0) as u64;
+    history.extend(finals);
+    let checked_operations = history.len();
+    let keys = config.keys().len();
+    let result = tokio::task::spawn_blocking(move || linearizability::check(&history))
+        .await
+        .unwrap_or_else(|e| CheckResult::Unknown {
+            key: format!("checker panicked: {e}"),
+            steps: 0,
+        });
+    let (verdict_word, detail) = match &result {
+        CheckResult::Ok => ("linearizable", String::new()),
+        CheckResult::Violation { key, explanation } => {
+            ("violation", format!("{key}: {explanation}"))
+        }
+        CheckResult::Unknown { key, steps } => (
+            "unknown",
+            format!("{key}: search gave up after {steps} steps"),
+        ),
+    };
+    let instants: Vec<u64> = faults.iter().map(|(at, _)| *at).collect();
+    let gaps = verdict::unavailability(&instants, &recording.successes, stopped);
+    for ((_, fault), gap) in faults.iter_mut().zip(&gaps) {
+        fault.unavailable_seconds = seconds(*gap);
+    }
+    let unavailability_seconds = verdict::spread(&gaps).map(|(min, median, max)| Spread {
+        min: seconds(min),
+        median: seconds(median),
+        max: seconds(max),
+    });
+    let failed: u64 = recording.errors.values().sum();
+    let lost_writes = lost_write_details.len() as u64 + incr_lost;
+    let passed = lost_writes == 0 && result.is_ok() && incr.ok;
+    Report {
+        platform: kind.to_string(),
+        duration_seconds: seconds(stopped),
+        interrupted,
+        operations: Operations {
+            total: recording.total,
+            ok: recording.total - failed,
+            failed,
+            indeterminate,
+        },
+        errors: recording
+            .errors
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+        faults: faults.into_iter().map(|(_, f)| f).collect(),
+        unavailability_seconds,
+        lost_writes,
+        lost_write_details,
+        linearizability: Linearizability {
+            verdict: verdict_word,
+            detail,
+            keys,
+            checked_operations,
+        },
+        incr,
+        passed,
+    }
+}
+
+/// Prints `report` in `output`'s format; an error (exit 1) if it failed.
+pub fn finish(report: &Report, output: Output) -> Result<(), CtlError> {
+    match output {
+        Output::Table => print!("{}", report.table()),
+        format => super::output::print_structured(format, report)?,
+    }
+    if report.passed {
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    if report.lost_writes > 0 {
+        reasons.push(format!("{} acknowledged writes lost", report.lost_writes));
+    }
+    if report.linearizability.verdict != "linearizable" {
+        reasons.push(format!("history {}", report.linearizability.verdict));
+    }
+    if !report.incr.ok {
+        reasons.push("INCR not exactly-once".to_string());
+    }
+    Err(CtlError::error(format!("chaos: {}", reasons.join(", "))))
+}

@@ -1,0 +1,176 @@
+//! The result of a chaos run: what an operator reads at the end (a table)
+//! and what a program reads (`-o json|yaml`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::verdict::IncrCheck;
+use crate::ctl::output::table;
+
+/// One injected fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// Seconds since the run began.
+    pub at_seconds: f64,
+    pub pod: String,
+    pub node: u64,
+    /// Whether the pod was the leader's when chosen.
+    pub was_leader: bool,
+    pub grace: String,
+    /// Longest time without a successful operation after this fault.
+    pub unavailable_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Operations {
+    pub total: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Failed writes kept in the history with an unknown outcome.
+    pub indeterminate: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Linearizability {
+    /// `linearizable`, `violation` or `unknown` (the search hit its bound).
+    pub verdict: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub keys: usize,
+    pub checked_operations: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub platform: String,
+    pub duration_seconds: f64,
+    /// Ctrl-C ended the run early (the history is still checked).
+    pub interrupted: bool,
+    pub operations: Operations,
+    pub errors: BTreeMap<String, u64>,
+    pub faults: Vec<Fault>,
+    pub unavailability_seconds: Option<Spread>,
+    pub lost_writes: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost_write_details: Vec<String>,
+    pub linearizability: Linearizability,
+    pub incr: IncrCheck,
+    pub passed: bool,
+}
+
+impl Report {
+    /// The human summary: the fault list, then one line per measure.
+    pub fn table(&self) -> String {
+        let faults: Vec<Vec<String>> = self
+            .faults
+            .iter()
+            .map(|f| {
+                vec![
+                    format!("{:.1}", f.at_seconds),
+                    f.pod.clone(),
+                    if f.was_leader { "leader" } else { "" }.into(),
+                    f.grace.clone(),
+                    format!("{:.2}", f.unavailable_seconds),
+                ]
+            })
+            .collect();
+        let mut out = table(
+            &["AT(s)", "POD", "ROLE", "GRACE", "UNAVAILABLE(s)"],
+            &faults,
+        );
+        out.push('\n');
+        let ops = &self.operations;
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let unavailable = match self.unavailability_seconds {
+            Some(s) => format!(
+                "min {:.2}s  median {:.2}s  max {:.2}s",
+                s.min, s.median, s.max
+            ),
+            None => "no fault injected".into(),
+        };
+        let lin = &self.linearizability;
+        let incr = &self.incr;
+        let rows = vec![
+            vec!["platform".into(), self.platform.clone()],
+            vec![
+                "duration".into(),
+                format!(
+                    "{:.1}s{}",
+                    self.duration_seconds,
+                    if self.interrupted {
+                        " (interrupted)"
+                    } else {
+                        ""
+                    }
+                ),
+            ],
+            vec![
+                "operations".into(),
+                format!(
+                    "{} (ok {}, failed {}, indeterminate {})",
+                    ops.total, ops.ok, ops.failed, ops.indeterminate
+                ),
+            ],
+            vec!["errors".into(), errors],
+            vec!["faults".into(), self.faults.len().to_string()],
+            vec!["unavailability".into(), unavailable],
+            vec!["lost writes".into(), self.lost_writes.to_string()],
+            vec![
+                "linearizability".into(),
+                format!(
+                    "{} ({} operations on {} keys){}",
+                    lin.verdict,
+                    lin.checked_operations,
+                    lin.keys,
+                    if lin.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", lin.detail)
+                    }
+                ),
+            ],
+            vec![
+                "incr exactly-once".into(),
+                format!(
+                    "{} ({} acknowledged, {} indeterminate, final {}{})",
+                    if incr.ok { "ok" } else { "VIOLATED" },
+                    incr.acknowledged,
+                    incr.indeterminate,
+                    incr.final_value,
+                    if incr.duplicate_results > 0 {
+                        format!(", {} duplicate results", incr.duplicate_results)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ],
+            vec![
+                "result".into(),
+                if self.passed { "PASS" } else { "FAIL" }.into(),
+            ],
+        ];
+        let summary = table(&["MEASURE", "VALUE"], &rows);
+        // The header row of a two-column summary says nothing; drop it.
+        out.push_str(summary.split_once('\n').map_or("", |(_, rest)| rest));
+        for line in &self.lost_write_details {
+            out.push_str(&format!("lost: {line}\n"));
+        }
+        out
+    }
+}

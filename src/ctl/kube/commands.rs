@@ -1,0 +1,122 @@
+//! The Kubernetes subcommands as raftctl runs them: parse, connect, act,
+//! print (table, JSON or YAML).
+
+use super::deploy::{self, Applied};
+use super::manifests::{Manifests, Values};
+use super::scale;
+use super::{KubePlatform, status};
+use crate::client::{Client, ClientOptions};
+use crate::ctl::cli::{DeployArgs, ManifestsArgs, Output, ScaleArgs, StatusArgs, ValuesArgs};
+use crate::ctl::exit::CtlError;
+use crate::ctl::output::print_structured;
+use crate::ctl::signals::Signals;
+
+fn values(args: &ValuesArgs, name: &str, namespace: &str) -> Values {
+    Values {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        replicas: args.replicas.unwrap_or(3),
+        image: args.image.clone(),
+        storage_size: args.storage_size.clone(),
+        storage_class: args.storage_class.clone(),
+    }
+}
+
+/// `raftctl manifests`: the objects as YAML (`-o json`: a JSON list).
+pub fn manifests(args: &ManifestsArgs, output: Output) -> Result<(), CtlError> {
+    let m = Manifests::new(&values(&args.values, &args.name, &args.namespace));
+    match output {
+        Output::Json => {
+            let list = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [m.headless, m.client, m.budget, m.statefulset],
+            });
+            print_structured(output, &list)
+        }
+        _ => {
+            let yaml = m
+                .to_yaml()
+                .map_err(|e| CtlError::error(format!("cannot encode YAML: {e}")))?;
+            print!("{yaml}");
+            Ok(())
+        }
+    }
+}
+
+/// `raftctl deploy`.
+pub async fn deploy(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
+    let mut signals = Signals::install()?;
+    let platform = KubePlatform::connect(&args.kube).await?;
+    let wanted = values(&args.values, &platform.name, &platform.namespace);
+    let existing = deploy::existing(&platform).await?;
+    let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
+    let applied = deploy::apply(&platform, &Manifests::new(&values)).await?;
+    report_applied(&applied, output)?;
+    if args.no_wait {
+        return Ok(());
+    }
+    let leader = || async {
+        let endpoints = platform.endpoints_for(replicas as u64).await.ok()?;
+        let client = Client::lazy(endpoints, ClientOptions::default()).ok()?;
+        let answers = client.status_all().await;
+        answers
+            .into_iter()
+            .filter_map(|(_, a)| a.ok())
+            .find(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0)
+            .map(|s| s.id)
+    };
+    let progress = deploy::wait_ready(
+        &platform,
+        replicas,
+        leader,
+        args.wait_timeout,
+        signals.stop(),
+    )
+    .await?;
+    if output == Output::Table {
+        println!(
+            "ready: {}/{} pods, leader node {}",
+            progress.ready,
+            progress.replicas,
+            progress.leader.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn report_applied(applied: &[Applied], output: Output) -> Result<(), CtlError> {
+    match output {
+        Output::Table => {
+            for a in applied {
+                println!("{} {}", a.object, a.action);
+            }
+            Ok(())
+        }
+        format => print_structured(format, &applied),
+    }
+}
+
+/// `raftctl status --platform kube`.
+pub async fn status(args: &StatusArgs, output: Output) -> Result<(), CtlError> {
+    let platform = KubePlatform::connect(&args.kube).await?;
+    status::status(&platform, output).await
+}
+
+/// `raftctl scale N`.
+pub async fn scale(args: &ScaleArgs, output: Output) -> Result<(), CtlError> {
+    let platform = KubePlatform::connect(&args.kube).await?;
+    let endpoints = platform.forward_all().await?;
+    let client = Client::lazy(endpoints, ClientOptions::default())?;
+    let scaled = scale::scale(&platform, &client, args.replicas).await?;
+    match output {
+        Output::Table => {
+            println!(
+                "statefulset.apps/{} scaled from {} to {}",
+                platform.name, scaled.from, scaled.to
+            );
+            Ok(())
+        }
+        format => print_structured(format, &scaled),
+    }
+}

@@ -1,0 +1,241 @@
+//! `raftctl deploy`: server-side apply of the cluster's objects with
+//! raftctl's field manager, then a wait — with progress — until every pod
+//! is ready and a leader holds its lease.
+//!
+//! Idempotent: applying the same objects again changes nothing (each object
+//! is reported `unchanged`). On an existing StatefulSet the replica count
+//! and the founding member count are kept as they are (scaling is `raftctl
+//! scale`'s job, in its safe order), so a second deploy never fights it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::errors::api_error;
+use super::manifests::{Manifests, Values};
+use super::{FIELD_MANAGER, KubePlatform};
+use crate::ctl::exit::{CtlError, Exit};
+
+/// What applying one object did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// `statefulset.apps/raftkv`, as kubectl names it.
+    pub object: String,
+    /// `created`, `configured` or `unchanged`.
+    pub action: &'static str,
+}
+
+/// The replica count and founding member count of an existing StatefulSet.
+pub async fn existing(platform: &KubePlatform) -> Result<Option<(i32, i32)>, CtlError> {
+    let api: Api<StatefulSet> = Api::namespaced(platform.client.clone(), &platform.namespace);
+    let sts = api.get_opt(&platform.name).await.map_err(|e| {
+        api_error(
+            &format!(
+                "get statefulset {} in namespace {}",
+                platform.name, platform.namespace
+            ),
+            e,
+        )
+    })?;
+    Ok(sts.map(|sts| {
+        let spec = sts.spec;
+        let replicas = spec.replicas.unwrap_or(1);
+        let founders = spec
+            .template
+            .spec
+            .and_then(|p| p.containers.into_iter().next())
+            .and_then(|c| c.env)
+            .and_then(|env| env.into_iter().find(|e| e.name == "RAFTKV_REPLICAS"))
+            .and_then(|e| e.value)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(replicas);
+        (replicas, founders)
+    }))
+}
+
+/// Server-side applies `obj` (no forced ownership: a field another manager
+/// owns, e.g. Helm's, is a conflict the user must see).
+async fn apply_one<K>(api: Api<K>, obj: &K, kind: &str) -> Result<Applied, CtlError>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let object = format!("{kind}/{name}");
+    let before = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| api_error(&format!("get {object}"), e))?;
+    let after = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(obj),
+        )
+        .await
+        .map_err(|e| api_error(&format!("apply {object}"), e))?;
+    let action = match before {
+        None => "created",
+        Some(b) if b.meta().resource_version == after.meta().resource_version => "unchanged",
+        Some(_) => "configured",
+    };
+    Ok(Applied { object, action })
+}
+
+/// Applies every object of `manifests`, in order (Services first, so pods
+/// resolve their peers as soon as they start).
+pub async fn apply(
+    platform: &KubePlatform,
+    manifests: &Manifests,
+) -> Result<Vec<Applied>, CtlError> {
+    let client = &platform.client;
+    let ns = &platform.namespace;
+    Ok(vec![
+        apply_one::<Service>(
+            Api::namespaced(client.clone(), ns),
+            &manifests.headless,
+            "service",
+        )
+        .await?,
+        apply_one::<Service>(
+            Api::namespaced(client.clone(), ns),
+            &manifests.client,
+            "service",
+        )
+        .await?,
+        apply_one::<PodDisruptionBudget>(
+            Api::namespaced(client.clone(), ns),
+            &manifests.budget,
+            "poddisruptionbudget.policy",
+        )
+        .await?,
+        apply_one::<StatefulSet>(
+            Api::namespaced(client.clone(), ns),
+            &manifests.statefulset,
+            "statefulset.apps",
+        )
+        .await?,
+    ])
+}
+
+/// The values of a deploy over what already exists: an existing
+/// StatefulSet keeps its replicas and founders; asking for another replica
+/// count is refused (that is `raftctl scale`).
+pub fn reconcile(
+    mut values: Values,
+    asked: Option<i32>,
+    existing: Option<(i32, i32)>,
+) -> Result<(Values, i32), CtlError> {
+    match existing {
+        None => {
+            values.replicas = asked.unwrap_or(values.replicas);
+            let replicas = values.replicas;
+            Ok((values, replicas))
+        }
+        Some((replicas, founders)) => {
+            if let Some(asked) = asked.filter(|a| *a != replicas) {
+                return Err(CtlError::new(
+                    Exit::BadInput,
+                    format!(
+                        "statefulset {} already runs {replicas} replicas; change that with `raftctl scale {asked}` (it adds and removes members in a safe order), not deploy",
+                        values.name
+                    ),
+                ));
+            }
+            // The template carries the founders; spec.replicas stays as is.
+            values.replicas = founders;
+            Ok((values, replicas))
+        }
+    }
+}
+
+/// How far a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub ready: i32,
+    pub replicas: i32,
+    pub leader: Option<u64>,
+}
+
+impl Progress {
+    pub fn done(&self) -> bool {
+        self.ready >= self.replicas && self.leader.is_some()
+    }
+}
+
+/// Waits until `replicas` pods are ready and `leader()` names a leader with
+/// a lease, printing progress; gives up after `limit` or when `stop` ends.
+pub async fn wait_ready<L, F>(
+    platform: &KubePlatform,
+    replicas: i32,
+    mut leader: L,
+    limit: Duration,
+    stop: impl Future<Output = ()>,
+) -> Result<Progress, CtlError>
+where
+    L: FnMut() -> F,
+    F: Future<Output = Option<u64>>,
+{
+    let start = Instant::now();
+    let poll = async {
+        loop {
+            let pods = platform.list_pods().await?;
+            let ready = pods.iter().filter(|p| super::pod_ready(p)).count() as i32;
+            let leader = if ready > replicas / 2 {
+                leader().await
+            } else {
+                None
+            };
+            let progress = Progress {
+                ready,
+                replicas,
+                leader,
+            };
+            eprint!(
+                "\rwaiting: {ready}/{replicas} pods ready, leader: {} ({:.0}s)   ",
+                leader.map_or("none".into(), |l| format!("node {l}")),
+                start.elapsed().as_secs_f64()
+            );
+            if progress.done() {
+                eprintln!();
+                return Ok(progress);
+            }
+            if start.elapsed() > limit {
+                eprintln!();
+                return Err(CtlError::new(
+                    Exit::Unhealthy,
+                    format!(
+                        "not ready after {}s: {ready}/{replicas} pods ready, {}; see `kubectl -n {} describe pods -l {}` and the pods' logs",
+                        limit.as_secs(),
+                        if leader.is_some() {
+                            "a leader"
+                        } else {
+                            "no leader with a lease"
+                        },
+                        platform.namespace,
+                        super::manifests::selector_of(&platform.name)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = stop => {
+            eprintln!();
+            Err(CtlError::new(
+                Exit::Unhealthy,
+                "interrupted while waiting: the objects are applied and the pods keep starting; `raftctl status --platform kube` shows them, and deploy again to resume waiting",
+            ))
+        }
+        result = poll => result,
+    }
+}

@@ -1,0 +1,169 @@
+//! The control socket of `raftctl local`: how another raftctl (delete-pod,
+//! chaos) lists the local cluster's processes and deletes one. The supervisor
+//! is the local cluster's "StatefulSet controller": it alone owns the child
+//! processes, so it alone signals them, waits for them and starts them again
+//! — no other process races it for a pid.
+//!
+//! Protocol: one JSON request line, one JSON answer line, then close.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::procs::LocalCluster;
+
+/// The socket's file name inside the data directory.
+pub const SOCKET: &str = "raftctl-local.sock";
+
+/// How long a request may take to arrive once connected.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// The socket of the local cluster whose data directory is `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Pods,
+    /// Stop node `id` (SIGKILL if `grace_ms` is 0, else SIGTERM and SIGKILL
+    /// after `grace_ms`), then start it again.
+    Delete {
+        id: u64,
+        grace_ms: u64,
+    },
+}
+
+/// One process of the local cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub id: u64,
+    pub pid: Option<u32>,
+    pub client_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answer {
+    Pods(Vec<Process>),
+    /// The node was stopped (`killed`: it needed SIGKILL) and started again.
+    Deleted {
+        killed: bool,
+        pid: Option<u32>,
+    },
+    Error(String),
+}
+
+/// Binds the socket, refusing if a live supervisor already answers on it
+/// (two supervisors on one data directory would corrupt it).
+pub async fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = socket_path(data_dir);
+    if UnixStream::connect(&path).await.is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another raftctl local already runs on {} (its socket {} answers)",
+                data_dir.display(),
+                path.display()
+            ),
+        ));
+    }
+    // A socket left by a supervisor that was killed.
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(&path)
+}
+
+/// Serves one connection: reads its request, acts on `cluster`, answers.
+pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(READ_LIMIT, BufReader::new(read).read_line(&mut line)).await;
+    let answer = match read {
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => handle(request, cluster).await,
+            Err(e) => Answer::Error(format!("bad request: {e}")),
+        },
+        Ok(Err(e)) => Answer::Error(format!("cannot read the request: {e}")),
+        Err(_) => return,
+    };
+    let mut text = serde_json::to_string(&answer).unwrap_or_default();
+    text.push('\n');
+    // The asker may have given up; nothing to do then.
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
+async fn handle(request: Request, cluster: &mut LocalCluster) -> Answer {
+    match request {
+        Request::Pods => Answer::Pods(
+            cluster
+                .nodes()
+                .iter()
+                .enumerate()
+                .map(|(index, node)| Process {
+                    id: node.id,
+                    pid: cluster.pid(index),
+                    client_addr: node.client_addr.clone(),
+                })
+                .collect(),
+        ),
+        Request::Delete { id, grace_ms } => {
+            let Some(index) = cluster.nodes().iter().position(|n| n.id == id) else {
+                return Answer::Error(format!("the local cluster has no node {id}"));
+            };
+            let killed = cluster
+                .stop_node(index, Duration::from_millis(grace_ms))
+                .await;
+            eprintln!(
+                "node {id} deleted on request ({}); starting it again",
+                if grace_ms == 0 {
+                    "SIGKILL".to_string()
+                } else if killed {
+                    format!("SIGTERM, SIGKILL after {grace_ms} ms")
+                } else {
+                    "SIGTERM".to_string()
+                }
+            );
+            match cluster.spawn(index) {
+                Ok(()) => Answer::Deleted {
+                    killed,
+                    pid: cluster.pid(index),
+                },
+                Err(e) => Answer::Error(format!("node {id} stopped but did not start: {e}")),
+            }
+        }
+    }
+}
+
+/// Sends `request` to the supervisor of `data_dir` and waits up to `limit`.
+pub async fn ask(data_dir: &Path, request: &Request, limit: Duration) -> Result<Answer, String> {
+    let path = socket_path(data_dir);
+    let exchange = async {
+        let mut stream = UnixStream::connect(&path).await.map_err(|e| {
+            format!(
+                "no raftctl local runs on {} ({}: {e}); start one with `raftctl local --data-dir {}`",
+                data_dir.display(),
+                path.display(),
+                data_dir.display()
+            )
+        })?;
+        let mut text = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        text.push('\n');
+        stream
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| format!("cannot talk to raftctl local: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("cannot read raftctl local's answer: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("raftctl local answered {line:?}: {e}"))
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| format!("raftctl local did not answer within {}s", limit.as_secs()))?
+}

@@ -1,0 +1,68 @@
+//! The platform chosen on the command line (`--platform`), as one type.
+
+use super::docker::Docker;
+use super::local::Local;
+use super::{Grace, Platform, PodInfo};
+use crate::ctl::cli::{PlatformArgs, PlatformKind};
+use crate::ctl::exit::CtlError;
+use crate::ctl::kube::KubePlatform;
+
+/// One of the three platforms.
+pub enum AnyPlatform {
+    Kube(KubePlatform),
+    Docker(Docker),
+    Local(Local),
+}
+
+impl AnyPlatform {
+    /// The platform `args` select; for Kubernetes this reads the kubeconfig.
+    pub async fn from_args(args: &PlatformArgs) -> Result<AnyPlatform, CtlError> {
+        Ok(match args.platform {
+            PlatformKind::Kube => AnyPlatform::Kube(KubePlatform::connect(&args.kube).await?),
+            PlatformKind::Docker => AnyPlatform::Docker(Docker {
+                name: args.kube.name.clone(),
+            }),
+            PlatformKind::Local => AnyPlatform::Local(Local {
+                data_dir: args.data_dir.clone(),
+            }),
+        })
+    }
+
+    /// Client endpoints reachable from here: the pods' own addresses, or on
+    /// Kubernetes local port-forwards to them (kept open while `self` lives).
+    pub async fn endpoints(&self) -> Result<Vec<String>, CtlError> {
+        match self {
+            AnyPlatform::Kube(k) => k.forward_all().await,
+            _ => {
+                let pods = self.pods().await?;
+                Ok(super::endpoints(&pods))
+            }
+        }
+    }
+}
+
+impl Platform for AnyPlatform {
+    fn kind(&self) -> &'static str {
+        match self {
+            AnyPlatform::Kube(p) => p.kind(),
+            AnyPlatform::Docker(p) => p.kind(),
+            AnyPlatform::Local(p) => p.kind(),
+        }
+    }
+
+    async fn pods(&self) -> Result<Vec<PodInfo>, CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.pods().await,
+            AnyPlatform::Docker(p) => p.pods().await,
+            AnyPlatform::Local(p) => p.pods().await,
+        }
+    }
+
+    async fn delete_pod(&self, name: &str, grace: Grace) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.delete_pod(name, grace).await,
+            AnyPlatform::Docker(p) => p.delete_pod(name, grace).await,
+            AnyPlatform::Local(p) => p.delete_pod(name, grace).await,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The local platform: the processes of a running `raftctl local`, reached
+//! through its control socket in the data directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Grace, Platform, PodInfo};
+use crate::ctl::exit::{CtlError, Exit};
+use crate::ctl::local::control::{self, Answer, Request};
+
+/// `raftctl local`'s own grace period before SIGKILL (its shutdown's).
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The `raftctl local` cluster whose data directory is `data_dir`.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub data_dir: PathBuf,
+}
+
+/// A local node's pod name.
+pub fn pod_name(id: u64) -> String {
+    format!("node-{id}")
+}
+
+fn node_id(name: &str) -> Option<u64> {
+    name.strip_prefix("node-")?.parse().ok()
+}
+
+impl Local {
+    async fn ask(&self, request: Request, limit: Duration) -> Result<Answer, CtlError> {
+        match control::ask(&self.data_dir, &request, limit).await {
+            Ok(Answer::Error(e)) => Err(CtlError::error(e)),
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(CtlError::new(Exit::Unreachable, e)),
+        }
+    }
+}
+
+impl Platform for Local {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn pods(&self) -> Result<Vec<PodInfo>, CtlError> {
+        match self.ask(Request::Pods, Duration::from_secs(5)).await? {
+            Answer::Pods(processes) => Ok(processes
+                .into_iter()
+                .map(|p| PodInfo {
+                    name: pod_name(p.id),
+                    id: p.id,
+                    running: p.pid.is_some(),
+                    endpoint: Some(p.client_addr),
+                })
+                .collect()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a pod list"
+            ))),
+        }
+    }
+
+    async fn delete_pod(&self, name: &str, grace: Grace) -> Result<(), CtlError> {
+        let id = node_id(name).ok_or_else(|| {
+            CtlError::new(
+                Exit::BadInput,
+                format!("{name:?} is not a local pod name (node-0, node-1, ...)"),
+            )
+        })?;
+        let grace = match grace {
+            Grace::Forced => Duration::ZERO,
+            Grace::Graceful(g) => g.unwrap_or(DEFAULT_GRACE),
+        };
+        let request = Request::Delete {
+            id,
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.ask(request, grace + Duration::from_secs(15)).await? {
+            Answer::Deleted { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a deletion"
+            ))),
+        }
+    }
+}

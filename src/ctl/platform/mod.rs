@@ -1,0 +1,117 @@
+//! Where a raftkv cluster runs — Kubernetes pods, Docker containers or the
+//! processes of `raftctl local` — behind one small trait, so that the fault
+//! commands (`delete-pod`, `chaos`) are written once for every platform.
+//!
+//! A "pod" here is a node's unit of deployment on its platform. Deleting one
+//! is what the platform does to a pod: it stops (forced or after a grace
+//! period) and its controller (the StatefulSet controller, `raftctl local`'s
+//! supervisor, raftctl itself for Docker) starts it again with the same name
+//! and the same volume.
+
+mod any;
+pub mod docker;
+pub mod local;
+mod target;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use any::AnyPlatform;
+pub use target::{Target, choose, leader_of};
+
+use super::exit::CtlError;
+
+/// One node's pod (or container, or process), as the platform sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    /// The platform's name: `raftkv-2` (pod, container), `node-2` (process).
+    pub name: String,
+    /// The raftkv node id (the StatefulSet ordinal).
+    pub id: u64,
+    /// Whether it runs now (a pod in phase Running, a live process).
+    pub running: bool,
+    /// Its client address, reachable from this machine, if it has one.
+    pub endpoint: Option<String>,
+}
+
+/// How a pod is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grace {
+    /// SIGKILL at once (`kubectl delete --grace-period=0 --force`).
+    Forced,
+    /// SIGTERM, then SIGKILL after this long (`None`: the platform's default,
+    /// the pod's terminationGracePeriodSeconds on Kubernetes).
+    Graceful(Option<Duration>),
+}
+
+impl Grace {
+    /// Parses `--grace`: `0` (or `forced`), `default` (or `graceful`), or a
+    /// duration such as `30s`.
+    pub fn parse(text: &str) -> Result<Grace, String> {
+        match text {
+            "0" | "forced" | "force" => Ok(Grace::Forced),
+            "default" | "graceful" => Ok(Grace::Graceful(None)),
+            other => match super::duration::parse_duration(other)? {
+                d if d.is_zero() => Ok(Grace::Forced),
+                d => Ok(Grace::Graceful(Some(d))),
+            },
+        }
+    }
+
+    /// Short text for tables: `forced`, `graceful`, `graceful 5s`.
+    pub fn label(&self) -> String {
+        match self {
+            Grace::Forced => "forced".into(),
+            Grace::Graceful(None) => "graceful".into(),
+            Grace::Graceful(Some(d)) => format!("graceful {}s", d.as_secs_f64()),
+        }
+    }
+}
+
+/// The operations the fault commands need from a platform.
+pub trait Platform {
+    /// `kube`, `docker` or `local`, for messages.
+    fn kind(&self) -> &'static str;
+
+    /// Every pod of the cluster, in id order.
+    fn pods(&self) -> impl Future<Output = Result<Vec<PodInfo>, CtlError>> + Send;
+
+    /// Deletes pod `name`; it comes back under the same name with its data.
+    /// Returns once the platform has accepted the deletion (Kubernetes) or
+    /// the replacement has been started (Docker, local).
+    fn delete_pod(
+        &self,
+        name: &str,
+        grace: Grace,
+    ) -> impl Future<Output = Result<(), CtlError>> + Send;
+}
+
+/// The client endpoints of `pods` that have one, in id order.
+pub fn endpoints(pods: &[PodInfo]) -> Vec<String> {
+    pods.iter().filter_map(|p| p.endpoint.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_accepts_kubectl_words_and_durations() {
+        assert_eq!(Grace::parse("0"), Ok(Grace::Forced));
+        assert_eq!(Grace::parse("forced"), Ok(Grace::Forced));
+        assert_eq!(Grace::parse("0s"), Ok(Grace::Forced));
+        assert_eq!(Grace::parse("default"), Ok(Grace::Graceful(None)));
+        assert_eq!(
+            Grace::parse("30s"),
+            Ok(Grace::Graceful(Some(Duration::from_secs(30))))
+        );
+        assert!(Grace::parse("soon").is_err());
+        assert_eq!(
+            Grace::Graceful(Some(Duration::from_secs(5))).label(),
+            "graceful 5s"
+        );
+    }
+}

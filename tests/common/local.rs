@@ -1,0 +1,109 @@
+//! A `raftctl local` cluster for process tests: started on free ports,
+//! waited on until its ready banner, stopped with Ctrl-C.
+//! Included by path (`#[path = "common/local.rs"] mod local;`).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+
+/// A base port with BASE..BASE+23 free (three nodes, three ports each).
+pub fn free_base_port() -> u16 {
+    loop {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 60_000 {
+            continue;
+        }
+        let all_free = (0..3)
+            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+}
+
+pub struct Local {
+    pub child: Child,
+    /// `raftctl local`'s stdout, up to the ready banner.
+    pub banner: Vec<String>,
+}
+
+impl Local {
+    /// Starts `raftctl local` and waits for its ready banner.
+    pub fn start(dir: &std::path::Path, base: u16) -> Local {
+        let mut child = Command::new(RAFTCTL)
+            .args(["local", "--data-dir", dir.to_str().unwrap()])
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.starts_with("Ctrl-C stops");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            banner.iter().any(|l| l.contains("leader is node")),
+            "no ready banner: {banner:?}"
+        );
+        // Keep draining stdout so the supervisor never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Local { child, banner }
+    }
+
+    /// The pid of node `id`, from the banner.
+    pub fn pid(&self, id: u64) -> u32 {
+        let prefix = format!("  node {id}: pid ");
+        let line = self.banner.iter().find(|l| l.starts_with(&prefix)).unwrap();
+        line[prefix.len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Ctrl-C: every node stops and raftctl exits 0.
+    pub fn stop(mut self) {
+        signal("-INT", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "raftctl local exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "raftctl local did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}

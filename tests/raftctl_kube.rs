@@ -1,0 +1,462 @@
+//! raftctl's Kubernetes calls against a mock API server (a `tower-test`
+//! service behind `kube::Client`, as kube-rs tests its own client): each
+//! test scripts the requests raftctl must send, in order, asserts method,
+//! path, query and body of each, and answers as the API server would.
+
+use std::pin::pin;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use raftkv::ctl::exit::Exit;
+use raftkv::ctl::kube::manifests::{Manifests, Values};
+use raftkv::ctl::kube::{KubePlatform, deploy, scale, status};
+use raftkv::ctl::platform::{Grace, Platform};
+use serde_json::{Value, json};
+use tower_test::mock;
+
+/// One expected request and the answer to it.
+struct Step {
+    method: Method,
+    /// Path and query, exactly.
+    uri: String,
+    /// Checks the request's JSON body (and may look at headers).
+    check: Box<dyn Fn(&http::HeaderMap, &Value) + Send>,
+    status: u16,
+    answer: Value,
+}
+
+fn step(method: Method, uri: impl Into<String>, status: u16, answer: Value) -> Step {
+    Step {
+        method,
+        uri: uri.into(),
+        check: Box::new(|_, _| {}),
+        status,
+        answer,
+    }
+}
+
+impl Step {
+    fn checking(mut self, check: impl Fn(&http::HeaderMap, &Value) + Send + 'static) -> Step {
+        self.check = Box::new(check);
+        self
+    }
+}
+
+fn not_found(what: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{what} not found"), "reason": "NotFound", "code": 404
+    })
+}
+
+fn failure(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code
+    })
+}
+
+/// A platform on a mock API server that plays `steps`; the join handle
+/// panics if a request differs from its step or a step is left over.
+fn mock_platform(steps: Vec<Step>) -> (KubePlatform, tokio::task::JoinHandle<()>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        for (i, step) in steps.into_iter().enumerate() {
+            let (request, send) = handle
+                .next_request()
+                .await
+                .unwrap_or_else(|| panic!("step {i}: no request for {} {}", step.method, step.uri));
+            assert_eq!(request.method(), step.method, "step {i}: {}", request.uri());
+            assert_eq!(request.uri().to_string(), step.uri, "step {i}");
+            let headers = request.headers().clone();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("a JSON body")
+            };
+            (step.check)(&headers, &body);
+            let response = Response::builder()
+                .status(step.status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&step.answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    let client = kube::Client::new(service, "db");
+    // In-cluster addressing: no port-forward (the mock speaks no WebSocket).
+    let platform = KubePlatform::new(client, "db".into(), "raftkv".into(), true);
+    (platform, server)
+}
+
+fn values(replicas: i32) -> Values {
+    Values {
+        name: "raftkv".into(),
+        namespace: "db".into(),
+        replicas,
+        image: "raftkv:test".into(),
+        storage_size: "1Gi".into(),
+        storage_class: None,
+    }
+}
+
+const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets/raftkv";
+const HEADLESS: &str = "/api/v1/namespaces/db/services/raftkv-headless";
+const CLIENT: &str = "/api/v1/namespaces/db/services/raftkv";
+const PDB: &str = "/apis/policy/v1/namespaces/db/poddisruptionbudgets/raftkv";
+const APPLY: &str = "?&fieldManager=raftctl";
+
+/// The object as the API server returns it after an apply.
+fn stored(object: &Value, resource_version: &str) -> Value {
+    let mut object = object.clone();
+    object["metadata"]["resourceVersion"] = json!(resource_version);
+    object
+}
+
+fn objects(replicas: i32) -> [(String, Value); 4] {
+    let m = Manifests::new(&values(replicas));
+    [
+        (
+            HEADLESS.to_string(),
+            serde_json::to_value(&m.headless).unwrap(),
+        ),
+        (CLIENT.to_string(), serde_json::to_value(&m.client).unwrap()),
+        (PDB.to_string(), serde_json::to_value(&m.budget).unwrap()),
+        (
+            STS.to_string(),
+            serde_json::to_value(&m.statefulset).unwrap(),
+        ),
+    ]
+}
+
+/// GET then server-side apply of each object; `before` is what the GET finds.
+fn apply_steps(replicas: i32, before: Option<&str>, after: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (path, object) in objects(replicas) {
+        steps.push(match before {
+            None => step(Method::GET, path.clone(), 404, not_found(&path)),
+            Some(rv) => step(Method::GET, path.clone(), 200, stored(&object, rv)),
+        });
+        let expected = object.clone();
+        steps.push(
+            step(
+                Method::PATCH,
+                format!("{path}{APPLY}"),
+                200,
+                stored(&object, after),
+            )
+            .checking(move |headers, body| {
+                assert_eq!(
+                    headers["content-type"], "application/apply-patch+yaml",
+                    "server-side apply"
+                );
+                assert_eq!(body, &expected, "the applied object");
+            }),
+        );
+    }
+    steps
+}
+
+#[tokio::test]
+async fn deploy_creates_every_object_by_server_side_apply() {
+    let mut steps = vec![step(
+        Method::GET,
+        STS,
+        404,
+        not_found("statefulsets.apps \"raftkv\""),
+    )];
+    steps.extend(apply_steps(3, None, "1"));
+    let (platform, server) = mock_platform(steps);
+    let existing = deploy::existing(&platform).await.unwrap();
+    assert_eq!(existing, None);
+    let (values, replicas) = deploy::reconcile(values(3), Some(3), existing).unwrap();
+    assert_eq!(replicas, 3);
+    let applied = deploy::apply(&platform, &Manifests::new(&values))
+        .await
+        .unwrap();
+    let summary: Vec<String> = applied
+        .iter()
+        .map(|a| format!("{} {}", a.object, a.action))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "service/raftkv-headless created",
+            "service/raftkv created",
+            "poddisruptionbudget.policy/raftkv created",
+            "statefulset.apps/raftkv created"
+        ]
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_deploy_changes_nothing_and_keeps_the_founders() {
+    // The StatefulSet was scaled to 1 since: deploy keeps 1 replica and the
+    // founding count 3 in the template.
+    let mut sts = objects(3)[3].1.clone();
+    sts["spec"]["replicas"] = json!(1);
+    let mut steps = vec![step(Method::GET, STS, 200, stored(&sts, "7"))];
+    steps.extend(apply_steps(3, Some("7"), "7"));
+    let (platform, server) = mock_platform(steps);
+    let existing = deploy::existing(&platform).await.unwrap();
+    assert_eq!(existing, Some((1, 3)));
+    let (values, replicas) = deploy::reconcile(values(3), None, existing).unwrap();
+    assert_eq!((values.replicas, replicas), (3, 1));
+    let applied = deploy::apply(&platform, &Manifests::new(&values))
+        .await
+        .unwrap();
+    assert!(
+        applied.iter().all(|a| a.action == "unchanged"),
+        "{applied:?}"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn deploy_refuses_to_change_the_replica_count() {
+    let sts = objects(3)[3].1.clone();
+    let (platform, server) = mock_platform(vec![step(Method::GET, STS, 200, stored(&sts, "7"))]);
+    let existing = deploy::existing(&platform).await.unwrap();
+    let e = deploy::reconcile(values(5), Some(5), existing).unwrap_err();
+    assert_eq!(e.exit, Exit::BadInput);
+    assert!(e.message.contains("raftctl scale 5"), "{e}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_apply_conflict_is_explained() {
+    let (path, object) = objects(3)[0].clone();
+    let steps = vec![
+        step(Method::GET, path.clone(), 200, stored(&object, "3")),
+        step(
+            Method::PATCH,
+            format!("{path}{APPLY}"),
+            409,
+            failure(
+                409,
+                "Conflict",
+                "Apply failed with 1 conflict: conflict with \"helm\": .spec.ports",
+            ),
+        ),
+    ];
+    let (platform, server) = mock_platform(steps);
+    let e = deploy::apply(&platform, &Manifests::new(&values(3)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit, Exit::Error);
+    assert!(
+        e.message
+            .starts_with("cannot apply service/raftkv-headless: Conflict"),
+        "{e}"
+    );
+    assert!(e.message.contains("conflict with \"helm\""), "{e}");
+    server.await.unwrap();
+}
+
+fn pod(ordinal: u64, phase: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("raftkv-{ordinal}"), "namespace": "db"},
+        "spec": {"nodeName": format!("worker-{ordinal}"), "containers": [{"name": "raftkv"}]},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            "containerStatuses": [{
+                "name": "raftkv", "ready": ready, "restartCount": ordinal, "image": "raftkv:test",
+                "imageID": "", "started": true
+            }]
+        }
+    })
+}
+
+fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": pods})
+}
+
+const PODS: &str = "/api/v1/namespaces/db/pods?&labelSelector=app.kubernetes.io%2Fname%3Draftkv%2Capp.kubernetes.io%2Finstance%3Draftkv";
+
+#[tokio::test]
+async fn pods_are_listed_by_label_and_deleted_with_the_asked_grace() {
+    let steps = vec![
+        step(
+            Method::GET,
+            PODS,
+            200,
+            pod_list(vec![
+                pod(2, "Pending", false),
+                pod(0, "Running", true),
+                pod(1, "Running", true),
+            ]),
+        ),
+        step(
+            Method::DELETE,
+            "/api/v1/namespaces/db/pods/raftkv-1?",
+            200,
+            pod(1, "Running", true),
+        )
+        .checking(|_, body| assert_eq!(body["gracePeriodSeconds"], 0, "{body}")),
+        step(
+            Method::DELETE,
+            "/api/v1/namespaces/db/pods/raftkv-2?",
+            200,
+            pod(2, "Running", true),
+        )
+        .checking(|_, body| assert_eq!(body["gracePeriodSeconds"], 5, "{body}")),
+        step(
+            Method::DELETE,
+            "/api/v1/namespaces/db/pods/raftkv-0?",
+            200,
+            pod(0, "Running", true),
+        )
+        .checking(|_, body| assert!(body.get("gracePeriodSeconds").is_none(), "{body}")),
+        step(
+            Method::DELETE,
+            "/api/v1/namespaces/db/pods/raftkv-0?",
+            403,
+            failure(
+                403,
+                "Forbidden",
+                "pods \"raftkv-0\" is forbidden: User \"dev\" cannot delete resource \"pods\"",
+            ),
+        ),
+    ];
+    let (platform, server) = mock_platform(steps);
+    let pods = platform.pods().await.unwrap();
+    let names: Vec<(&str, u64, bool)> = pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.id, p.running))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("raftkv-0", 0, true),
+            ("raftkv-1", 1, true),
+            ("raftkv-2", 2, false)
+        ]
+    );
+    assert_eq!(
+        pods[1].endpoint.as_deref(),
+        Some("raftkv-1.raftkv-headless.db.svc:7379")
+    );
+    platform
+        .delete_pod("raftkv-1", Grace::Forced)
+        .await
+        .unwrap();
+    let five = Grace::Graceful(Some(std::time::Duration::from_secs(5)));
+    platform.delete_pod("raftkv-2", five).await.unwrap();
+    platform
+        .delete_pod("raftkv-0", Grace::Graceful(None))
+        .await
+        .unwrap();
+    let e = platform
+        .delete_pod("raftkv-0", Grace::Forced)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message
+            .starts_with("cannot delete pod raftkv-0 in namespace db: Forbidden"),
+        "{e}"
+    );
+    assert!(e.message.contains("kubectl auth can-i"), "{e}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn status_shows_pods_beside_their_nodes() {
+    let steps = vec![step(
+        Method::GET,
+        PODS,
+        200,
+        pod_list(vec![pod(0, "Running", true), pod(1, "Pending", false)]),
+    )];
+    let (platform, server) = mock_platform(steps);
+    let pods = platform.list_pods().await.unwrap();
+    server.await.unwrap();
+    // Node 0 answered as leader; node 1 did not answer.
+    let node = raftkv::ctl::cluster::NodeStatus {
+        endpoint: "e0".into(),
+        id: Some(0),
+        address: "a0".into(),
+        role: "leader".into(),
+        term: Some(4),
+        leader: Some(0),
+        lease_remaining_seconds: Some(0.2),
+        commit: Some(10),
+        applied: Some(10),
+        lag: Some(0),
+        error: None,
+    };
+    let rows = status::merge(&platform, &pods, &[node]);
+    let text = status::render(&rows);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("POD       PHASE    READY  RESTARTS  NODE      ROLE"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("raftkv-0  Running  yes    0         worker-0  leader  4"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("raftkv-1  Pending  no     1         worker-1  -"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn scale_patches_only_the_replica_count() {
+    let steps =
+        vec![step(
+        Method::PATCH,
+        format!("{STS}/scale?&fieldManager=raftctl"),
+        200,
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "raftkv"},
+               "spec": {"replicas": 1}}),
+    )
+    .checking(|headers, body| {
+        assert_eq!(headers["content-type"], "application/merge-patch+json");
+        assert_eq!(body, &json!({"spec": {"replicas": 1}}));
+    })];
+    let (platform, server) = mock_platform(steps);
+    scale::patch_replicas(&platform, 1).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn deploy_waits_for_ready_pods_and_a_leader_and_stops_on_ctrl_c() {
+    let steps = vec![
+        step(
+            Method::GET,
+            PODS,
+            200,
+            pod_list(vec![pod(0, "Running", true), pod(1, "Pending", false)]),
+        ),
+        step(
+            Method::GET,
+            PODS,
+            200,
+            pod_list(vec![pod(0, "Running", true), pod(1, "Running", true)]),
+        ),
+    ];
+    let (platform, server) = mock_platform(steps);
+    let leader = || async { Some(1) };
+    let never = std::future::pending::<()>();
+    let limit = std::time::Duration::from_secs(30);
+    let progress = deploy::wait_ready(&platform, 2, leader, limit, never)
+        .await
+        .unwrap();
+    assert_eq!((progress.ready, progress.leader), (2, Some(1)));
+    server.await.unwrap();
+
+    // Ctrl-C while waiting: a clean error that says what state is left.
+    let (platform, server) = mock_platform(vec![]);
+    let e = deploy::wait_ready(&platform, 2, leader, limit, async {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit, Exit::Unhealthy);
+    assert!(e.message.contains("the objects are applied"), "{e}");
+    server.await.unwrap();
+}
