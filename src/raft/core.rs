@@ -743,6 +743,17 @@ impl Raft {
             self.send(from, reply(0, true));
             return;
         }
+        if self.log.term_at(last_index) == Some(meta.last.term) {
+            // Our log holds the snapshot's last entry: it holds everything
+            // the snapshot covers, and what follows may already have been
+            // acknowledged to this leader (and counted for a commit).
+            // Keep it and only move the commit index (etcd-io/raft's
+            // `restore` does the same).
+            self.receiving_snapshot = None;
+            self.log.commit_to(last_index);
+            self.send(from, reply(0, true));
+            return;
+        }
         if offset == 0 {
             self.receiving_snapshot = Some((meta.clone(), BytesMut::new()));
         }
@@ -1143,13 +1154,23 @@ impl Raft {
             return;
         }
         let last = self.log.last_index();
+        let first = self.log.first_index();
         let Some(p) = self.leader_mut().progress.get_mut(&from) else {
             return;
         };
         p.acked_round = p.acked_round.max(round);
         if matches!(p.state, ReplState::Snapshot { .. }) {
-            if success {
-                p.match_index = p.match_index.max(match_index);
+            // An acknowledgement of an append sent before the snapshot. It
+            // is true: a follower never drops a log that holds the
+            // snapshot's last entry, so what it acknowledged stays. If it
+            // reaches our log, the snapshot is no longer needed.
+            if success && match_index <= last && p.acknowledge(match_index) {
+                if match_index.next() >= first {
+                    p.resume_replication();
+                }
+                self.maybe_commit();
+                self.maybe_send_timeout_now();
+                self.send_append(from, false);
             }
         } else if success {
             if match_index > last {

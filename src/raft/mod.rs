@@ -9,6 +9,8 @@ mod core;
 mod log;
 mod message;
 mod progress;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use config::{Broken, Config};

@@ -134,3 +134,74 @@ pub fn figure_8() -> Scenario {
         settle: ms(1000),
     }
 }
+
+/// A slow follower's acknowledgements cross a snapshot (issue 7, finding 1).
+///
+/// n0 leads term 2 with n1 and n2. n2 receives indexes 3 and 4 at once, but
+/// its acknowledgements are held on the way back; n1 receives index 3 only
+/// (its acknowledgement is held just long enough for index 4 to leave with
+/// commit index 2). n0 commits 3 through n1, compacts its log at 3 and, n2's
+/// window being full, backs n2 up into the compacted prefix: it sends n2 the
+/// snapshot at 3. n2's log matches the snapshot's last entry, but its commit
+/// index (2) is below it, so it installs. Then n2's held acknowledgements
+/// (up to 4) reach n0, and n0's next write commits index 4 on n0 and n2.
+///
+/// A follower that drops its log on every install now holds only the
+/// snapshot at 3: index 4 was committed (and acknowledged to a client) on a
+/// single real copy, and when n0 crashes n2 wins term 3 without it — leader
+/// completeness fails. The correct follower keeps a log that matches the
+/// snapshot's last entry and only moves its commit index forward (as
+/// etcd-io/raft's `restore` does); the leader leaves snapshot mode on an
+/// acknowledgement that reaches its log.
+///
+/// Lease and election timeout are long (1 s): this scenario is about
+/// replication, and n0 must not step down while its followers are slow.
+pub fn snapshot_while_replicating() -> Scenario {
+    let script = Script::new()
+        .tune(|c| {
+            c.max_inflight = 2;
+            c.lease_duration = ms(1000);
+            c.election_timeout = ms(1100);
+        })
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(3000))
+        .until(Cond::Durable(N1, LogId::new(2, 2)), ms(1000))
+        .until(Cond::Durable(N2, LogId::new(2, 2)), ms(1000))
+        .run(ms(10))
+        // n1 gets index 3 only; both followers' answers wait.
+        .cut(N0, N1, Traffic::EntriesAfter(3))
+        .hold(N1, N0)
+        .hold(N2, N0)
+        .set(0, N0, "a", "1")
+        .until(Cond::Durable(N1, LogId::new(2, 3)), ms(1000))
+        .until(Cond::Durable(N2, LogId::new(2, 3)), ms(1000))
+        .set(1, N0, "b", "1")
+        .until(Cond::Durable(N2, LogId::new(2, 4)), ms(1000))
+        // n2 hears no more appends: only the snapshot can tell it about
+        // commit index 3.
+        .cut(N0, N2, Traffic::Appends)
+        .lift(N1, N0)
+        .until(Cond::Answered(0), ms(1000))
+        .compact(N0)
+        .until(Cond::Commits(N2, 3), ms(1000))
+        // n2's acknowledgements of 3 and 4 and of the snapshot arrive.
+        .lift(N2, N0)
+        .run(ms(20))
+        // A write makes n0 count replicas again: index 4 commits.
+        .set(2, N0, "c", "1")
+        .until(Cond::Answered(1), ms(1000))
+        .crash(N0)
+        .heal()
+        .release_timer(N2)
+        .until(Cond::Leads(N2, 3), ms(5000))
+        .get(0, N2, "b")
+        .until(Cond::Answered(0), ms(3000))
+        .restart(N0);
+    Scenario {
+        name: "snapshot while replicating",
+        clock_rates: vec![1.0; 3],
+        script,
+        settle: ms(1000),
+    }
+}
