@@ -313,6 +313,13 @@ fn a_snapshot_does_not_drop_acknowledged_entries() {
     assert_scenario_passes(scenarios::snapshot_while_replicating);
 }
 
+/// Issue 7, finding 2: a new leader that steps down before its wait is
+/// over still acknowledges no write until then.
+#[test]
+fn a_leader_stepping_down_during_its_wait_acknowledges_nothing_early() {
+    assert_scenario_passes(scenarios::leader_steps_down_during_its_wait);
+}
+
 #[test]
 fn figure_8_passes_with_the_correct_protocol() {
     assert_scenario_passes(scenarios::figure_8);

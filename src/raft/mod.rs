@@ -12,6 +12,7 @@ mod progress;
 #[cfg(test)]
 mod tests;
 mod types;
+mod validate;
 
 pub use config::{Broken, Config};
 pub use core::{Persisted, Raft, bootstrap};

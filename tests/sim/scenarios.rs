@@ -32,8 +32,35 @@ fn ms(n: u64) -> Duration {
 /// reports the least, n2 waits the least real time), so the correct wait is
 /// checked where its margin is thinnest.
 pub fn new_leader_during_old_lease() -> Scenario {
+    let script = old_lease_prefix()
+        // A write at the new leader, then a read at the old one that starts
+        // strictly after the write was acknowledged (ops that touch in time
+        // count as concurrent).
+        .set(1, N2, "a", "2")
+        .until(Cond::Answered(1), ms(1000))
+        .run(ms(1))
+        .get(0, N0, "a")
+        .until(Cond::Answered(0), ms(1000))
+        .get(2, N2, "a")
+        .until(Cond::Answered(2), ms(1000));
+    Scenario {
+        name: "new leader during the old lease",
+        clock_rates: old_lease_clocks(),
+        script,
+        settle: ms(1000),
+    }
+}
+
+/// n0 slow, n1 and n2 fast: the wait is checked where its margin is thinnest.
+fn old_lease_clocks() -> Vec<f64> {
     let rho = Config::new(N0).max_clock_drift;
-    let script = Script::new()
+    vec![1.0 - rho, 1.0 + rho, 1.0 + rho]
+}
+
+/// Up to the moment n2 leads term 3 while n0 still holds its term-2 lease
+/// (see `new_leader_during_old_lease`); n0 holds `a = 1` at index 3.
+fn old_lease_prefix() -> Script {
+    Script::new()
         // Only n0 may campaign: it leads term 2.
         .hold_timer(N1)
         .hold_timer(N2)
@@ -55,21 +82,36 @@ pub fn new_leader_during_old_lease() -> Scenario {
         .restart(N1)
         .release_timer(N2)
         .until(Cond::Leads(N2, 3), ms(1000))
-        // The moment this scenario is about.
+        // The moment these scenarios are about.
         .expect(Cond::Lease(N0))
-        // A write at the new leader, then a read at the old one that starts
-        // strictly after the write was acknowledged (ops that touch in time
-        // count as concurrent).
+}
+
+/// A new leader steps down while it waits out the old lease (issue 7,
+/// finding 2).
+///
+/// As in `new_leader_during_old_lease`, n2 leads term 3 while the isolated
+/// n0 still holds its term-2 lease, and must wait it out. Meanwhile a client
+/// writes `a = 2` at n2, which commits it through n1 (index 5) but holds it
+/// back from its state machine; then n2 hands leadership to n1, as the node
+/// does on SIGTERM, and steps down as soon as n1 campaigns. A core whose
+/// serving gate only closes while it leads releases index 5 at once: the
+/// write is acknowledged while n0's lease still runs, and n0 then answers
+/// a GET from its lease with `a = 1` — the history is not linearizable.
+/// The correct core keeps the gate closed until its wait is over, whatever
+/// its role.
+pub fn leader_steps_down_during_its_wait() -> Scenario {
+    let script = old_lease_prefix()
+        .release_timer(N1)
         .set(1, N2, "a", "2")
+        .until(Cond::Commits(N2, 5), ms(1000))
+        .transfer(N2, N1)
         .until(Cond::Answered(1), ms(1000))
         .run(ms(1))
         .get(0, N0, "a")
-        .until(Cond::Answered(0), ms(1000))
-        .get(2, N2, "a")
-        .until(Cond::Answered(2), ms(1000));
+        .until(Cond::Answered(0), ms(1000));
     Scenario {
-        name: "new leader during the old lease",
-        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
+        name: "a new leader steps down during its wait",
+        clock_rates: old_lease_clocks(),
         script,
         settle: ms(1000),
     }
