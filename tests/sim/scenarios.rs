@@ -32,29 +32,32 @@ fn ms(n: u64) -> Duration {
 /// reports the least, n2 waits the least real time), so the correct wait is
 /// checked where its margin is thinnest.
 pub fn new_leader_during_old_lease() -> Scenario {
-    let script = old_lease_prefix()
-        // A write at the new leader, then a read at the old one that starts
-        // strictly after the write was acknowledged (ops that touch in time
-        // count as concurrent).
-        .set(1, N2, "a", "2")
-        .until(Cond::Answered(1), ms(1000))
-        .run(ms(1))
-        .get(0, N0, "a")
-        .until(Cond::Answered(0), ms(1000))
+    let script = old_lease_prefix().set(1, N2, "a", "2");
+    let script = read_at_n0_after_the_write(script)
         .get(2, N2, "a")
         .until(Cond::Answered(2), ms(1000));
+    old_lease_scenario("new leader during the old lease", script)
+}
+
+/// n0 slow, n1 and n2 fast: the wait is checked where its margin is thinnest.
+fn old_lease_scenario(name: &'static str, script: Script) -> Scenario {
+    let rho = Config::new(N0).max_clock_drift;
     Scenario {
-        name: "new leader during the old lease",
-        clock_rates: old_lease_clocks(),
+        name,
+        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
         script,
         settle: ms(1000),
     }
 }
 
-/// n0 slow, n1 and n2 fast: the wait is checked where its margin is thinnest.
-fn old_lease_clocks() -> Vec<f64> {
-    let rho = Config::new(N0).max_clock_drift;
-    vec![1.0 - rho, 1.0 + rho, 1.0 + rho]
+/// Client 1's write is answered, then a read at the old leader n0 starts
+/// strictly after it (ops that touch in time count as concurrent).
+fn read_at_n0_after_the_write(script: Script) -> Script {
+    script
+        .until(Cond::Answered(1), ms(1000))
+        .run(ms(1))
+        .get(0, N0, "a")
+        .until(Cond::Answered(0), ms(1000))
 }
 
 /// Up to the moment n2 leads term 3 while n0 still holds its term-2 lease
@@ -104,17 +107,9 @@ pub fn leader_steps_down_during_its_wait() -> Scenario {
         .release_timer(N1)
         .set(1, N2, "a", "2")
         .until(Cond::Commits(N2, 5), ms(1000))
-        .transfer(N2, N1)
-        .until(Cond::Answered(1), ms(1000))
-        .run(ms(1))
-        .get(0, N0, "a")
-        .until(Cond::Answered(0), ms(1000));
-    Scenario {
-        name: "a new leader steps down during its wait",
-        clock_rates: old_lease_clocks(),
-        script,
-        settle: ms(1000),
-    }
+        .transfer(N2, N1);
+    let script = read_at_n0_after_the_write(script);
+    old_lease_scenario("a new leader steps down during its wait", script)
 }
 
 /// Raft's Figure 8 (§5.4.2), n0..n4 for S1..S5.
