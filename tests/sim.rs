@@ -310,6 +310,20 @@ fn a_new_leader_waits_out_the_old_lease() {
     assert_scenario_passes(scenarios::new_leader_during_old_lease);
 }
 
+/// Issue 7, finding 1: a snapshot must not drop log entries that the
+/// follower already acknowledged (they may be counted for a commit).
+#[test]
+fn a_snapshot_does_not_drop_acknowledged_entries() {
+    assert_scenario_passes(scenarios::snapshot_while_replicating);
+}
+
+/// Issue 7, finding 2: a new leader that steps down before its wait is
+/// over still acknowledges no write until then.
+#[test]
+fn a_leader_stepping_down_during_its_wait_acknowledges_nothing_early() {
+    assert_scenario_passes(scenarios::leader_steps_down_during_its_wait);
+}
+
 #[test]
 fn figure_8_passes_with_the_correct_protocol() {
     assert_scenario_passes(scenarios::figure_8);

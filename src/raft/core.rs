@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::log::RaftLog;
 use super::message::*;
 use super::progress::{Progress, ReplState};
+use super::validate;
 use super::{
     Broken, ConfChange, Config, Entry, HardState, Instant, LogId, LogIndex, Membership, NodeId,
     Payload, Snapshot, SnapshotMeta, Term,
@@ -78,8 +79,6 @@ struct Leader {
     last_quorum_contact: Instant,
     /// The lease, once a round was acknowledged: valid until this instant.
     lease_expiry: Option<Instant>,
-    /// Until then an older leader's lease may still run: serve nothing.
-    serving_at: Instant,
     /// Given up for a leadership transfer.
     lease_revoked: bool,
     next_heartbeat: Instant,
@@ -108,6 +107,13 @@ pub struct Raft {
     /// leases of this term or older need not be waited for.
     released_term: Option<Term>,
     leader: Option<Leader>,
+    /// The serving gate: until this instant a lease of an older term than
+    /// the last one this node won may still run somewhere, so the node
+    /// serves no read and releases no committed entry to be applied (hence
+    /// acknowledged) — whatever its role by then: a leader that steps down
+    /// during its wait (transfer, removal, a newer term) keeps it closed.
+    /// Only moves forward.
+    serve_after: Instant,
     receiving_snapshot: Option<(SnapshotMeta, BytesMut)>,
     membership_seen: LogIndex,
     // Effects waiting for ready().
@@ -143,6 +149,7 @@ impl Raft {
             ballots: BTreeMap::new(),
             released_term: None,
             leader: None,
+            serve_after: now,
             receiving_snapshot: None,
             membership_seen,
             msgs: Vec::new(),
@@ -188,7 +195,7 @@ impl Raft {
     /// Some(time left) while this node holds a lease it may serve reads from.
     pub fn lease_remaining(&self, now: Instant) -> Option<Duration> {
         let l = self.leader.as_ref()?;
-        if l.lease_revoked || now < l.serving_at {
+        if l.lease_revoked || now < self.serve_after {
             return None;
         }
         let expiry = l.lease_expiry?;
@@ -197,15 +204,14 @@ impl Raft {
 
     /// The earliest instant at which `tick` has something to do.
     pub fn next_deadline(&self) -> Instant {
-        match &self.leader {
-            Some(l) => {
-                let mut t = l.next_heartbeat;
-                if self.now < l.serving_at {
-                    t = t.min(l.serving_at);
-                }
-                t
-            }
+        let t = match &self.leader {
+            Some(l) => l.next_heartbeat,
             None => self.election_deadline,
+        };
+        if self.now < self.serve_after {
+            t.min(self.serve_after)
+        } else {
+            t
         }
     }
 
@@ -257,8 +263,30 @@ impl Raft {
         if msg.to != self.cfg.id {
             return;
         }
+        if let Err(reason) = validate::check(&msg, &self.as_receiver()) {
+            self.events.push(Event::MessageDropped {
+                from: msg.from,
+                kind: msg.body.kind(),
+                reason,
+            });
+            return;
+        }
         self.step_message(msg);
         self.after_input();
+    }
+
+    /// What `validate::check` needs to know about this node.
+    fn as_receiver(&self) -> validate::Receiver {
+        validate::Receiver {
+            id: self.cfg.id,
+            term: self.term,
+            max_lease_report: self.cfg.old_lease_bound(Duration::ZERO),
+            leader: self.leader.as_ref().map(|l| validate::LeaderView {
+                last_index: self.log.last_index(),
+                snapshot_index: self.log.snapshot_meta().last.index,
+                round: l.round,
+            }),
+        }
     }
 
     pub fn propose(&mut self, command: Bytes, now: Instant) -> Result<LogId, ProposeError> {
@@ -382,10 +410,8 @@ impl Raft {
         let vote_changed = (hs.term != prev.term || hs.voted_for != prev.voted_for)
             && self.cfg.broken != Broken::UnsyncedVote;
         self.persisted_hard_state = hs;
-        let gate_open = self
-            .leader
-            .as_ref()
-            .is_none_or(|l| self.now >= l.serving_at);
+        // Node-wide, not only while leading: see `serve_after`.
+        let gate_open = self.now >= self.serve_after;
         let committed = if gate_open {
             self.log.take_committed()
         } else {
@@ -695,7 +721,17 @@ impl Raft {
         commit: LogIndex,
         round: u64,
     ) {
-        assert!(self.leader.is_none(), "two leaders in term {term}");
+        debug_assert!(self.leader.is_none(), "validate drops a second leader");
+        if self.log.overwrites_committed(&entries) {
+            // A correct leader holds every committed entry (§5.4): this one
+            // does not, or the message is corrupt. Never undo a commit.
+            self.events.push(Event::MessageDropped {
+                from,
+                kind: "append",
+                reason: "would overwrite a committed entry",
+            });
+            return;
+        }
         self.accept_leader(from, term);
         let reply = match self.log.try_append(prev, entries) {
             Ok(matched) => {
@@ -728,7 +764,7 @@ impl Raft {
         done: bool,
         round: u64,
     ) {
-        assert!(self.leader.is_none(), "two leaders in term {term}");
+        debug_assert!(self.leader.is_none(), "validate drops a second leader");
         self.accept_leader(from, term);
         let last_index = meta.last.index;
         let reply = |next_offset, done| MessageBody::SnapshotResponse {
@@ -740,6 +776,17 @@ impl Raft {
         if last_index <= self.log.committed() {
             // Everything it covers is already committed here.
             self.receiving_snapshot = None;
+            self.send(from, reply(0, true));
+            return;
+        }
+        if self.log.term_at(last_index) == Some(meta.last.term) {
+            // Our log holds the snapshot's last entry: it holds everything
+            // the snapshot covers, and what follows may already have been
+            // acknowledged to this leader (and counted for a commit).
+            // Keep it and only move the commit index (etcd-io/raft's
+            // `restore` does the same).
+            self.receiving_snapshot = None;
+            self.log.commit_to(last_index);
             self.send(from, reply(0, true));
             return;
         }
@@ -955,6 +1002,7 @@ impl Raft {
         self.released_term = None;
         self.leader_id = Some(self.cfg.id);
         let now = self.now;
+        self.serve_after = self.serve_after.max(now + wait);
         let next = self.log.last_index().next();
         let progress = self
             .log
@@ -970,7 +1018,6 @@ impl Raft {
             acked_round: 0,
             last_quorum_contact: now,
             lease_expiry: None,
-            serving_at: now + wait,
             lease_revoked: false,
             next_heartbeat: now,
             transfer: None,
@@ -1098,7 +1145,7 @@ impl Raft {
         let Some(l) = self.leader.as_mut() else {
             return;
         };
-        if now < l.serving_at || !own_term_committed || l.pending_reads.is_empty() {
+        if now < self.serve_after || !own_term_committed || l.pending_reads.is_empty() {
             return;
         }
         let mut need_round = false;
@@ -1143,13 +1190,23 @@ impl Raft {
             return;
         }
         let last = self.log.last_index();
+        let first = self.log.first_index();
         let Some(p) = self.leader_mut().progress.get_mut(&from) else {
             return;
         };
         p.acked_round = p.acked_round.max(round);
         if matches!(p.state, ReplState::Snapshot { .. }) {
-            if success {
-                p.match_index = p.match_index.max(match_index);
+            // An acknowledgement of an append sent before the snapshot. It
+            // is true: a follower never drops a log that holds the
+            // snapshot's last entry, so what it acknowledged stays. If it
+            // reaches our log, the snapshot is no longer needed.
+            if success && match_index <= last && p.acknowledge(match_index) {
+                if match_index.next() >= first {
+                    p.resume_replication();
+                }
+                self.maybe_commit();
+                self.maybe_send_timeout_now();
+                self.send_append(from, false);
             }
         } else if success {
             if match_index > last {
@@ -1235,6 +1292,10 @@ impl Raft {
             // Window full for a whole round: assume loss and probe again.
             p.back_up(p.match_index.next());
         }
+        if p.next_index > last.next() {
+            // Beyond our log: only a bad hint could put it there.
+            p.back_up(last.next());
+        }
         if !matches!(p.state, ReplState::Snapshot { .. })
             && self.log.term_at(p.next_index.prev()).is_none()
         {
@@ -1246,7 +1307,12 @@ impl Raft {
                 if waiting && !heartbeat {
                     return;
                 }
-                let snap = self.log.snapshot().expect("compacted log has a snapshot");
+                let Some(snap) = self.log.snapshot() else {
+                    // Unreachable: next_index is within the log, and below
+                    // its first entry only after a compaction.
+                    p.back_up(last.next());
+                    return;
+                };
                 let start = (offset as usize).min(snap.data.len());
                 let end = (start + self.cfg.snapshot_chunk_bytes).min(snap.data.len());
                 p.state = ReplState::Snapshot {
@@ -1334,7 +1400,7 @@ impl Raft {
         if self.is_voter() || self.log.membership_index() > self.log.committed() {
             return;
         }
-        let serving = self.now >= self.leader_ref().serving_at;
+        let serving = self.now >= self.serve_after;
         let successor = self
             .leader_ref()
             .progress
@@ -1372,7 +1438,7 @@ impl Raft {
         }
         t.sent = true;
         let to = t.to;
-        let lease_released = l.lease_revoked && now >= l.serving_at;
+        let lease_released = l.lease_revoked && now >= self.serve_after;
         self.send(to, MessageBody::TimeoutNow { lease_released });
     }
 }

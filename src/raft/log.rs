@@ -217,6 +217,14 @@ impl RaftLog {
         Ok(matched)
     }
 
+    /// Whether accepting `entries` (contiguous, as `validate` checks) would
+    /// replace a committed entry with a different one.
+    pub fn overwrites_committed(&self, entries: &[Entry]) -> bool {
+        entries.iter().any(|e| {
+            e.index() <= self.committed && self.term_at(e.index()).is_some_and(|t| t != e.term())
+        })
+    }
+
     fn first_index_of_term(&self, term: Term, from: LogIndex) -> LogIndex {
         let mut i = from;
         while i > self.first_index() && self.term_at(i.prev()) == Some(term) {

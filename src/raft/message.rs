@@ -150,6 +150,13 @@ pub enum Event {
     TransferAborted {
         to: NodeId,
     },
+    /// A peer's message that no correct peer could send was dropped (see
+    /// `raft::validate`): a misconfigured, buggy or corrupt peer.
+    MessageDropped {
+        from: NodeId,
+        kind: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// The effects of every call since the previous `ready()`, in the order the

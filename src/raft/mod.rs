@@ -9,7 +9,10 @@ mod core;
 mod log;
 mod message;
 mod progress;
+#[cfg(test)]
+mod tests;
 mod types;
+mod validate;
 
 pub use config::{Broken, Config};
 pub use core::{Persisted, Raft, bootstrap};

@@ -63,6 +63,14 @@ impl Progress {
         self.state = ReplState::Probe { waiting: false };
     }
 
+    /// Leaves snapshot mode: the follower acknowledged an entry the log
+    /// still holds, so it can be replicated to from there.
+    pub fn resume_replication(&mut self) {
+        self.next_index = self.match_index.next();
+        self.inflight.clear();
+        self.state = ReplState::Replicate;
+    }
+
     pub fn start_snapshot(&mut self) {
         self.inflight.clear();
         self.state = ReplState::Snapshot {

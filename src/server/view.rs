@@ -182,6 +182,9 @@ impl Driver {
             Event::TransferStarted { to } => {
                 tracing::info!(to = to.0, "leadership transfer started")
             }
+            Event::MessageDropped { from, kind, reason } => {
+                tracing::warn!(from = from.0, kind, reason, "peer message dropped")
+            }
             Event::TransferAborted { to } => {
                 tracing::warn!(to = to.0, "leadership transfer aborted")
             }

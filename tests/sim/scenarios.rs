@@ -32,8 +32,38 @@ fn ms(n: u64) -> Duration {
 /// reports the least, n2 waits the least real time), so the correct wait is
 /// checked where its margin is thinnest.
 pub fn new_leader_during_old_lease() -> Scenario {
+    let script = old_lease_prefix().set(1, N2, "a", "2");
+    let script = read_at_n0_after_the_write(script)
+        .get(2, N2, "a")
+        .until(Cond::Answered(2), ms(1000));
+    old_lease_scenario("new leader during the old lease", script)
+}
+
+/// n0 slow, n1 and n2 fast: the wait is checked where its margin is thinnest.
+fn old_lease_scenario(name: &'static str, script: Script) -> Scenario {
     let rho = Config::new(N0).max_clock_drift;
-    let script = Script::new()
+    Scenario {
+        name,
+        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
+        script,
+        settle: ms(1000),
+    }
+}
+
+/// Client 1's write is answered, then a read at the old leader n0 starts
+/// strictly after it (ops that touch in time count as concurrent).
+fn read_at_n0_after_the_write(script: Script) -> Script {
+    script
+        .until(Cond::Answered(1), ms(1000))
+        .run(ms(1))
+        .get(0, N0, "a")
+        .until(Cond::Answered(0), ms(1000))
+}
+
+/// Up to the moment n2 leads term 3 while n0 still holds its term-2 lease
+/// (see `new_leader_during_old_lease`); n0 holds `a = 1` at index 3.
+fn old_lease_prefix() -> Script {
+    Script::new()
         // Only n0 may campaign: it leads term 2.
         .hold_timer(N1)
         .hold_timer(N2)
@@ -55,24 +85,31 @@ pub fn new_leader_during_old_lease() -> Scenario {
         .restart(N1)
         .release_timer(N2)
         .until(Cond::Leads(N2, 3), ms(1000))
-        // The moment this scenario is about.
+        // The moment these scenarios are about.
         .expect(Cond::Lease(N0))
-        // A write at the new leader, then a read at the old one that starts
-        // strictly after the write was acknowledged (ops that touch in time
-        // count as concurrent).
+}
+
+/// A new leader steps down while it waits out the old lease (issue 7,
+/// finding 2).
+///
+/// As in `new_leader_during_old_lease`, n2 leads term 3 while the isolated
+/// n0 still holds its term-2 lease, and must wait it out. Meanwhile a client
+/// writes `a = 2` at n2, which commits it through n1 (index 5) but holds it
+/// back from its state machine; then n2 hands leadership to n1, as the node
+/// does on SIGTERM, and steps down as soon as n1 campaigns. A core whose
+/// serving gate only closes while it leads releases index 5 at once: the
+/// write is acknowledged while n0's lease still runs, and n0 then answers
+/// a GET from its lease with `a = 1` — the history is not linearizable.
+/// The correct core keeps the gate closed until its wait is over, whatever
+/// its role.
+pub fn leader_steps_down_during_its_wait() -> Scenario {
+    let script = old_lease_prefix()
+        .release_timer(N1)
         .set(1, N2, "a", "2")
-        .until(Cond::Answered(1), ms(1000))
-        .run(ms(1))
-        .get(0, N0, "a")
-        .until(Cond::Answered(0), ms(1000))
-        .get(2, N2, "a")
-        .until(Cond::Answered(2), ms(1000));
-    Scenario {
-        name: "new leader during the old lease",
-        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
-        script,
-        settle: ms(1000),
-    }
+        .until(Cond::Commits(N2, 5), ms(1000))
+        .transfer(N2, N1);
+    let script = read_at_n0_after_the_write(script);
+    old_lease_scenario("a new leader steps down during its wait", script)
 }
 
 /// Raft's Figure 8 (§5.4.2), n0..n4 for S1..S5.
@@ -130,6 +167,77 @@ pub fn figure_8() -> Scenario {
     Scenario {
         name: "Figure 8",
         clock_rates: vec![1.0; 5],
+        script,
+        settle: ms(1000),
+    }
+}
+
+/// A slow follower's acknowledgements cross a snapshot (issue 7, finding 1).
+///
+/// n0 leads term 2 with n1 and n2. n2 receives indexes 3 and 4 at once, but
+/// its acknowledgements are held on the way back; n1 receives index 3 only
+/// (its acknowledgement is held just long enough for index 4 to leave with
+/// commit index 2). n0 commits 3 through n1, compacts its log at 3 and, n2's
+/// window being full, backs n2 up into the compacted prefix: it sends n2 the
+/// snapshot at 3. n2's log matches the snapshot's last entry, but its commit
+/// index (2) is below it, so it installs. Then n2's held acknowledgements
+/// (up to 4) reach n0, and n0's next write commits index 4 on n0 and n2.
+///
+/// A follower that drops its log on every install now holds only the
+/// snapshot at 3: index 4 was committed (and acknowledged to a client) on a
+/// single real copy, and when n0 crashes n2 wins term 3 without it — leader
+/// completeness fails. The correct follower keeps a log that matches the
+/// snapshot's last entry and only moves its commit index forward (as
+/// etcd-io/raft's `restore` does); the leader leaves snapshot mode on an
+/// acknowledgement that reaches its log.
+///
+/// Lease and election timeout are long (1 s): this scenario is about
+/// replication, and n0 must not step down while its followers are slow.
+pub fn snapshot_while_replicating() -> Scenario {
+    let script = Script::new()
+        .tune(|c| {
+            c.max_inflight = 2;
+            c.lease_duration = ms(1000);
+            c.election_timeout = ms(1100);
+        })
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(3000))
+        .until(Cond::Durable(N1, LogId::new(2, 2)), ms(1000))
+        .until(Cond::Durable(N2, LogId::new(2, 2)), ms(1000))
+        .run(ms(10))
+        // n1 gets index 3 only; both followers' answers wait.
+        .cut(N0, N1, Traffic::EntriesAfter(3))
+        .hold(N1, N0)
+        .hold(N2, N0)
+        .set(0, N0, "a", "1")
+        .until(Cond::Durable(N1, LogId::new(2, 3)), ms(1000))
+        .until(Cond::Durable(N2, LogId::new(2, 3)), ms(1000))
+        .set(1, N0, "b", "1")
+        .until(Cond::Durable(N2, LogId::new(2, 4)), ms(1000))
+        // n2 hears no more appends: only the snapshot can tell it about
+        // commit index 3.
+        .cut(N0, N2, Traffic::Appends)
+        .lift(N1, N0)
+        .until(Cond::Answered(0), ms(1000))
+        .compact(N0)
+        .until(Cond::Commits(N2, 3), ms(1000))
+        // n2's acknowledgements of 3 and 4 and of the snapshot arrive.
+        .lift(N2, N0)
+        .run(ms(20))
+        // A write makes n0 count replicas again: index 4 commits.
+        .set(2, N0, "c", "1")
+        .until(Cond::Answered(1), ms(1000))
+        .crash(N0)
+        .heal()
+        .release_timer(N2)
+        .until(Cond::Leads(N2, 3), ms(5000))
+        .get(0, N2, "b")
+        .until(Cond::Answered(0), ms(3000))
+        .restart(N0);
+    Scenario {
+        name: "snapshot while replicating",
+        clock_rates: vec![1.0; 3],
         script,
         settle: ms(1000),
     }

@@ -23,6 +23,12 @@ pub enum Traffic {
     /// AppendEntries that carry an entry of this term: replication to that
     /// follower stops just before the leader's first entry of the term.
     EntriesOfTerm(u64),
+    /// AppendEntries that carry an entry beyond this index: the follower
+    /// gets the log up to it and no further, heartbeats still pass.
+    EntriesAfter(u64),
+    /// Nothing is lost: every message on the link waits (a slow link, a
+    /// long queue) until the rule is lifted, then goes on in order.
+    Held,
 }
 
 /// Drops the matching messages from `from` to `to` until the script heals
@@ -46,8 +52,16 @@ impl Rule {
             (Traffic::EntriesOfTerm(t), MessageBody::Append { entries, .. }) => {
                 entries.iter().any(|e| e.term() == Term(*t))
             }
+            (Traffic::EntriesAfter(i), MessageBody::Append { entries, .. }) => {
+                entries.iter().any(|e| e.index() > LogIndex(*i))
+            }
             _ => false,
         }
+    }
+
+    /// Whether the rule keeps `m` waiting (it is delivered once lifted).
+    pub(super) fn holds(&self, m: &Message) -> bool {
+        self.what == Traffic::Held && m.from == self.from && m.to == self.to
     }
 }
 
@@ -58,12 +72,20 @@ enum Action {
     Isolate(NodeId),
     /// Lift every rule.
     Heal,
+    /// Lift the rules on one link (a held link delivers what it kept).
+    Lift(NodeId, NodeId),
     Crash(NodeId),
     Restart(NodeId),
     /// The node's timer stops: as a follower it never times out on its own
     /// (a leader would stop its heartbeats too: scripts hold followers only).
     HoldTimer(NodeId),
     ReleaseTimer(NodeId),
+    /// The node snapshots its state machine now and compacts its log, as it
+    /// does when `Ready::snapshot_due` asks (only the moment is chosen).
+    Compact(NodeId),
+    /// The node asks its core to hand leadership over, as the driver does
+    /// before a graceful shutdown.
+    Transfer(NodeId, NodeId),
     Call {
         client: usize,
         node: NodeId,
@@ -80,6 +102,8 @@ pub enum Cond {
     Lease(NodeId),
     /// The node's disk holds this entry (durable: it survives a crash).
     Durable(NodeId, LogId),
+    /// The node's core knows this index is committed.
+    Commits(NodeId, u64),
     /// The client has no request in flight.
     Answered(usize),
 }
@@ -100,6 +124,8 @@ enum Step {
 #[derive(Clone, Debug, Default)]
 pub struct Script {
     steps: Vec<Step>,
+    /// Changes to every node's configuration, made before the cluster starts.
+    tuning: Vec<fn(&mut Config)>,
 }
 
 impl Script {
@@ -120,6 +146,24 @@ impl Script {
     }
     pub fn heal(self) -> Script {
         self.act(Action::Heal)
+    }
+    /// Messages from `from` to `to` wait until the link is lifted.
+    pub fn hold(self, from: NodeId, to: NodeId) -> Script {
+        self.cut(from, to, Traffic::Held)
+    }
+    pub fn lift(self, from: NodeId, to: NodeId) -> Script {
+        self.act(Action::Lift(from, to))
+    }
+    pub fn compact(self, n: NodeId) -> Script {
+        self.act(Action::Compact(n))
+    }
+    pub fn transfer(self, from: NodeId, to: NodeId) -> Script {
+        self.act(Action::Transfer(from, to))
+    }
+    /// Every node starts with this change to the directed configuration.
+    pub fn tune(mut self, f: fn(&mut Config)) -> Script {
+        self.tuning.push(f);
+        self
     }
     pub fn crash(self, n: NodeId) -> Script {
         self.act(Action::Crash(n))
@@ -177,6 +221,9 @@ impl World {
         // advances one entry per round trip, so a script can stop it exactly.
         cfg.max_inflight = 1;
         cfg.max_batch_entries = 1;
+        for tune in &scenario.script.tuning {
+            tune(&mut cfg);
+        }
         let n = scenario.clock_rates.len() as u64;
         let founders = Membership::new((0..n).map(NodeId));
         let nodes = scenario
@@ -269,6 +316,16 @@ impl World {
                 }
             }
             Action::Heal => self.rules.clear(),
+            Action::Lift(from, to) => self.rules.retain(|r| r.from != from || r.to != to),
+            Action::Compact(n) => self.snapshot_now(n),
+            Action::Transfer(from, to) => {
+                let local = self.local(from);
+                let r = self.raft(from).transfer_leadership(to, local);
+                self.log(format!("n{from} transfers to n{to}: {r:?}"));
+                // A refused transfer is the script's business: the wait
+                // that follows it reports that the scenario lost its way.
+                let _ = self.after_input(from);
+            }
             Action::Crash(n) => {
                 self.crash(n);
             }
@@ -291,6 +348,11 @@ impl World {
         }
     }
 
+    /// Whether a script's rule keeps `m` waiting on its link for now.
+    pub(super) fn held_by_script(&self, m: &Message) -> bool {
+        self.rules.iter().any(|r| r.holds(m))
+    }
+
     fn holds(&self, c: &Cond) -> bool {
         let running = |n: &NodeId| self.nodes[n].raft();
         match *c {
@@ -301,6 +363,7 @@ impl World {
                 running(&n).is_some_and(|r| r.lease_remaining(self.local(n)).is_some())
             }
             Cond::Durable(n, id) => self.nodes[&n].disk.term_at(id.index) == Some(id.term),
+            Cond::Commits(n, i) => running(&n).is_some_and(|r| r.commit_index() >= LogIndex(i)),
             Cond::Answered(client) => self.clients[client].pending.is_none(),
         }
     }
@@ -314,6 +377,10 @@ impl fmt::Display for Rule {
             Traffic::All => "everything".to_string(),
             Traffic::Appends => "appends".to_string(),
             Traffic::EntriesOfTerm(t) => format!("appends carrying term-{t} entries"),
+            Traffic::EntriesAfter(i) => format!("appends carrying entries after index {i}"),
+            Traffic::Held => {
+                return write!(f, "n{} -> n{}: hold everything", self.from, self.to);
+            }
         };
         write!(f, "n{} -> n{}: drop {what}", self.from, self.to)
     }
@@ -325,6 +392,9 @@ impl fmt::Display for Action {
             Action::Cut(rule) => write!(f, "{rule}"),
             Action::Isolate(n) => write!(f, "isolate n{n}"),
             Action::Heal => write!(f, "heal the network"),
+            Action::Lift(from, to) => write!(f, "lift the rules on n{from} -> n{to}"),
+            Action::Compact(n) => write!(f, "n{n} snapshots and compacts its log"),
+            Action::Transfer(from, to) => write!(f, "n{from} hands leadership to n{to}"),
             Action::Crash(n) => write!(f, "crash n{n}"),
             Action::Restart(n) => write!(f, "restart n{n}"),
             Action::HoldTimer(n) => write!(f, "hold n{n}'s timer"),
@@ -344,6 +414,7 @@ impl fmt::Display for Cond {
             Cond::Durable(n, id) => {
                 write!(f, "n{n} has entry {} of term {} on disk", id.index, id.term)
             }
+            Cond::Commits(n, i) => write!(f, "n{n} knows index {i} is committed"),
             Cond::Answered(c) => write!(f, "client {c} has its answer"),
         }
     }

@@ -180,7 +180,10 @@ impl Clock {
     }
 }
 
-/// What survived on the node's disk.
+/// What survived on the node's disk, with the semantics of
+/// `raftkv::storage::Storage` (docs/internals.md): a snapshot received from
+/// the leader replaces the whole log (`install_snapshot`), the node's own
+/// snapshot drops only the entries it covers (`save_snapshot`).
 #[derive(Clone, Debug, Default)]
 struct Disk {
     hard_state: HardState,
@@ -189,9 +192,10 @@ struct Disk {
 }
 
 impl Disk {
+    /// One `Ready`'s writes, in the driver's order: snapshot, entries, hard state.
     fn write(&mut self, hs: Option<HardState>, snap: Option<&Snapshot>, entries: &[Entry]) {
         if let Some(s) = snap {
-            self.set_snapshot(s.clone());
+            self.install_snapshot(s.clone());
         }
         if let Some(first) = entries.first() {
             let keep = self
@@ -206,9 +210,17 @@ impl Disk {
             self.hard_state = hs;
         }
     }
-    fn set_snapshot(&mut self, s: Snapshot) {
+    /// `Storage::save_snapshot`: the node's own snapshot of applied state;
+    /// the entries after it stay.
+    fn save_snapshot(&mut self, s: Snapshot) {
         let idx = s.meta.last.index;
         self.entries.retain(|e| e.index() > idx);
+        self.snapshot = Some(s);
+    }
+    /// `Storage::install_snapshot`: a snapshot from the leader discards the
+    /// whole stored log, entries after the snapshot's index included.
+    fn install_snapshot(&mut self, s: Snapshot) {
+        self.entries.clear();
         self.snapshot = Some(s);
     }
     fn term_at(&self, index: LogIndex) -> Option<Term> {
@@ -645,6 +657,10 @@ impl World {
             }
             Ev::Deliver(msg) => {
                 let to = msg.to;
+                if self.held_by_script(&msg) {
+                    self.schedule(MS, Ev::Deliver(msg));
+                    return Ok(());
+                }
                 if self.nodes[&to].replica.is_none() || self.cut_by_script(&msg) {
                     return Ok(());
                 }
@@ -811,10 +827,17 @@ impl World {
         self.check_cluster_time(id)?;
         self.deliver(id);
         if self.replica(id).snapshot_due() {
-            let snap = self.replica(id).take_snapshot();
-            self.nodes.get_mut(&id).unwrap().disk.set_snapshot(snap);
+            self.snapshot_now(id);
         }
         Ok(())
+    }
+
+    /// The node snapshots its state machine at its applied index and
+    /// compacts its log (when the replica says it is due, or when a script
+    /// says).
+    fn snapshot_now(&mut self, id: NodeId) {
+        let snap = self.replica(id).take_snapshot();
+        self.nodes.get_mut(&id).unwrap().disk.save_snapshot(snap);
     }
 
     /// State machine safety: every node applies the same entry at an index.

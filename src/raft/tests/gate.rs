@@ -1,0 +1,60 @@
+//! The serving gate is node-wide (issue 7, finding 2).
+
+use super::*;
+
+fn indexes(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index().0).collect()
+}
+
+/// n0 wins term 2 while n1 reports an old lease with 200 ms left; a write
+/// commits during the wait; n0 steps down (a newer leader's append) before
+/// the wait is over. Nothing is released to apply — hence acknowledged —
+/// before the wait ends; before the fix the step-down released it at once.
+#[test]
+fn a_leader_that_steps_down_keeps_its_gate_closed() {
+    let mut r = leader(Duration::from_millis(200));
+    let id = r
+        .propose(Bytes::from_static(b"w"), at(1010))
+        .expect("leader");
+    assert_eq!(id, LogId::new(2, 3));
+    r.ready();
+    r.step(ack(N1, 2, 3, 1), at(1020));
+    assert_eq!(r.commit_index(), LogIndex(3));
+    assert!(r.ready().committed.is_empty(), "waiting: nothing released");
+    // A newer leader (n1, term 3) appears: n0 follows it.
+    let heartbeat = MessageBody::Append {
+        prev: LogId::new(2, 3),
+        entries: vec![],
+        commit: LogIndex(3),
+        round: 1,
+    };
+    r.step(msg(N1, N0, 3, heartbeat), at(1030));
+    assert_eq!(r.role(), Role::Follower);
+    assert!(
+        r.ready().committed.is_empty(),
+        "still waiting as a follower"
+    );
+    assert!(
+        r.next_deadline() <= at(1200),
+        "the driver wakes when the gate opens"
+    );
+    r.tick(at(1199));
+    assert!(r.ready().committed.is_empty());
+    r.tick(at(1200));
+    assert_eq!(indexes(&r.ready().committed), [2, 3]);
+}
+
+/// A follower that never led releases what commits at once.
+#[test]
+fn a_follower_that_never_led_applies_at_once() {
+    let mut f = node(N1, 2, log(&[2, 2]), 1);
+    f.ready();
+    let append = MessageBody::Append {
+        prev: LogId::new(2, 3),
+        entries: vec![],
+        commit: LogIndex(3),
+        round: 1,
+    };
+    f.step(msg(N0, N1, 2, append), at(5));
+    assert_eq!(indexes(&f.ready().committed), [2, 3]);
+}

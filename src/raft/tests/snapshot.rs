@@ -1,0 +1,61 @@
+//! Installing the leader's snapshot (issue 7, finding 1).
+
+use super::*;
+
+fn responses(msgs: &[Message]) -> Vec<(LogIndex, bool)> {
+    msgs.iter()
+        .filter_map(|m| match m.body {
+            MessageBody::SnapshotResponse {
+                last_index, done, ..
+            } => Some((last_index, done)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The follower holds the snapshot's last entry and entries after it (it
+/// may have acknowledged them): it keeps them all and only moves its commit
+/// index; before the fix it dropped indexes 4 and 5.
+#[test]
+fn a_log_that_holds_the_snapshots_last_entry_is_kept() {
+    let mut f = node(N1, 2, log(&[2, 2, 2, 2]), 2);
+    f.ready();
+    f.step(msg(N0, N1, 2, snapshot_msg(LogId::new(2, 3), 1)), at(10));
+    let ready = f.ready();
+    assert!(ready.snapshot.is_none(), "nothing to install");
+    assert_eq!(f.last_log_id(), LogId::new(2, 5));
+    assert_eq!(f.commit_index(), LogIndex(3));
+    let applied: Vec<LogIndex> = ready.committed.iter().map(|e| e.index()).collect();
+    assert_eq!(
+        applied,
+        [LogIndex(3)],
+        "1 and 2 went out in the first ready"
+    );
+    assert_eq!(responses(&ready.messages), [(LogIndex(3), true)]);
+}
+
+/// A log that disagrees at the snapshot's last entry is replaced whole.
+#[test]
+fn a_log_that_conflicts_with_the_snapshot_is_replaced() {
+    let mut f = node(N1, 3, log(&[2, 2, 2, 2]), 2);
+    f.ready();
+    f.step(msg(N0, N1, 3, snapshot_msg(LogId::new(3, 3), 1)), at(10));
+    let ready = f.ready();
+    let snap = ready.snapshot.expect("installed");
+    assert_eq!(snap.meta.last, LogId::new(3, 3));
+    assert_eq!(f.last_log_id(), LogId::new(3, 3));
+    assert_eq!(f.commit_index(), LogIndex(3));
+    assert!(ready.committed.is_empty(), "the snapshot replaces them");
+    assert_eq!(responses(&ready.messages), [(LogIndex(3), true)]);
+}
+
+/// A log shorter than the snapshot is replaced too.
+#[test]
+fn a_log_behind_the_snapshot_is_replaced() {
+    let mut f = node(N1, 2, log(&[2]), 2);
+    f.ready();
+    f.step(msg(N0, N1, 2, snapshot_msg(LogId::new(2, 6), 1)), at(10));
+    let ready = f.ready();
+    assert!(ready.snapshot.is_some());
+    assert_eq!(f.last_log_id(), LogId::new(2, 6));
+}
