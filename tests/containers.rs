@@ -145,9 +145,10 @@ fn lost_volume_rejoins_by_itself() {
     env.wait_voters(&[0, 1, 2], READY);
     sts.wait_ready(lost, READY);
     let healed = start.elapsed();
-    let log = sts.logs(lost);
-    assert!(log.contains("auto-join: added as a learner"), "{log}");
-    assert!(log.contains("auto-join: promoted to voter"), "{log}");
+    // The node's promotion task logs it once it sees the answer (or, if an
+    // answer was lost, the membership).
+    sts.wait_log(lost, "auto-join: added as a learner", PROGRESS);
+    sts.wait_log(lost, "auto-join: promoted to voter", PROGRESS);
     writer.wait_progress(50, PROGRESS);
     // The new incarnation now counts: with another member down, the quorum
     // needs it.

@@ -220,6 +220,28 @@ impl StatefulSet {
         }
     }
 
+    /// Waits until pod `i`'s whole log contains `text`.
+    pub fn wait_log(&self, i: u64, text: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let out = std::process::Command::new("docker")
+                .args(["logs", &self.container(i)])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stderr).contains(text)
+                || String::from_utf8_lossy(&out.stdout).contains(text)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "pod {i} never logged {text:?}:\n{}",
+                self.logs(i)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Every pod's log tail, for a failure message.
     pub fn all_logs(&self) -> String {
         self.ordinals()

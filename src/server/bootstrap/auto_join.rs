@@ -231,7 +231,15 @@ async fn try_promote(config: &Config, client: &Client) -> Result<Option<u64>, St
             );
             Ok(None)
         }
-        Some(m) if m.voter => Ok(None),
+        Some(m) if m.voter => {
+            // Promoted already, perhaps by an earlier attempt whose answer
+            // was lost.
+            tracing::info!(
+                node = me,
+                "auto-join: promoted to voter (found in the membership)"
+            );
+            Ok(None)
+        }
         Some(_) => {
             check_cluster(me, client, &members).await?;
             let index = client
