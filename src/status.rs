@@ -22,6 +22,15 @@ const NOT_LEADER: &str = "not leader";
 const OUTCOME_UNKNOWN: &str = "outcome unknown";
 const BUSY: &str = "busy";
 
+/// The largest client-port message, either way (tonic's encode and decode
+/// limits on the node's Kv service and in the client): a CAS carries a key
+/// and two values, an answer at most one value, plus framing. Set from the
+/// limits rather than left at tonic's 4 MiB default, so a raised value
+/// limit is not refused by gRPC before the state machine can judge it.
+pub fn client_message_limit(max_key_bytes: usize, max_value_bytes: usize) -> usize {
+    max_key_bytes + 2 * max_value_bytes + (64 << 10)
+}
+
 /// What a failed RPC means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -868,3 +868,71 @@ async fn a_node_added_at_run_time_stays_reachable_after_a_leader_change() {
     let status = c.status(3).await.unwrap();
     assert_eq!(status.leader, Some(next as u64), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_lease_is_refused_and_not_ready() {
+    let mut c = Cluster::plan("lease-mismatch", 3, &[]);
+    c.spawn(0);
+    c.spawn(1);
+    // Node 2's lease differs (default 250 ms): the others must not count it.
+    c.spawn_with(2, &["--lease-ms", "200"]);
+    let leader = c.leader(&[0, 1], Duration::from_secs(15)).await;
+    let client = c.client().await;
+    client.set(b"k", b"v").await.unwrap();
+
+    let http = c.nodes[2].http.clone();
+    wait_for("node 2's /readyz to fail", Duration::from_secs(10), || {
+        let http = http.clone();
+        async move {
+            http_get(&http, "/readyz")
+                .is_ok_and(|(code, body)| code == 503 && body.contains("lease parameters differ"))
+        }
+    })
+    .await;
+    let healthy = c.nodes[leader].http.clone();
+    wait_for("the leader's /readyz", Duration::from_secs(10), || {
+        let http = healthy.clone();
+        async move { http_get(&http, "/readyz").is_ok_and(|(code, _)| code == 200) }
+    })
+    .await;
+    let status = c.status(leader).await.unwrap();
+    let problem = status.peer_problems.join("\n");
+    assert!(
+        problem.contains("node 2") && problem.contains("lease 200 ms") && problem.contains("lease 250 ms"),
+        "{problem}"
+    );
+    // Node 2 never applied the write: its messages and the leader's are refused.
+    assert!(c.status(2).await.unwrap().applied_index < status.applied_index);
+
+    // One clear error per peer and direction, not one per reconnect.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = std::fs::read_to_string(c.log_path(2)).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lease parameters differ"))
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 4, "{lines:#?}");
+    assert!(lines[0].contains("lease 200 ms") && lines[0].contains("lease 250 ms"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_on_1_mib_values_without_a_stream_reset() {
+    let debug = ["--log-level", "info,raftkv::server::transport=debug"];
+    let mut c = Cluster::start_with("catch-up-1mib", 3, &debug);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let client = c.client().await;
+    c.signal(follower, "-STOP");
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..24 {
+        client.set(format!("big{i}").as_bytes(), &value).await.unwrap();
+    }
+    c.signal(follower, "-CONT");
+    let applied = c.status(leader).await.unwrap().applied_index;
+    c.wait_caught_up(follower, applied, 0, "the follower to catch up").await;
+    for i in [leader, follower] {
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap();
+        let resets: Vec<&str> = log.lines().filter(|l| l.contains("too large")).collect();
+        assert!(resets.is_empty(), "node {i}: {resets:#?}");
+    }
+}

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tonic::transport::Channel;
 
 use super::error::ClientError;
+use super::options::ClientOptions;
 use super::session::Session;
 use super::{Client, transport::Transport};
 use crate::pb;
@@ -58,7 +60,8 @@ impl Client {
             .transport
             .call(|channel| {
                 let request = request.clone();
-                async move { Ok(KvClient::new(channel).get(request).await?.into_inner()) }
+                let mut kv = kv_client(channel, self.options());
+                async move { Ok(kv.get(request).await?.into_inner()) }
             })
             .await?;
         Ok(response.found.then_some(response.value))
@@ -111,7 +114,8 @@ impl Client {
             .transport
             .call(|channel| {
                 let request = request.clone();
-                async move { Ok(KvClient::new(channel).ttl(request).await?.into_inner()) }
+                let mut kv = kv_client(channel, self.options());
+                async move { Ok(kv.ttl(request).await?.into_inner()) }
             })
             .await?;
         Ok(match (response.found, response.seconds) {
@@ -167,7 +171,8 @@ impl Client {
                     session: Some(seq.header()),
                     command: Some(command.clone()),
                 };
-                async move { Ok(KvClient::new(channel).write(request).await?.into_inner()) }
+                let mut kv = kv_client(channel, self.options());
+                async move { Ok(kv.write(request).await?.into_inner()) }
             })
             .await?;
         drop(seq);
@@ -253,7 +258,8 @@ async fn register(transport: &Transport) -> Result<u64, ClientError> {
     let response = transport
         .call(|channel| {
             let request = request.clone();
-            async move { Ok(KvClient::new(channel).write(request).await?.into_inner()) }
+            let mut kv = kv_client(channel, &transport.options);
+            async move { Ok(kv.write(request).await?.into_inner()) }
         })
         .await?;
     match response.result {
@@ -263,6 +269,15 @@ async fn register(transport: &Transport) -> Result<u64, ClientError> {
             "unexpected answer to session registration: {other:?}"
         ))),
     }
+}
+
+/// A Kv stub whose message size limits follow the configured key and value
+/// limits (the node sets the same, `crate::status::client_message_limit`).
+fn kv_client(channel: Channel, options: &ClientOptions) -> KvClient<Channel> {
+    let limit = crate::status::client_message_limit(options.max_key_bytes, options.max_value_bytes);
+    KvClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
 }
 
 fn unexpected(command: &str, answer: &Answer) -> ClientError {

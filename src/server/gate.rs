@@ -8,11 +8,12 @@
 //! messages delivered (earlier ones are dropped, which Raft tolerates).
 
 use super::node::NodeHandle;
+use super::peer_check::PeerHealth;
 use crate::observe::Health;
 use crate::pb;
 use futures::future::BoxFuture;
 use std::collections::BTreeSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How this node answers `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct Gate {
     /// data directory (see `discovery::Survey`).
     deciding_askers: Mutex<BTreeSet<u64>>,
     active: OnceLock<Active>,
+    /// Peers whose messages were refused (another cluster, other lease
+    /// parameters): readiness fails while most peers disagree with us.
+    pub peers: Arc<PeerHealth>,
 }
 
 impl Gate {
@@ -49,6 +53,7 @@ impl Gate {
             standing: Mutex::new(Standing::Starting),
             deciding_askers: Mutex::new(BTreeSet::new()),
             active: OnceLock::new(),
+            peers: Arc::default(),
         }
     }
 
@@ -125,7 +130,10 @@ impl Health for Gate {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
         match self.active() {
-            Some(a) => a.node.ready(),
+            Some(a) => Box::pin(async move {
+                self.peers.ready()?;
+                a.node.ready().await
+            }),
             None => {
                 let why = match self.standing() {
                     Standing::Joining => "joining: waiting for a peer to name its cluster",

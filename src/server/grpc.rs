@@ -3,10 +3,12 @@
 //! histogram per method.
 
 use super::node::{MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
+use super::peer_check::PeerHealth;
 use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{ConfChange, NodeId};
 use crate::status;
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -15,6 +17,8 @@ use tonic::{Request, Response, Status};
 pub struct ClientService {
     pub node: NodeHandle,
     pub metrics: Metrics,
+    /// Refusals between this node and its peers, shown in `Status`.
+    pub peers: Arc<PeerHealth>,
 }
 
 /// The gRPC status of a node error, in the shared vocabulary
@@ -92,7 +96,12 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.timed("Status", self.node.status()).await
+        self.timed("Status", async {
+            let mut status = self.node.status().await?;
+            status.peer_problems = self.peers.problems();
+            Ok(status)
+        })
+        .await
     }
 
     async fn members(

@@ -8,6 +8,10 @@ mod driver;
 mod gate;
 pub mod grpc;
 pub mod node;
+pub mod peer_check;
+pub mod peer_service;
+#[cfg(test)]
+mod peer_tests;
 mod startup;
 pub mod transport;
 mod view;

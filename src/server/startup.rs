@@ -11,7 +11,9 @@ use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
 use super::node::{INPUT_QUEUE, NodeHandle};
-use super::transport::{RaftService, Transport};
+use super::peer_check::Params;
+use super::peer_service::{self, RaftService};
+use super::transport::{self, Sender, Transport};
 use crate::kv::{Limits, StateMachine};
 use crate::observe::{self, Metrics};
 use crate::pb;
@@ -64,9 +66,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     let raft_service = RaftService {
         id: NodeId(config.id),
         gate: gate.clone(),
+        params: params(&config),
     };
     let peer_server = tonic::transport::Server::builder()
-        .add_service(pb::raft_server::RaftServer::new(raft_service))
+        .add_service(peer_service::server(raft_service, peer_limit(&config)?))
         .serve_with_incoming_shutdown(incoming(peer_listener), stopped.wait());
     let http = observe::http::serve(http_listener, metrics.clone(), gate.clone(), stopped.wait());
     let mut tasks = vec![
@@ -144,7 +147,13 @@ impl Start<'_> {
             .filter(|p| p.id != config.id)
             .map(|p| (NodeId(p.id), p.peer_addr.clone()))
             .collect();
-        let transport = Transport::start(cluster_id.clone(), peers, self.metrics.clone());
+        let sender = Sender {
+            cluster_id: cluster_id.clone(),
+            params: params(config),
+            message_limit: peer_limit(config)?,
+            health: self.gate.peers.clone(),
+        };
+        let transport = Transport::start(sender, peers, self.metrics.clone());
         self.metrics.identify(&cluster_id, config.id);
 
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
@@ -152,9 +161,16 @@ impl Start<'_> {
         let client = ClientService {
             node: node.clone(),
             metrics: self.metrics.clone(),
+            peers: self.gate.peers.clone(),
         };
+        let client_limit =
+            crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
         let client_server = tonic::transport::Server::builder()
-            .add_service(pb::kv_server::KvServer::new(client.clone()))
+            .add_service(
+                pb::kv_server::KvServer::new(client.clone())
+                    .max_decoding_message_size(client_limit)
+                    .max_encoding_message_size(client_limit),
+            )
             .add_service(pb::cluster_server::ClusterServer::new(client))
             .serve_with_incoming_shutdown(incoming(client_listener), self.stopped.wait());
 
@@ -246,6 +262,21 @@ fn raft_config(c: &Config) -> Result<raft::Config, String> {
     rc.validate()
         .map_err(|e| format!("raft configuration: {e}"))?;
     Ok(rc)
+}
+
+/// The parameters every member must share (see `peer_check`).
+fn params(c: &Config) -> Params {
+    Params::new(c.lease, c.max_clock_drift, c.election_timeout)
+}
+
+/// The peer port's message size limit (see `transport::peer_message_limit`).
+fn peer_limit(c: &Config) -> Result<usize, String> {
+    let rc = raft_config(c)?;
+    Ok(transport::peer_message_limit(
+        &rc,
+        c.max_key_bytes,
+        c.max_value_bytes,
+    ))
 }
 
 async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, String> {

@@ -1,18 +1,23 @@
-//! Peer transport: one long-lived `Raft/Send` stream per peer, outbound, and
-//! the `Raft` service that receives the other peers' streams and answers
-//! their `Hello` (see `discovery`).
+//! Peer transport, outbound: one long-lived `Raft/Send` stream per peer
+//! (the receiving side is `peer_service`).
 //!
 //! Raft tolerates lost messages, so the node loop never waits for the network:
 //! it puts messages in a bounded queue per peer and, when a queue is full, the
 //! message is dropped. Each peer has its own task, so a slow or dead peer
 //! never stalls the others.
+//!
+//! A batch is capped by bytes as well as by count: gRPC refuses a message
+//! over the receiver's decode limit by resetting the whole stream, which
+//! loses the heartbeats queued behind it and backs the reconnection off. A
+//! follower catching up is exactly when several ~1 MiB appends queue at
+//! once, so without the cap a batch of them crossed tonic's 4 MiB default.
 
-use super::gate::{Active, Gate};
-use super::node::NodeHandle;
+use super::peer_check::{Params, PeerHealth};
 use super::wire;
 use crate::observe::Metrics;
 use crate::pb::{self, raft_client::RaftClient};
-use crate::raft::{Message, NodeId};
+use crate::raft::{self, Message, NodeId};
+use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +25,43 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Response, Status};
 
 /// Messages waiting for one peer; beyond this they are dropped.
 const QUEUE: usize = 4096;
 /// Most messages in one `PeerBatch`.
 const MAX_BATCH: usize = 256;
+/// Most encoded bytes of messages in one `PeerBatch`, unless its one message
+/// is larger (see [`peer_message_limit`]).
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
+/// Room for a batch's or message's framing and fields beyond its payload.
+const ENVELOPE: usize = 64 << 10;
+
+/// The largest `PeerBatch` a node sends and accepts (tonic's encode and
+/// decode limits on the peer port), from the settings that bound one
+/// message: an append carries up to `max_batch_bytes` of entries and at
+/// least one entry (a key and a value at their limits), a snapshot message
+/// one chunk. A batch holds messages up to [`MAX_BATCH_BYTES`] or a single
+/// larger message, so it never exceeds this.
+pub fn peer_message_limit(
+    rc: &raft::Config,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+) -> usize {
+    let entry = max_key_bytes + max_value_bytes + ENVELOPE;
+    let message = (rc.max_batch_bytes + entry).max(rc.snapshot_chunk_bytes) + ENVELOPE;
+    MAX_BATCH_BYTES.max(message) + ENVELOPE
+}
+
+/// What every outbound batch carries and how large it may be.
+#[derive(Clone)]
+pub struct Sender {
+    pub cluster_id: String,
+    pub params: Params,
+    /// See [`peer_message_limit`].
+    pub message_limit: usize,
+    pub health: Arc<PeerHealth>,
+}
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -34,23 +70,30 @@ pub struct Transport {
     queues: HashMap<NodeId, mpsc::Sender<pb::PeerMessage>>,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
+    sender: Sender,
 }
 
 impl Transport {
     /// Starts one outbound task per peer in `peers` (id, `host:port`).
-    pub fn start(cluster_id: String, peers: Vec<(NodeId, String)>, metrics: Metrics) -> Transport {
-        let mut queues = HashMap::new();
-        let mut tasks = Vec::new();
-        for (id, addr) in peers {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            queues.insert(id, tx);
-            tasks.push(tokio::spawn(run_peer(id, addr, cluster_id.clone(), rx)));
-        }
-        Transport {
-            queues,
-            tasks,
+    pub fn start(sender: Sender, peers: Vec<(NodeId, String)>, metrics: Metrics) -> Transport {
+        let mut t = Transport {
+            queues: HashMap::new(),
+            tasks: Vec::new(),
             metrics,
+            sender,
+        };
+        for (id, addr) in peers {
+            t.spawn(id, addr);
         }
+        t
+    }
+
+    fn spawn(&mut self, id: NodeId, addr: String) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.queues.insert(id, tx);
+        let sender = self.sender.clone();
+        self.tasks
+            .push(tokio::spawn(run_peer(id, addr, sender, rx)));
     }
 
     /// Queues `messages` without waiting; drops what does not fit.
@@ -68,14 +111,13 @@ impl Transport {
     }
 
     /// Adds a peer learned from a membership change (no-op if known).
+    /// (`cluster_id` is this node's, as given to `start`.)
     pub fn add_peer(&mut self, cluster_id: &str, id: NodeId, addr: String) {
+        debug_assert_eq!(cluster_id, self.sender.cluster_id);
         if self.queues.contains_key(&id) {
             return;
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        self.queues.insert(id, tx);
-        self.tasks
-            .push(tokio::spawn(run_peer(id, addr, cluster_id.to_string(), rx)));
+        self.spawn(id, addr);
     }
 }
 
@@ -93,16 +135,21 @@ impl Drop for Transport {
 async fn run_peer(
     id: NodeId,
     addr: String,
-    cluster_id: String,
+    sender: Sender,
     mut rx: mpsc::Receiver<pb::PeerMessage>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match stream_to(&addr, &cluster_id, &mut rx, &mut backoff).await {
+        match stream_to(&addr, &sender, &mut rx, &mut backoff).await {
             Ok(StreamEnd::QueueClosed) => return,
             Ok(StreamEnd::Ended) => {}
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                tracing::error!(peer = %id, addr, error = e.message(), "peer refused our messages");
+                let why = format!("node {id} at {addr} refused our messages: {}", e.message());
+                sender.health.refused(id.0, e.message());
+                sender
+                    .health
+                    .complaints
+                    .error(&format!("refused-by-{id}"), &why);
             }
             Err(e) => tracing::debug!(peer = %id, addr, error = %e, "peer stream failed"),
         }
@@ -122,7 +169,7 @@ enum StreamEnd {
 
 async fn stream_to(
     addr: &str,
-    cluster_id: &str,
+    sender: &Sender,
     rx: &mut mpsc::Receiver<pb::PeerMessage>,
     backoff: &mut Duration,
 ) -> Result<StreamEnd, Status> {
@@ -137,26 +184,28 @@ async fn stream_to(
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let (tx, stream_rx) = mpsc::channel::<pb::PeerBatch>(8);
-    let mut client = RaftClient::new(channel);
+    let mut client = RaftClient::new(channel)
+        .max_encoding_message_size(sender.message_limit)
+        .max_decoding_message_size(sender.message_limit);
     let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(stream_rx)).await });
+    // A message that did not fit the last batch opens the next one.
+    let mut held: Option<pb::PeerMessage> = None;
     let result = loop {
-        let first = tokio::select! {
-            r = &mut call => break flatten(r),
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => { call.abort(); return Ok(StreamEnd::QueueClosed) }
+        let first = match held.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                r = &mut call => break flatten(r),
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => { call.abort(); return Ok(StreamEnd::QueueClosed) }
+                },
             },
         };
-        let mut messages = vec![first];
-        while messages.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => messages.push(m),
-                Err(_) => break,
-            }
-        }
+        let messages = fill_batch(first, rx, &mut held);
         let batch = pb::PeerBatch {
-            cluster_id: cluster_id.to_string(),
+            cluster_id: sender.cluster_id.clone(),
             messages,
+            params: Some(sender.params.to_pb()),
         };
         tokio::select! {
             r = &mut call => break flatten(r),
@@ -169,6 +218,28 @@ async fn stream_to(
     result.map(|()| StreamEnd::Ended)
 }
 
+/// `first` and what else is queued, up to [`MAX_BATCH`] messages and
+/// [`MAX_BATCH_BYTES`]; a message that does not fit is left in `held`.
+fn fill_batch(
+    first: pb::PeerMessage,
+    rx: &mut mpsc::Receiver<pb::PeerMessage>,
+    held: &mut Option<pb::PeerMessage>,
+) -> Vec<pb::PeerMessage> {
+    let mut bytes = first.encoded_len();
+    let mut messages = vec![first];
+    while messages.len() < MAX_BATCH {
+        let Ok(m) = rx.try_recv() else { break };
+        let size = m.encoded_len();
+        if bytes + size > MAX_BATCH_BYTES {
+            *held = Some(m);
+            break;
+        }
+        bytes += size;
+        messages.push(m);
+    }
+    messages
+}
+
 fn flatten(
     r: Result<Result<Response<pb::PeerAck>, Status>, tokio::task::JoinError>,
 ) -> Result<(), Status> {
@@ -176,117 +247,5 @@ fn flatten(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(s)) => Err(s),
         Err(e) => Err(Status::internal(e.to_string())),
-    }
-}
-
-/// The `Raft` gRPC service: answers `Hello` from the start and hands peers'
-/// messages to the node loop once it runs (see `Gate`).
-pub struct RaftService {
-    pub id: NodeId,
-    pub gate: Arc<Gate>,
-}
-
-impl RaftService {
-    async fn deliver(&self, node: &NodeHandle, m: pb::PeerMessage) -> Result<(), Status> {
-        let msg = wire::message_from_pb(m).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if msg.to != self.id {
-            // A stale DNS record can route another node's traffic here.
-            tracing::warn!(to = %msg.to, from = %msg.from, "message for another node dropped");
-            return Ok(());
-        }
-        node.peer_message(msg).await
-    }
-
-    /// The running node, or Unavailable while it is still starting.
-    fn active(&self) -> Result<&Active, Status> {
-        self.gate
-            .active()
-            .ok_or_else(|| Status::unavailable("node is starting"))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::raft_server::Raft for RaftService {
-    async fn send(
-        &self,
-        request: Request<Streaming<pb::PeerBatch>>,
-    ) -> Result<Response<pb::PeerAck>, Status> {
-        let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
-            // Before the node exists its messages are dropped; the stream
-            // stays open so they flow as soon as it does.
-            let Some(active) = self.gate.active() else {
-                continue;
-            };
-            if batch.cluster_id != active.cluster_id {
-                return Err(Status::failed_precondition(format!(
-                    "cluster id mismatch: this node belongs to cluster {:?}, the sender to {:?}",
-                    active.cluster_id, batch.cluster_id
-                )));
-            }
-            for m in batch.messages {
-                if let Err(e) = self.deliver(&active.node, m).await {
-                    if e.code() == tonic::Code::InvalidArgument {
-                        tracing::warn!(error = e.message(), "malformed peer message dropped");
-                        continue;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Response::new(pb::PeerAck {}))
-    }
-
-    async fn append_entries(
-        &self,
-        r: Request<pb::AppendEntriesRequest>,
-    ) -> Result<Response<pb::PeerAck>, Status> {
-        self.unary(pb::peer_message::Body::Append(r.into_inner()))
-            .await
-    }
-
-    async fn request_vote(
-        &self,
-        r: Request<pb::RequestVoteRequest>,
-    ) -> Result<Response<pb::PeerAck>, Status> {
-        self.unary(pb::peer_message::Body::Vote(r.into_inner()))
-            .await
-    }
-
-    async fn install_snapshot(
-        &self,
-        r: Request<pb::InstallSnapshotRequest>,
-    ) -> Result<Response<pb::PeerAck>, Status> {
-        self.unary(pb::peer_message::Body::Snapshot(r.into_inner()))
-            .await
-    }
-
-    async fn timeout_now(
-        &self,
-        r: Request<pb::TimeoutNowRequest>,
-    ) -> Result<Response<pb::PeerAck>, Status> {
-        self.unary(pb::peer_message::Body::TimeoutNow(r.into_inner()))
-            .await
-    }
-
-    async fn hello(
-        &self,
-        r: Request<pb::HelloRequest>,
-    ) -> Result<Response<pb::HelloResponse>, Status> {
-        self.gate
-            .hello(r.get_ref())
-            .await
-            .map(Response::new)
-            .ok_or_else(|| Status::unavailable("node is starting"))
-    }
-}
-
-impl RaftService {
-    /// The unary RPCs carry no cluster id; answers travel on the streams.
-    async fn unary(&self, body: pb::peer_message::Body) -> Result<Response<pb::PeerAck>, Status> {
-        let active = self.active()?;
-        self.deliver(&active.node, pb::PeerMessage { body: Some(body) })
-            .await?;
-        Ok(Response::new(pb::PeerAck {}))
     }
 }

@@ -43,6 +43,8 @@ impl Driver {
                 .cloned()
                 .unwrap_or_default(),
             snapshot_index: s.snapshot_index.0.max(self.replica.snapshot_index()),
+            // Filled in by the gRPC layer, which sees the peers' refusals.
+            peer_problems: Vec::new(),
         }
     }
 

@@ -21,13 +21,31 @@ fn bad(msg: impl Into<String>) -> WireError {
     WireError(msg.into())
 }
 
-fn log_id(id: Option<pb::LogId>) -> LogId {
-    id.map_or_else(LogId::default, log_id_from_pb)
+/// No honest term, index or offset comes near this (2^62: at a million
+/// entries a second, 146,000 years of log), so arithmetic on any value that
+/// passed `plausible` (`index + 1`, `offset + len`) cannot overflow.
+const MAX_PLAUSIBLE: u64 = 1 << 62;
+
+fn plausible(value: u64, what: &str) -> Result<u64, WireError> {
+    if value > MAX_PLAUSIBLE {
+        return Err(bad(format!("{what} {value} is out of range")));
+    }
+    Ok(value)
+}
+
+fn log_id(id: Option<pb::LogId>) -> Result<LogId, WireError> {
+    let id = id.map_or_else(LogId::default, log_id_from_pb);
+    plausible(id.term.0, "term")?;
+    plausible(id.index.0, "index")?;
+    Ok(id)
 }
 
 fn meta_from_pb(m: Option<pb::SnapshotMeta>) -> Result<SnapshotMeta, WireError> {
     let m = m.ok_or_else(|| bad("snapshot without metadata"))?;
-    snapshot_meta_from_pb(&m).map_err(|e| bad(e.0))
+    let meta = snapshot_meta_from_pb(&m).map_err(|e| bad(e.0))?;
+    plausible(meta.last.term.0, "snapshot term")?;
+    plausible(meta.last.index.0, "snapshot index")?;
+    Ok(meta)
 }
 
 /// A core message as it goes on the wire.
@@ -128,26 +146,51 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
     pb::PeerMessage { body: Some(body) }
 }
 
+/// The sender a wire message names (not validated; for bookkeeping only).
+pub fn sender_of(m: &pb::PeerMessage) -> Option<u64> {
+    Some(match m.body.as_ref()? {
+        Body::Append(r) => r.from,
+        Body::AppendResponse(r) => r.from,
+        Body::Vote(r) => r.from,
+        Body::VoteResponse(r) => r.from,
+        Body::Snapshot(r) => r.from,
+        Body::SnapshotResponse(r) => r.from,
+        Body::TimeoutNow(r) => r.from,
+    })
+}
+
 /// A wire message as the core takes it, or why it is malformed.
 pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
-    let msg = |from: u64, to: u64, term: u64, body| Message {
-        from: NodeId(from),
-        to: NodeId(to),
-        term: Term(term),
-        body,
+    let msg = |from: u64, to: u64, term: u64, body| {
+        if from == to {
+            return Err(bad(format!("message from node {from} to itself")));
+        }
+        Ok(Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(plausible(term, "term")?),
+            body,
+        })
     };
-    Ok(match m.body.ok_or_else(|| bad("empty peer message"))? {
+    match m.body.ok_or_else(|| bad("empty peer message"))? {
         Body::Append(r) => {
             let entries = r
                 .entries
                 .into_iter()
                 .map(|e| entry_from_pb(e).map_err(|e| bad(e.0)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let prev = log_id(r.prev);
+            let prev = log_id(r.prev)?;
+            let mut term = prev.term;
             for (i, e) in entries.iter().enumerate() {
                 if e.id.index.0 != prev.index.0 + 1 + i as u64 {
                     return Err(bad("append entries are not consecutive after prev"));
                 }
+                // Terms never decrease along a log, and a leader sends no
+                // entry from a term after its own.
+                if e.id.term < term || e.id.term.0 > r.term {
+                    return Err(bad("append entry terms are out of order"));
+                }
+                term = e.id.term;
             }
             msg(
                 r.from,
@@ -156,7 +199,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
                 MessageBody::Append {
                     prev,
                     entries,
-                    commit: LogIndex(r.commit),
+                    commit: LogIndex(plausible(r.commit, "commit index")?),
                     round: r.round,
                 },
             )
@@ -167,8 +210,8 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             r.term,
             MessageBody::AppendResponse {
                 success: r.success,
-                match_index: LogIndex(r.match_index),
-                conflict: log_id(r.conflict),
+                match_index: LogIndex(plausible(r.match_index, "match index")?),
+                conflict: log_id(r.conflict)?,
                 round: r.round,
             },
         ),
@@ -177,7 +220,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             r.to,
             r.term,
             MessageBody::Vote {
-                last_log: log_id(r.last_log),
+                last_log: log_id(r.last_log)?,
                 pre_vote: r.pre_vote,
                 transfer: r.transfer,
             },
@@ -190,7 +233,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
                 granted: r.granted,
                 pre_vote: r.pre_vote,
                 lease_remaining: Duration::from_nanos(r.lease_remaining_nanos),
-                lease_term: Term(r.lease_term),
+                lease_term: Term(plausible(r.lease_term, "lease term")?),
             },
         ),
         Body::Snapshot(r) => msg(
@@ -199,7 +242,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             r.term,
             MessageBody::Snapshot {
                 meta: meta_from_pb(r.meta)?,
-                offset: r.offset,
+                offset: plausible(r.offset, "snapshot offset")?,
                 data: r.data,
                 done: r.done,
                 round: r.round,
@@ -210,8 +253,8 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
             r.to,
             r.term,
             MessageBody::SnapshotResponse {
-                last_index: LogIndex(r.last_index),
-                next_offset: r.next_offset,
+                last_index: LogIndex(plausible(r.last_index, "snapshot index")?),
+                next_offset: plausible(r.next_offset, "snapshot offset")?,
                 done: r.done,
                 round: r.round,
             },
@@ -224,7 +267,7 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
                 lease_released: r.lease_released,
             },
         ),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +358,83 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    fn refused(body: Body) -> bool {
+        message_from_pb(pb::PeerMessage { body: Some(body) }).is_err()
+    }
+
+    #[test]
+    fn implausible_numbers_and_shapes_are_refused_not_passed_on() {
+        // The rejection with a huge conflict index that reached an `expect`.
+        let huge_conflict = pb::AppendEntriesResponse {
+            from: 1,
+            to: 2,
+            term: 3,
+            success: false,
+            conflict: Some(pb::LogId {
+                term: 1,
+                index: u64::MAX,
+            }),
+            ..Default::default()
+        };
+        assert!(refused(Body::AppendResponse(huge_conflict.clone())));
+        let fine = pb::AppendEntriesResponse {
+            conflict: Some(pb::LogId { term: 1, index: 9 }),
+            ..huge_conflict
+        };
+        assert!(!refused(Body::AppendResponse(fine.clone())));
+        assert!(refused(Body::AppendResponse(pb::AppendEntriesResponse {
+            match_index: u64::MAX,
+            ..fine.clone()
+        })));
+        assert!(refused(Body::AppendResponse(pb::AppendEntriesResponse {
+            to: 1,
+            ..fine
+        })));
+        // prev.index + 1 would overflow.
+        let overflow = pb::AppendEntriesRequest {
+            from: 1,
+            to: 2,
+            term: 3,
+            prev: Some(pb::LogId {
+                term: 1,
+                index: u64::MAX,
+            }),
+            entries: vec![entry_to_pb(&Entry {
+                id: LogId::new(1, 0),
+                payload: Payload::Noop,
+            })],
+            ..Default::default()
+        };
+        assert!(refused(Body::Append(overflow)));
+        // Entry terms must not decrease nor pass the leader's term.
+        let terms = |a: u64, b: u64| pb::AppendEntriesRequest {
+            from: 1,
+            to: 2,
+            term: 3,
+            prev: Some(pb::LogId { term: 1, index: 4 }),
+            entries: [(a, 5), (b, 6)]
+                .iter()
+                .map(|&(t, i)| {
+                    entry_to_pb(&Entry {
+                        id: LogId::new(t, i),
+                        payload: Payload::Noop,
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert!(!refused(Body::Append(terms(2, 3))));
+        assert!(refused(Body::Append(terms(3, 2))));
+        assert!(refused(Body::Append(terms(2, 4))));
+        assert!(refused(Body::SnapshotResponse(
+            pb::InstallSnapshotResponse {
+                from: 1,
+                to: 2,
+                next_offset: u64::MAX,
+                ..Default::default()
+            }
+        )));
     }
 }
