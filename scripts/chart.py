@@ -270,6 +270,14 @@ def check_non_default(objs):
     want = len([f for f in os.listdir(dashboards) if f.endswith(".json")]) if os.path.isdir(dashboards) else 0
     got = [o for o in objs if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]]
     assert len(got) == want, (len(got), want)
+    # The PrometheusRule carries the plain rules file's groups unchanged, and
+    # the monitors give every series the `cluster` label the rules key by.
+    with open(os.path.join(CHART, "rules", "raftkv-alerts.yaml")) as f:
+        rules_file = yaml.safe_load(f)
+    assert find(objs, "PrometheusRule")["spec"]["groups"] == rules_file["groups"]
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        relabel = find(objs, kind)["spec"][key][0]["relabelings"]
+        assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
 
 
 def write_k8s():
