@@ -898,7 +898,9 @@ async fn a_node_with_another_lease_is_refused_and_not_ready() {
     let status = c.status(leader).await.unwrap();
     let problem = status.peer_problems.join("\n");
     assert!(
-        problem.contains("node 2") && problem.contains("lease 200 ms") && problem.contains("lease 250 ms"),
+        problem.contains("node 2")
+            && problem.contains("lease 200 ms")
+            && problem.contains("lease 250 ms"),
         "{problem}"
     );
     // Node 2 never applied the write: its messages and the leader's are refused.
@@ -917,19 +919,22 @@ async fn a_node_with_another_lease_is_refused_and_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_catches_up_on_1_mib_values_without_a_stream_reset() {
-    let debug = ["--log-level", "info,raftkv::server::transport=debug"];
-    let mut c = Cluster::start_with("catch-up-1mib", 3, &debug);
+    let c = Cluster::start("catch-up-1mib", 3);
     let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
     let client = c.client().await;
     c.signal(follower, "-STOP");
     let value = vec![b'x'; 1 << 20];
     for i in 0..24 {
-        client.set(format!("big{i}").as_bytes(), &value).await.unwrap();
+        client
+            .set(format!("big{i}").as_bytes(), &value)
+            .await
+            .unwrap();
     }
     c.signal(follower, "-CONT");
     let applied = c.status(leader).await.unwrap().applied_index;
-    c.wait_caught_up(follower, applied, 0, "the follower to catch up").await;
+    c.wait_caught_up(follower, applied, 0, "the follower to catch up")
+        .await;
     for i in [leader, follower] {
         let log = std::fs::read_to_string(c.log_path(i)).unwrap();
         let resets: Vec<&str> = log.lines().filter(|l| l.contains("too large")).collect();

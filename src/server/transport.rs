@@ -151,6 +151,11 @@ async fn run_peer(
                     .complaints
                     .error(&format!("refused-by-{id}"), &why);
             }
+            // tonic's answer to a message over the receiver's decode limit:
+            // the whole stream was reset. The byte cap should prevent it.
+            Err(e) if e.code() == tonic::Code::OutOfRange => {
+                tracing::warn!(peer = %id, addr, error = %e, "peer stream reset: message too large");
+            }
             Err(e) => tracing::debug!(peer = %id, addr, error = %e, "peer stream failed"),
         }
         // What queued while the peer was away is stale; Raft will resend.

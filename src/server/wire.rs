@@ -378,15 +378,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(refused(Body::AppendResponse(huge_conflict.clone())));
+        assert!(refused(Body::AppendResponse(huge_conflict)));
         let fine = pb::AppendEntriesResponse {
             conflict: Some(pb::LogId { term: 1, index: 9 }),
             ..huge_conflict
         };
-        assert!(!refused(Body::AppendResponse(fine.clone())));
+        assert!(!refused(Body::AppendResponse(fine)));
         assert!(refused(Body::AppendResponse(pb::AppendEntriesResponse {
             match_index: u64::MAX,
-            ..fine.clone()
+            ..fine
         })));
         assert!(refused(Body::AppendResponse(pb::AppendEntriesResponse {
             to: 1,
