@@ -14,13 +14,16 @@ use raftkv::ctl::platform::{Grace, Platform};
 use serde_json::{Value, json};
 use tower_test::mock;
 
+/// Asserts on a request's headers and JSON body.
+type Check = Box<dyn Fn(&http::HeaderMap, &Value) + Send>;
+
 /// One expected request and the answer to it.
 struct Step {
     method: Method,
     /// Path and query, exactly.
     uri: String,
     /// Checks the request's JSON body (and may look at headers).
-    check: Box<dyn Fn(&http::HeaderMap, &Value) + Send>,
+    check: Check,
     status: u16,
     answer: Value,
 }

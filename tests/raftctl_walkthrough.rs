@@ -8,7 +8,7 @@
 mod local;
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use local::{Local, RAFTCTL, free_base_port, signal};
 

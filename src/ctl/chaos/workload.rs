@@ -79,6 +79,7 @@ pub fn error_kind(e: &ClientError) -> &'static str {
         ClientError::Unreachable { .. } => "unreachable",
         ClientError::NoLeader(_) => "no-leader",
         ClientError::Timeout { .. } => "timeout",
+        ClientError::OutcomeUnknown(_) => "outcome-unknown",
         ClientError::Rejected(_) => "rejected",
         ClientError::InvalidArgument(_) => "invalid-argument",
         ClientError::Other(_) => "other",
@@ -284,6 +285,7 @@ impl Worker {
             kind: kind.clone(),
             call,
             ret,
+            at: None,
         };
         match result {
             Ok(()) => (Some(op(Some(ret))), Outcome::Ok),
@@ -326,6 +328,7 @@ pub async fn final_reads(
             },
             call,
             ret: Some(nanos_since(epoch)),
+            at: None,
         });
     }
     Ok(reads)
