@@ -7,6 +7,7 @@ fn op(key: &str, kind: OpKind, call: u64, ret: Option<u64>) -> Op {
         kind,
         call,
         ret,
+        at: None,
     }
 }
 
