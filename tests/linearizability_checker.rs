@@ -2,9 +2,7 @@
 
 use std::time::Instant;
 
-use raftkv::check::linearizability::{
-    CheckResult, Config, Op, OpKind, TtlSeen, check, check_with,
-};
+use raftkv::check::linearizability::{CheckResult, Config, Op, OpKind, TtlSeen, check, check_with};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
