@@ -188,6 +188,7 @@ async fn a_scaled_up_ordinal_without_auto_join_refuses_to_bootstrap() {
         err.contains("not an initial member") && err.contains("--auto-join"),
         "{err}"
     );
+    drop(storage); // releases the data directory's lock
     assert!(storage_is_empty(dir.path()), "nothing written: {err}");
 }
 
