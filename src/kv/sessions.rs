@@ -186,29 +186,47 @@ impl Sessions {
         admission
     }
 
-    /// Keeps the answer to an applied request for its retries.
     /// Keeps the answer to an applied request for its retries, then forgets
-    /// the oldest answers beyond the count and byte bounds.
+    /// the oldest answers beyond the count and byte bounds. Runs on every
+    /// applied write: the byte accounting is updated, never recomputed.
     pub fn record(&mut self, session: &Session, response: &WriteResponse) {
         let id = session.client_id;
-        let Some(mut client) = self.remove(id) else {
+        let mut bytes = self.held.get(&id).copied().unwrap_or(0) + answer_bytes(response);
+        let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        client.responses.insert(session.seq, response.clone());
-        let mut bytes = client.responses.values().map(answer_bytes).sum::<usize>();
+        if let Some(replaced) = client.responses.insert(session.seq, response.clone()) {
+            bytes -= answer_bytes(&replaced);
+        }
         while client.responses.len() > MAX_KEPT_RESPONSES
             || (bytes > self.byte_caps.0 && client.responses.len() > 1)
         {
-            bytes -= forget_lowest(&mut client);
+            bytes -= forget_lowest(client);
         }
-        self.insert(id, client);
+        let key = (client.last_active_ms, id);
+        self.set_held(key, bytes);
         while self.kept_bytes > self.byte_caps.1 {
-            let Some(&(_, oldest)) = self.holders.first() else {
+            let Some(&oldest) = self.holders.first() else {
                 break;
             };
-            let mut victim = self.remove(oldest).expect("holders are clients");
-            forget_lowest(&mut victim);
-            self.insert(oldest, victim);
+            let victim = self
+                .clients
+                .get_mut(&oldest.1)
+                .expect("holders are clients");
+            let left = self.held[&oldest.1] - forget_lowest(victim);
+            self.set_held(oldest, left);
+        }
+    }
+
+    /// Notes that the client at `key` (activity, id) keeps `bytes` of
+    /// answers; 0 means none, and it leaves `holders`.
+    fn set_held(&mut self, key: (u64, u64), bytes: usize) {
+        self.kept_bytes -= self.held.remove(&key.1).unwrap_or(0);
+        self.holders.remove(&key);
+        if bytes > 0 {
+            self.held.insert(key.1, bytes);
+            self.holders.insert(key);
+            self.kept_bytes += bytes;
         }
     }
 
