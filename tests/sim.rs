@@ -324,6 +324,30 @@ fn a_leader_stepping_down_during_its_wait_acknowledges_nothing_early() {
     assert_scenario_passes(scenarios::leader_steps_down_during_its_wait);
 }
 
+/// Issue 7, finding 2, the removal case: a new leader removed from the
+/// membership before its wait is over acknowledges no write until then.
+#[test]
+fn a_leader_removed_during_its_wait_acknowledges_nothing_early() {
+    assert_scenario_passes(scenarios::leader_removed_during_its_wait);
+}
+
+/// A gate that holds entries back only while the node leads lets a new
+/// leader that steps down during its wait — handing over, or removed —
+/// acknowledge a write while the old lease still serves reads.
+#[test]
+fn catches_a_gate_that_only_holds_while_leading() {
+    for scenario in [
+        scenarios::leader_steps_down_during_its_wait,
+        scenarios::leader_removed_during_its_wait,
+    ] {
+        assert_scenario_caught(
+            scenario,
+            broken(Broken::GateOnlyWhileLeader),
+            Check::Linearizability,
+        );
+    }
+}
+
 #[test]
 fn figure_8_passes_with_the_correct_protocol() {
     assert_scenario_passes(scenarios::figure_8);

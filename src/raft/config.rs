@@ -50,6 +50,10 @@ pub enum Broken {
     /// A changed term or vote is written without an fsync, like the commit
     /// index: a crash can make a voter forget its vote.
     UnsyncedVote,
+    /// The serving gate holds committed entries back only while the node
+    /// leads (issue 7, finding 2, before the fix): a new leader that steps
+    /// down during its wait releases them at once.
+    GateOnlyWhileLeader,
 }
 
 impl Config {

@@ -411,7 +411,8 @@ impl Raft {
             && self.cfg.broken != Broken::UnsyncedVote;
         self.persisted_hard_state = hs;
         // Node-wide, not only while leading: see `serve_after`.
-        let gate_open = self.now >= self.serve_after;
+        let gate_open = self.now >= self.serve_after
+            || (self.cfg.broken == Broken::GateOnlyWhileLeader && self.leader.is_none());
         let committed = if gate_open {
             self.log.take_committed()
         } else {

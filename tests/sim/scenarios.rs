@@ -1,10 +1,10 @@
-//! The directed scenarios (docs/consensus.md, "Directed scenarios"): two
+//! The directed scenarios (docs/consensus.md, "Directed scenarios"):
 //! interleavings that random faults reach too rarely, each the one a broken
-//! variant needs to do harm. With the correct protocol both must pass every
+//! variant needs to do harm. With the correct protocol each must pass every
 //! check; the tests in tests/sim.rs assert that.
 
 use crate::world::script::{Cond, Scenario, Script, Traffic};
-use raftkv::raft::{Config, LogId, NodeId};
+use raftkv::raft::{ConfChange, Config, LogId, NodeId};
 use std::time::Duration;
 
 const N0: NodeId = NodeId(0);
@@ -32,19 +32,22 @@ fn ms(n: u64) -> Duration {
 /// reports the least, n2 waits the least real time), so the correct wait is
 /// checked where its margin is thinnest.
 pub fn new_leader_during_old_lease() -> Scenario {
-    let script = old_lease_prefix().set(1, N2, "a", "2");
+    let script = old_lease_prefix(&[N2]).set(1, N2, "a", "2");
     let script = read_at_n0_after_the_write(script)
         .get(2, N2, "a")
         .until(Cond::Answered(2), ms(1000));
-    old_lease_scenario("new leader during the old lease", script)
+    old_lease_scenario("new leader during the old lease", 3, script)
 }
 
-/// n0 slow, n1 and n2 fast: the wait is checked where its margin is thinnest.
-fn old_lease_scenario(name: &'static str, script: Script) -> Scenario {
+/// `nodes` nodes, n0 slow and the others fast: the wait is checked where
+/// its margin is thinnest.
+fn old_lease_scenario(name: &'static str, nodes: usize, script: Script) -> Scenario {
     let rho = Config::new(N0).max_clock_drift;
+    let mut clock_rates = vec![1.0 + rho; nodes];
+    clock_rates[0] = 1.0 - rho;
     Scenario {
         name,
-        clock_rates: vec![1.0 - rho, 1.0 + rho, 1.0 + rho],
+        clock_rates,
         script,
         settle: ms(1000),
     }
@@ -62,11 +65,15 @@ fn read_at_n0_after_the_write(script: Script) -> Script {
 
 /// Up to the moment n2 leads term 3 while n0 still holds its term-2 lease
 /// (see `new_leader_during_old_lease`); n0 holds `a = 1` at index 3.
-fn old_lease_prefix() -> Script {
-    Script::new()
-        // Only n0 may campaign: it leads term 2.
-        .hold_timer(N1)
-        .hold_timer(N2)
+/// The cluster has 2 × `cut_off.len()` + 1 nodes: `cut_off` (n2 first)
+/// stop hearing n0 and vote for n2 with the restarted n1; the other
+/// followers keep renewing n0's lease with n1.
+fn old_lease_prefix(cut_off: &[NodeId]) -> Script {
+    let followers = [N1, N2, N3, N4];
+    let others = &followers[..2 * cut_off.len()];
+    // Only n0 may campaign: it leads term 2.
+    let script = others.iter().fold(Script::new(), |s, n| s.hold_timer(*n));
+    script
         .until(Cond::Leads(N0, 2), ms(2000))
         .until(Cond::Lease(N0), ms(1000))
         .set(0, N0, "a", "1")
@@ -75,7 +82,7 @@ fn old_lease_prefix() -> Script {
         .until(Cond::Durable(N2, LogId::new(2, 3)), ms(1000))
         // n2 stops hearing n0, whose lease n1 keeps renewing; n2's election
         // timeout (under 2T) runs out while its timer is held.
-        .cut(N0, N2, Traffic::All)
+        .cut_all(N0, cut_off)
         .run(ms(700))
         // n0 is cut off with its lease running; n1, which acknowledged its
         // latest round, restarts and forgets it.
@@ -103,13 +110,38 @@ fn old_lease_prefix() -> Script {
 /// The correct core keeps the gate closed until its wait is over, whatever
 /// its role.
 pub fn leader_steps_down_during_its_wait() -> Scenario {
-    let script = old_lease_prefix()
+    let script = old_lease_prefix(&[N2])
         .release_timer(N1)
         .set(1, N2, "a", "2")
         .until(Cond::Commits(N2, 5), ms(1000))
         .transfer(N2, N1);
     let script = read_at_n0_after_the_write(script);
-    old_lease_scenario("a new leader steps down during its wait", script)
+    old_lease_scenario("a new leader steps down during its wait", 3, script)
+}
+
+/// A new leader is removed from the membership while it waits out the old
+/// lease (issue 7, finding 2, the removal case).
+///
+/// Five nodes, so that the configuration without n2 still has a majority
+/// while n0 is cut off: as in `new_leader_during_old_lease`, n2 leads term 3
+/// (with the votes of the restarted n1 and of n4, which stopped hearing n0
+/// with n2) while the isolated n0 still holds its term-2 lease, renewed
+/// through n1 and n3. A client writes `a = 2` at n2, which commits it
+/// (index 5) during its wait; then n2 removes itself. The removal commits
+/// through n1, n3 and n4 (index 6); n2 hands over to the most caught-up
+/// voter and steps down, its wait not over. A serving gate that only
+/// closes while leading releases index 5 at the next `ready()`: the write
+/// is acknowledged while n0's lease still runs, and n0 answers a GET from
+/// its lease with `a = 1` — not linearizable. The correct core keeps the
+/// gate closed; the replica then fails the write as outcome-unknown when
+/// leadership is lost.
+pub fn leader_removed_during_its_wait() -> Scenario {
+    let script = old_lease_prefix(&[N2, N4])
+        .set(1, N2, "a", "2")
+        .until(Cond::Commits(N2, 5), ms(1000))
+        .change(N2, ConfChange::Remove(N2));
+    let script = read_at_n0_after_the_write(script);
+    old_lease_scenario("a new leader is removed during its wait", 5, script)
 }
 
 /// Raft's Figure 8 (§5.4.2), n0..n4 for S1..S5.

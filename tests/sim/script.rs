@@ -10,7 +10,7 @@
 //! client requests. It never forges a message or touches the core's state.
 
 use super::*;
-use raftkv::raft::{LogId, MessageBody};
+use raftkv::raft::{ConfChange, LogId, MessageBody};
 use std::fmt;
 
 /// Which messages on a link a rule drops.
@@ -86,6 +86,9 @@ enum Action {
     /// The node asks its core to hand leadership over, as the driver does
     /// before a graceful shutdown.
     Transfer(NodeId, NodeId),
+    /// The node (a leader) proposes a membership change, as `raftctl`
+    /// asks through the node's admin API.
+    Change(NodeId, ConfChange),
     Call {
         client: usize,
         node: NodeId,
@@ -141,6 +144,10 @@ impl Script {
     pub fn cut(self, from: NodeId, to: NodeId, what: Traffic) -> Script {
         self.act(Action::Cut(Rule { from, to, what }))
     }
+    /// Cuts every message from `from` to each of `to`.
+    pub fn cut_all(self, from: NodeId, to: &[NodeId]) -> Script {
+        to.iter().fold(self, |s, n| s.cut(from, *n, Traffic::All))
+    }
     pub fn isolate(self, n: NodeId) -> Script {
         self.act(Action::Isolate(n))
     }
@@ -159,6 +166,9 @@ impl Script {
     }
     pub fn transfer(self, from: NodeId, to: NodeId) -> Script {
         self.act(Action::Transfer(from, to))
+    }
+    pub fn change(self, leader: NodeId, change: ConfChange) -> Script {
+        self.act(Action::Change(leader, change))
     }
     /// Every node starts with this change to the directed configuration.
     pub fn tune(mut self, f: fn(&mut Config)) -> Script {
@@ -326,6 +336,7 @@ impl World {
                 // that follows it reports that the scenario lost its way.
                 let _ = self.after_input(from);
             }
+            Action::Change(leader, change) => self.propose_change(leader, change),
             Action::Crash(n) => {
                 self.crash(n);
             }
@@ -395,6 +406,7 @@ impl fmt::Display for Action {
             Action::Lift(from, to) => write!(f, "lift the rules on n{from} -> n{to}"),
             Action::Compact(n) => write!(f, "n{n} snapshots and compacts its log"),
             Action::Transfer(from, to) => write!(f, "n{from} hands leadership to n{to}"),
+            Action::Change(leader, change) => write!(f, "n{leader} proposes {change:?}"),
             Action::Crash(n) => write!(f, "crash n{n}"),
             Action::Restart(n) => write!(f, "restart n{n}"),
             Action::HoldTimer(n) => write!(f, "hold n{n}'s timer"),

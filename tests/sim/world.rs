@@ -1088,6 +1088,11 @@ impl World {
             let v: Vec<NodeId> = m.voters.iter().copied().collect();
             ConfChange::Remove(v[self.rng.random_range(0..v.len())])
         };
+        self.propose_change(l, change);
+    }
+
+    /// `l` proposes a membership change (a random fault's or a script's).
+    fn propose_change(&mut self, l: NodeId, change: ConfChange) {
         let local = self.local(l);
         self.log(format!("MEMBERSHIP n{l} {change:?}"));
         self.replica(l).propose_change(change, (), local);
