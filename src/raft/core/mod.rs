@@ -1,20 +1,24 @@
 //! The Raft state machine: one struct, step functions per role, the leader's
 //! state (progress, rounds, lease) inside the leader's own struct.
 
+mod election;
+mod follower;
+mod step;
+
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::log::RaftLog;
-use super::message::*;
-use super::progress::{Progress, ReplState};
-use super::validate;
-use super::{
+use crate::raft::log::RaftLog;
+use crate::raft::message::*;
+use crate::raft::progress::{Progress, ReplState};
+use crate::raft::{
     Broken, ConfChange, Config, Entry, HardState, Instant, LogId, LogIndex, Membership, NodeId,
     Payload, Snapshot, SnapshotMeta, Term,
 };
+use election::Ballot;
 
 /// What a node had on disk when it (re)started; empty for a brand-new node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,29 +45,6 @@ pub fn bootstrap(membership: Membership) -> Persisted {
     }
 }
 
-/// A vote (or pre-vote) received in the current campaign.
-#[derive(Clone, Copy, Debug)]
-struct Ballot {
-    granted: bool,
-    lease_remaining: Duration,
-    lease_term: Term,
-}
-
-#[derive(Debug)]
-struct Transfer {
-    to: NodeId,
-    deadline: Instant,
-    sent: bool,
-}
-
-#[derive(Debug)]
-struct PendingRead {
-    id: u64,
-    /// ReadIndex: the round whose majority acknowledgement confirms leadership.
-    round: Option<u64>,
-    index: LogIndex,
-}
-
 /// Everything only a leader has.
 #[derive(Debug)]
 struct Leader {
@@ -86,6 +67,21 @@ struct Leader {
     pending_reads: VecDeque<PendingRead>,
     /// Proposals appended since the last ready(): replicate them then, in one batch.
     pending_broadcast: bool,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    id: u64,
+    /// ReadIndex: the round whose majority acknowledgement confirms leadership.
+    round: Option<u64>,
+    index: LogIndex,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    to: NodeId,
+    deadline: Instant,
+    sent: bool,
 }
 
 pub struct Raft {
@@ -165,29 +161,34 @@ impl Raft {
         raft
     }
 
-    // ------------------------------------------------------------ accessors
-
     pub fn id(&self) -> NodeId {
         self.cfg.id
     }
+
     pub fn role(&self) -> Role {
         self.role
     }
+
     pub fn term(&self) -> Term {
         self.term
     }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
     }
+
     pub fn membership(&self) -> &Membership {
         self.log.membership()
     }
+
     pub fn commit_index(&self) -> LogIndex {
         self.log.committed()
     }
+
     pub fn last_log_id(&self) -> LogId {
         self.log.last_id()
     }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -243,49 +244,6 @@ impl Raft {
             lease_remaining: self.lease_remaining(now),
             membership: self.log.membership().clone(),
             progress,
-        }
-    }
-
-    // ------------------------------------------------------------ inputs
-
-    pub fn tick(&mut self, now: Instant) {
-        self.advance_clock(now);
-        if self.leader.is_some() {
-            self.tick_leader();
-        } else if self.is_voter() && now >= self.election_deadline {
-            self.start_pre_vote();
-        }
-        self.after_input();
-    }
-
-    pub fn step(&mut self, msg: Message, now: Instant) {
-        self.advance_clock(now);
-        if msg.to != self.cfg.id {
-            return;
-        }
-        if let Err(reason) = validate::check(&msg, &self.as_receiver()) {
-            self.events.push(Event::MessageDropped {
-                from: msg.from,
-                kind: msg.body.kind(),
-                reason,
-            });
-            return;
-        }
-        self.step_message(msg);
-        self.after_input();
-    }
-
-    /// What `validate::check` needs to know about this node.
-    fn as_receiver(&self) -> validate::Receiver {
-        validate::Receiver {
-            id: self.cfg.id,
-            term: self.term,
-            max_lease_report: self.cfg.old_lease_bound(Duration::ZERO),
-            leader: self.leader.as_ref().map(|l| validate::LeaderView {
-                last_index: self.log.last_index(),
-                snapshot_index: self.log.snapshot_meta().last.index,
-                round: l.round,
-            }),
         }
     }
 
@@ -439,8 +397,6 @@ impl Raft {
         }
     }
 
-    // ------------------------------------------------------------ common
-
     fn advance_clock(&mut self, now: Instant) {
         debug_assert!(now >= self.now, "time went backwards");
         self.now = self.now.max(now);
@@ -507,12 +463,6 @@ impl Raft {
         let t = self.cfg.election_timeout;
         let jitter = self.rng.random_range(0..t.as_nanos().max(1) as u64);
         self.election_deadline = self.now + t + Duration::from_nanos(jitter);
-    }
-
-    /// What this node reports, as a voter, about the last leader it heard from.
-    fn own_lease_report(&self) -> (Duration, Term) {
-        let since = self.now.saturating_since(self.last_leader_contact);
-        (self.cfg.old_lease_bound(since), self.contact_term)
     }
 
     fn after_input(&mut self) {
@@ -582,176 +532,6 @@ impl Raft {
         if role != self.role || leader.is_some() {
             self.set_role(role);
         }
-    }
-
-    // ------------------------------------------------------------ messages
-
-    fn step_message(&mut self, msg: Message) {
-        use MessageBody::*;
-        if msg.term > self.term {
-            let leaderless = matches!(msg.body, Vote { .. });
-            let keeps_term = match &msg.body {
-                Vote { pre_vote: true, .. } => true,
-                VoteResponse {
-                    pre_vote: true,
-                    granted: true,
-                    ..
-                } => true,
-                Vote { transfer, .. } => self.is_sticky(*transfer),
-                _ => false,
-            };
-            if !keeps_term {
-                let leader = (!leaderless
-                    && matches!(
-                        msg.body,
-                        Append { .. } | Snapshot { .. } | TimeoutNow { .. }
-                    ))
-                .then_some(msg.from);
-                self.become_follower(msg.term, leader);
-            }
-        } else if msg.term < self.term {
-            match msg.body {
-                // Tell a stale leader (or a stale candidate) about the newer term.
-                Append { .. } | Snapshot { .. } => self.send(
-                    msg.from,
-                    AppendResponse {
-                        success: false,
-                        match_index: LogIndex(0),
-                        conflict: LogId::default(),
-                        round: 0,
-                    },
-                ),
-                Vote { pre_vote, .. } => self.send(
-                    msg.from,
-                    VoteResponse {
-                        granted: false,
-                        pre_vote,
-                        lease_remaining: Duration::ZERO,
-                        lease_term: Term(0),
-                    },
-                ),
-                _ => {}
-            }
-            return;
-        }
-        match msg.body {
-            Append {
-                prev,
-                entries,
-                commit,
-                round,
-            } => self.on_append(msg.from, msg.term, prev, entries, commit, round),
-            AppendResponse {
-                success,
-                match_index,
-                conflict,
-                round,
-            } => self.on_append_response(msg.from, msg.term, success, match_index, conflict, round),
-            Vote {
-                last_log,
-                pre_vote,
-                transfer,
-            } => self.on_vote(msg.from, msg.term, last_log, pre_vote, transfer),
-            VoteResponse {
-                granted,
-                pre_vote,
-                lease_remaining,
-                lease_term,
-            } => self.on_vote_response(
-                msg.from,
-                msg.term,
-                pre_vote,
-                Ballot {
-                    granted,
-                    lease_remaining,
-                    lease_term,
-                },
-            ),
-            Snapshot {
-                meta,
-                offset,
-                data,
-                done,
-                round,
-            } => self.on_snapshot(msg.from, msg.term, meta, offset, data, done, round),
-            SnapshotResponse {
-                last_index,
-                next_offset,
-                done,
-                round,
-            } => {
-                self.on_snapshot_response(msg.from, msg.term, last_index, next_offset, done, round)
-            }
-            TimeoutNow { lease_released } => {
-                self.on_timeout_now(msg.from, msg.term, lease_released)
-            }
-        }
-    }
-
-    /// Leader stickiness: a node that heard from a live leader within T does
-    /// not help anyone unseat it (unless the leader itself asked, by TimeoutNow).
-    fn is_sticky(&self, transfer: bool) -> bool {
-        if transfer {
-            return false;
-        }
-        self.leader.is_some()
-            || (self.leader_id.is_some()
-                && self.now.saturating_since(self.last_leader_contact) < self.cfg.election_timeout)
-    }
-
-    // ------------------------------------------------------------ follower side
-
-    fn accept_leader(&mut self, from: NodeId, term: Term) {
-        if self.role != self.follower_role() || self.leader_id != Some(from) {
-            self.leader_id = Some(from);
-            self.ballots.clear();
-            self.released_term = None;
-            self.set_role(self.follower_role());
-        }
-        self.last_leader_contact = self.now;
-        self.contact_term = term;
-        self.reset_election_deadline();
-    }
-
-    fn on_append(
-        &mut self,
-        from: NodeId,
-        term: Term,
-        prev: LogId,
-        entries: Vec<Entry>,
-        commit: LogIndex,
-        round: u64,
-    ) {
-        debug_assert!(self.leader.is_none(), "validate drops a second leader");
-        if self.log.overwrites_committed(&entries) {
-            // A correct leader holds every committed entry (§5.4): this one
-            // does not, or the message is corrupt. Never undo a commit.
-            self.events.push(Event::MessageDropped {
-                from,
-                kind: "append",
-                reason: "would overwrite a committed entry",
-            });
-            return;
-        }
-        self.accept_leader(from, term);
-        let reply = match self.log.try_append(prev, entries) {
-            Ok(matched) => {
-                self.log.commit_to(commit.min(matched));
-                MessageBody::AppendResponse {
-                    success: true,
-                    match_index: matched,
-                    conflict: LogId::default(),
-                    round,
-                }
-            }
-            Err(conflict) => MessageBody::AppendResponse {
-                success: false,
-                match_index: LogIndex(0),
-                conflict: conflict.0,
-                round,
-            },
-        };
-        self.send(from, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -826,216 +606,6 @@ impl Raft {
         }
         self.start_election(true, lease_released.then_some(term));
     }
-
-    fn on_vote(
-        &mut self,
-        from: NodeId,
-        term: Term,
-        last_log: LogId,
-        pre_vote: bool,
-        transfer: bool,
-    ) {
-        // A node with an empty log has never been a founding member (they
-        // all hold the bootstrap entry) nor caught up as a learner: it may be
-        // the empty successor of a voter whose disk was lost, and must not
-        // stand in for that voter's vote. Refusing costs no liveness: no
-        // configuration can need the vote of a node that holds nothing.
-        let log_ok = last_log >= self.log.last_id() && self.log.last_id().index.0 > 0;
-        let granted = if pre_vote {
-            term > self.term && log_ok && !self.is_sticky(transfer)
-        } else {
-            term == self.term
-                && self.voted_for.is_none_or(|v| v == from)
-                && log_ok
-                && self.leader.is_none()
-                && !(self.leader_id.is_some_and(|l| l != from) && self.is_sticky(transfer))
-        };
-        if granted && !pre_vote {
-            self.voted_for = Some(from);
-            self.reset_election_deadline();
-        }
-        let (lease_remaining, lease_term) = self.own_lease_report();
-        let reply_term = if pre_vote && granted { term } else { self.term };
-        self.msgs.push(Message {
-            from: self.cfg.id,
-            to: from,
-            term: reply_term,
-            body: MessageBody::VoteResponse {
-                granted,
-                pre_vote,
-                lease_remaining,
-                lease_term,
-            },
-        });
-    }
-
-    // ------------------------------------------------------------ elections
-
-    fn start_pre_vote(&mut self) {
-        self.leader_id = None;
-        self.ballots.clear();
-        self.released_term = None;
-        self.reset_election_deadline();
-        self.set_role(Role::PreCandidate);
-        self.events.push(Event::ElectionStarted {
-            term: Term(self.term.0 + 1),
-            pre_vote: true,
-        });
-        self.cast_own_ballot();
-        let last_log = self.log.last_id();
-        let term = Term(self.term.0 + 1);
-        for v in self.other_voters() {
-            self.msgs.push(Message {
-                from: self.cfg.id,
-                to: v,
-                term,
-                body: MessageBody::Vote {
-                    last_log,
-                    pre_vote: true,
-                    transfer: false,
-                },
-            });
-        }
-        self.tally();
-    }
-
-    fn start_election(&mut self, transfer: bool, released_term: Option<Term>) {
-        self.term = Term(self.term.0 + 1);
-        self.voted_for = Some(self.cfg.id);
-        self.leader_id = None;
-        self.ballots.clear();
-        self.released_term = released_term;
-        self.reset_election_deadline();
-        self.set_role(Role::Candidate);
-        self.events.push(Event::ElectionStarted {
-            term: self.term,
-            pre_vote: false,
-        });
-        self.cast_own_ballot();
-        let last_log = self.log.last_id();
-        for v in self.other_voters() {
-            self.send(
-                v,
-                MessageBody::Vote {
-                    last_log,
-                    pre_vote: false,
-                    transfer,
-                },
-            );
-        }
-        self.tally();
-    }
-
-    fn cast_own_ballot(&mut self) {
-        let (lease_remaining, lease_term) = self.own_lease_report();
-        self.ballots.insert(
-            self.cfg.id,
-            Ballot {
-                granted: true,
-                lease_remaining,
-                lease_term,
-            },
-        );
-    }
-
-    fn other_voters(&self) -> Vec<NodeId> {
-        self.log
-            .membership()
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != self.cfg.id)
-            .collect()
-    }
-
-    fn on_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, ballot: Ballot) {
-        let expected = match self.role {
-            Role::PreCandidate => pre_vote && (term == Term(self.term.0 + 1) || !ballot.granted),
-            Role::Candidate => !pre_vote && term == self.term,
-            _ => false,
-        };
-        if !expected || !self.log.membership().is_voter(from) {
-            return;
-        }
-        self.ballots.insert(from, ballot);
-        self.tally();
-    }
-
-    fn tally(&mut self) {
-        let m = self.log.membership();
-        let granted = m
-            .voters
-            .iter()
-            .filter(|v| self.ballots.get(v).is_some_and(|b| b.granted))
-            .count();
-        let denied = m
-            .voters
-            .iter()
-            .filter(|v| self.ballots.get(v).is_some_and(|b| !b.granted))
-            .count();
-        if granted >= m.quorum() {
-            match self.role {
-                Role::PreCandidate => self.start_election(false, None),
-                Role::Candidate => self.become_leader(),
-                _ => {}
-            }
-        } else if denied > m.voters.len() - m.quorum() {
-            self.become_follower(self.term, None);
-        }
-    }
-
-    fn become_leader(&mut self) {
-        // Wait out the longest lease our voters may still have granted.
-        let released = self.released_term;
-        let wait = self
-            .ballots
-            .values()
-            .filter(|b| b.granted && released.is_none_or(|t| b.lease_term > t))
-            .map(|b| b.lease_remaining)
-            .max()
-            .unwrap_or(Duration::ZERO);
-        let wait = if self.cfg.broken == Broken::IgnoreOldLease {
-            Duration::ZERO
-        } else {
-            wait
-        };
-        self.ballots.clear();
-        self.released_term = None;
-        self.leader_id = Some(self.cfg.id);
-        let now = self.now;
-        self.serve_after = self.serve_after.max(now + wait);
-        let next = self.log.last_index().next();
-        let progress = self
-            .log
-            .membership()
-            .members()
-            .filter(|id| *id != self.cfg.id)
-            .map(|id| (id, Progress::new(next)))
-            .collect();
-        self.leader = Some(Leader {
-            progress,
-            round: 0,
-            round_starts: VecDeque::new(),
-            acked_round: 0,
-            last_quorum_contact: now,
-            lease_expiry: None,
-            lease_revoked: false,
-            next_heartbeat: now,
-            transfer: None,
-            pending_reads: VecDeque::new(),
-            pending_broadcast: false,
-        });
-        self.set_role(Role::Leader);
-        self.events.push(Event::LeaderElected {
-            term: self.term,
-            wait_for_old_lease: wait,
-        });
-        self.log.append(self.term, Payload::Noop);
-        self.start_round();
-        self.maybe_commit();
-    }
-
-    // ------------------------------------------------------------ leader side
 
     fn tick_leader(&mut self) {
         let now = self.now;
