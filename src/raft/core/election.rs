@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::Leader;
 use super::Raft;
+use super::leader::Leader;
 use crate::raft::message::*;
 use crate::raft::progress::Progress;
 use crate::raft::{Broken, LogId, NodeId, Payload, Term};

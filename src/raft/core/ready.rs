@@ -1,0 +1,60 @@
+//! The effects of every input since the last call, handed over as one
+//! `Ready` batch; committed entries pass the node-wide serving gate here.
+
+use super::Raft;
+use crate::raft::message::*;
+use crate::raft::{Broken, HardState};
+
+impl Raft {
+    /// Takes the effects of every call since the last ready().
+    pub fn ready(&mut self) -> Ready {
+        if self.leader.as_ref().is_some_and(|l| l.pending_broadcast) {
+            self.leader_mut().pending_broadcast = false;
+            self.maybe_commit();
+            for peer in self.peers() {
+                self.send_append(peer, false);
+            }
+        }
+        let hs = self.hard_state();
+        let prev = self.persisted_hard_state;
+        let hard_state = (hs != prev).then_some(hs);
+        let vote_changed = (hs.term != prev.term || hs.voted_for != prev.voted_for)
+            && self.cfg.broken != Broken::UnsyncedVote;
+        self.persisted_hard_state = hs;
+        // Node-wide, not only while leading: see `serve_after`.
+        let gate_open = self.now >= self.serve_after
+            || (self.cfg.broken == Broken::GateOnlyWhileLeader && self.leader.is_none());
+        let committed = if gate_open {
+            self.log.take_committed()
+        } else {
+            Vec::new()
+        };
+        let applied = self.log.applied();
+        let snapshot_due = !self.snapshot_requested
+            && applied.0 - self.log.snapshot_meta().last.index.0 >= self.cfg.snapshot_threshold;
+        self.snapshot_requested |= snapshot_due;
+        debug_assert!(self.reads.iter().all(|r| r.index <= applied));
+        let entries = self.log.take_unstable();
+        let snapshot = self.log.take_snapshot_to_persist();
+        Ready {
+            must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
+            hard_state,
+            entries,
+            snapshot,
+            messages: std::mem::take(&mut self.msgs),
+            committed,
+            reads: std::mem::take(&mut self.reads),
+            failed_reads: std::mem::take(&mut self.failed_reads),
+            snapshot_due,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.log.committed(),
+        }
+    }
+}
