@@ -301,6 +301,21 @@ fn status_table(rows: &[MemberRow]) -> String {
 /// knows of that was not among them.
 async fn gather(client: &Client) -> Vec<(String, Result<pb::StatusResponse, ClientError>)> {
     let mut answers = client.status_all().await;
+    // Followers name the leader: ask it too if it was not among the endpoints.
+    let named: Vec<String> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .map(|s| s.leader_address.clone())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if ClusterView::of(&answers).is_none()
+        && let Some(leader) = named
+            .into_iter()
+            .find(|a| !answers.iter().any(|(e, _)| e == a))
+    {
+        let status = client.status(&leader).await;
+        answers.push((leader, status));
+    }
     if ClusterView::of(&answers).is_none() {
         return answers;
     }
