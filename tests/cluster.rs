@@ -1,7 +1,8 @@
 //! Process tests: real `raftkv` binaries on loopback, killed, paused and
 //! restarted. Each test picks its own free ports so tests run in parallel,
 //! polls for conditions with deadlines, and kills its processes on drop.
-//! Node logs go to the system temp dir (`raftkv-<test>-<i>.log`).
+//! Node logs go to the test's temporary directory (`node<i>.log`), kept
+//! (and its path printed) when the test fails.
 
 use raftkv::client::{Client, ClientOptions};
 use raftkv::pb;
@@ -135,7 +136,7 @@ impl Cluster {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        std::env::temp_dir().join(format!("raftkv-{}-{i}.log", self.name))
+        self._dirs.path().join(format!("node{i}.log"))
     }
 
     fn spawn(&mut self, i: usize) {
@@ -315,6 +316,14 @@ impl Drop for Cluster {
                     .status();
             }
             self.kill(i);
+        }
+        if std::thread::panicking() {
+            self._dirs.disable_cleanup(true);
+            eprintln!(
+                "{}: node logs kept in {}",
+                self.name,
+                self._dirs.path().display()
+            );
         }
     }
 }

@@ -172,6 +172,44 @@ impl Kv for FakeLeader {
             seconds: None,
         }))
     }
+
+    /// Pages of at most 2 keys, so that tests see the client continue.
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = request.into_inner();
+        let state = self.state();
+        let mut keys: Vec<&Bytes> = state
+            .data
+            .keys()
+            .filter(|k| k.starts_with(&r.prefix))
+            .collect();
+        keys.sort();
+        let count = if r.after.is_empty() {
+            keys.len() as u64
+        } else {
+            0
+        };
+        let page = if r.limit == 0 { 2 } else { r.limit.min(2) } as usize;
+        let rest: Vec<&Bytes> = keys
+            .into_iter()
+            .filter(|k| r.after.is_empty() || **k > r.after)
+            .collect();
+        let items = rest
+            .iter()
+            .take(page)
+            .map(|k| pb::KeyValue {
+                key: (*k).clone(),
+                value: state.data[*k].clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::RangeResponse {
+            items,
+            more: rest.len() > page,
+            count,
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -244,6 +282,12 @@ impl Kv for FakeFollower {
         Err(self.not_leader())
     }
     async fn ttl(&self, _: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        Err(self.not_leader())
+    }
+    async fn range(
+        &self,
+        _: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         Err(self.not_leader())
     }
 }

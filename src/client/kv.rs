@@ -67,6 +67,66 @@ impl Client {
         Ok(response.found.then_some(response.value))
     }
 
+    /// One page of the keys starting with `prefix` after `after` (empty:
+    /// from the first), in byte order, read like [`get`](Self::get); at most
+    /// `limit` keys (0: the server's page size). Continue with `after` =
+    /// the last key returned while `more` is set; `count` (every key under
+    /// the prefix) is given with the first page only.
+    pub async fn range_page(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        limit: u32,
+        keys_only: bool,
+    ) -> Result<pb::RangeResponse, ClientError> {
+        let request = pb::RangeRequest {
+            prefix: Bytes::copy_from_slice(prefix),
+            after: Bytes::copy_from_slice(after),
+            limit,
+            keys_only,
+        };
+        self.transport
+            .call(|channel| {
+                let request = request.clone();
+                let mut kv = kv_client(channel, self.options());
+                async move { Ok(kv.range(request).await?.into_inner()) }
+            })
+            .await
+    }
+
+    /// Every key starting with `prefix` (with its value unless `keys_only`),
+    /// up to `limit` keys (0: all), fetched page by page; and the number of
+    /// keys under the prefix. Each page is linearizable on its own; keys
+    /// written between two pages may or may not appear.
+    pub async fn range(
+        &self,
+        prefix: &[u8],
+        limit: u64,
+        keys_only: bool,
+    ) -> Result<(Vec<pb::KeyValue>, u64), ClientError> {
+        let mut items: Vec<pb::KeyValue> = Vec::new();
+        let mut count = 0;
+        let mut after = Bytes::new();
+        loop {
+            let left = if limit == 0 {
+                0
+            } else {
+                let left = limit - items.len() as u64;
+                u32::try_from(left).unwrap_or(u32::MAX)
+            };
+            let page = self.range_page(prefix, &after, left, keys_only).await?;
+            if after.is_empty() {
+                count = page.count;
+            }
+            items.extend(page.items);
+            let full = limit != 0 && items.len() as u64 >= limit;
+            match items.last() {
+                Some(last) if page.more && !full => after = last.key.clone(),
+                _ => return Ok((items, count)),
+            }
+        }
+    }
+
     /// Removes `key`; whether it existed.
     pub async fn del(&self, key: &[u8]) -> Result<bool, ClientError> {
         self.check_key(key)?;

@@ -15,6 +15,12 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// TCP connect timeout per node.
     pub connect_timeout: Duration,
+    /// Fail fast when the cluster is down: once this long has passed and
+    /// every endpoint has been tried without any node answering (refused,
+    /// reset, silent), the operation fails as unreachable instead of
+    /// retrying until `timeout`. `None` (the default, for callers that
+    /// start before the cluster does) keeps retrying until `timeout`.
+    pub dial_timeout: Option<Duration>,
     /// First backoff delay after a round of failures (grows exponentially, with jitter).
     pub min_backoff: Duration,
     /// Largest backoff delay.
@@ -31,6 +37,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
+            dial_timeout: None,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
             max_key_bytes: 4 * 1024,
@@ -45,6 +52,15 @@ impl ClientOptions {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self.attempt_timeout = self.attempt_timeout.min(timeout);
+        self
+    }
+
+    /// The same options failing after `dial` when no endpoint answers (as
+    /// etcdctl's `--dial-timeout`); connecting to one node takes at most
+    /// `dial` too.
+    pub fn with_dial_timeout(mut self, dial: Duration) -> Self {
+        self.dial_timeout = Some(dial);
+        self.connect_timeout = self.connect_timeout.min(dial);
         self
     }
 }

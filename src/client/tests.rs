@@ -261,3 +261,45 @@ async fn session_expired_on_a_first_attempt_is_a_refusal() {
     );
     assert_eq!(client.get(b"n").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn dial_timeout_fails_fast_when_every_endpoint_refuses() {
+    let options = fast(Duration::from_secs(10)).with_dial_timeout(Duration::from_millis(300));
+    let client = Client::lazy(vec![dead_addr(), dead_addr()], options).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.get(b"k").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    assert!(
+        took < Duration::from_secs(2),
+        "gave up after {took:?}, not ~300 ms"
+    );
+}
+
+#[tokio::test]
+async fn dial_timeout_keeps_retrying_while_a_node_answers() {
+    // Followers that know no leader answer: that is not "unreachable", so
+    // the client retries until the overall deadline, past the dial timeout.
+    let a = serve(follower(None));
+    let options = fast(Duration::from_millis(900)).with_dial_timeout(Duration::from_millis(100));
+    let client = Client::lazy(vec![a, dead_addr()], options).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.get(b"k").await.unwrap_err();
+    assert!(matches!(err, ClientError::NoLeader(_)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test]
+async fn range_reads_every_page_and_the_count() {
+    let leader = FakeLeader::default();
+    let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();
+    for k in ["p/c", "p/a", "q", "p/b", "p/d", "p/e"] {
+        client.set(k.as_bytes(), b"v").await.unwrap();
+    }
+    let (items, count) = client.range(b"p/", 0, false).await.unwrap();
+    let keys: Vec<_> = items.iter().map(|kv| kv.key.as_ref()).collect();
+    assert_eq!(keys, [&b"p/a"[..], b"p/b", b"p/c", b"p/d", b"p/e"]);
+    assert_eq!(count, 5);
+    let (items, count) = client.range(b"p/", 3, false).await.unwrap();
+    assert_eq!((items.len(), count), (3, 5));
+}

@@ -127,10 +127,12 @@ impl Transport {
         // immediate, but only for one pass over the endpoints.
         let mut hops = 0;
         let mut answered = false;
+        // Endpoints tried without an answer, while no node has answered.
+        let mut silent: Vec<String> = Vec::new();
         let mut last: Option<Failure> = None;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.dial_given_up(answered, &silent, start) {
                 let endpoints = self.router().endpoints().join(",");
                 return Err(exhausted(last, answered, &endpoints, start.elapsed()));
             }
@@ -174,6 +176,9 @@ impl Transport {
                     false
                 }
                 Failure::Unreachable(_) => {
+                    if !silent.contains(&target) {
+                        silent.push(target.clone());
+                    }
                     self.router().failed(&target);
                     true
                 }
@@ -188,6 +193,17 @@ impl Transport {
                 tokio::time::sleep(delay.min(left)).await;
             }
         }
+    }
+
+    /// Whether to stop retrying because the cluster looks down: the dial
+    /// timeout has passed, no node answered, and every endpoint was tried.
+    fn dial_given_up(&self, answered: bool, silent: &[String], start: Instant) -> bool {
+        let Some(dial) = self.options.dial_timeout else {
+            return false;
+        };
+        !answered
+            && start.elapsed() >= dial
+            && self.router().endpoints().iter().all(|e| silent.contains(e))
     }
 
     /// One attempt at the node `addr` itself (no redirect), for per-node RPCs.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::duration::parse_duration;
+use super::duration::{parse_duration, parse_timeout};
 
 /// The local cluster's client endpoints (`raftctl local` with defaults).
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7379,127.0.0.1:7389,127.0.0.1:7399";
@@ -15,9 +15,10 @@ Exit codes:
   0    success
   1    error (key not found, CAS not swapped, command refused, ...)
   2    unreachable: no endpoint answered
-  3    bad input (empty key, key > 4 KiB, value > 1 MiB, bad argument)
+  3    bad input (empty key, key > 4 KiB, value > 1 MiB, a value that does
+       not parse: a number, a duration without unit, -o, --endpoints)
   4    no leader, or the cluster is unhealthy
-  128  usage error
+  128  usage error (unknown subcommand or flag, missing argument)
 
 Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else the local
 cluster's defaults (raftctl local).";
@@ -32,7 +33,8 @@ pub struct Cli {
         global = true,
         env = "RAFTKV_ENDPOINTS",
         value_delimiter = ',',
-        default_value = DEFAULT_ENDPOINTS
+        default_value = DEFAULT_ENDPOINTS,
+        value_parser = parse_endpoint
     )]
     pub endpoints: Vec<String>,
 
@@ -40,9 +42,15 @@ pub struct Cli {
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
-    /// Overall deadline of one operation, retries included (e.g. 500ms, 10s, 1m).
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    /// Overall deadline of one operation, retries included (e.g. 500ms, 10s,
+    /// 1m; a unit is required).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_timeout)]
     pub timeout: Duration,
+
+    /// Give up after this long if no endpoint accepts a connection (every
+    /// one refused or silent); retries go on only while some endpoint answers.
+    #[arg(long, global = true, default_value = "1s", value_parser = parse_timeout)]
+    pub dial_timeout: Duration,
 
     #[command(subcommand)]
     pub command: Command,
@@ -60,15 +68,28 @@ pub enum Output {
 pub enum Command {
     /// Write VALUE under KEY (clears any TTL); prints OK. Without VALUE,
     /// the value is read from stdin (for binary or large values).
-    Set { key: String, value: Option<String> },
-    /// Print the value of KEY raw; a missing key exits 1.
-    Get { key: String },
+    Set {
+        key: String,
+        #[arg(allow_negative_numbers = true)]
+        value: Option<String>,
+    },
+    /// Print the value of KEY raw; a missing key exits 1. With --prefix,
+    /// every key starting with PREFIX and its value (as `keys` pages them).
+    Get(GetArgs),
+    /// List the keys starting with PREFIX (all keys without one), in byte
+    /// order, with their count.
+    Keys(KeysArgs),
     /// Delete KEY; prints 1 if it existed, else 0.
     Del { key: String },
     /// Add 1 to the integer at KEY (missing counts as 0); prints the new value.
     Incr { key: String },
-    /// Delete KEY after SECONDS; prints 1, or 0 if there is no such key.
-    Expire { key: String, seconds: u64 },
+    /// Delete KEY after SECONDS (0 to the limit, a decimal integer); prints
+    /// 1, or 0 if there is no such key.
+    Expire {
+        key: String,
+        #[arg(allow_negative_numbers = true, value_parser = parse_ttl_seconds)]
+        seconds: u64,
+    },
     /// Print the seconds KEY has left, or "none"; a missing key exits 1.
     Ttl { key: String },
     /// Set KEY to NEW if its value is EXPECTED; prints OK, or exits 1 if not swapped.
@@ -86,8 +107,9 @@ pub enum Command {
     TransferLeader { id: u64 },
     /// Run a local cluster of raftkv processes on 127.0.0.1 until Ctrl-C.
     Local(LocalArgs),
-    /// Print a node's data directory (identity, hard state, snapshot, log);
-    /// read-only, text only. Refused while a node has the directory open.
+    /// Print a node's data directory (identity, hard state, snapshot, log
+    /// with each command decoded); read-only. Refused while a node has the
+    /// directory open.
     Dump {
         data_dir: PathBuf,
         /// Read a directory a running node holds (the dump may be torn).
@@ -121,6 +143,39 @@ pub struct StatusArgs {
     pub platform: Option<PlatformKind>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// Refresh every --interval until Ctrl-C (in place on a terminal).
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Time between two refreshes of --watch.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub interval: Duration,
+    /// A member more entries behind the leader's commit index than this
+    /// makes the cluster unhealthy (exit 4).
+    #[arg(long, default_value_t = 1000)]
+    pub max_lag: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key (not given with --prefix).
+    #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+    pub key: Option<String>,
+    /// Print every key starting with PREFIX and its value ("" for all keys).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// With --prefix: at most this many keys (0: all).
+    #[arg(long, default_value_t = 0, requires = "prefix")]
+    pub limit: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Only keys starting with this (default: every key).
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// At most this many keys (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u64,
 }
 
 /// The cluster's shape: what `manifests` prints and `deploy` applies.
@@ -273,10 +328,14 @@ pub enum KillTarget {
 pub struct CasArgs {
     pub key: String,
     /// The value KEY must have; with --absent, this is NEW.
-    #[arg(value_name = "EXPECTED")]
+    #[arg(value_name = "EXPECTED", allow_negative_numbers = true)]
     pub expected_or_new: String,
     /// The value to write (not given with --absent).
-    #[arg(required_unless_present = "absent", conflicts_with = "absent")]
+    #[arg(
+        required_unless_present = "absent",
+        conflicts_with = "absent",
+        allow_negative_numbers = true
+    )]
     pub new: Option<String>,
     /// Expect no key: `cas KEY --absent NEW` writes only if KEY does not exist.
     #[arg(long)]
@@ -360,6 +419,41 @@ pub enum Workload {
     Set,
     Get,
     Mixed,
+}
+
+/// `HOST:PORT` (an `http://` prefix is dropped): a host and a port number.
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    let addr = text.trim();
+    let addr = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches('/');
+    let bad = |why: &str| format!("endpoint {text:?} is not HOST:PORT ({why})");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad("bad host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && !port.starts_with('+') => Ok(addr.to_string()),
+        _ => Err(bad("the port is not a number from 1 to 65535")),
+    }
+}
+
+/// EXPIRE's seconds: a canonical decimal (the integers INCR accepts) from 0
+/// to [`crate::kv::MAX_TTL_SECONDS`].
+pub fn parse_ttl_seconds(text: &str) -> Result<u64, String> {
+    let max = crate::kv::MAX_TTL_SECONDS;
+    match crate::kv::parse_integer(text.as_bytes()) {
+        Some(n) if n < 0 => Err(format!("seconds must not be negative (got {text})")),
+        Some(n) if n as u64 > max => Err(format!(
+            "{text} seconds is above the limit of {max} seconds (about 285 years)"
+        )),
+        Some(n) => Ok(n as u64),
+        None => Err(format!(
+            "{text:?} is not a whole number of seconds (a decimal integer, no sign, \
+             no leading zeros)"
+        )),
+    }
 }
 
 fn parse_replicas(text: &str) -> Result<i32, String> {

@@ -1,10 +1,10 @@
-//! The key-value subcommands: set, get, del, incr, expire, ttl, cas.
+//! The key-value subcommands: set, get, keys, del, incr, expire, ttl, cas.
 
 use std::io::{IsTerminal, Read, Write};
 
 use serde::Serialize;
 
-use super::cli::{CasArgs, Output};
+use super::cli::{CasArgs, GetArgs, KeysArgs, Output};
 use super::exit::CtlError;
 use super::output::{Text, print_structured};
 use crate::client::{Client, Ttl};
@@ -33,9 +33,84 @@ pub async fn set(
     plain_or(output, "OK", &Answer { key, ok: true })
 }
 
+/// `get KEY`, or `get --prefix P` (every key under P with its value).
+pub async fn get(client: &Client, output: Output, args: &GetArgs) -> Result<(), CtlError> {
+    match (&args.prefix, &args.key) {
+        (Some(prefix), _) => list(client, output, prefix, args.limit, false).await,
+        (None, Some(key)) => get_one(client, output, key).await,
+        // clap requires one of them.
+        (None, None) => Err(CtlError::error("give KEY or --prefix")),
+    }
+}
+
+/// `keys [PREFIX]`: the keys under PREFIX, then their count.
+pub async fn keys(client: &Client, output: Output, args: &KeysArgs) -> Result<(), CtlError> {
+    list(client, output, &args.prefix, args.limit, true).await
+}
+
+/// Lists the keys under `prefix` (with values unless `keys_only`): one per
+/// line (`KEY` or `KEY=VALUE`, bytes as given) and a last line on stderr
+/// with the count, or an object with `items` and `count`.
+async fn list(
+    client: &Client,
+    output: Output,
+    prefix: &str,
+    limit: u64,
+    keys_only: bool,
+) -> Result<(), CtlError> {
+    let (items, count) = client.range(prefix.as_bytes(), limit, keys_only).await?;
+    if output == Output::Table {
+        let mut stdout = std::io::stdout().lock();
+        for kv in &items {
+            stdout.write_all(&kv.key)?;
+            if !keys_only {
+                stdout.write_all(b"=")?;
+                stdout.write_all(&kv.value)?;
+            }
+            stdout.write_all(b"\n")?;
+        }
+        stdout.flush()?;
+        let shown = if (items.len() as u64) < count {
+            format!(" ({} shown)", items.len())
+        } else {
+            String::new()
+        };
+        eprintln!("{count} keys{shown}");
+        return Ok(());
+    }
+    #[derive(Serialize)]
+    struct Item {
+        key: Text,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<Text>,
+    }
+    #[derive(Serialize)]
+    struct Answer {
+        prefix: Text,
+        count: u64,
+        items: Vec<Item>,
+    }
+    let items = items
+        .iter()
+        .map(|kv| Item {
+            key: Text::new(&kv.key),
+            value: (!keys_only).then(|| Text::new(&kv.value)),
+        })
+        .collect();
+    let prefix = Text::new(prefix.as_bytes());
+    print_structured(
+        output,
+        &Answer {
+            prefix,
+            count,
+            items,
+        },
+    )
+}
+
 /// Prints the value raw (with a newline only on a terminal, so a pipe gets
 /// the exact bytes); a missing key is an error.
-pub async fn get(client: &Client, output: Output, key: &str) -> Result<(), CtlError> {
+async fn get_one(client: &Client, output: Output, key: &str) -> Result<(), CtlError> {
     let Some(value) = client.get(key.as_bytes()).await? else {
         return Err(CtlError::error("key not found"));
     };

@@ -32,16 +32,7 @@ use exit::{CtlError, Exit};
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are answers, everything else misuse.
-            let exit = if e.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Ok
-            };
-            let _ = e.print();
-            return exit.into();
-        }
+        Err(e) => return parse_failure(&e).into(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,14 +53,51 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Reports a command line clap refused: a value that does not parse is bad
+/// input (exit 3, one line), anything else misuse (exit 128, clap's usage
+/// text); --help and --version are answers (exit 0).
+fn parse_failure(e: &clap::Error) -> Exit {
+    let exit = parse_exit(e);
+    if exit == Exit::BadInput {
+        eprintln!("{}", one_line(e));
+    } else {
+        let _ = e.print();
+    }
+    exit
+}
+
+/// The exit code of a clap error (see `raftctl --help`).
+fn parse_exit(e: &clap::Error) -> Exit {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        _ if !e.use_stderr() => Exit::Ok,
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => Exit::BadInput,
+        _ => Exit::Usage,
+    }
+}
+
+/// clap's message for a bad value on one line, without the "--help" hint.
+fn one_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
-    let options = ClientOptions::default().with_timeout(cli.timeout);
+    let options = ClientOptions::default()
+        .with_timeout(cli.timeout)
+        .with_dial_timeout(cli.dial_timeout);
     let output = cli.output;
     let client = || Client::lazy(cli.endpoints.clone(), options.clone());
     match &cli.command {
         Command::Set { key, value } => kv::set(&client()?, output, key, value.as_deref()).await,
-        Command::Get { key } => kv::get(&client()?, output, key).await,
+        Command::Get(args) => kv::get(&client()?, output, args).await,
+        Command::Keys(args) => kv::keys(&client()?, output, args).await,
         Command::Del { key } => kv::del(&client()?, output, key).await,
         Command::Incr { key } => kv::incr(&client()?, output, key).await,
         Command::Expire { key, seconds } => kv::expire(&client()?, output, key, *seconds).await,
@@ -77,13 +105,13 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Cas(args) => kv::cas(&client()?, output, args).await,
         Command::Status(args) => match args.platform {
             Some(PlatformKind::Kube) => kube::commands::status(args, output).await,
-            _ => cluster::status(&client()?, output).await,
+            _ => cluster::status(&client()?, output, args).await,
         },
         Command::Members => cluster::members(&client()?, output).await,
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
         Command::Local(args) => local::run(args).await,
-        Command::Dump { data_dir, force } => dump::run(data_dir, *force),
+        Command::Dump { data_dir, force } => dump::run(data_dir, *force, output),
         Command::Bench(args) => {
             bench::run(args, cli.endpoints.clone(), options.clone(), output).await
         }
@@ -111,7 +139,7 @@ mod tests {
             Cli::try_parse_from(["raftctl", "get", "k", "-o", "json", "--timeout", "2s"]).unwrap();
         assert_eq!(cli.output, cli::Output::Json);
         assert_eq!(cli.timeout, std::time::Duration::from_secs(2));
-        assert!(matches!(cli.command, Command::Get { ref key } if key == "k"));
+        assert!(matches!(cli.command, Command::Get(ref g) if g.key.as_deref() == Some("k")));
         let cli = Cli::try_parse_from(["raftctl", "--endpoints", "a:1,b:2", "status"]).unwrap();
         assert_eq!(cli.endpoints, ["a:1", "b:2"]);
     }
@@ -146,6 +174,49 @@ mod tests {
         let e = Cli::try_parse_from(["raftctl", "--help"]).unwrap_err();
         assert!(!e.use_stderr());
         assert!(e.to_string().contains("128  usage error"));
+    }
+
+    fn exit_of(args: &[&str]) -> Exit {
+        let args = std::iter::once("raftctl").chain(args.iter().copied());
+        Cli::try_parse_from(args).map_or_else(|e| parse_exit(&e), |_| Exit::Ok)
+    }
+
+    #[test]
+    fn bad_values_are_bad_input_and_misuse_is_usage() {
+        for bad in [
+            &["expire", "k", "-5"][..],
+            &["expire", "k", "1.5"],
+            &["expire", "k", "9223372036854775807"],
+            &["expire", "k", "+5"],
+            &["get", "k", "-o", "xml"],
+            &["get", "k", "--endpoints", "nohost"],
+            &["get", "k", "--endpoints", "h:99999"],
+            &["get", "k", "--timeout", "1500"],
+            &["get", "k", "--timeout", "0s"],
+            &["get", "k", "--dial-timeout", "0"],
+        ] {
+            assert_eq!(exit_of(bad), Exit::BadInput, "{bad:?}");
+        }
+        for misuse in [&["frobnicate"][..], &["get", "k", "--frob"], &["get"], &[]] {
+            assert_eq!(exit_of(misuse), Exit::Usage, "{misuse:?}");
+        }
+        assert_eq!(exit_of(&["--help"]), Exit::Ok);
+        assert_eq!(exit_of(&["expire", "k", "9000000000"]), Exit::Ok);
+    }
+
+    #[test]
+    fn negative_numbers_are_values() {
+        let cli = Cli::try_parse_from(["raftctl", "set", "k", "-5"]).unwrap();
+        assert!(matches!(cli.command, Command::Set { value: Some(ref v), .. } if v == "-5"));
+        let cli = Cli::try_parse_from(["raftctl", "cas", "k", "-5", "-6"]).unwrap();
+        let Command::Cas(c) = cli.command else {
+            panic!("cas")
+        };
+        assert_eq!(c.values(), (Some("-5"), "-6"));
+        // A flag where a value could be is still a flag.
+        let cli = Cli::try_parse_from(["raftctl", "set", "k", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Set { value: None, .. }));
+        assert_eq!(cli.output, cli::Output::Json);
     }
 
     #[test]

@@ -105,10 +105,9 @@ async fn unreachable_and_leaderless_clusters() {
         exit_of(raftctl(&leaderless, &["set", "k", "v"]).await),
         Exit::Unhealthy
     );
-    assert_eq!(
-        exit_of(raftctl("bad host:1", &["get", "k"]).await),
-        Exit::BadInput
-    );
+    // A malformed endpoint is refused while parsing, as bad input.
+    let e = Cli::try_parse_from(["raftctl", "--endpoints", "bad host:1", "get", "k"]).unwrap_err();
+    assert_eq!(super::parse_exit(&e), Exit::BadInput);
 }
 
 #[tokio::test]

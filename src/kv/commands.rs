@@ -37,12 +37,12 @@ pub(crate) fn incr(store: &mut Store, key: Bytes, t: u64) -> Outcome {
     store.expire_if_due(&key, t);
     let (current, deadline) = match store.live(&key, t) {
         None => (0, None),
-        Some(item) => match parse_i64(&item.value) {
+        Some(item) => match parse_integer(&item.value) {
             Some(n) => (n, item.deadline),
             None => {
                 return Outcome::Error(kv_error(
                     Code::NotAnInteger,
-                    "the value is not a decimal 64-bit integer",
+                    "the value is not a canonical decimal 64-bit integer (no '+', no leading zeros)",
                 ));
             }
         },
@@ -63,11 +63,20 @@ pub(crate) fn incr(store: &mut Store, key: Bytes, t: u64) -> Outcome {
     Outcome::Incr(IncrResult { value: next })
 }
 
-/// A decimal i64 as INCR writes it: optional '-', digits, nothing else
-/// (no '+', spaces or empty string, which `str::parse` would partly accept).
-fn parse_i64(value: &[u8]) -> Option<i64> {
+/// An integer as INCR reads and writes it: canonical decimal only, as
+/// Redis reads integers — an optional '-', then `0` or digits without a
+/// leading zero, within i64. Refused: `+5`, `007`, `-0`, spaces, the empty
+/// string. One form per number, so the stored text of a counter is exactly
+/// what INCR would have written. raftctl parses its integer arguments with
+/// this function too (docs/raftctl.md).
+pub fn parse_integer(value: &[u8]) -> Option<i64> {
     let digits = value.strip_prefix(b"-").unwrap_or(value);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => digits.len() == value.len(),
+        [first, ..] => *first != b'0',
+    };
+    if !canonical || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
@@ -115,7 +124,7 @@ pub(crate) fn cas(store: &mut Store, cmd: CasCmd, t: u64) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_i64;
+    use super::parse_integer as parse_i64;
 
     #[test]
     fn parse_i64_is_strict() {
@@ -132,6 +141,10 @@ mod tests {
             b"1.0",
             b"abc",
             b"99999999999999999999",
+            b"007",
+            b"-0",
+            b"-01",
+            b"00",
         ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }

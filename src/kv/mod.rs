@@ -27,6 +27,7 @@ mod store;
 mod tests;
 
 pub use crate::pb::KvError;
+pub use commands::parse_integer;
 pub use limits::Limits;
 pub use sessions::{MAX_KEPT_RESPONSES, MAX_SESSIONS, SESSION_TIMEOUT_MS};
 
@@ -43,6 +44,12 @@ use store::Store;
 /// entry. Each entry sets at most one deadline, so this keeps up with any
 /// steady state while bounding the work of one entry after a burst.
 const SWEEP_PER_APPLY: usize = 64;
+
+/// Longest EXPIRE accepted, in seconds (etcd's longest lease TTL, about
+/// 285 years). Larger values used to be clamped silently; the leader now
+/// refuses them before proposing. Not checked in `apply`: entries already
+/// in a log replay as they did.
+pub const MAX_TTL_SECONDS: u64 = 9_000_000_000;
 
 /// The key-value state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +86,14 @@ impl StateMachine {
             return Err(error::invalid(
                 "member addresses are set by adding a member",
             ));
+        }
+        if let Some(Op::Expire(e)) = &cmd.op
+            && e.seconds > MAX_TTL_SECONDS
+        {
+            return Err(error::invalid(format!(
+                "expire: {} seconds is above the limit of {MAX_TTL_SECONDS} seconds",
+                e.seconds
+            )));
         }
         self.limits.check(cmd)
     }
@@ -252,5 +267,66 @@ fn respond(index: u64, outcome: Outcome) -> WriteResponse {
     WriteResponse {
         result: Some(outcome),
         index,
+    }
+}
+
+/// Keys per range page when the request sets no limit, and the most a
+/// request may ask for.
+pub const RANGE_PAGE: usize = 1000;
+pub const RANGE_PAGE_MAX: usize = 10_000;
+
+impl StateMachine {
+    /// One page of the live keys starting with `r.prefix` after `r.after`,
+    /// in byte order, at the applied cluster time (like [`get`]: expired
+    /// keys are absent). A page holds at most `r.limit` keys (0:
+    /// [`RANGE_PAGE`]; never more than [`RANGE_PAGE_MAX`]) and stops before
+    /// its keys and values exceed one largest key and value together, so it
+    /// fits in one client message (it always holds at least one key).
+    /// `count` is the number of live keys under the prefix, given on the
+    /// first page only (`after` empty; 0 on later pages), because counting
+    /// scans the whole prefix.
+    ///
+    /// [`get`]: StateMachine::get
+    pub fn range(&self, r: &pb::RangeRequest) -> pb::RangeResponse {
+        let t = self.time_ms;
+        let limit = match r.limit as usize {
+            0 => RANGE_PAGE,
+            n => n.min(RANGE_PAGE_MAX),
+        };
+        let budget = self.limits.max_key_bytes + self.limits.max_value_bytes;
+        let after = (!r.after.is_empty()).then_some(&r.after[..]);
+        let live = self
+            .store
+            .prefixed(&r.prefix, after)
+            .filter(|(_, item)| item.live_at(t));
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for (key, item) in live {
+            let value = if r.keys_only {
+                Bytes::new()
+            } else {
+                item.value.clone()
+            };
+            let size = key.len() + value.len() + 8;
+            if items.len() == limit || (!items.is_empty() && bytes + size > budget) {
+                more = true;
+                break;
+            }
+            bytes += size;
+            items.push(pb::KeyValue {
+                key: key.clone(),
+                value,
+            });
+        }
+        let count = match after {
+            None => self
+                .store
+                .prefixed(&r.prefix, None)
+                .filter(|(_, item)| item.live_at(t))
+                .count() as u64,
+            Some(_) => 0,
+        };
+        pb::RangeResponse { items, more, count }
     }
 }

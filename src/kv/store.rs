@@ -103,3 +103,23 @@ impl Store {
         self.data.iter()
     }
 }
+
+impl Store {
+    /// Items whose key starts with `prefix`, in key order, from just after
+    /// `after` (from the prefix's first key when `after` is `None`),
+    /// expired ones included (range reads filter them at their time).
+    pub fn prefixed<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Item)> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.data
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+}

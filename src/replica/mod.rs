@@ -52,6 +52,8 @@ pub trait Callers {
 pub enum ReadKind {
     Get(Bytes),
     Ttl(Bytes),
+    /// One page of a prefix (`StateMachine::range`).
+    Range(pb::RangeRequest),
 }
 
 /// The answer to a read.
@@ -59,6 +61,7 @@ pub enum ReadKind {
 pub enum ReadAnswer {
     Get(pb::GetResponse),
     Ttl(pb::TtlResponse),
+    Range(pb::RangeResponse),
 }
 
 /// Why a request was not answered by the state machine.
@@ -480,6 +483,7 @@ impl<C: Callers> Replica<C> {
             let answer = match kind {
                 ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key)),
                 ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key)),
+                ReadKind::Range(r) => ReadAnswer::Range(self.sm.range(&r)),
             };
             self.effects.push(Effect::Read {
                 caller,

@@ -32,6 +32,10 @@ use std::time::Duration;
 /// cluster before it starts anyway.
 const JOIN_CHECK_LIMIT: Duration = Duration::from_secs(2);
 
+/// How long a restarting node waits for its peers to name their cluster
+/// before it starts anyway (see `check_peers_cluster`).
+const PEER_CHECK_LIMIT: Duration = Duration::from_secs(1);
+
 /// The identity and the state the core starts from.
 pub struct Boot {
     pub identity: Identity,
@@ -58,6 +62,8 @@ pub async fn prepare(
         gate.set_standing(Standing::Member(identity.cluster_id.clone()));
         if config.join {
             check_join_target(config, &identity).await?;
+        } else {
+            check_peers_cluster(config, &identity).await?;
         }
         return Ok(Boot {
             identity,
@@ -191,6 +197,31 @@ async fn check_join_target(config: &Config, identity: &Identity) -> Result<(), S
     }
     tracing::info!(cluster_id = %identity.cluster_id, "--join ignored: the data directory already belongs to this cluster");
     Ok(())
+}
+
+/// A data directory of one cluster among peers of another can never join
+/// them: every message would be refused, for ever, while the node looked
+/// alive. Refused at start when the peers that answer (within
+/// [`PEER_CHECK_LIMIT`]) are all members of another cluster; peers that do
+/// not answer prove nothing (a whole cluster restarting), so the node then
+/// starts and any later mismatch shows in its readiness and status.
+async fn check_peers_cluster(config: &Config, identity: &Identity) -> Result<(), String> {
+    let answers = discovery::member_clusters(config, PEER_CHECK_LIMIT).await;
+    if answers.is_empty() || answers.iter().any(|(_, c)| *c == identity.cluster_id) {
+        return Ok(());
+    }
+    let peers: Vec<String> = answers
+        .iter()
+        .map(|(peer, c)| format!("node {peer} is in cluster {c:?}"))
+        .collect();
+    Err(format!(
+        "cluster id mismatch: data directory {} belongs to cluster {:?} but its peers belong to \
+         another cluster ({}); this node can never join them: give it its own cluster's data \
+         directory, or an empty one to join as a new member",
+        config.data_dir.display(),
+        identity.cluster_id,
+        peers.join(", ")
+    ))
 }
 
 /// The initial membership: every initial member votes.

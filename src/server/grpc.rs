@@ -19,6 +19,8 @@ pub struct ClientService {
     pub metrics: Metrics,
     /// Refusals between this node and its peers, shown in `Status`.
     pub peers: Arc<PeerHealth>,
+    /// When the process started serving, for `Status.uptime_seconds`.
+    pub started: Instant,
 }
 
 /// The gRPC status of a node error, in the shared vocabulary
@@ -68,9 +70,7 @@ impl pb::kv_server::Kv for ClientService {
         self.timed("Get", async {
             match self.node.read(ReadKind::Get(key)).await? {
                 ReadAnswer::Get(g) => Ok(g),
-                ReadAnswer::Ttl(_) => Err(NodeError::InvalidArgument(
-                    "internal: wrong read answer".into(),
-                )),
+                _ => Err(wrong_answer()),
             }
         })
         .await
@@ -81,13 +81,30 @@ impl pb::kv_server::Kv for ClientService {
         self.timed("Ttl", async {
             match self.node.read(ReadKind::Ttl(key)).await? {
                 ReadAnswer::Ttl(t) => Ok(t),
-                ReadAnswer::Get(_) => Err(NodeError::InvalidArgument(
-                    "internal: wrong read answer".into(),
-                )),
+                _ => Err(wrong_answer()),
             }
         })
         .await
     }
+
+    /// A page of a prefix, on the read path of Get (lease or ReadIndex).
+    async fn range(
+        &self,
+        r: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let request = r.into_inner();
+        self.timed("Range", async {
+            match self.node.read(ReadKind::Range(request)).await? {
+                ReadAnswer::Range(page) => Ok(page),
+                _ => Err(wrong_answer()),
+            }
+        })
+        .await
+    }
+}
+
+fn wrong_answer() -> NodeError {
+    NodeError::InvalidArgument("internal: wrong read answer".into())
 }
 
 #[tonic::async_trait]
@@ -99,6 +116,9 @@ impl pb::cluster_server::Cluster for ClientService {
         self.timed("Status", async {
             let mut status = self.node.status().await?;
             status.peer_problems = self.peers.problems();
+            status.pid = std::process::id();
+            status.version = env!("CARGO_PKG_VERSION").to_string();
+            status.uptime_seconds = self.started.elapsed().as_secs_f64();
             Ok(status)
         })
         .await

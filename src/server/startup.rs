@@ -53,6 +53,12 @@ impl Stopped {
 pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Metrics::new();
     let dir = config.data_dir.clone();
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "data directory {} is not a directory (--data-dir)",
+            dir.display()
+        ));
+    }
     let (mut storage, recovered) = tokio::task::spawn_blocking(move || Storage::open(&dir))
         .await
         .map_err(|e| e.to_string())?
@@ -161,6 +167,7 @@ impl Start<'_> {
             node: node.clone(),
             metrics: self.metrics.clone(),
             peers: self.gate.peers.clone(),
+            started: clock,
         };
         let client_limit =
             crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);

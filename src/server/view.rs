@@ -43,8 +43,12 @@ impl Driver {
                 .cloned()
                 .unwrap_or_default(),
             snapshot_index: s.snapshot_index.0.max(self.replica.snapshot_index()),
-            // Filled in by the gRPC layer, which sees the peers' refusals.
+            // Filled in by the gRPC layer, which sees the peers' refusals
+            // and the process.
             peer_problems: Vec::new(),
+            pid: 0,
+            version: String::new(),
+            uptime_seconds: 0.0,
         }
     }
 

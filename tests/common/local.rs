@@ -40,11 +40,30 @@ pub struct Local {
 impl Local {
     /// Starts `raftctl local` and waits for its ready banner.
     pub fn start(dir: &std::path::Path, base: u16) -> Local {
+        Local::start_logged(dir, base, None)
+    }
+
+    /// [`start`](Self::start), appending raftctl's stderr to `stderr` if given.
+    pub fn start_logged(
+        dir: &std::path::Path,
+        base: u16,
+        stderr: Option<&std::path::Path>,
+    ) -> Local {
+        let stderr = match stderr {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(RAFTCTL)
             .args(["local", "--data-dir", dir.to_str().unwrap()])
             .args(["--base-port", &base.to_string()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -76,6 +95,26 @@ impl Local {
             .unwrap()
             .parse()
             .unwrap()
+    }
+
+    /// The client endpoints of the cluster, comma separated.
+    pub fn endpoints(base: u16) -> String {
+        (0..3)
+            .map(|i| format!("127.0.0.1:{}", base + 10 * i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits up to `limit` for raftctl local to exit by itself; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Ctrl-C: every node stops and raftctl exits 0.

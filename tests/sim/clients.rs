@@ -379,6 +379,7 @@ impl World {
                         };
                         op.kind = OpKind::Ttl { result: Some(seen) };
                     }
+                    ReadAnswer::Range(_) => unreachable!("the simulated clients read no ranges"),
                 }
                 self.finish(c, target);
             }

@@ -45,10 +45,17 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
     let nodes = plan(args.nodes.into(), args.base_port, &args.data_dir)
         .map_err(|e| CtlError::new(Exit::BadInput, e))?;
     let binary = server_binary()?;
+    if args.data_dir.exists() && !args.data_dir.is_dir() {
+        return Err(CtlError::new(
+            Exit::BadInput,
+            format!("--data-dir {} is not a directory", args.data_dir.display()),
+        ));
+    }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CtlError::error(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let mut signals = Signals::install()?;
     let control = control::bind(&args.data_dir).await?;
+    ports_free(&nodes)?;
     let mut cluster = LocalCluster::start(&binary, nodes)?;
 
     let started = tokio::select! {
@@ -69,11 +76,59 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
         }
     };
     print_ready(&cluster, leader, args);
-    supervise(&mut cluster, &mut signals, &control, args.restart).await;
+    let supervised = supervise(&mut cluster, &mut signals, &control, args.restart).await;
     drop(control);
     let _ = std::fs::remove_file(control::socket_path(&args.data_dir));
     stop(&mut cluster).await;
+    supervised
+}
+
+/// Fails fast, naming the port, if any port of the plan is taken (another
+/// local cluster, or any other process): the nodes would exit with
+/// "address in use", and whatever listens there would answer in their place.
+fn ports_free(nodes: &[LocalNode]) -> Result<(), CtlError> {
+    for node in nodes {
+        let ports = [
+            ("client", &node.client_addr),
+            ("peer", &node.peer_addr),
+            ("HTTP", &node.http_addr),
+        ];
+        for (what, addr) in ports {
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                return Err(CtlError::error(format!(
+                    "port conflict: {addr} (node {} {what} port) is taken ({e}); is another \
+                     raftkv cluster running? Stop it or choose --base-port",
+                    node.id
+                )));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Checks that the process answering at node `index`'s client address is
+/// the one this supervisor started (a pid in its status), not another
+/// process that holds the port.
+fn check_identity(
+    cluster: &LocalCluster,
+    index: usize,
+    status: &crate::pb::StatusResponse,
+) -> Result<(), CtlError> {
+    let node = &cluster.nodes()[index];
+    let ours = cluster.pid(index);
+    if status.pid != 0 && Some(status.pid) == ours && status.id == node.id {
+        return Ok(());
+    }
+    Err(CtlError::error(format!(
+        "port conflict: {} is answered by another process (node {}, pid {}, cluster {}), not by \
+         node {} that raftctl local started (pid {}); stop the other cluster or choose --base-port",
+        node.client_addr,
+        status.id,
+        status.pid,
+        status.cluster_id,
+        node.id,
+        ours.map_or("-".into(), |p| p.to_string())
+    )))
 }
 
 /// Polls every node's status until one is leader with a lease; its id.
@@ -101,6 +156,11 @@ async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<u64, CtlError> {
             )));
         }
         let answers = client.status_all().await;
+        for (index, (_, answer)) in answers.iter().enumerate() {
+            if let Ok(status) = answer {
+                check_identity(cluster, index, status)?;
+            }
+        }
         let up = answers.iter().filter(|(_, a)| a.is_ok()).count();
         let leader = answers
             .iter()
@@ -158,11 +218,12 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
         println!("  these are not raftctl's default endpoints; first run:");
         println!("    export RAFTKV_ENDPOINTS={endpoints}");
     }
+    let ctl = command_name();
     println!("Try:");
-    println!("  raftctl set greeting hello");
-    println!("  raftctl get greeting");
-    println!("  raftctl status");
-    let mut rerun = format!("raftctl local --data-dir {}", args.data_dir.display());
+    println!("  {ctl} set greeting hello");
+    println!("  {ctl} get greeting");
+    println!("  {ctl} status");
+    let mut rerun = format!("{ctl} local --data-dir {}", args.data_dir.display());
     if args.nodes != 3 {
         rerun.push_str(&format!(" --nodes {}", args.nodes));
     }
@@ -180,16 +241,38 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
     }
 }
 
+/// How to type this raftctl: `raftctl` if that is the one on PATH, else its
+/// path relative to the working directory (`target/release/raftctl` in the
+/// repository), else its full path.
+fn command_name() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "raftctl".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| dir.join("raftctl").canonicalize().is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return "raftctl".into();
+    }
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize());
+    match cwd.as_ref().ok().and_then(|d| exe.strip_prefix(d).ok()) {
+        Some(relative) => relative.display().to_string(),
+        None => exe.display().to_string(),
+    }
+}
+
 /// Watches the processes until Ctrl-C or SIGTERM. A node that exits is
 /// reported and left down (fault tests kill nodes on purpose), unless
 /// `restart`; SIGHUP restarts every dead node at once. Requests on the
 /// control socket (`raftctl delete-pod --platform local`) are served in turn.
+/// Fails (exit 1) once every node has exited and none is due to restart.
 async fn supervise(
     cluster: &mut LocalCluster,
     signals: &mut Signals,
     control: &tokio::net::UnixListener,
     restart: bool,
-) {
+) -> Result<(), CtlError> {
     let pid = std::process::id();
     let mut due: Vec<(usize, Instant)> = Vec::new();
     loop {
@@ -204,7 +287,7 @@ async fn supervise(
             _ = tokio::time::sleep(POLL) => None,
         };
         if request == Some(Request::Stop) {
-            return;
+            return Ok(());
         }
         for (index, status) in cluster.reap() {
             let node = &cluster.nodes()[index];
@@ -231,9 +314,19 @@ async fn supervise(
         for (index, _) in ready {
             let id = cluster.nodes()[index].id;
             match cluster.spawn(index) {
-                Ok(()) => eprintln!("node {id} restarted"),
+                Ok(()) => {
+                    let pid = cluster.pid(index).map_or("-".into(), |p| p.to_string());
+                    eprintln!("node {id} restarted: pid {pid}");
+                }
                 Err(e) => eprintln!("node {id} could not be restarted: {e}"),
             }
+        }
+        let running = (0..cluster.nodes().len()).any(|i| cluster.is_running(i));
+        if !running && due.is_empty() {
+            return Err(CtlError::error(format!(
+                "every node of the local cluster has exited; see the logs in {}",
+                log_dir(cluster)
+            )));
         }
     }
 }
@@ -244,7 +337,16 @@ async fn stop(cluster: &mut LocalCluster) {
         GRACE.as_secs()
     );
     let killed = cluster.shutdown(GRACE).await;
-    for id in killed {
+    for id in &killed {
         eprintln!("node {id} did not stop in time and was killed");
     }
+    eprintln!(
+        "all {} nodes have stopped{}",
+        cluster.nodes().len(),
+        if killed.is_empty() {
+            ""
+        } else {
+            " (some killed)"
+        }
+    );
 }

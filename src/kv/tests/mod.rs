@@ -5,6 +5,7 @@ mod expiry;
 mod limits;
 mod members;
 mod property;
+mod range;
 mod sessions;
 mod snapshot;
 
