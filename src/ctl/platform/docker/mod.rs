@@ -7,6 +7,9 @@
 //! and starts it again with its volume: what the StatefulSet controller does
 //! to a deleted pod.
 
+pub mod deploy;
+pub mod run;
+
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -53,6 +56,23 @@ async fn docker(args: &[&str]) -> Result<String, CtlError> {
             format!("docker {}: {line}", args.join(" ")),
         ))
     }
+}
+
+/// `docker KIND inspect -f FORMAT NAME`: `None` if there is no such object.
+async fn inspect(kind: &str, name: &str, format: &str) -> Result<Option<String>, CtlError> {
+    match docker(&[kind, "inspect", "-f", format, name]).await {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.exit == Exit::Error && names_no_object(&e.message) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a docker error says the object does not exist (the daemon says
+/// "No such container: X" for containers and volumes, "network X not
+/// found" for networks).
+fn names_no_object(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("no such") || m.contains("not found")
 }
 
 /// The ordinal of container `name` if it is `<prefix>-<digits>`.
@@ -174,6 +194,20 @@ mod tests {
             parse_ps("raftkv", text),
             vec![(0, "raftkv-0".into(), false), (1, "raftkv-1".into(), true)]
         );
+    }
+
+    #[test]
+    fn a_missing_object_is_told_apart_from_a_failure() {
+        assert!(names_no_object("Error: No such container: kv-0"));
+        assert!(names_no_object(
+            "Error response from daemon: network kv-net not found"
+        ));
+        assert!(names_no_object(
+            "Error response from daemon: get kv-data-0: no such volume"
+        ));
+        assert!(!names_no_object(
+            "permission denied while trying to connect"
+        ));
     }
 
     #[test]
