@@ -10,8 +10,6 @@
 pub mod deploy;
 pub mod run;
 
-use std::time::Duration;
-
 use tokio::process::Command;
 
 use super::{Grace, Platform, PodInfo};
@@ -19,8 +17,6 @@ use crate::ctl::exit::{CtlError, Exit};
 
 /// The client port inside each container.
 const CLIENT_PORT: u16 = 7379;
-/// Kubernetes' default terminationGracePeriodSeconds, used for `graceful`.
-const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// The containers `<name>-<ordinal>`.
 #[derive(Debug, Clone)]
@@ -172,8 +168,11 @@ impl Platform for Docker {
         }
         match grace {
             Grace::Forced => docker(&["kill", name]).await?,
-            Grace::Graceful(g) => {
-                let seconds = g.unwrap_or(DEFAULT_GRACE).as_secs().max(1).to_string();
+            // The container's own stop timeout: the pod template's
+            // terminationGracePeriodSeconds when `raftctl deploy` made it.
+            Grace::Graceful(None) => docker(&["stop", name]).await?,
+            Grace::Graceful(Some(g)) => {
+                let seconds = g.as_secs().max(1).to_string();
                 docker(&["stop", "-t", &seconds, name]).await?
             }
         };
