@@ -9,6 +9,8 @@
 mod cluster;
 #[path = "containers/docker.rs"]
 mod docker;
+#[path = "containers/image.rs"]
+mod image;
 #[path = "containers/load.rs"]
 mod load;
 #[path = "containers/pod.rs"]

@@ -55,11 +55,17 @@ impl Router {
 
     /// `addr` did not answer or is no longer leader: stop preferring it and
     /// move the rotation past it.
+    /// A remembered leader that is not an endpoint came from a redirect;
+    /// when it fails the rotation moves on too, or the node that gave the
+    /// hint would be asked again and give it again (endpoints behind NAT or
+    /// port-forwards, whose nodes name addresses this client cannot reach).
     pub(crate) fn failed(&mut self, addr: &str) {
+        let mut hinted = false;
         if self.leader.as_deref() == Some(addr) {
             self.leader = None;
+            hinted = !self.endpoints.iter().any(|e| e == addr);
         }
-        if self.endpoints[self.next] == addr {
+        if hinted || self.endpoints[self.next] == addr {
             self.next = (self.next + 1) % self.endpoints.len();
         }
     }
@@ -92,10 +98,24 @@ mod tests {
         assert_eq!(r.target(), "z:9");
         r.failed("z:9");
         assert_eq!(r.leader(), None);
-        assert_eq!(r.target(), "b:1");
+        assert_eq!(r.target(), "c:1");
         r.failed("b:1");
         r.failed("c:1");
         assert_eq!(r.target(), "a:1");
+    }
+
+    #[test]
+    fn an_unreachable_hint_moves_the_rotation_past_the_node_that_gave_it() {
+        // Endpoints behind NAT or port-forwards: the nodes' redirects name
+        // addresses this client cannot reach. Asking the same follower again
+        // would only repeat its redirect, so the next endpoint is asked.
+        let mut r = router();
+        r.set_leader("pod-2.svc:1");
+        r.failed("pod-2.svc:1");
+        assert_eq!(r.target(), "b:1");
+        r.set_leader("pod-2.svc:1");
+        r.failed("pod-2.svc:1");
+        assert_eq!(r.target(), "c:1");
     }
 
     #[test]

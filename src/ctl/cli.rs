@@ -211,6 +211,10 @@ pub struct ManifestsArgs {
 pub struct DeployArgs {
     #[command(flatten)]
     pub values: ValuesArgs,
+    /// Where to deploy: kube (server-side apply), docker (network, volumes
+    /// and containers NAME-N). local is refused: run `raftctl local`.
+    #[arg(long, value_enum, env = "RAFTKV_PLATFORM", default_value_t = PlatformKind::Kube)]
+    pub platform: PlatformKind,
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Apply and return without waiting for the pods.

@@ -6,9 +6,13 @@ use super::manifests::{Manifests, Values};
 use super::scale;
 use super::{KubePlatform, status};
 use crate::client::{Client, ClientOptions};
-use crate::ctl::cli::{DeployArgs, ManifestsArgs, Output, ScaleArgs, StatusArgs, ValuesArgs};
-use crate::ctl::exit::CtlError;
+use crate::ctl::cli::{
+    DeployArgs, ManifestsArgs, Output, PlatformKind, ScaleArgs, StatusArgs, ValuesArgs,
+};
+use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::output::print_structured;
+use crate::ctl::platform::docker::deploy as docker_deploy;
+use crate::ctl::platform::docker::run::Layout;
 use crate::ctl::signals::Signals;
 
 fn values(args: &ValuesArgs, name: &str, namespace: &str) -> Values {
@@ -44,8 +48,62 @@ pub fn manifests(args: &ManifestsArgs, output: Output) -> Result<(), CtlError> {
     }
 }
 
-/// `raftctl deploy`.
+/// `raftctl deploy`, on the platform `--platform` names.
 pub async fn deploy(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
+    match args.platform {
+        PlatformKind::Kube => deploy_kube(args, output).await,
+        PlatformKind::Docker => deploy_docker(args, output).await,
+        PlatformKind::Local => Err(CtlError::new(
+            Exit::BadInput,
+            "deploy --platform local: a local cluster lives as long as the `raftctl local` that supervises it (it restarts deleted nodes and answers delete-pod and chaos); run `raftctl local --data-dir DIR` in its own terminal instead",
+        )),
+    }
+}
+
+/// `raftctl deploy --platform docker`: the same StatefulSet as containers.
+async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
+    let mut signals = Signals::install()?;
+    let namespace = args
+        .kube
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let layout = Layout {
+        name: args.kube.name.clone(),
+        namespace: namespace.clone(),
+    };
+    let existing = docker_deploy::existing_replicas(&layout).await?;
+    let wanted = values(&args.values, &layout.name, &namespace);
+    let existing = (existing > 0).then(|| (existing as i32, existing as i32));
+    let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
+    let manifests = Manifests::new(&values);
+    let replicas = replicas as u64;
+    let applied = docker_deploy::apply(&layout, &manifests, replicas).await?;
+    report_applied(&applied, output)?;
+    if args.no_wait {
+        return Ok(());
+    }
+    let progress = docker_deploy::wait_ready(
+        &layout,
+        &manifests,
+        replicas,
+        args.wait_timeout,
+        signals.stop(),
+    )
+    .await?;
+    if output == Output::Table {
+        println!(
+            "ready: {}/{} containers, leader node {}",
+            progress.ready,
+            progress.replicas,
+            progress.leader.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `raftctl deploy --platform kube`.
+async fn deploy_kube(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
     let mut signals = Signals::install()?;
     let platform = KubePlatform::connect(&args.kube).await?;
     let wanted = values(&args.values, &platform.name, &platform.namespace);

@@ -7,7 +7,8 @@
 //! and starts it again with its volume: what the StatefulSet controller does
 //! to a deleted pod.
 
-use std::time::Duration;
+pub mod deploy;
+pub mod run;
 
 use tokio::process::Command;
 
@@ -16,8 +17,6 @@ use crate::ctl::exit::{CtlError, Exit};
 
 /// The client port inside each container.
 const CLIENT_PORT: u16 = 7379;
-/// Kubernetes' default terminationGracePeriodSeconds, used for `graceful`.
-const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// The containers `<name>-<ordinal>`.
 #[derive(Debug, Clone)]
@@ -53,6 +52,23 @@ async fn docker(args: &[&str]) -> Result<String, CtlError> {
             format!("docker {}: {line}", args.join(" ")),
         ))
     }
+}
+
+/// `docker KIND inspect -f FORMAT NAME`: `None` if there is no such object.
+async fn inspect(kind: &str, name: &str, format: &str) -> Result<Option<String>, CtlError> {
+    match docker(&[kind, "inspect", "-f", format, name]).await {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.exit == Exit::Error && names_no_object(&e.message) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a docker error says the object does not exist (the daemon says
+/// "No such container: X" for containers and volumes, "network X not
+/// found" for networks).
+fn names_no_object(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("no such") || m.contains("not found")
 }
 
 /// The ordinal of container `name` if it is `<prefix>-<digits>`.
@@ -152,8 +168,11 @@ impl Platform for Docker {
         }
         match grace {
             Grace::Forced => docker(&["kill", name]).await?,
-            Grace::Graceful(g) => {
-                let seconds = g.unwrap_or(DEFAULT_GRACE).as_secs().max(1).to_string();
+            // The container's own stop timeout: the pod template's
+            // terminationGracePeriodSeconds when `raftctl deploy` made it.
+            Grace::Graceful(None) => docker(&["stop", name]).await?,
+            Grace::Graceful(Some(g)) => {
+                let seconds = g.as_secs().max(1).to_string();
                 docker(&["stop", "-t", &seconds, name]).await?
             }
         };
@@ -174,6 +193,20 @@ mod tests {
             parse_ps("raftkv", text),
             vec![(0, "raftkv-0".into(), false), (1, "raftkv-1".into(), true)]
         );
+    }
+
+    #[test]
+    fn a_missing_object_is_told_apart_from_a_failure() {
+        assert!(names_no_object("Error: No such container: kv-0"));
+        assert!(names_no_object(
+            "Error response from daemon: network kv-net not found"
+        ));
+        assert!(names_no_object(
+            "Error response from daemon: get kv-data-0: no such volume"
+        ));
+        assert!(!names_no_object(
+            "permission denied while trying to connect"
+        ));
     }
 
     #[test]
