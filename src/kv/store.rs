@@ -119,7 +119,7 @@ impl Store {
             _ => Bound::Included(prefix),
         };
         self.data
-            .range::<[u8], _>((start, Bound::Unbounded))
+            .range::<_, [u8]>((start, Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
     }
 }
