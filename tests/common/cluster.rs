@@ -138,7 +138,7 @@ impl Cluster {
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        std::env::temp_dir().join(format!("raftkv-{}-{i}.log", self.name))
+        self._dirs.path().join(format!("node{i}.log"))
     }
 
     pub fn spawn(&mut self, i: usize) {
@@ -318,6 +318,14 @@ impl Drop for Cluster {
                     .status();
             }
             self.kill(i);
+        }
+        if std::thread::panicking() {
+            self._dirs.disable_cleanup(true);
+            eprintln!(
+                "{}: node logs kept in {}",
+                self.name,
+                self._dirs.path().display()
+            );
         }
     }
 }
