@@ -9,6 +9,8 @@ Kubernetes OpenAPI schemas of a current release in strict mode (PyPI
   chart.py render [--set K=V ...] [--json]   print the manifests
   chart.py check                             lint + render + validate + guards + k8s/ == render
   chart.py write-k8s                         regenerate k8s/ from the default render
+  chart.py compare FILE                      `raftctl manifests -o json` (FILE) against the
+                                             chart rendered with the same values
 
 The container tests (tests/containers.rs) call `render --json` and start
 containers exactly as the rendered pod template says.
@@ -292,6 +294,74 @@ def write_k8s():
     print(f"wrote {len(files)} files to k8s/")
 
 
+# Objects only the chart has, and why (a new difference fails `compare`):
+# the ConfigMap carries the node's settings where raftctl's pod template
+# sets env vars (RAFTKV_REPLICAS & co.); the chart's own ServiceAccount
+# (raftctl's pods use the namespace's default one, token not mounted); the
+# `helm test` pod.
+CHART_ONLY = {("ConfigMap", "raftkv"), ("ServiceAccount", "raftkv"), ("Pod", "raftkv-test")}
+
+
+def _ports(ports):
+    """Ports without the default protocol (TCP), as comparable tuples."""
+    return sorted(tuple(sorted((k, v) for k, v in p.items() if (k, v) != ("protocol", "TCP")))
+                  for p in ports or [])
+
+
+def _claims(sts):
+    out = []
+    for t in sts["spec"].get("volumeClaimTemplates") or []:
+        out.append((t["metadata"]["name"], t["spec"]["accessModes"],
+                    t["spec"]["resources"]["requests"]["storage"],
+                    t["spec"].get("storageClassName")))
+    return out
+
+
+def compare(path):
+    """raftctl's objects against the chart's with the same values: same kinds
+    and names (but CHART_ONLY), ports, probes, volume claims, security
+    context; every raftctl object valid against the Kubernetes schemas."""
+    with open(path) as f:
+        ours = json.load(f)["items"]
+    replicas = next(o for o in ours if o["kind"] == "StatefulSet")["spec"]["replicas"]
+    image = next(o for o in ours if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    repo, tag = image.rsplit(":", 1)
+    chart = render({"replicas": replicas, "cluster": {"initialMembers": replicas},
+                    "image": {"repository": repo, "tag": tag}})
+    validate(ours, "raftctl manifests")
+    names = lambda objs: {(o["kind"], o["metadata"]["name"]) for o in objs}
+    assert names(chart) - names(ours) == CHART_ONLY, \
+        f"kinds/names differ: chart only {names(chart) - names(ours)}, expected {CHART_ONLY}"
+    assert names(ours) <= names(chart), f"raftctl only: {names(ours) - names(chart)}"
+    checks = 0
+    for o in ours:
+        c = find(chart, o["kind"], o["metadata"]["name"])
+        where = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Service":
+            for k in ("type", "clusterIP", "publishNotReadyAddresses", "selector"):
+                assert o["spec"].get(k) == c["spec"].get(k), f"{where} {k}: {o['spec'].get(k)} != {c['spec'].get(k)}"
+            assert _ports(o["spec"]["ports"]) == _ports(c["spec"]["ports"]), f"{where} ports"
+        elif o["kind"] == "PodDisruptionBudget":
+            assert o["spec"] == c["spec"], f"{where}: {o['spec']} != {c['spec']}"
+        elif o["kind"] == "StatefulSet":
+            for k in ("replicas", "serviceName", "podManagementPolicy", "selector",
+                      "updateStrategy", "persistentVolumeClaimRetentionPolicy"):
+                assert o["spec"].get(k) == c["spec"].get(k), f"{where} {k}: {o['spec'].get(k)} != {c['spec'].get(k)}"
+            assert _claims(o) == _claims(c), f"{where} claims: {_claims(o)} != {_claims(c)}"
+            op, cp = o["spec"]["template"]["spec"], c["spec"]["template"]["spec"]
+            for k in ("securityContext", "terminationGracePeriodSeconds", "automountServiceAccountToken"):
+                assert op.get(k) == cp.get(k), f"{where} pod {k}: {op.get(k)} != {cp.get(k)}"
+            oc, cc = op["containers"][0], cp["containers"][0]
+            for k in ("name", "image", "imagePullPolicy", "securityContext", "resources",
+                      "startupProbe", "livenessProbe", "readinessProbe"):
+                assert oc.get(k) == cc.get(k), f"{where} container {k}: {oc.get(k)} != {cc.get(k)}"
+            assert _ports(oc["ports"]) == _ports(cc["ports"]), f"{where} container ports"
+            data = [m for m in cc["volumeMounts"] if m["name"] == "data"]
+            assert [m for m in oc["volumeMounts"] if m["name"] == "data"] == data, f"{where} data mount"
+        checks += 1
+    print(f"compare: {len(ours)} raftctl objects valid and equal to the chart's in {checks} comparisons")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -301,6 +371,8 @@ def main():
     r.add_argument("--json", action="store_true", help="one JSON array instead of YAML documents")
     sub.add_parser("check")
     sub.add_parser("write-k8s")
+    c = sub.add_parser("compare")
+    c.add_argument("file", help="the output of `raftctl manifests -o json`")
     args = p.parse_args()
     if args.cmd == "render":
         values = {}
@@ -315,6 +387,8 @@ def main():
             yaml.safe_dump_all(objs, sys.stdout, sort_keys=False)
     elif args.cmd == "check":
         check()
+    elif args.cmd == "compare":
+        compare(args.file)
     else:
         write_k8s()
 

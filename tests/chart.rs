@@ -26,3 +26,38 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
     );
     assert!(text.contains("chart check: 8 checks passed"), "{text}");
 }
+
+/// `raftctl manifests` against the chart rendered with the same values
+/// (`scripts/chart.py compare`): same kinds and names (the chart-only
+/// objects are listed there with the reason), ports, probes, volume
+/// claims, security context; every raftctl object schema-valid (strict).
+#[test]
+fn raftctl_manifests_agree_with_the_chart() {
+    for replicas in ["3", "5"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+            .args(["manifests", "-o", "json", "--replicas", replicas])
+            .args(["--image", "registry.example/raftkv:1.2.3"])
+            .output()
+            .expect("raftctl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &out.stdout).unwrap();
+        let out = Command::new("python3")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["scripts/chart.py", "compare"])
+            .arg(file.path())
+            .output()
+            .expect("python3 runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "replicas {replicas}:\n{text}");
+        assert!(text.contains("4 raftctl objects valid and equal"), "{text}");
+    }
+}

@@ -463,3 +463,62 @@ async fn deploy_waits_for_ready_pods_and_a_leader_and_stops_on_ctrl_c() {
     assert!(e.message.contains("the objects are applied"), "{e}");
     server.await.unwrap();
 }
+
+/// Outside the cluster, raftctl reaches each pod through a local listener
+/// whose connections are tunnelled by the API server (`Api::portforward`).
+/// What the mock can show: the listener per pod, the exact request each
+/// connection makes (the pod's portforward subresource, its client port, a
+/// WebSocket upgrade), and that a tunnel which cannot open closes the local
+/// connection (the client then tries another pod). The tunnel's bytes are
+/// out of reach: kube takes the upgraded connection from hyper's
+/// `OnUpgrade` extension, which only a real HTTP connection sets; a
+/// `tower-test` response has none, so the upgrade fails after the 101.
+#[tokio::test]
+async fn port_forward_asks_the_api_server_for_the_pods_client_port() {
+    use tokio::io::AsyncReadExt;
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "db");
+    let platform = KubePlatform::new(client, "db".into(), "raftkv".into(), false);
+    let endpoints = platform.endpoints_for(2).await.unwrap();
+    assert_eq!(endpoints.len(), 2);
+    assert!(
+        endpoints.iter().all(|e| e.starts_with("127.0.0.1:")),
+        "{endpoints:?}"
+    );
+    let mut conn = tokio::net::TcpStream::connect(&endpoints[1]).await.unwrap();
+    let mut handle = pin!(handle);
+    let (request, send) = handle.next_request().await.expect("a tunnel request");
+    assert_eq!(request.method(), Method::GET);
+    assert_eq!(
+        request.uri().path(),
+        "/api/v1/namespaces/db/pods/raftkv-1/portforward"
+    );
+    assert_eq!(
+        request.uri().query(),
+        Some("&ports=7379"),
+        "{}",
+        request.uri()
+    );
+    let upgrade = request
+        .headers()
+        .get("upgrade")
+        .map(|v| v.to_str().unwrap());
+    assert_eq!(upgrade, Some("websocket"));
+    send.send_response(
+        Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .body(Body::empty())
+            .unwrap(),
+    );
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut byte))
+        .await
+        .expect("the failed tunnel closes the local connection");
+    assert_eq!(
+        read.unwrap_or(0),
+        0,
+        "no byte comes from a tunnel that never opened"
+    );
+}

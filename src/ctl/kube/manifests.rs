@@ -7,7 +7,7 @@
 //! - headless Service `NAME-headless` with publishNotReadyAddresses, so peers
 //!   resolve each other before they are ready;
 //! - client Service `NAME` (client and metrics ports);
-//! - PodDisruptionBudget `NAME`: one voluntary disruption at a time.
+//! - PodDisruptionBudget `NAME`: voluntary disruptions that keep a quorum.
 //!
 //! The node learns its identity from its pod name (POD_NAME), its peers
 //! from StatefulSet naming, and the founding member count from
@@ -17,7 +17,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
@@ -168,7 +171,8 @@ fn disruption_budget(v: &Values) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: v.meta(v.name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            // As the chart: max(1, N - quorum), so a quorum always remains.
+            max_unavailable: Some(IntOrString::Int((v.replicas - (v.replicas / 2 + 1)).max(1))),
             selector: Some(LabelSelector {
                 match_labels: Some(v.selector_labels()),
                 ..LabelSelector::default()
@@ -244,9 +248,10 @@ fn container(v: &Values) -> Container {
         // /livez never depends on quorum (a partition must not restart
         // pods); /readyz does. The startup probe gives first boot, which
         // waits for every founder, time before liveness counts.
-        startup_probe: Some(http_probe("/livez", 2, 60)),
-        liveness_probe: Some(http_probe("/livez", 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        // The chart's values (charts/raftkv/values.yaml `probes`).
+        startup_probe: Some(http_probe("/livez", 5, 60)),
+        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", 2, 3)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), Quantity("100m".into())),
@@ -266,6 +271,7 @@ fn container(v: &Values) -> Container {
                 drop: Some(vec!["ALL".into()]),
                 ..Capabilities::default()
             }),
+            seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![VolumeMount {
@@ -274,6 +280,13 @@ fn container(v: &Values) -> Container {
             ..VolumeMount::default()
         }]),
         ..Container::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
     }
 }
 
@@ -288,10 +301,8 @@ fn statefulset(v: &Values) -> StatefulSet {
             run_as_user: Some(USER),
             run_as_group: Some(USER),
             fs_group: Some(USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            seccomp_profile: Some(runtime_default()),
             ..PodSecurityContext::default()
         }),
         ..PodSpec::default()
@@ -338,6 +349,14 @@ fn statefulset(v: &Values) -> StatefulSet {
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![claim]),
+            // Volumes outlive the StatefulSet and a scale-down (the chart's
+            // default): they hold the only copy of a member's log.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()

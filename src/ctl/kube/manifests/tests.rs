@@ -95,6 +95,15 @@ fn peers_find_each_other_before_they_are_ready() {
         m.budget.spec.unwrap().max_unavailable,
         Some(IntOrString::Int(1))
     );
+    // Five members may lose two to drains and keep a quorum (the chart's rule).
+    let five = Manifests::new(&Values {
+        replicas: 5,
+        ..values()
+    });
+    assert_eq!(
+        five.budget.spec.unwrap().max_unavailable,
+        Some(IntOrString::Int(2))
+    );
 }
 
 #[test]
