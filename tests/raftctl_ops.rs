@@ -267,7 +267,7 @@ fn operator_walkthrough_on_a_local_cluster() {
     );
 
     // --watch without a terminal prints a table per round until Ctrl-C.
-    let mut watch = Command::new(RAFTCTL)
+    let watch = Command::new(RAFTCTL)
         .args(["status", "--watch", "--interval", "300ms"])
         .env("RAFTKV_ENDPOINTS", e)
         .stdout(Stdio::piped())

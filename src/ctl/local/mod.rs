@@ -350,3 +350,51 @@ async fn stop(cluster: &mut LocalCluster) {
         }
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_node_answering_with_another_pid_is_a_port_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("raftkv");
+        std::fs::write(&binary, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nodes = plan(1, 17579, &dir.path().join("data")).unwrap();
+        let mut cluster = LocalCluster::start(&binary, nodes).unwrap();
+        let ours = cluster.pid(0).unwrap();
+        let answer = |id, pid| crate::pb::StatusResponse {
+            id,
+            pid,
+            cluster_id: "other".into(),
+            ..Default::default()
+        };
+        assert_eq!(check_identity(&cluster, 0, &answer(0, ours)), Ok(()));
+        let err = check_identity(&cluster, 0, &answer(0, 1)).unwrap_err();
+        assert!(
+            err.message.starts_with("port conflict: 127.0.0.1:17579 is answered by another process (node 0, pid 1, cluster other)"),
+            "{err}"
+        );
+        assert!(check_identity(&cluster, 0, &answer(2, ours)).is_err());
+        cluster.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[test]
+    fn taken_ports_are_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        // Node 0's HTTP port is BASE + 2.
+        let nodes = plan(1, port - 2, dir.path()).unwrap();
+        let err = ports_free(&nodes).unwrap_err();
+        // Our port, unless another process holds BASE or BASE + 1 too.
+        assert!(
+            err.message.starts_with("port conflict: 127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.message.contains(") is taken ("), "{err}");
+        drop(taken);
+    }
+}
