@@ -3,358 +3,52 @@
 //! polls for conditions with deadlines, and kills its processes on drop.
 //! Node logs go to the system temp dir (`raftkv-<test>-<i>.log`).
 
-use raftkv::client::{Client, ClientOptions};
+#[path = "common/cluster.rs"]
+mod harness;
+
+use harness::{BIN, Cluster, free_port, http_get, wait_for};
+use raftkv::check::linearizability::{self, CheckResult, Op, OpKind};
+use raftkv::client::Client;
+use raftkv::ctl::chaos::workload::{Workload, WorkloadConfig, final_reads};
 use raftkv::pb;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
-const CTL: &str = env!("CARGO_BIN_EXE_raftctl");
-
-/// A port nobody listens on now (the OS picks it; a tiny race is accepted).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts `raftctl chaos`'s checked workload on `c`: 3 clients running
+/// SET, GET, INCR and CAS on a few registers, every operation recorded.
+fn checked_workload(c: &Cluster, prefix: &str) -> Workload {
+    let config = WorkloadConfig {
+        clients: 3,
+        registers: 3,
+        pause: Duration::from_millis(20),
+        prefix: prefix.to_string(),
+        op_timeout: Duration::from_secs(10),
+    };
+    Workload::start(config, c.endpoints(), tokio::time::Instant::now()).unwrap()
 }
 
-struct Node {
-    id: usize,
-    dir: PathBuf,
-    client: String,
-    peer: String,
-    http: String,
-    child: Option<Child>,
-}
-
-struct Cluster {
-    name: String,
-    nodes: Vec<Node>,
-    /// Flags added to every node's command line.
-    extra: Vec<String>,
-    /// Nodes 0..founders form the initial cluster (`--peers`); a later node
-    /// lists the founders and itself, and joins at run time.
-    founders: usize,
-    _dirs: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// Starts `n` nodes with fresh data directories.
-    fn start(name: &str, n: usize) -> Cluster {
-        Cluster::start_with(name, n, &[])
-    }
-
-    /// Starts `n` nodes with `extra` flags each.
-    fn start_with(name: &str, n: usize, extra: &[&str]) -> Cluster {
-        let mut c = Cluster::plan(name, n, extra);
-        for i in 0..n {
-            c.spawn(i);
-        }
-        c
-    }
-
-    /// `n` nodes with fresh data directories and `extra` flags each, none
-    /// started yet.
-    fn plan(name: &str, n: usize, extra: &[&str]) -> Cluster {
-        let dirs = tempfile::tempdir().unwrap();
-        let nodes = (0..n)
-            .map(|id| Node {
-                id,
-                dir: dirs.path().join(format!("node{id}")),
-                client: format!("127.0.0.1:{}", free_port()),
-                peer: format!("127.0.0.1:{}", free_port()),
-                http: format!("127.0.0.1:{}", free_port()),
-                child: None,
-            })
-            .collect();
-        let c = Cluster {
-            name: name.to_string(),
-            nodes,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            founders: n,
-            _dirs: dirs,
-        };
-        // Logs are appended across a test's restarts; a new test run starts
-        // them afresh so no line from an earlier run can satisfy a check.
-        for i in 0..n {
-            let _ = std::fs::remove_file(c.log_path(i));
-        }
-        c
-    }
-
-    /// The nodes node `i` is configured with: the founders, and itself.
-    fn known_to(&self, i: usize) -> impl Iterator<Item = &Node> {
-        self.nodes
-            .iter()
-            .filter(move |n| n.id < self.founders || n.id == i)
-    }
-
-    fn peers_arg(&self, i: usize) -> String {
-        let v: Vec<String> = self
-            .known_to(i)
-            .map(|n| format!("{}={}", n.id, n.peer))
-            .collect();
-        v.join(",")
-    }
-
-    fn client_addrs_arg(&self, i: usize) -> String {
-        let v: Vec<String> = self
-            .known_to(i)
-            .map(|n| format!("{}={}", n.id, n.client))
-            .collect();
-        v.join(",")
-    }
-
-    fn command(&self, i: usize) -> Command {
-        let n = &self.nodes[i];
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--id", &n.id.to_string()])
-            .args(["--data-dir", n.dir.to_str().unwrap()])
-            .args([
-                "--client-addr",
-                &n.client,
-                "--peer-addr",
-                &n.peer,
-                "--http-addr",
-                &n.http,
-            ])
-            .args([
-                "--peers",
-                &self.peers_arg(i),
-                "--peer-client-addrs",
-                &self.client_addrs_arg(i),
-            ])
-            .args(["--log-level", "info,raftkv=debug"])
-            .args(&self.extra)
-            .env_remove("RAFTKV_CLUSTER_ID");
-        cmd
-    }
-
-    fn log_path(&self, i: usize) -> PathBuf {
-        std::env::temp_dir().join(format!("raftkv-{}-{i}.log", self.name))
-    }
-
-    fn spawn(&mut self, i: usize) {
-        self.spawn_with(i, &[]);
-    }
-
-    /// Starts node `i` with `flags` added to its command line.
-    fn spawn_with(&mut self, i: usize, flags: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))
-            .unwrap();
-        let child = self
-            .command(i)
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.nodes[i].child = Some(child);
-    }
-
-    fn pid(&self, i: usize) -> u32 {
-        self.nodes[i].child.as_ref().expect("running").id()
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid(i).to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill {sig} failed");
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and the exit status (within `limit`).
-    fn terminate(&mut self, i: usize, limit: Duration) -> ExitStatus {
-        self.signal(i, "-TERM");
-        self.wait_exit(i, limit)
-    }
-
-    /// The exit status of node `i`, which must exit within `limit`.
-    fn wait_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
-        let mut child = self.nodes[i].child.take().unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("node {i} did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether node `i`'s process is still running.
-    fn running(&mut self, i: usize) -> bool {
-        let child = self.nodes[i].child.as_mut().expect("spawned");
-        child.try_wait().unwrap().is_none()
-    }
-
-    /// Runs `raftctl` against every node's client address; (success, stdout + stderr).
-    fn raftctl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(CTL)
-            .args(["--endpoints", &self.endpoints().join(",")])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.client.clone()).collect()
-    }
-
-    async fn client(&self) -> Client {
-        let opts = ClientOptions {
-            attempt_timeout: Duration::from_millis(700),
-            connect_timeout: Duration::from_millis(300),
-            ..ClientOptions::default()
-        }
-        .with_timeout(Duration::from_secs(15));
-        Client::connect(self.endpoints(), opts)
-            .await
-            .expect("cluster reachable")
-    }
-
-    /// Polls until one of `among` reports itself leader with a majority
-    /// agreeing on it; returns its index.
-    async fn leader(&self, among: &[usize], limit: Duration) -> usize {
-        let probe = Client::lazy(
-            self.endpoints(),
-            ClientOptions::default().with_timeout(Duration::from_millis(500)),
-        )
+/// Stops `w`, reads the final state and checks the whole history (with
+/// `extra`, operations the test recorded itself) for linearizability.
+async fn check_workload(c: &Cluster, w: Workload, epoch: tokio::time::Instant, extra: Vec<Op>) {
+    let config = w.config.clone();
+    let recording = w.stop().await;
+    let mut history = recording.history;
+    assert!(
+        history.len() > 50,
+        "the checked workload did too little: {} operations",
+        history.len()
+    );
+    history.extend(extra);
+    let finals = final_reads(&config, c.endpoints(), epoch, Duration::from_secs(15))
+        .await
+        .expect("final reads");
+    history.extend(finals);
+    let n = history.len();
+    let result = tokio::task::spawn_blocking(move || linearizability::check(&history))
+        .await
         .unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            for &i in among {
-                if let Ok(s) = probe.status(&self.nodes[i].client).await {
-                    if s.role == "leader" {
-                        return i;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no leader among {among:?} within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Hands leadership to node `i`. The call answers once node `i` leads;
-    /// a transfer that fails (its TimeoutNow can be lost, e.g. to a peer
-    /// stream still reconnecting after a restart) is asked for again.
-    async fn transfer_to(&self, client: &Client, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match client.transfer_leader(i as u64).await {
-                Ok(_) => break,
-                Err(e) => assert!(Instant::now() < deadline, "node {i} never took over: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(self.leader(&[i], Duration::from_secs(5)).await, i);
-    }
-
-    /// Waits until node `i` has applied `applied` and holds a snapshot at or
-    /// past `snapshot`.
-    async fn wait_caught_up(&self, i: usize, applied: u64, snapshot: u64, what: &str) {
-        wait_for(what, Duration::from_secs(10), || async move {
-            self.status(i)
-                .await
-                .is_some_and(|s| s.applied_index >= applied && s.snapshot_index >= snapshot)
-        })
-        .await;
-    }
-
-    async fn status(&self, i: usize) -> Option<pb::StatusResponse> {
-        let probe = Client::lazy(
-            self.endpoints(),
-            ClientOptions::default().with_timeout(Duration::from_millis(500)),
-        )
-        .unwrap();
-        probe.status(&self.nodes[i].client).await.ok()
-    }
-
-    /// A raw Kv client pinned to node `i` (no redirects, no retries).
-    async fn raw(&self, i: usize) -> pb::kv_client::KvClient<tonic::transport::Channel> {
-        pb::kv_client::KvClient::connect(format!("http://{}", self.nodes[i].client))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            if let Some(c) = &self.nodes[i].child {
-                // A paused process must be resumed to die cleanly.
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .status();
-            }
-            self.kill(i);
-        }
-    }
-}
-
-/// A plain HTTP/1.1 GET: (status code, body).
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(result, CheckResult::Ok, "history of {n} operations");
+    println!("{n} operations checked: linearizable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,6 +86,9 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
     }
     assert!(metrics.contains("raftkv_grpc_request_duration_seconds_count{method=\"Write\"}"));
 
+    // Runs through the kill, the restarts and the transfer below.
+    let epoch = tokio::time::Instant::now();
+    let workload = checked_workload(&c, "failover");
     let mut acked = Vec::new();
     for i in 0..50 {
         let k = format!("k{i}");
@@ -451,51 +148,152 @@ async fn failover_keeps_acknowledged_writes_and_restarted_node_catches_up() {
             "restarted node lacks {k}"
         );
     }
+    check_workload(&c, workload, epoch, Vec::new()).await;
+}
+
+/// A client's view of one operation, for the checker: `call` and `ret` in
+/// ns since `epoch`.
+fn op(client: u64, kind: OpKind, call: u64, ret: Option<u64>) -> Op {
+    Op {
+        client,
+        key: "x".into(),
+        kind,
+        call,
+        ret,
+        at: None,
+    }
+}
+
+fn since(epoch: tokio::time::Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+fn set_x(value: &str) -> pb::WriteRequest {
+    pb::WriteRequest {
+        session: None,
+        command: Some(pb::Command {
+            op: Some(pb::command::Op::Set(pb::SetCmd {
+                key: "x".into(),
+                value: value.to_string().into(),
+            })),
+        }),
+    }
+}
+
+/// A GET of `x` at `raw` (no redirect, no retry) as a history entry: a
+/// refused read had no effect and is left out. Also returns whether it was
+/// answered at all (a value, or a refusal) within `limit`.
+async fn get_x(
+    mut raw: pb::kv_client::KvClient<tonic::transport::Channel>,
+    client: u64,
+    epoch: tokio::time::Instant,
+    limit: Duration,
+) -> (Option<Op>, bool) {
+    let call = since(epoch);
+    let get = raw.get(pb::GetRequest { key: "x".into() });
+    match tokio::time::timeout(limit, get).await {
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            let value = r
+                .found
+                .then(|| String::from_utf8_lossy(&r.value).into_owned());
+            let kind = OpKind::Get {
+                result: Some(value),
+            };
+            (Some(op(client, kind, call, Some(since(epoch)))), true)
+        }
+        Ok(Err(s)) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s}");
+            (None, true)
+        }
+        Err(_) => (None, false),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_serves_no_stale_read_after_resuming() {
     let c = Cluster::start("pause", 3);
     let old = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
-    let client = c.client().await;
-    client.set(b"x", b"1").await.unwrap();
+    let epoch = tokio::time::Instant::now();
+    let mut history = Vec::new();
+    let mut raw_old = c.raw(old).await;
+    let call = since(epoch);
+    raw_old.write(set_x("1")).await.expect("x = 1");
+    history.push(op(
+        0,
+        OpKind::Set { value: "1".into() },
+        call,
+        Some(since(epoch)),
+    ));
+    // The rest of the cluster runs a checked workload throughout.
+    let workload = checked_workload(&c, "pause");
 
     c.signal(old, "-STOP");
+    // GETs sent to the paused leader queue up in its sockets; they are
+    // answered once it resumes (the channels are connected beforehand).
+    let mut queued = Vec::new();
+    let queue_get = |i: u64| {
+        let raw = raw_old.clone();
+        tokio::spawn(get_x(raw, 100 + i, epoch, Duration::from_secs(15)))
+    };
+    queued.push(queue_get(0));
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     // Past its lease (250 ms) and an election.
     let new = c.leader(&others, Duration::from_secs(10)).await;
+    queued.push(queue_get(1));
     let mut raw_new = c.raw(new).await;
-    let set = pb::WriteRequest {
-        session: None,
-        command: Some(pb::Command {
-            op: Some(pb::command::Op::Set(pb::SetCmd {
-                key: "x".into(),
-                value: "2".into(),
-            })),
-        }),
-    };
+    let call = since(epoch);
     raw_new
-        .write(set)
+        .write(set_x("2"))
         .await
         .expect("new leader acknowledges the write");
+    history.push(op(
+        1,
+        OpKind::Set { value: "2".into() },
+        call,
+        Some(since(epoch)),
+    ));
+    // Sent after x = 2 was acknowledged: answering 1 would be stale.
+    for i in 2..6 {
+        queued.push(queue_get(i));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
-    let mut raw_old = c.raw(old).await;
     c.signal(old, "-CONT");
     // Every GET that began after the acknowledged SET returns it or fails.
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut answered = 0;
+    let mut i = 1000;
     while Instant::now() < deadline {
-        match raw_old.get(pb::GetRequest { key: "x".into() }).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                assert_eq!(&r.value[..], b"2", "stale read from the resumed old leader");
-                answered += 1;
-            }
-            Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s}"),
+        let (read, _) = get_x(raw_old.clone(), i, epoch, Duration::from_secs(5)).await;
+        if let Some(read) = read {
+            assert_eq!(
+                read.kind,
+                OpKind::Get {
+                    result: Some(Some("2".into()))
+                },
+                "stale read from the resumed old leader"
+            );
+            answered += 1;
+            history.push(read);
         }
+        i += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("old leader answered {answered} GETs after resuming, none stale");
+    let mut queued_values = 0;
+    for q in queued {
+        let (read, answered) = q.await.unwrap();
+        assert!(answered, "a GET queued at the paused leader got no answer");
+        if let Some(read) = read {
+            queued_values += 1;
+            history.push(read);
+        }
+    }
+    println!(
+        "old leader answered {answered} GETs after resuming, none stale; \
+         {queued_values} of 6 GETs queued during the pause answered with a value, the rest refused"
+    );
+    check_workload(&c, workload, epoch, history).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

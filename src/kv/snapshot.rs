@@ -265,6 +265,50 @@ mod tests {
             .map_err(|e| e.message)
     }
 
+    /// What a snapshot of a large state costs, for docs/performance.md
+    /// (`RAFTKV_SNAPSHOT_KEYS`, default 1,000,000 keys of 100 bytes):
+    /// `cargo test --release --lib kv::snapshot::tests::cost_of_a_large_state
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cost_of_a_large_state() {
+        let n: usize = std::env::var("RAFTKV_SNAPSHOT_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let items = (0..n)
+            .map(|i| ItemRecord {
+                key: Bytes::from(format!("key-{i:08}")),
+                value: Bytes::from(vec![b'v'; 100]),
+                deadline_ms: None,
+            })
+            .collect();
+        let body = SnapshotBody {
+            applied_index: 10,
+            time_ms: 0,
+            items,
+            sessions: Vec::new(),
+            members: Vec::new(),
+        };
+        let sm = StateMachine::restore(Limits::default(), &framed(&body)).unwrap();
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let t = std::time::Instant::now();
+            f();
+            println!("{n} keys: {what} took {:?}", t.elapsed());
+        };
+        let mut copy = None;
+        time("clone (on the loop)", &mut || copy = Some(sm.clone()));
+        let mut data = Bytes::new();
+        time("encode", &mut || data = copy.as_ref().unwrap().snapshot());
+        let mut back = None;
+        time("restore", &mut || {
+            back = Some(StateMachine::restore(Limits::default(), &data).unwrap())
+        });
+        time("drop", &mut || drop(copy.take()));
+        println!("{n} keys: {} snapshot bytes", data.len());
+        assert_eq!(back.unwrap(), sm);
+    }
+
     #[test]
     fn well_formed_body_restores() {
         restore(

@@ -42,6 +42,13 @@ pub struct Metrics {
     pub snapshots: IntCounter,
     pub snapshot_last_index: IntGauge,
     pub snapshot_duration: Histogram,
+    /// The part of a snapshot spent on the node loop (copying the state).
+    pub snapshot_copy_duration: Histogram,
+    /// One turn of the node loop, from waking to waiting again (a sync
+    /// included, while which peers' messages are still stepped).
+    pub loop_busy: Histogram,
+    /// How long a peer's message waited in the node loop's queue.
+    pub peer_queue_wait: Histogram,
     pub keys: IntGauge,
     pub peer_messages_dropped: IntCounter,
 }
@@ -169,6 +176,24 @@ impl Metrics {
                 "raftkv_snapshot_duration_seconds",
                 "Time to take and save a snapshot.",
                 prometheus::exponential_buckets(0.001, 2.0, 14).unwrap(),
+            ),
+            snapshot_copy_duration: histogram(
+                r,
+                "raftkv_snapshot_copy_duration_seconds",
+                "Time the node loop spent copying the state machine for a snapshot.",
+                prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap(),
+            ),
+            loop_busy: histogram(
+                r,
+                "raftkv_loop_turn_duration_seconds",
+                "One turn of the node loop: taking a batch, persisting, sending, applying.",
+                prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap(),
+            ),
+            peer_queue_wait: histogram(
+                r,
+                "raftkv_peer_message_queue_seconds",
+                "Time a peer's message waited before the node loop stepped it.",
+                prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap(),
             ),
             keys: gauge(r, "raftkv_keys", "Keys in the state machine."),
             peer_messages_dropped: counter(

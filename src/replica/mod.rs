@@ -113,6 +113,9 @@ pub struct Applied {
     pub reads: Vec<ReadState>,
     pub failed_reads: Vec<u64>,
     pub snapshot_due: bool,
+    /// `snapshot`'s state machine if the caller already decoded it (off its
+    /// event loop, see [`Replica::limits`]); decoded in `advance` if `None`.
+    pub restored: Option<StateMachine>,
 }
 
 impl Applied {
@@ -125,6 +128,7 @@ impl Applied {
             reads: std::mem::take(&mut ready.reads),
             failed_reads: std::mem::take(&mut ready.failed_reads),
             snapshot_due: ready.snapshot_due,
+            restored: None,
         }
     }
 }
@@ -179,6 +183,11 @@ impl<C: Callers> Replica<C> {
     /// The core, for calls that answer at once (transfer, status).
     pub fn raft_mut(&mut self) -> &mut Raft {
         &mut self.raft
+    }
+
+    /// The limits a restored state machine is built with.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn state_machine(&self) -> &StateMachine {
@@ -349,7 +358,7 @@ impl<C: Callers> Replica<C> {
     /// An error is a snapshot that does not restore: the node must stop.
     pub fn advance(&mut self, a: Applied, now: Instant) -> Result<(), String> {
         if let Some(snap) = &a.snapshot {
-            self.restore(snap, now)?;
+            self.restore(snap, a.restored, now)?;
         }
         for entry in a.committed {
             self.apply(entry, now);
@@ -382,10 +391,18 @@ impl<C: Callers> Replica<C> {
         });
     }
 
-    fn restore(&mut self, snap: &Snapshot, now: Instant) -> Result<(), String> {
+    fn restore(
+        &mut self,
+        snap: &Snapshot,
+        decoded: Option<StateMachine>,
+        now: Instant,
+    ) -> Result<(), String> {
         let index = snap.meta.last.index.0;
-        self.sm = StateMachine::restore(self.limits, &snap.data)
-            .map_err(|e| format!("snapshot at index {index} does not restore: {e:?}"))?;
+        self.sm = match decoded {
+            Some(sm) => sm,
+            None => StateMachine::restore(self.limits, &snap.data)
+                .map_err(|e| format!("snapshot at index {index} does not restore: {e:?}"))?,
+        };
         self.clock.applied(self.sm.time_ms(), now, true);
         self.applied = index;
         self.snapshot_index = index;
@@ -513,6 +530,30 @@ impl<C: Callers> Replica<C> {
             .compact(LogIndex(self.applied), self.sm.snapshot());
         self.snapshot_index = self.applied;
         snap
+    }
+
+    /// Starts a snapshot encoded elsewhere (off the node's event loop): the
+    /// applied index and a copy of the state machine at it. The core asks
+    /// for no other snapshot until [`Replica::finish_snapshot`]; the caller
+    /// runs one at a time.
+    pub fn begin_snapshot(&mut self) -> (u64, StateMachine) {
+        self.snapshot_due = false;
+        (self.applied, self.sm.clone())
+    }
+
+    /// Compacts the core's log with `data`, the encoding of
+    /// [`Replica::begin_snapshot`]'s copy at `index`; the caller saves the
+    /// snapshot. `None` if a snapshot at or past `index` was installed from
+    /// the leader meanwhile: the encoding is stale and is dropped (the
+    /// install re-armed the core's request).
+    pub fn finish_snapshot(&mut self, index: u64, data: Bytes, now: Instant) -> Option<Snapshot> {
+        let installed = self.raft.status(now).snapshot_index.0;
+        if index <= installed.max(self.snapshot_index) {
+            return None;
+        }
+        let snap = self.raft.compact(LogIndex(index), data);
+        self.snapshot_index = index;
+        Some(snap)
     }
 }
 

@@ -3,6 +3,10 @@
 //!
 //! Every input that expects an answer carries a oneshot sender; the loop
 //! owns all Raft, state-machine and storage state, so nothing here locks.
+//!
+//! Peers' messages have a queue of their own ([`Inbox::peers`]), which the
+//! loop drains before client inputs: a heartbeat or its acknowledgement
+//! never waits behind thousands of queued proposals (see `driver`).
 
 use crate::observe::Health;
 use crate::pb;
@@ -11,9 +15,13 @@ use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Inputs queued for the node loop before it stops taking more (backpressure
-/// for clients; peers' messages wait on their own stream).
+/// Client inputs queued for the node loop before it stops taking more
+/// (backpressure for clients).
 pub const INPUT_QUEUE: usize = 8192;
+
+/// Peers' messages queued for the node loop; when full, a peer's stream
+/// waits (which slows only that peer). The loop drains this queue first.
+pub const PEER_QUEUE: usize = 4096;
 
 /// Why a request to the node failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,9 +57,8 @@ pub struct MemberAddrs {
 
 pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
-/// One input of the node loop.
+/// One input of the node loop, other than a peer's message.
 pub enum Input {
-    Peer(Message),
     Write(pb::WriteRequest, Reply<pb::WriteResponse>),
     Read(ReadKind, Reply<ReadAnswer>),
     /// A membership change (with the addresses of an added node); answered
@@ -68,22 +75,33 @@ pub enum Input {
     Shutdown(Duration, oneshot::Sender<()>),
 }
 
+/// The node loop's two queues: peers' messages, and everything else.
+pub struct Inbox {
+    /// Each with the instant it was queued (for the queue-wait metric).
+    pub peers: mpsc::Receiver<(std::time::Instant, Message)>,
+    pub inputs: mpsc::Receiver<Input>,
+}
+
+/// A handle and the loop's inbox it sends to.
+pub fn channels() -> (NodeHandle, Inbox) {
+    let (tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let (peer_tx, peers) = mpsc::channel(PEER_QUEUE);
+    (NodeHandle { tx, peer_tx }, Inbox { peers, inputs })
+}
+
 /// A cheap, cloneable sender of inputs to the node loop.
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Input>,
+    peer_tx: mpsc::Sender<(std::time::Instant, Message)>,
 }
 
 impl NodeHandle {
-    pub fn new(tx: mpsc::Sender<Input>) -> NodeHandle {
-        NodeHandle { tx }
-    }
-
-    /// Hands a peer's message to the loop, waiting if its queue is full
-    /// (which slows only that peer's stream).
+    /// Hands a peer's message to the loop on the peers' own queue, waiting
+    /// if it is full (which slows only that peer's stream).
     pub async fn peer_message(&self, m: Message) -> Result<(), tonic::Status> {
-        self.tx
-            .send(Input::Peer(m))
+        self.peer_tx
+            .send((std::time::Instant::now(), m))
             .await
             .map_err(|_| tonic::Status::unavailable("node is stopping"))
     }

@@ -3,7 +3,7 @@
 //! the test reads.
 
 use super::gate::{Active, Gate};
-use super::node::{INPUT_QUEUE, Input, NodeHandle};
+use super::node::channels;
 use super::peer_check::{self, Params};
 use super::peer_service::{self, RaftService};
 use super::transport::{Sender, Transport, peer_message_limit};
@@ -35,12 +35,12 @@ fn limit() -> usize {
 
 /// A peer server for node 2 with lease `lease_ms`; its address, its gate
 /// and the node loop's input queue.
-fn receiver(lease_ms: u64) -> (String, Arc<Gate>, mpsc::Receiver<Input>) {
+fn receiver(lease_ms: u64) -> (String, Arc<Gate>, Peers) {
     let gate = Arc::new(Gate::new(ME.0));
-    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let (node, inbox) = channels();
     gate.activate(Active {
         cluster_id: CLUSTER.into(),
-        node: NodeHandle::new(tx),
+        node,
     });
     let service = RaftService {
         id: ME,
@@ -54,7 +54,7 @@ fn receiver(lease_ms: u64) -> (String, Arc<Gate>, mpsc::Receiver<Input>) {
             .add_service(peer_service::server(service, limit()))
             .serve_with_incoming(incoming),
     );
-    (addr, gate, rx)
+    (addr, gate, inbox.peers)
 }
 
 /// Node 1's transport to node 2 at `addr`, with lease `lease_ms`.
@@ -89,11 +89,12 @@ fn appends(from: u64, to: u64, len: usize) -> Vec<Message> {
 }
 
 /// The next peer message the node loop receives, within `limit`.
-async fn next_peer(rx: &mut mpsc::Receiver<Input>, limit: Duration) -> Option<Message> {
-    match tokio::time::timeout(limit, rx.recv()).await {
-        Ok(Some(Input::Peer(m))) => Some(m),
-        _ => None,
-    }
+/// The node loop's queue of peer messages.
+type Peers = mpsc::Receiver<(std::time::Instant, Message)>;
+
+async fn next_peer(rx: &mut Peers, limit: Duration) -> Option<Message> {
+    let queued = tokio::time::timeout(limit, rx.recv()).await.ok().flatten();
+    queued.map(|(_, m)| m)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

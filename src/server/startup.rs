@@ -10,7 +10,7 @@ use super::config::Config;
 use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
-use super::node::{INPUT_QUEUE, NodeHandle};
+use super::node;
 use super::peer_check::Params;
 use super::peer_service::{self, RaftService};
 use super::transport::{self, Sender, Transport};
@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
@@ -156,8 +156,7 @@ impl Start<'_> {
         let transport = Transport::start(sender, peers, self.metrics.clone());
         self.metrics.identify(&cluster_id, config.id);
 
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        let node = NodeHandle::new(tx);
+        let (node, inbox) = node::channels();
         let client = ClientService {
             node: node.clone(),
             metrics: self.metrics.clone(),
@@ -198,7 +197,7 @@ impl Start<'_> {
             http = %config.http_addr,
             "node started"
         );
-        let mut loop_task = tokio::spawn(driver.run(rx, config.heartbeat / 2));
+        let mut loop_task = tokio::spawn(driver.run(inbox, config.heartbeat / 2));
         if promote {
             tasks.push(tokio::spawn(bootstrap::promote(config.clone())));
         }

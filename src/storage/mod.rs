@@ -189,6 +189,36 @@ impl Storage {
         self.poison_on_io(r)
     }
 
+    /// Where this node's snapshot files live, for [`write_snapshot_file`]
+    /// on a thread of its own (a large snapshot's write and fsync then do
+    /// not hold up the WAL's group commits).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snap")
+    }
+
+    /// The second half of [`Storage::save_snapshot`] for a snapshot file
+    /// already written by [`write_snapshot_file`] at `path`: deletes older
+    /// snapshots, then the WAL segments it makes redundant. If a snapshot at
+    /// or past `index` was installed meanwhile, the file is stale and
+    /// `Ok(false)` is returned: one behind the installed snapshot is deleted
+    /// (recovery would ignore it anyway, as it takes the newest snapshot);
+    /// one at the same index has the installed one's name, and is kept.
+    pub fn adopt_snapshot(&mut self, index: u64, path: &Path) -> Result<bool, StorageError> {
+        self.check()?;
+        let snap_dir = self.snapshot_dir();
+        if index == self.wal.floor() {
+            return Ok(false);
+        }
+        if index < self.wal.floor() {
+            let r = std::fs::remove_file(path)
+                .map_err(io_err(path))
+                .and_then(|()| fsutil::sync_dir(&snap_dir));
+            return self.poison_on_io(r).map(|()| false);
+        }
+        let r = snapshot::remove_others(&snap_dir, path).and_then(|()| self.wal.compact(index));
+        self.poison_on_io(r).map(|()| true)
+    }
+
     /// Installs a snapshot received from the leader: durably saves `snap` and
     /// discards the whole stored log, including entries after `snap`'s index
     /// (they may conflict with it), as `raft::RaftLog::install` does. The
@@ -263,6 +293,15 @@ impl std::fmt::Debug for Storage {
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
+}
+
+/// Durably writes `snap` into the snapshot directory `dir` (see
+/// [`Storage::snapshot_dir`]) and returns its path; it takes effect once
+/// [`Storage::adopt_snapshot`] is called. Needs no `&mut Storage`, so it
+/// runs beside WAL writes; a crash in between leaves a complete snapshot
+/// file that recovery uses (its entries are still in the WAL too).
+pub fn write_snapshot_file(dir: &Path, snap: &Snapshot) -> Result<PathBuf, StorageError> {
+    snapshot::write(dir, snap)
 }
 
 /// Cuts a torn tail off the last segment, durably.

@@ -1,0 +1,234 @@
+//! The leader keeps its lease under load (issue 7, finding 8): 64 concurrent
+//! writers fill a large key space on a 3-node cluster whose small snapshot
+//! threshold makes every node snapshot the growing state again and again.
+//! The leader must never lose its lease: no term change seen by any probe,
+//! no "lease not renewed" in any node's log, no failed write, and the lease
+//! held (`raftkv_lease_held_seconds_total`) nearly all the time.
+//!
+//! Sized for CI (about a minute on 2 cores): `LEASE_TEST_KEYS` keys
+//! (default 120,000) of `LEASE_TEST_VALUE` bytes (default 100). The full
+//! run, by hand: `LEASE_TEST_KEYS=1000000 cargo test --release --test
+//! lease_under_load -- --nocapture` (docs/performance.md has the numbers).
+
+#[path = "common/cluster.rs"]
+mod harness;
+
+use harness::{Cluster, http_get};
+use raftkv::client::{Client, ClientOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WRITERS: usize = 64;
+/// Entries between snapshots: with 120,000 keys, about a dozen snapshots
+/// per node, the later ones of a state of 100,000 keys or more.
+const SNAPSHOT_THRESHOLD: &str = "10000";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A sample of one node's view, by the probe.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    node: usize,
+    term: u64,
+    role: String,
+}
+
+/// One Prometheus sample value from a `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The upper bound of the bucket holding quantile `q` of histogram `name`
+/// (None if it has no samples or no such histogram).
+fn bucket_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_keeps_its_lease_under_a_64_client_flood_with_snapshots_of_a_big_state() {
+    let keys = env_u64("LEASE_TEST_KEYS", 120_000);
+    let value = vec![b'v'; env_u64("LEASE_TEST_VALUE", 100) as usize];
+    let c = Cluster::start_with(
+        "lease-load",
+        3,
+        &["--snapshot-threshold", SNAPSHOT_THRESHOLD],
+    );
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let first = c.status(leader).await.expect("leader answers").term;
+    let http = c.nodes[leader].http.clone();
+    let before = http_get(&http, "/metrics").unwrap().1;
+
+    // The probe: every node's term and role, every 100 ms.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let probe = {
+        let flooding = flooding.clone();
+        let endpoints = c.endpoints();
+        tokio::spawn(async move {
+            let opts = ClientOptions::default().with_timeout(Duration::from_millis(500));
+            let probe = Client::lazy(endpoints.clone(), opts).unwrap();
+            let mut seen = Vec::new();
+            while flooding.load(Ordering::Relaxed) {
+                for (node, addr) in endpoints.iter().enumerate() {
+                    if let Ok(s) = probe.status(addr).await {
+                        let now = Seen {
+                            node,
+                            term: s.term,
+                            role: s.role,
+                        };
+                        if seen.last() != Some(&now) {
+                            seen.push(now);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        })
+    };
+
+    // The flood: 64 writers, each with its own connection, taking the next
+    // key until the key space is full.
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let client = c.client().await;
+        let (next, failed, value) = (next.clone(), failed.clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return latencies;
+                }
+                let t = Instant::now();
+                match client.set(format!("key-{i:08}").as_bytes(), &value).await {
+                    Ok(()) => latencies.push(t.elapsed()),
+                    Err(e) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first failed write: {e}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in writers {
+        latencies.extend(w.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    flooding.store(false, Ordering::Relaxed);
+    let seen = probe.await.unwrap();
+    let after = http_get(&http, "/metrics").unwrap().1;
+
+    latencies.sort_unstable();
+    let pct = |p: usize| latencies[(latencies.len() - 1) * p / 100];
+    let held = metric(&after, "raftkv_lease_held_seconds_total").unwrap_or(0.0)
+        - metric(&before, "raftkv_lease_held_seconds_total").unwrap_or(0.0);
+    let held_fraction = held / elapsed.as_secs_f64();
+    let snapshots = metric(&after, "raftkv_snapshot_count_total").unwrap_or(0.0);
+    let terms: Vec<u64> = seen.iter().map(|s| s.term).collect();
+    println!(
+        "{keys} keys by {WRITERS} writers in {:.1} s: {:.0} writes/s, p50 {:?}, p99 {:?}, {} failed",
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(50),
+        pct(99),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "leader node {leader}: lease held {:.1}% of the flood, {snapshots} snapshots, terms seen {:?}",
+        100.0 * held_fraction,
+        {
+            let mut t = terms.clone();
+            t.dedup();
+            t
+        }
+    );
+    for (what, name) in [
+        ("loop turn", "raftkv_loop_turn_duration_seconds"),
+        (
+            "peer message queue wait",
+            "raftkv_peer_message_queue_seconds",
+        ),
+        (
+            "snapshot copy on the loop",
+            "raftkv_snapshot_copy_duration_seconds",
+        ),
+        ("snapshot (whole)", "raftkv_snapshot_duration_seconds"),
+        ("fsync", "raftkv_wal_fsync_duration_seconds"),
+    ] {
+        let q = |q| bucket_quantile(&after, name, q).map(|s| format!("{:.1} ms", s * 1e3));
+        println!(
+            "leader {what}: p50 <= {:?}, p99 <= {:?}, max <= {:?}",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    }
+    let mut stepped_down = Vec::new();
+    for i in 0..3 {
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        stepped_down.extend(
+            log.lines()
+                .filter(|l| l.contains("lease not renewed"))
+                .map(|l| format!("node {i}: {l}")),
+        );
+    }
+
+    assert!(
+        snapshots >= 3.0,
+        "too few snapshots ({snapshots}) for the test to mean anything"
+    );
+    assert!(
+        stepped_down.is_empty(),
+        "the leader lost its lease:\n{}",
+        stepped_down.join("\n")
+    );
+    assert!(
+        seen.iter().all(|s| s.term == first),
+        "the term changed during the flood (from {first}): {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|s| s.node == leader)
+            .all(|s| s.role == "leader"),
+        "node {leader} stopped leading during the flood: {seen:?}"
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "writes failed");
+    assert!(
+        held_fraction > 0.95,
+        "the lease was held only {:.1}% of the flood",
+        100.0 * held_fraction
+    );
+}
