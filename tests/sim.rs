@@ -168,7 +168,7 @@ fn seeds() {
     let started = Instant::now();
     let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {:.1}s",
         st.ops,
         st.by_command.values().sum::<usize>(),
         st.by_command,
@@ -179,8 +179,22 @@ fn seeds() {
         st.faults,
         st.elections,
         st.snapshots,
+        st.local_snapshots,
+        st.stale_snapshots,
+        st.steps_during_sync,
         started.elapsed().as_secs_f64()
     );
+    if range.end - range.start >= 1000 {
+        // The node loop's interleavings the simulator exists to cover.
+        assert!(
+            st.steps_during_sync > 0,
+            "no input was stepped during a sync"
+        );
+        assert!(
+            st.stale_snapshots > 0,
+            "no local snapshot went stale under a leader's install"
+        );
+    }
     if let Some(first) = failures.first() {
         panic!(
             "{} of {} seeds failed: {:?}\n{}",

@@ -462,6 +462,7 @@ impl World {
             self.schedule(t, Ev::ToNode(id, msg));
             return Ok(());
         }
+        self.note_step(id);
         let local = self.local(id);
         let replica = self.replica(id);
         match msg {

@@ -123,6 +123,14 @@ pub struct Stats {
     pub faults: usize,
     pub elections: usize,
     pub snapshots: usize,
+    /// Deliveries, ticks and client requests stepped into a node's core
+    /// while its `Ready` was being synced (the node loop's `stepping_until`).
+    pub steps_during_sync: u64,
+    /// Local snapshots compacted into the core (`finish_snapshot` returned one).
+    pub local_snapshots: usize,
+    /// Local snapshots dropped because the leader's was installed while they
+    /// were encoded (`finish_snapshot` returned None).
+    pub stale_snapshots: usize,
 }
 
 impl Stats {
@@ -138,6 +146,9 @@ impl Stats {
         self.faults += o.faults;
         self.elections += o.elections;
         self.snapshots += o.snapshots;
+        self.steps_during_sync += o.steps_during_sync;
+        self.local_snapshots += o.local_snapshots;
+        self.stale_snapshots += o.stale_snapshots;
     }
 }
 
@@ -248,14 +259,48 @@ struct Node {
     clock: Clock,
     disk: Disk,
     incarnation: u64,
+    /// A paused process (SIGSTOP) runs nothing until then.
     busy_until: u64,
-    /// The ready batch whose fsync is under way.
+    /// The ready batch whose fsync is under way. Meanwhile the node steps
+    /// deliveries, ticks and client requests into its core but takes no
+    /// `Ready` (the node loop's `with_storage`).
     in_flight: Option<Ready>,
+    /// A leader's snapshot, persisted and sent on, being decoded off the
+    /// loop before it is applied (the loop steps inputs meanwhile, and takes
+    /// no `Ready` either).
+    decoding: Option<Applied>,
+    /// The local snapshot under way (the node loop's `io.job` and
+    /// `pending_adoption`), at most one.
+    snapshot_job: Option<SnapshotJob>,
+    /// Numbers the snapshot jobs, so that a crashed node's stale stage
+    /// events are ignored.
+    snapshot_jobs: u64,
     /// A hard state written without an fsync (`Ready::must_sync` false: only
     /// the commit index changed). The next synced write makes it durable; a
     /// crash before that keeps it or loses it, at random.
     unsynced_hard_state: Option<HardState>,
     lease_real_expiry: Option<u64>,
+}
+
+/// A local snapshot built off the node loop, as `server::driver` does.
+struct SnapshotJob {
+    /// Its number in `Node::snapshot_jobs`.
+    id: u64,
+    stage: SnapshotStage,
+    /// The current stage finished while the loop could not look (a sync
+    /// under way): it is handled once the sync is done.
+    stage_done: bool,
+    /// When the current stage's thread finishes.
+    due: u64,
+}
+
+enum SnapshotStage {
+    /// `begin_snapshot`'s copy, being encoded.
+    Encoding { index: u64, sm: StateMachine },
+    /// `finish_snapshot` compacted the core; the file is being written.
+    Writing(Snapshot),
+    /// The file is written; the storage adopts it after the next `Ready`.
+    Written(Snapshot),
 }
 
 enum Ev {
@@ -264,6 +309,10 @@ enum Ev {
     ToClient(usize, u64, Answer),
     Tick(NodeId, u64),
     FsyncDone(NodeId, u64),
+    /// A leader's snapshot is decoded (node, incarnation).
+    Decoded(NodeId, u64),
+    /// (node, incarnation, job): a snapshot stage's thread finished.
+    SnapshotStage(NodeId, u64, u64),
     ClientNext(usize),
     ClientTimeout(usize, u64),
     Fault,
@@ -336,6 +385,9 @@ impl Node {
             incarnation: 0,
             busy_until: 0,
             in_flight: None,
+            decoding: None,
+            snapshot_job: None,
+            snapshot_jobs: 0,
             unsynced_hard_state: None,
             lease_real_expiry: None,
         }
@@ -611,6 +663,8 @@ impl World {
         node.replica = Some(Replica::new(raft, sm, applied, limits(), local));
         node.busy_until = now;
         node.in_flight = None;
+        node.decoding = None;
+        node.snapshot_job = None;
         node.lease_real_expiry = None;
         self.log(format!("n{id} starts (incarnation {inc})"));
         self.schedule(10 * MS, Ev::Tick(id, inc));
@@ -630,6 +684,8 @@ impl World {
             }
         }
         node.in_flight = None;
+        node.decoding = None;
+        node.snapshot_job = None;
         node.lease_real_expiry = None;
         node.busy_until = 0;
         self.log(format!("n{id} CRASHES (unsynced writes lost)"));
@@ -646,11 +702,13 @@ impl World {
                     return Ok(());
                 }
                 self.schedule(10 * MS, Ev::Tick(id, inc));
-                // A paused or fsyncing node runs no timers; its next tick comes
-                // later. A held timer (a script's) does not run at all.
+                // A paused node runs no timers; its next tick comes later. A
+                // held timer (a script's) does not run at all. A syncing node
+                // ticks (the loop steps ticks while a sync runs).
                 if self.nodes[&id].busy_until > self.now || self.held.contains(&id) {
                     return Ok(());
                 }
+                self.note_step(id);
                 let local = self.local(id);
                 self.replica(id).tick(local);
                 self.after_input(id)
@@ -669,6 +727,7 @@ impl World {
                     self.schedule(t, Ev::Deliver(msg));
                     return Ok(());
                 }
+                self.note_step(to);
                 let local = self.local(to);
                 self.replica(to).step(msg, local);
                 self.after_input(to)
@@ -677,10 +736,60 @@ impl World {
                 if self.nodes[&id].incarnation != inc || self.nodes[&id].replica.is_none() {
                     return Ok(());
                 }
+                // The sync's thread is done, but a paused loop sees it later.
+                if self.nodes[&id].busy_until > self.now {
+                    let t = self.nodes[&id].busy_until - self.now;
+                    self.schedule(t, Ev::FsyncDone(id, inc));
+                    return Ok(());
+                }
                 let p = self.nodes.get_mut(&id).unwrap().in_flight.take();
                 if let Some(p) = p {
                     self.complete_ready(id, p)?;
                 }
+                if self.nodes[&id].decoding.is_some() {
+                    return self.check_leader_and_lease(id);
+                }
+                self.back_to_loop(id)
+            }
+            Ev::Decoded(id, inc) => {
+                if self.nodes[&id].incarnation != inc || self.nodes[&id].replica.is_none() {
+                    return Ok(());
+                }
+                if self.nodes[&id].busy_until > self.now {
+                    let t = self.nodes[&id].busy_until - self.now;
+                    self.schedule(t, Ev::Decoded(id, inc));
+                    return Ok(());
+                }
+                if let Some(applied) = self.nodes.get_mut(&id).unwrap().decoding.take() {
+                    self.apply_ready(id, applied)?;
+                }
+                self.back_to_loop(id)
+            }
+            Ev::SnapshotStage(id, inc, job) => {
+                let node = &self.nodes[&id];
+                if node.incarnation != inc
+                    || node.replica.is_none()
+                    || node.snapshot_job.as_ref().is_none_or(|j| j.id != job)
+                {
+                    return Ok(());
+                }
+                if node.busy_until > self.now {
+                    let t = node.busy_until - self.now;
+                    self.schedule(t, Ev::SnapshotStage(id, inc, job));
+                    return Ok(());
+                }
+                if node.in_flight.is_some() || node.decoding.is_some() {
+                    // The loop looks at snapshot stages only between `Ready`s.
+                    self.nodes
+                        .get_mut(&id)
+                        .unwrap()
+                        .snapshot_job
+                        .as_mut()
+                        .unwrap()
+                        .stage_done = true;
+                    return Ok(());
+                }
+                self.snapshot_stage_done(id);
                 self.after_input(id)
             }
             Ev::ToNode(id, msg) => self.client_request(id, msg),
@@ -725,6 +834,23 @@ impl World {
         }
     }
 
+    /// A `Ready` is carried out: back at the top of the loop, what was
+    /// stepped meanwhile waits in the core until the next wake-up takes a
+    /// `Ready` (a snapshot stage that finished meanwhile, or the next
+    /// message, tick or request).
+    fn back_to_loop(&mut self, id: NodeId) -> Outcome {
+        self.check_leader_and_lease(id)?;
+        let stage_done = self.nodes[&id]
+            .snapshot_job
+            .as_ref()
+            .is_some_and(|j| j.stage_done);
+        if stage_done {
+            self.snapshot_stage_done(id);
+            return self.after_input(id);
+        }
+        Ok(())
+    }
+
     fn local(&self, id: NodeId) -> Instant {
         self.nodes[&id].clock.local(self.now)
     }
@@ -745,26 +871,33 @@ impl World {
     /// After every input: safety checks, then hand the ready batch to the disk.
     fn after_input(&mut self, id: NodeId) -> Outcome {
         self.check_leader_and_lease(id)?;
-        if self.nodes[&id].in_flight.is_some() || self.nodes[&id].busy_until > self.now {
+        let node = &self.nodes[&id];
+        if node.in_flight.is_some() || node.decoding.is_some() || node.busy_until > self.now {
             return Ok(());
         }
         let mut ready = self.replica(id).ready();
         for ev in &ready.events {
             self.on_event(id, ev)?;
         }
+        let mut waited = 0;
+        if ready.must_sync && ready.snapshot.is_some() {
+            // The leader's snapshot replaces the snapshot files: the loop
+            // first waits (without stepping) for its own snapshot under way.
+            waited = self.finish_snapshot_job(id);
+        }
         if !ready.must_sync && ready.hard_state.is_some() {
             self.nodes.get_mut(&id).unwrap().unsynced_hard_state = ready.hard_state.take();
         }
         if ready.must_sync {
-            let delay = if self.rng.random_bool(0.02) {
-                self.rng.random_range(5..30) * MS
-            } else {
-                self.rng.random_range(50..2000) * 1_000
-            };
+            let delay = waited
+                + if self.rng.random_bool(0.02) {
+                    self.rng.random_range(5..30) * MS
+                } else {
+                    self.rng.random_range(50..2000) * 1_000
+                };
             let inc = self.nodes[&id].incarnation;
             let node = self.nodes.get_mut(&id).unwrap();
             node.in_flight = Some(ready);
-            node.busy_until = self.now + delay;
             self.schedule(delay, Ev::FsyncDone(id, inc));
             Ok(())
         } else {
@@ -802,7 +935,6 @@ impl World {
     /// The disk finished: durable state, then messages, then the replica
     /// applies and answers, exactly as the node loop does.
     fn complete_ready(&mut self, id: NodeId, mut ready: Ready) -> Outcome {
-        let now = self.now;
         let applied = Applied::take(&mut ready);
         let node = self.nodes.get_mut(&id).unwrap();
         if ready.must_sync {
@@ -813,23 +945,167 @@ impl World {
         }
         node.disk
             .write(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
-        node.busy_until = now;
         for m in ready.messages {
             self.send(m);
         }
         for e in &applied.committed {
             self.check_commit(id, e)?;
         }
+        if applied.snapshot.is_some() {
+            // Decoded off the loop; the node steps inputs meanwhile.
+            let delay = self.snapshot_stage_delay();
+            let inc = self.nodes[&id].incarnation;
+            self.nodes.get_mut(&id).unwrap().decoding = Some(applied);
+            self.schedule(delay, Ev::Decoded(id, inc));
+            return Ok(());
+        }
+        self.apply_ready(id, applied)
+    }
+
+    /// The rest of a `Ready`, once persisted and sent: the replica restores,
+    /// applies and answers, the storage adopts a written snapshot, and a
+    /// local snapshot starts when due.
+    fn apply_ready(&mut self, id: NodeId, applied: Applied) -> Outcome {
         let local = self.local(id);
         if let Err(e) = self.replica(id).advance(applied, local) {
             panic!("n{id}: {e}");
         }
         self.check_cluster_time(id)?;
         self.deliver(id);
-        if self.replica(id).snapshot_due() {
-            self.snapshot_now(id);
+        self.adopt_snapshot(id);
+        let idle = self.nodes[&id].snapshot_job.is_none();
+        if idle && self.replica(id).snapshot_due() {
+            self.begin_snapshot(id);
         }
         Ok(())
+    }
+
+    /// A syncing node steps an input into its core (counted for the stats).
+    fn note_step(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        if node.in_flight.is_some() || node.decoding.is_some() {
+            self.stats.steps_during_sync += 1;
+        }
+    }
+
+    /// How long a snapshot stage's thread takes: mostly short, sometimes
+    /// long enough for installs, crashes and many applies to come between.
+    fn snapshot_stage_delay(&mut self) -> u64 {
+        if self.rng.random_bool(0.1) {
+            self.rng.random_range(50..800) * MS
+        } else {
+            self.rng.random_range(1..30) * MS
+        }
+    }
+
+    /// Starts a local snapshot as the node loop does: the applied index and
+    /// an O(1) copy of the state machine, encoded on another thread.
+    fn begin_snapshot(&mut self, id: NodeId) {
+        let (index, sm) = self.replica(id).begin_snapshot();
+        let delay = self.snapshot_stage_delay();
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.snapshot_jobs += 1;
+        let job = node.snapshot_jobs;
+        node.snapshot_job = Some(SnapshotJob {
+            id: job,
+            stage: SnapshotStage::Encoding { index, sm },
+            stage_done: false,
+            due: self.now + delay,
+        });
+        let inc = node.incarnation;
+        self.schedule(delay, Ev::SnapshotStage(id, inc, job));
+    }
+
+    /// The current snapshot stage's thread finished: compact the core with
+    /// the encoding (`finish_snapshot`) and write the file, or mark the
+    /// written file for adoption.
+    fn snapshot_stage_done(&mut self, id: NodeId) {
+        let Some(job) = self.nodes.get_mut(&id).unwrap().snapshot_job.take() else {
+            return;
+        };
+        let stage = match job.stage {
+            SnapshotStage::Encoding { index, sm } => {
+                let local = self.local(id);
+                match self
+                    .replica(id)
+                    .finish_snapshot(index, sm.snapshot(), local)
+                {
+                    None => {
+                        self.stats.stale_snapshots += 1;
+                        self.log(format!("n{id} drops its snapshot at {index}: stale"));
+                        return;
+                    }
+                    Some(snap) => {
+                        self.stats.local_snapshots += 1;
+                        self.log(format!("n{id} compacts its log at {index}"));
+                        let delay = self.snapshot_stage_delay();
+                        let node = self.nodes.get_mut(&id).unwrap();
+                        let inc = node.incarnation;
+                        self.schedule(delay, Ev::SnapshotStage(id, inc, job.id));
+                        (SnapshotStage::Writing(snap), self.now + delay)
+                    }
+                }
+            }
+            SnapshotStage::Writing(snap) => (SnapshotStage::Written(snap), self.now),
+            SnapshotStage::Written(snap) => (SnapshotStage::Written(snap), self.now),
+        };
+        self.nodes.get_mut(&id).unwrap().snapshot_job = Some(SnapshotJob {
+            id: job.id,
+            stage: stage.0,
+            stage_done: false,
+            due: stage.1,
+        });
+    }
+
+    /// After a `Ready`: the storage adopts a written snapshot file, unless
+    /// the leader's newer one was installed meanwhile (`Storage::adopt_snapshot`).
+    fn adopt_snapshot(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        if !matches!(
+            node.snapshot_job,
+            Some(SnapshotJob {
+                stage: SnapshotStage::Written(_),
+                ..
+            })
+        ) {
+            return;
+        }
+        let Some(SnapshotJob {
+            stage: SnapshotStage::Written(snap),
+            ..
+        }) = node.snapshot_job.take()
+        else {
+            return;
+        };
+        let newer = node
+            .disk
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last.index >= snap.meta.last.index);
+        if !newer {
+            node.disk.save_snapshot(snap);
+        }
+    }
+
+    /// Before persisting a leader's snapshot: waits for the local snapshot
+    /// under way to finish every stage and be adopted, as the node loop's
+    /// `finish_snapshot_job` does (it steps nothing meanwhile). Returns how
+    /// long that took.
+    fn finish_snapshot_job(&mut self, id: NodeId) -> u64 {
+        let mut waited = 0;
+        while let Some(job) = &self.nodes[&id].snapshot_job {
+            if matches!(job.stage, SnapshotStage::Written(_)) {
+                break;
+            }
+            waited += job.due.saturating_sub(self.now + waited);
+            self.snapshot_stage_done(id);
+            if let Some(j) = self.nodes.get_mut(&id).unwrap().snapshot_job.as_mut() {
+                // Its stage event, scheduled at `due`, is now ignored.
+                j.id = u64::MAX;
+            }
+        }
+        self.adopt_snapshot(id);
+        waited
     }
 
     /// The node snapshots its state machine at its applied index and
