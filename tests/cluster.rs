@@ -9,7 +9,7 @@ mod harness;
 
 use harness::{BIN, Cluster, free_port, http_get, wait_for};
 use raftkv::check::linearizability::{self, CheckResult, Op, OpKind};
-use raftkv::client::Client;
+use raftkv::client::{Client, ClientOptions};
 use raftkv::ctl::chaos::workload::{Workload, WorkloadConfig, final_reads};
 use raftkv::pb;
 use std::process::{Command, Stdio};
@@ -721,7 +721,15 @@ async fn a_follower_catches_up_on_1_mib_values_without_a_stream_reset() {
     let c = Cluster::start("catch-up-1mib", 3);
     let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
-    let client = c.client().await;
+    // A 1 MiB write is one fsync of 1 MiB on each of two nodes: on a loaded
+    // machine (the whole suite runs in parallel) that can take longer than
+    // the harness's 700 ms attempt, and a cut attempt only resends the MiB.
+    let opts = ClientOptions {
+        attempt_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+    .with_timeout(Duration::from_secs(60));
+    let client = Client::connect(c.endpoints(), opts).await.unwrap();
     c.signal(follower, "-STOP");
     let value = vec![b'x'; 1 << 20];
     for i in 0..24 {
