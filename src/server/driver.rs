@@ -71,18 +71,24 @@ enum Background {
     Encoded {
         index: u64,
         data: Bytes,
-        started: std::time::Instant,
-        copy: Duration,
-        encode: Duration,
+        times: SnapshotTimes,
     },
     /// The snapshot file is durable at `path`.
     Written {
         index: u64,
         path: Result<PathBuf, storage::StorageError>,
-        started: std::time::Instant,
-        copy: Duration,
-        encode: Duration,
+        times: SnapshotTimes,
     },
+}
+
+/// Where a local snapshot's time went, for its metrics and log line.
+#[derive(Clone, Copy)]
+struct SnapshotTimes {
+    started: std::time::Instant,
+    /// Copying the state machine, on the loop.
+    copy: Duration,
+    /// Encoding the copy, on the snapshot thread.
+    encode: Duration,
 }
 
 /// Runs a snapshot stage on a thread of its own at a lower CPU priority
@@ -183,8 +189,8 @@ pub struct Driver {
     pending_adoption: Option<Adoption>,
 }
 
-/// A written snapshot file: (index, path, started, copy time, encode time).
-type Adoption = (u64, PathBuf, std::time::Instant, Duration, Duration);
+/// A written snapshot file: (index, path, where its time went).
+type Adoption = (u64, PathBuf, SnapshotTimes);
 
 /// What `run` needs besides the core.
 pub struct Parts {
@@ -672,16 +678,14 @@ impl Driver {
         io.job = Some(in_background(move || {
             let t = std::time::Instant::now();
             let data = sm.snapshot();
-            let encode = t.elapsed();
-            // The copy is dropped here, off the loop, too.
-            drop(sm);
-            Background::Encoded {
-                index,
-                data,
+            let times = SnapshotTimes {
                 started,
                 copy,
-                encode,
-            }
+                encode: t.elapsed(),
+            };
+            // The copy is dropped here, off the loop, too.
+            drop(sm);
+            Background::Encoded { index, data, times }
         }));
     }
 
@@ -690,13 +694,7 @@ impl Driver {
     /// file (which deletes what it replaces).
     fn snapshot_stage_done(&mut self, done: Background, io: &mut Io) -> Result<(), String> {
         match done {
-            Background::Encoded {
-                index,
-                data,
-                started,
-                copy,
-                encode,
-            } => {
+            Background::Encoded { index, data, times } => {
                 let Some(snap) = self.replica.finish_snapshot(index, data, self.now()) else {
                     tracing::info!(index, "dropped a local snapshot: a newer one was installed");
                     return Ok(());
@@ -708,24 +706,12 @@ impl Driver {
                     .snapshot_dir();
                 io.job = Some(in_background(move || {
                     let path = storage::write_snapshot_file(&dir, &snap);
-                    Background::Written {
-                        index,
-                        path,
-                        started,
-                        copy,
-                        encode,
-                    }
+                    Background::Written { index, path, times }
                 }));
             }
-            Background::Written {
-                index,
-                path,
-                started,
-                copy,
-                encode,
-            } => {
+            Background::Written { index, path, times } => {
                 let path = path.map_err(|e| format!("storage: saving a snapshot: {e}"))?;
-                self.pending_adoption = Some((index, path, started, copy, encode));
+                self.pending_adoption = Some((index, path, times));
             }
         }
         Ok(())
@@ -754,7 +740,7 @@ impl Driver {
 
     /// Adopts a written snapshot file on the storage thread.
     async fn adopt_snapshot(&mut self, io: &mut Io) -> Result<(), String> {
-        let Some((index, path, started, copy, encode)) = self.pending_adoption.take() else {
+        let Some((index, path, times)) = self.pending_adoption.take() else {
             return Ok(());
         };
         let adopted = self
@@ -765,19 +751,19 @@ impl Driver {
             tracing::info!(index, "dropped a local snapshot: a newer one was installed");
             return Ok(());
         }
-        let took = started.elapsed();
+        let took = times.started.elapsed();
         self.metrics.snapshots.inc();
         self.metrics.snapshot_last_index.set(index as i64);
         self.metrics.snapshot_duration.observe(took.as_secs_f64());
         self.metrics
             .snapshot_copy_duration
-            .observe(copy.as_secs_f64());
+            .observe(times.copy.as_secs_f64());
         tracing::info!(
             index,
             keys = self.replica.state_machine().len(),
             took_ms = took.as_millis() as u64,
-            copy_ms = copy.as_millis() as u64,
-            encode_ms = encode.as_millis() as u64,
+            copy_ms = times.copy.as_millis() as u64,
+            encode_ms = times.encode.as_millis() as u64,
             "snapshot taken"
         );
         Ok(())
