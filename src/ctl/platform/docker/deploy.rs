@@ -123,13 +123,7 @@ pub async fn apply(
             "the pod template mounts ConfigMap {config_map}: not emulated on Docker"
         )));
     }
-    let claims: Vec<String> = sts
-        .spec
-        .volume_claim_templates
-        .iter()
-        .flatten()
-        .filter_map(|t| t.metadata.name.clone())
-        .collect();
+    let claims = run::claim_names(sts);
     for i in 0..replicas {
         for claim in &claims {
             applied.push(ensure_volume(layout, &layout.claim_volume(claim, i)).await?);

@@ -210,13 +210,7 @@ pub fn run_args(layout: &Layout, sts: &StatefulSet, i: u64) -> Result<Vec<String
     if let Some(grace) = pod.termination_grace_period_seconds {
         a.extend(["--stop-timeout".into(), grace.to_string()]);
     }
-    let claims: Vec<String> = sts
-        .spec
-        .volume_claim_templates
-        .iter()
-        .flatten()
-        .filter_map(|t| t.metadata.name.clone())
-        .collect();
+    let claims = claim_names(sts);
     for m in c.volume_mounts.iter().flatten() {
         let volume = pod.volumes.iter().flatten().find(|v| v.name == m.name);
         let (source, read_only) = if claims.contains(&m.name) {
@@ -247,6 +241,17 @@ pub fn run_args(layout: &Layout, sts: &StatefulSet, i: u64) -> Result<Vec<String
     a.push(c.image.clone().ok_or_else(|| bad("no image"))?);
     a.extend(c.args.iter().flatten().cloned());
     Ok(a)
+}
+
+/// The names of the StatefulSet's volume claim templates (one Docker volume
+/// each per member).
+pub(super) fn claim_names(sts: &StatefulSet) -> Vec<String> {
+    sts.spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect()
 }
 
 #[cfg(test)]
