@@ -101,21 +101,7 @@ fn chaos_on_a_local_cluster_loses_nothing() {
     assert_eq!(raftctl(&args).status.code(), Some(3));
 
     // chaos: a fault every 4 s for 24 s, forced and graceful in turn.
-    let args = [
-        &[
-            "chaos",
-            "--duration",
-            "24s",
-            "--interval",
-            "4s",
-            "--grace",
-            "alternate",
-            "-o",
-            "json",
-        ][..],
-        &platform,
-    ]
-    .concat();
+    let args = chaos_args("24s", "4s", &platform);
     let report = json_of(&raftctl(&args), "chaos");
     assert_chaos_passed(&report, 4, 4.0);
     local.stop();
@@ -240,21 +226,7 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
     assert_eq!(deleted["platform"], "docker");
     assert!(deleted["pod"].as_str().unwrap().starts_with(name.as_str()));
 
-    let args = [
-        &[
-            "chaos",
-            "--duration",
-            "40s",
-            "--interval",
-            "5s",
-            "--grace",
-            "alternate",
-            "-o",
-            "json",
-        ][..],
-        &platform,
-    ]
-    .concat();
+    let args = chaos_args("40s", "5s", &platform);
     let report = json_of(&raftctl(&args), "chaos");
     assert_eq!(report["platform"], "docker");
     assert_chaos_passed(&report, 5, 4.0);
@@ -264,4 +236,21 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
         report["faults"].as_array().unwrap().len(),
         report["unavailability_seconds"]["max"].as_f64().unwrap()
     );
+}
+
+/// `raftctl chaos` for `duration`, a fault every `interval`, forced and
+/// graceful in turn, reporting as JSON, on `platform`'s cluster.
+fn chaos_args<'a>(duration: &'a str, interval: &'a str, platform: &[&'a str]) -> Vec<&'a str> {
+    let chaos = [
+        "chaos",
+        "--duration",
+        duration,
+        "--interval",
+        interval,
+        "--grace",
+        "alternate",
+        "-o",
+        "json",
+    ];
+    [&chaos[..], platform].concat()
 }
