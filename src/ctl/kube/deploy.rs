@@ -227,15 +227,10 @@ where
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     };
-    tokio::select! {
-        biased;
-        _ = stop => {
-            eprintln!();
-            Err(CtlError::new(
-                Exit::Unhealthy,
-                "interrupted while waiting: the objects are applied and the pods keep starting; `raftctl status --platform kube` shows them, and deploy again to resume waiting",
-            ))
-        }
-        result = poll => result,
-    }
+    crate::ctl::signals::wait_or_stop(
+        poll,
+        stop,
+        "the objects are applied and the pods keep starting; `raftctl status --platform kube` shows them",
+    )
+    .await
 }

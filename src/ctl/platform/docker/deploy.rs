@@ -254,17 +254,12 @@ pub async fn wait_ready(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
-    tokio::select! {
-        biased;
-        _ = stop => {
-            eprintln!();
-            Err(CtlError::new(
-                Exit::Unhealthy,
-                "interrupted while waiting: the containers exist and keep starting; `raftctl status` shows them, and deploy again to resume waiting",
-            ))
-        }
-        result = poll => result,
-    }
+    crate::ctl::signals::wait_or_stop(
+        poll,
+        stop,
+        "the containers exist and keep starting; `raftctl status` shows them",
+    )
+    .await
 }
 
 async fn leader_with_lease(endpoints: Vec<String>) -> Option<u64> {
