@@ -21,7 +21,8 @@
 //!   running ones by default). One clock for all: drift is the simulator's.
 //! - `ready N`: N's `Ready` is persisted, its messages go to the network,
 //!   its committed entries are applied; `stabilize`: ready every node and
-//!   deliver every message until nothing moves.
+//!   deliver every message until nothing moves; `heartbeats N`: what N may
+//!   send while its last `Ready` is still being synced (`take_heartbeats`).
 //! - `deliver [A->B]`, `drop A->B`: messages in flight; `cut A->B`,
 //!   `isolate N`, `heal`: links that lose what they carry.
 //! - `propose N VALUE`, `read N ID`, `conf N add-learner|promote|remove M`,

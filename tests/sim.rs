@@ -168,7 +168,7 @@ fn seeds() {
     let started = Instant::now();
     let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {} heartbeats and answers sent during one, {:.1}s",
         st.ops,
         st.by_command.values().sum::<usize>(),
         st.by_command,
@@ -182,6 +182,7 @@ fn seeds() {
         st.local_snapshots,
         st.stale_snapshots,
         st.steps_during_sync,
+        st.heartbeats_during_sync,
         started.elapsed().as_secs_f64()
     );
     if range.end - range.start >= 1000 {
@@ -189,6 +190,10 @@ fn seeds() {
         assert!(
             st.steps_during_sync > 0,
             "no input was stepped during a sync"
+        );
+        assert!(
+            st.heartbeats_during_sync > 0,
+            "no heartbeat left during a sync"
         );
         assert!(
             st.stale_snapshots > 0,
@@ -360,6 +365,24 @@ fn catches_a_gate_that_only_holds_while_leading() {
             Check::Linearizability,
         );
     }
+}
+
+/// Issue 7, finding 8: fsyncs longer than the lease on every node, while
+/// writes keep them busy, cost the leader neither its term nor its lease.
+#[test]
+fn slow_disks_do_not_cost_the_lease() {
+    assert_scenario_passes(scenarios::slow_disks_keep_the_lease);
+}
+
+/// Heartbeats held back behind the sync, like every other message, arrive
+/// after the lease ran out: the leader steps down.
+#[test]
+fn catches_heartbeats_that_wait_for_the_sync() {
+    assert_scenario_caught(
+        scenarios::slow_disks_keep_the_lease,
+        broken(Broken::HeartbeatsWaitForSync),
+        Check::Liveness,
+    );
 }
 
 #[test]

@@ -54,6 +54,10 @@ pub enum Broken {
     /// leads (issue 7, finding 2, before the fix): a new leader that steps
     /// down during its wait releases them at once.
     GateOnlyWhileLeader,
+    /// Heartbeats and their answers wait for the sync under way like every
+    /// other message (issue 7, finding 8, before the fix): an fsync longer
+    /// than the lease costs the leader its lease and its leadership.
+    HeartbeatsWaitForSync,
 }
 
 impl Config {

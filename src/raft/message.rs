@@ -15,8 +15,8 @@ pub struct Message {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
-    /// Replication and heartbeat. `round` is the leader's heartbeat round:
-    /// acknowledging it renews the lease from the round's send time.
+    /// Replication. `round` is the leader's heartbeat round: acknowledging
+    /// it renews the lease from the round's send time.
     Append {
         prev: LogId,
         entries: Vec<Entry>,
@@ -31,6 +31,14 @@ pub enum MessageBody {
         conflict: LogId,
         round: u64,
     },
+    /// The leader's heartbeat: contact, the lease round, and the commit
+    /// index capped at what this follower is known to hold (etcd's
+    /// `min(match, committed)`). It names no log position, so neither it
+    /// nor its answer depends on anything still being written to disk: both
+    /// may leave while their sender's fsync runs (`Raft::take_heartbeats`).
+    Heartbeat { commit: LogIndex, round: u64 },
+    /// Acknowledges heartbeat `round`.
+    HeartbeatResponse { round: u64 },
     Vote {
         last_log: LogId,
         pre_vote: bool,
@@ -69,6 +77,8 @@ impl MessageBody {
         match self {
             MessageBody::Append { .. } => "append",
             MessageBody::AppendResponse { .. } => "append_response",
+            MessageBody::Heartbeat { .. } => "heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "heartbeat_response",
             MessageBody::Vote { .. } => "vote",
             MessageBody::VoteResponse { .. } => "vote_response",
             MessageBody::Snapshot { .. } => "snapshot",

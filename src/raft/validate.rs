@@ -63,6 +63,18 @@ pub(crate) fn check(msg: &Message, me: &Receiver) -> Result<(), &'static str> {
                 term = e.term();
             }
         }
+        Heartbeat { .. } => {
+            if same_term_leader.is_some() {
+                return Err("another leader in our term (two nodes share an id?)");
+            }
+        }
+        HeartbeatResponse { round } => {
+            if let Some(l) = same_term_leader
+                && *round > l.round
+            {
+                return Err("acknowledges a round not yet sent");
+            }
+        }
         Snapshot {
             meta, offset, data, ..
         } => {

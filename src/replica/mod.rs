@@ -355,6 +355,12 @@ impl<C: Callers> Replica<C> {
         self.raft.ready()
     }
 
+    /// Heartbeats and their answers, which may leave while the last
+    /// `Ready` is still being persisted (`Raft::take_heartbeats`).
+    pub fn take_heartbeats(&mut self) -> Vec<raft::Message> {
+        self.raft.take_heartbeats()
+    }
+
     /// Restores, applies and answers what a persisted `Ready` released, in
     /// the order a client may observe: snapshot, committed entries (writes
     /// answered), reads, then the failure of what a lost leadership leaves.

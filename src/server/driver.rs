@@ -21,6 +21,11 @@
 //!   the sync, exactly as if they had arrived just after it: a follower's
 //!   append acknowledgement still follows its fsync, and the leader's own
 //!   entries still count only once they are durable (see docs/node.md).
+//!   The one exception is heartbeats and their answers
+//!   (`Raft::take_heartbeats`), which depend on nothing being written and
+//!   leave at once, so a slow fsync on any node does not cost the lease.
+//!   Once the sync is done, the loop takes the next `Ready` at once if it
+//!   stepped anything meanwhile, rather than at the next wake-up.
 //! - A snapshot is built in three stages, one at a time: the state machine
 //!   is copied on the loop (the only part that is, measured in
 //!   docs/performance.md), encoded on a blocking thread, and its file is
@@ -123,6 +128,9 @@ struct Io {
     /// The snapshot stage under way, if any (at most one).
     job: Option<oneshot::Receiver<Background>>,
     closed: bool,
+    /// Something was stepped while a sync ran: its output waits in the core
+    /// for the next `Ready`, which the loop then takes without waiting.
+    stepped: bool,
 }
 
 impl Io {
@@ -134,6 +142,7 @@ impl Io {
             ticker,
             job,
             closed,
+            ..
         } = self;
         let job = async {
             match job.as_mut() {
@@ -269,12 +278,19 @@ impl Driver {
             ticker,
             job: None,
             closed: false,
+            stepped: false,
         };
         loop {
-            let wake = io.next(true).await;
+            let wake = if std::mem::take(&mut io.stepped) {
+                None
+            } else {
+                Some(io.next(true).await)
+            };
             let busy = std::time::Instant::now();
-            let ticked = matches!(wake, Wake::Tick);
-            self.on_wake(wake, &mut io)?;
+            let ticked = matches!(wake, Some(Wake::Tick));
+            if let Some(wake) = wake {
+                self.on_wake(wake, &mut io)?;
+            }
             if io.closed {
                 return Ok(());
             }
@@ -732,7 +748,14 @@ impl Driver {
                 }
             };
             match wake {
-                Some(wake) => self.on_wake(wake, io)?,
+                Some(wake) => {
+                    self.on_wake(wake, io)?;
+                    io.stepped = true;
+                    let beats = self.replica.take_heartbeats();
+                    if !beats.is_empty() {
+                        self.transport.send(beats);
+                    }
+                }
                 None => return job.await.map_err(|e| e.to_string()),
             }
         }

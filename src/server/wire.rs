@@ -142,6 +142,21 @@ pub fn message_to_pb(m: &Message) -> pb::PeerMessage {
             term,
             lease_released: *lease_released,
         }),
+        MessageBody::Heartbeat { commit, round } => Body::Heartbeat(pb::HeartbeatRequest {
+            from,
+            to,
+            term,
+            commit: commit.0,
+            round: *round,
+        }),
+        MessageBody::HeartbeatResponse { round } => {
+            Body::HeartbeatResponse(pb::HeartbeatResponse {
+                from,
+                to,
+                term,
+                round: *round,
+            })
+        }
     };
     pb::PeerMessage { body: Some(body) }
 }
@@ -156,6 +171,8 @@ pub fn sender_of(m: &pb::PeerMessage) -> Option<u64> {
         Body::Snapshot(r) => r.from,
         Body::SnapshotResponse(r) => r.from,
         Body::TimeoutNow(r) => r.from,
+        Body::Heartbeat(r) => r.from,
+        Body::HeartbeatResponse(r) => r.from,
     })
 }
 
@@ -267,6 +284,21 @@ pub fn message_from_pb(m: pb::PeerMessage) -> Result<Message, WireError> {
                 lease_released: r.lease_released,
             },
         ),
+        Body::Heartbeat(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::Heartbeat {
+                commit: LogIndex(plausible(r.commit, "commit index")?),
+                round: r.round,
+            },
+        ),
+        Body::HeartbeatResponse(r) => msg(
+            r.from,
+            r.to,
+            r.term,
+            MessageBody::HeartbeatResponse { round: r.round },
+        ),
     }
 }
 
@@ -339,6 +371,11 @@ mod tests {
         round_trip(base(MessageBody::TimeoutNow {
             lease_released: true,
         }));
+        round_trip(base(MessageBody::Heartbeat {
+            commit: LogIndex(6),
+            round: 9,
+        }));
+        round_trip(base(MessageBody::HeartbeatResponse { round: 9 }));
     }
 
     #[test]

@@ -108,6 +108,16 @@ impl Cluster {
             "tick" => self.tick(args),
             "stabilize" => self.stabilize(),
             "ready" => Ok(self.ready(one()?)),
+            "heartbeats" => {
+                let id = one()?;
+                let early = self.raft(id)?.take_heartbeats();
+                let out = early
+                    .iter()
+                    .map(|m| format!("send {}", print::message(m)))
+                    .collect();
+                self.net.extend(early);
+                Ok(out)
+            }
             "deliver" => self.deliver(route(args.first().copied().unwrap_or("*->*"))?),
             "drop" => Ok(self.drop_msgs(route(args.first().ok_or("which link?")?)?)),
             "propose" => {

@@ -106,6 +106,10 @@ pub fn message(m: &Message) -> String {
             };
             format!("AppResp term={} {outcome} round={round}", m.term)
         }
+        Heartbeat { commit, round } => {
+            format!("Beat term={} commit={commit} round={round}", m.term)
+        }
+        HeartbeatResponse { round } => format!("BeatResp term={} round={round}", m.term),
         Vote {
             last_log,
             pre_vote,
@@ -297,6 +301,13 @@ pub fn parse_message(s: &str) -> Result<Message, String> {
             conflict: kv
                 .get("hint")
                 .map_or(Ok(LogId::default()), |h| parse_id(h))?,
+            round: num("round")?,
+        },
+        "Beat" => MessageBody::Heartbeat {
+            commit: LogIndex(num("commit")?),
+            round: num("round")?,
+        },
+        "BeatResp" => MessageBody::HeartbeatResponse {
             round: num("round")?,
         },
         "PreVote" | "Vote" => MessageBody::Vote {

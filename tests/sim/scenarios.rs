@@ -274,3 +274,34 @@ pub fn snapshot_while_replicating() -> Scenario {
         settle: ms(1000),
     }
 }
+
+/// Issue 7, finding 8: every node's fsync stalls for longer than the lease
+/// (400 ms against L = 250 ms), as a WAL sync does behind the writeback of a
+/// large snapshot, while writes keep all three disks busy. Heartbeats and
+/// their answers name nothing being written, so they leave during the
+/// syncs: n0 keeps its term and its lease throughout. Held back behind the
+/// syncs like every other message, they arrive too late and n0 steps down.
+pub fn slow_disks_keep_the_lease() -> Scenario {
+    let stall = ms(400);
+    let script = Script::new()
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .until(Cond::Lease(N0), ms(1000))
+        .slow_disk(N0, stall)
+        .slow_disk(N1, stall)
+        .slow_disk(N2, stall);
+    let script = (0..3).fold(script, |s, i| {
+        let value = i.to_string();
+        s.set(0, N0, "a", &value)
+            .until(Cond::Answered(0), ms(3000))
+            .expect_live(Cond::Leads(N0, 2))
+            .expect_live(Cond::Lease(N0))
+    });
+    Scenario {
+        name: "slow disks keep the lease",
+        clock_rates: vec![1.0; 3],
+        script,
+        settle: ms(1000),
+    }
+}

@@ -48,7 +48,9 @@ impl Rule {
         }
         match (&self.what, &m.body) {
             (Traffic::All, _) => true,
-            (Traffic::Appends, MessageBody::Append { .. }) => true,
+            (Traffic::Appends, MessageBody::Append { .. } | MessageBody::Heartbeat { .. }) => {
+                true
+            }
             (Traffic::EntriesOfTerm(t), MessageBody::Append { entries, .. }) => {
                 entries.iter().any(|e| e.term() == Term(*t))
             }
@@ -80,6 +82,9 @@ enum Action {
     /// (a leader would stop its heartbeats too: scripts hold followers only).
     HoldTimer(NodeId),
     ReleaseTimer(NodeId),
+    /// Every fsync of the node takes this long from now on (a disk stalled
+    /// behind writeback), instead of a random time.
+    SlowDisk(NodeId, Duration),
     /// The node snapshots its state machine now and compacts its log, as it
     /// does when `Ready::snapshot_due` asks (only the moment is chosen).
     Compact(NodeId),
@@ -121,6 +126,9 @@ enum Step {
     Until(Cond, Duration),
     /// The condition must hold now: the scenario reached the state it is about.
     Expect(Cond),
+    /// The condition must hold now, or the protocol failed to stay live
+    /// (a `Liveness` failure, not the script's).
+    ExpectLive(Cond),
 }
 
 /// A list of steps, written with the builder methods below.
@@ -208,6 +216,13 @@ impl Script {
         self.steps.push(Step::Expect(c));
         self
     }
+    pub fn expect_live(mut self, c: Cond) -> Script {
+        self.steps.push(Step::ExpectLive(c));
+        self
+    }
+    pub fn slow_disk(self, n: NodeId, sync: Duration) -> Script {
+        self.act(Action::SlowDisk(n, sync))
+    }
 }
 
 /// A cluster and a script to play on it.
@@ -289,6 +304,15 @@ impl World {
                 reached
             }
             Step::Expect(c) => self.holds(c),
+            Step::ExpectLive(c) => {
+                if self.holds(c) {
+                    return Ok(());
+                }
+                return Err(self.failure(Violation {
+                    check: Check::Liveness,
+                    detail: format!("{step} did not hold"),
+                }));
+            }
         };
         if reached {
             return Ok(());
@@ -351,6 +375,9 @@ impl World {
             Action::ReleaseTimer(n) => {
                 self.held.remove(&n);
             }
+            Action::SlowDisk(n, sync) => {
+                self.nodes.get_mut(&n).unwrap().sync_time = Some(sync.as_nanos() as u64);
+            }
             Action::Call {
                 client,
                 node,
@@ -411,6 +438,7 @@ impl fmt::Display for Action {
             Action::Restart(n) => write!(f, "restart n{n}"),
             Action::HoldTimer(n) => write!(f, "hold n{n}'s timer"),
             Action::ReleaseTimer(n) => write!(f, "release n{n}'s timer"),
+            Action::SlowDisk(n, sync) => write!(f, "every fsync of n{n} takes {sync:?}"),
             Action::Call { client, node, call } => {
                 write!(f, "client {client}: {call:?} at n{node}")
             }
@@ -439,6 +467,7 @@ impl fmt::Display for Step {
             Step::Run(d) => write!(f, "`run {d:?}`"),
             Step::Until(c, limit) => write!(f, "`until {c}` (within {limit:?})"),
             Step::Expect(c) => write!(f, "`expect {c}`"),
+            Step::ExpectLive(c) => write!(f, "`expect {c}`"),
         }
     }
 }

@@ -57,4 +57,15 @@ impl Raft {
         };
         self.send(from, reply);
     }
+
+    /// A heartbeat: the leader's contact (the basis of the lease bound this
+    /// node reports when it votes) and its commit index, which the leader
+    /// capped at what we acknowledged holding. The answer names nothing of
+    /// our log, so it may leave before a write of ours is durable.
+    pub(super) fn on_heartbeat(&mut self, from: NodeId, term: Term, commit: LogIndex, round: u64) {
+        debug_assert!(self.leader.is_none(), "validate drops a second leader");
+        self.accept_leader(from, term);
+        self.log.commit_to(commit);
+        self.send(from, MessageBody::HeartbeatResponse { round });
+    }
 }

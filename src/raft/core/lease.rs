@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Raft;
 use crate::raft::message::*;
 use crate::raft::progress::ReplState;
-use crate::raft::{Broken, Instant};
+use crate::raft::{Broken, Instant, NodeId, Term};
 
 impl Raft {
     /// Some(time left) while this node holds a lease it may serve reads from.
@@ -66,9 +66,28 @@ impl Raft {
                 *waiting = false;
             }
         }
+        let committed = self.log.committed();
         for peer in self.peers() {
+            let matched = self.leader_ref().progress[&peer].match_index;
+            let commit = committed.min(matched);
+            self.send(peer, MessageBody::Heartbeat { commit, round });
             self.send_append(peer, true);
         }
+        self.update_lease();
+    }
+
+    pub(super) fn on_heartbeat_response(&mut self, from: NodeId, term: Term, round: u64) {
+        if term != self.term {
+            return;
+        }
+        let Some(p) = self
+            .leader
+            .as_mut()
+            .and_then(|l| l.progress.get_mut(&from))
+        else {
+            return;
+        };
+        p.acked_round = p.acked_round.max(round);
         self.update_lease();
     }
 

@@ -107,6 +107,10 @@ pub struct Raft {
     reads: Vec<ReadState>,
     failed_reads: Vec<u64>,
     persisted_hard_state: HardState,
+    /// Term and vote as durable: what was handed out before the last
+    /// ready() (whose caller had persisted it, by contract). A heartbeat may
+    /// leave early only while our term and vote equal these.
+    durable_vote: (Term, Option<NodeId>),
     snapshot_requested: bool,
     lease_was_valid: bool,
 }
@@ -142,6 +146,7 @@ impl Raft {
             reads: Vec::new(),
             failed_reads: Vec::new(),
             persisted_hard_state: hs,
+            durable_vote: (hs.term, hs.voted_for),
             snapshot_requested: false,
             lease_was_valid: false,
         };

@@ -17,6 +17,8 @@ impl Raft {
         }
         let hs = self.hard_state();
         let prev = self.persisted_hard_state;
+        // The caller persisted the previous Ready before calling again.
+        self.durable_vote = (prev.term, prev.voted_for);
         let hard_state = (hs != prev).then_some(hs);
         let vote_changed = (hs.term != prev.term || hs.voted_for != prev.voted_for)
             && self.cfg.broken != Broken::UnsyncedVote;
@@ -50,6 +52,29 @@ impl Raft {
         }
     }
 
+    /// Takes the queued heartbeats and heartbeat answers, which may leave
+    /// while the last `Ready` is still being persisted, before the next
+    /// ready(): they name no log position and the commit index a heartbeat
+    /// carries is one the follower already acknowledged holding, so they
+    /// depend on nothing still being written — unless our term or vote
+    /// changed since the last durable `Ready`, in which case they wait.
+    /// This keeps the lease renewed while a slow fsync runs on the leader or
+    /// on its followers (issue 7, finding 8). Everything else stays queued
+    /// for the next `Ready`, in its order.
+    pub fn take_heartbeats(&mut self) -> Vec<Message> {
+        if (self.term, self.voted_for) != self.durable_vote
+            || self.cfg.broken == Broken::HeartbeatsWaitForSync
+            || !self.msgs.iter().any(|m| is_heartbeat(&m.body))
+        {
+            return Vec::new();
+        }
+        let (beats, rest) = std::mem::take(&mut self.msgs)
+            .into_iter()
+            .partition(|m| is_heartbeat(&m.body));
+        self.msgs = rest;
+        beats
+    }
+
     fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -57,4 +82,11 @@ impl Raft {
             commit: self.log.committed(),
         }
     }
+}
+
+fn is_heartbeat(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. }
+    )
 }

@@ -87,7 +87,11 @@ impl Raft {
                     p.next_index = sent_last.next();
                     out.push(append_body(&self.log, prev_index, entries, commit, round));
                 }
-                if out.is_empty() && heartbeat {
+                // A follower that holds our whole log hears the round from
+                // the heartbeat alone; one that lacks some of it also gets
+                // an empty append, whose rejection backs us up if what we
+                // sent it was lost.
+                if out.is_empty() && heartbeat && p.match_index < last {
                     out.push(append_body(
                         &self.log,
                         p.next_index.prev(),

@@ -70,7 +70,7 @@ impl Raft {
                 let leader = (!leaderless
                     && matches!(
                         msg.body,
-                        Append { .. } | Snapshot { .. } | TimeoutNow { .. }
+                        Append { .. } | Heartbeat { .. } | Snapshot { .. } | TimeoutNow { .. }
                     ))
                 .then_some(msg.from);
                 self.become_follower(msg.term, leader);
@@ -78,7 +78,7 @@ impl Raft {
         } else if msg.term < self.term {
             match msg.body {
                 // Tell a stale leader (or a stale candidate) about the newer term.
-                Append { .. } | Snapshot { .. } => self.send(
+                Append { .. } | Heartbeat { .. } | Snapshot { .. } => self.send(
                     msg.from,
                     AppendResponse {
                         success: false,
@@ -107,6 +107,8 @@ impl Raft {
                 commit,
                 round,
             } => self.on_append(msg.from, msg.term, prev, entries, commit, round),
+            Heartbeat { commit, round } => self.on_heartbeat(msg.from, msg.term, commit, round),
+            HeartbeatResponse { round } => self.on_heartbeat_response(msg.from, msg.term, round),
             AppendResponse {
                 success,
                 match_index,

@@ -200,6 +200,28 @@ fn a_term_at_its_maximum_is_dropped() {
     assert_eq!(f.term(), Term(2));
 }
 
+/// A heartbeat from a second leader in our term, and an answer to a round
+/// we never started, are dropped like their append counterparts.
+#[test]
+fn hostile_heartbeats_are_dropped() {
+    let mut r = leader(Duration::ZERO);
+    let beat = MessageBody::Heartbeat {
+        commit: LogIndex(2),
+        round: 1,
+    };
+    let m = msg(N1, N0, 2, beat);
+    assert_eq!(
+        feed(&mut r, m, at(1001)),
+        ["another leader in our term (two nodes share an id?)"]
+    );
+    let m = msg(N1, N0, 2, MessageBody::HeartbeatResponse { round: 99 });
+    assert_eq!(
+        feed(&mut r, m, at(1002)),
+        ["acknowledges a round not yet sent"]
+    );
+    assert_eq!(r.role(), Role::Leader);
+}
+
 /// A number the garbage generator likes: edges first.
 fn any_u64(rng: &mut StdRng) -> u64 {
     match rng.random_range(0..6) {
@@ -213,7 +235,7 @@ fn any_u64(rng: &mut StdRng) -> u64 {
 
 fn any_body(rng: &mut StdRng) -> MessageBody {
     let id = |rng: &mut StdRng| LogId::new(any_u64(rng), any_u64(rng));
-    match rng.random_range(0..7) {
+    match rng.random_range(0..9) {
         0 => {
             let prev = id(rng);
             let n = rng.random_range(0..4);
@@ -263,6 +285,13 @@ fn any_body(rng: &mut StdRng) -> MessageBody {
             last_index: LogIndex(any_u64(rng)),
             next_offset: any_u64(rng),
             done: rng.random(),
+            round: any_u64(rng),
+        },
+        6 => MessageBody::Heartbeat {
+            commit: LogIndex(any_u64(rng)),
+            round: any_u64(rng),
+        },
+        7 => MessageBody::HeartbeatResponse {
             round: any_u64(rng),
         },
         _ => MessageBody::TimeoutNow {

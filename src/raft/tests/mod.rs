@@ -3,6 +3,7 @@
 //! messages, and its `Ready` is checked.
 
 mod gate;
+mod heartbeat;
 mod hostile;
 mod snapshot;
 
