@@ -48,9 +48,7 @@ impl Rule {
         }
         match (&self.what, &m.body) {
             (Traffic::All, _) => true,
-            (Traffic::Appends, MessageBody::Append { .. } | MessageBody::Heartbeat { .. }) => {
-                true
-            }
+            (Traffic::Appends, MessageBody::Append { .. } | MessageBody::Heartbeat { .. }) => true,
             (Traffic::EntriesOfTerm(t), MessageBody::Append { entries, .. }) => {
                 entries.iter().any(|e| e.term() == Term(*t))
             }

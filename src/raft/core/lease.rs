@@ -80,11 +80,7 @@ impl Raft {
         if term != self.term {
             return;
         }
-        let Some(p) = self
-            .leader
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(p) = self.leader.as_mut().and_then(|l| l.progress.get_mut(&from)) else {
             return;
         };
         p.acked_round = p.acked_round.max(round);

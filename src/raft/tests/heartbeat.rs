@@ -29,7 +29,8 @@ fn settled_leader() -> Raft {
 #[test]
 fn a_leader_sends_heartbeats_during_its_sync_and_holds_entries_back() {
     let mut r = settled_leader();
-    r.propose(Bytes::from_static(b"x"), at(1010)).expect("leader");
+    r.propose(Bytes::from_static(b"x"), at(1010))
+        .expect("leader");
     let syncing = r.ready();
     assert_eq!(syncing.entries.len(), 1, "x is being written");
     r.tick(at(1050));
@@ -46,7 +47,11 @@ fn a_leader_sends_heartbeats_during_its_sync_and_holds_entries_back() {
     );
     let left = r.lease_remaining(at(1060)).expect("lease renewed");
     let hold = Config::new(N0).lease_hold();
-    assert_eq!(left, hold - Duration::from_millis(10), "timed from the round");
+    assert_eq!(
+        left,
+        hold - Duration::from_millis(10),
+        "timed from the round"
+    );
     // Everything else the round produced leaves after the sync, in order.
     let next = r.ready();
     assert!(next.messages.iter().all(|m| m.body.kind() == "append"));
@@ -112,7 +117,10 @@ fn no_early_answer_until_a_new_term_is_durable() {
     assert!(writing.must_sync, "the new term is synced");
     assert_eq!(beats(&writing.messages), [(N0, "heartbeat_response")]);
     f.step(msg(N0, N1, 3, beat(1, 2)), at(20));
-    assert!(f.take_heartbeats().is_empty(), "term 3 is still being synced");
+    assert!(
+        f.take_heartbeats().is_empty(),
+        "term 3 is still being synced"
+    );
     assert_eq!(beats(&f.ready().messages), [(N0, "heartbeat_response")]);
     f.step(msg(N0, N1, 3, beat(1, 3)), at(30));
     assert_eq!(beats(&f.take_heartbeats()), [(N0, "heartbeat_response")]);
