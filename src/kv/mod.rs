@@ -275,7 +275,33 @@ fn respond(index: u64, outcome: Outcome) -> WriteResponse {
 pub const RANGE_PAGE: usize = 1000;
 pub const RANGE_PAGE_MAX: usize = 10_000;
 
+/// What a range read needs of the state machine, copied in O(1) (the key
+/// space is a persistent map), so a page — and the count over the whole
+/// prefix, which scans it — can be computed off the node loop.
+#[derive(Clone, Debug)]
+pub struct RangeView {
+    limits: Limits,
+    store: Store,
+    time_ms: u64,
+}
+
 impl StateMachine {
+    /// The applied state as a range read sees it, at the applied cluster time.
+    pub fn range_view(&self) -> RangeView {
+        RangeView {
+            limits: self.limits,
+            store: self.store.clone(),
+            time_ms: self.time_ms,
+        }
+    }
+
+    /// [`RangeView::range`] on the applied state.
+    pub fn range(&self, r: &pb::RangeRequest) -> pb::RangeResponse {
+        self.range_view().range(r)
+    }
+}
+
+impl RangeView {
     /// One page of the live keys starting with `r.prefix` after `r.after`,
     /// in byte order, at the applied cluster time (like [`get`]: expired
     /// keys are absent). A page holds at most `r.limit` keys (0:

@@ -27,7 +27,7 @@ mod pending;
 #[cfg(test)]
 mod tests;
 
-use crate::kv::{Limits, StateMachine};
+use crate::kv::{Limits, RangeView, StateMachine};
 use crate::pb;
 use crate::raft::{
     self, ConfChange, Entry, Instant, LogIndex, NodeId, Payload, ProposeError, Raft, ReadState,
@@ -62,6 +62,20 @@ pub enum ReadAnswer {
     Get(pb::GetResponse),
     Ttl(pb::TtlResponse),
     Range(pb::RangeResponse),
+}
+
+/// A range read with the state it reads (an O(1) copy).
+#[derive(Debug, Clone)]
+pub struct RangeScan {
+    view: RangeView,
+    request: pb::RangeRequest,
+}
+
+impl RangeScan {
+    /// The page (and count) the read answers.
+    pub fn run(&self) -> ReadAnswer {
+        ReadAnswer::Range(self.view.range(&self.request))
+    }
 }
 
 /// Why a request was not answered by the state machine.
@@ -101,6 +115,15 @@ pub enum Effect<C: Callers> {
     Read {
         caller: C::Read,
         result: Result<ReadAnswer, Refusal>,
+        cluster_ms: u64,
+    },
+    /// Answer a range read by running `scan`, off the node loop: counting
+    /// a large prefix takes a while (a 1M-key scan must not hold up
+    /// heartbeats). It holds the applied state at release, so the answer is
+    /// the same whenever it runs.
+    Scan {
+        caller: C::Read,
+        scan: RangeScan,
         cluster_ms: u64,
     },
     /// The member addresses kept in the state machine may have changed (a
@@ -489,7 +512,16 @@ impl<C: Callers> Replica<C> {
             let answer = match kind {
                 ReadKind::Get(key) => ReadAnswer::Get(self.sm.get(&key)),
                 ReadKind::Ttl(key) => ReadAnswer::Ttl(self.sm.ttl(&key)),
-                ReadKind::Range(r) => ReadAnswer::Range(self.sm.range(&r)),
+                ReadKind::Range(request) => {
+                    let view = self.sm.range_view();
+                    let scan = RangeScan { view, request };
+                    self.effects.push(Effect::Scan {
+                        caller,
+                        scan,
+                        cluster_ms: t,
+                    });
+                    continue;
+                }
             };
             self.effects.push(Effect::Read {
                 caller,

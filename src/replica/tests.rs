@@ -221,3 +221,31 @@ fn a_restarted_replica_continues_cluster_time_from_the_state_machine() {
         "cluster time jumped with the clock: {after} (was {before})"
     );
 }
+
+/// A range read is handed out as a scan over the state it was released at:
+/// the node runs it off its loop, and writes applied meanwhile do not show.
+#[test]
+fn a_range_read_scans_the_state_it_was_released_at() {
+    let mut one = One::new(1_000);
+    one.write(set("p/a", "1"));
+    one.write(set("p/b", "2"));
+    let request = pb::RangeRequest {
+        prefix: Bytes::from_static(b"p/"),
+        ..Default::default()
+    };
+    one.replica.read(ReadKind::Range(request), 5, at(one.now));
+    one.turn();
+    let scan = match one.replica.take_effects().pop() {
+        Some(Effect::Scan {
+            caller: 5, scan, ..
+        }) => scan,
+        other => panic!("range answered {other:?}"),
+    };
+    one.write(set("p/c", "3"));
+    let ReadAnswer::Range(page) = scan.run() else {
+        panic!("not a range answer");
+    };
+    let keys: Vec<&[u8]> = page.items.iter().map(|kv| &kv.key[..]).collect();
+    assert_eq!(keys, [&b"p/a"[..], b"p/b"]);
+    assert_eq!(page.count, 2);
+}

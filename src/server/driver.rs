@@ -540,6 +540,11 @@ impl Driver {
                 Effect::Read { caller, result, .. } => {
                     let _ = caller.send(result.map_err(|r| self.node_error(r)));
                 }
+                Effect::Scan { caller, scan, .. } => {
+                    tokio::task::spawn_blocking(move || {
+                        let _ = caller.send(Ok(scan.run()));
+                    });
+                }
                 Effect::MembersChanged => self.learn_replicated_addresses(),
             }
         }

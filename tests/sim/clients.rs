@@ -487,6 +487,11 @@ impl World {
         for effect in effects {
             let ((client, attempt), answer) = match effect {
                 Effect::Written { caller, result, .. } => (caller, written_answer(result)),
+                Effect::Scan {
+                    caller,
+                    scan,
+                    cluster_ms,
+                } => (caller, Answer::Read(scan.run(), cluster_ms)),
                 Effect::Read {
                     caller,
                     result,
