@@ -131,6 +131,9 @@ struct Io {
     /// Something was stepped while a sync ran: its output waits in the core
     /// for the next `Ready`, which the loop then takes without waiting.
     stepped: bool,
+    /// A tick was stepped since the gauges were last refreshed (under load
+    /// most ticks are stepped during a sync, not as the loop's wake-up).
+    ticked: bool,
 }
 
 impl Io {
@@ -279,6 +282,7 @@ impl Driver {
             job: None,
             closed: false,
             stepped: false,
+            ticked: false,
         };
         loop {
             let wake = if std::mem::take(&mut io.stepped) {
@@ -287,7 +291,6 @@ impl Driver {
                 Some(io.next(true).await)
             };
             let busy = std::time::Instant::now();
-            let ticked = matches!(wake, Some(Wake::Tick));
             if let Some(wake) = wake {
                 self.on_wake(wake, &mut io)?;
             }
@@ -297,7 +300,7 @@ impl Driver {
             self.take_batch(&mut io);
             let ready = self.replica.ready();
             self.process(ready, &mut io).await?;
-            self.observe(ticked);
+            self.observe(std::mem::take(&mut io.ticked));
             self.metrics.loop_busy.observe(busy.elapsed().as_secs_f64());
             if self.stop_due() {
                 if let Some((_, done)) = self.stopping.take() {
@@ -318,6 +321,11 @@ impl Driver {
             Wake::Tick => {
                 let now = self.now();
                 self.replica.tick(now);
+                // Look at the lease at every tick, wherever it is stepped:
+                // the held-seconds counter only counts what it sees between
+                // two looks, and a sync can take a while.
+                self.metrics.note_lease(self.raft().lease_remaining(now));
+                io.ticked = true;
             }
             Wake::Snapshot(r) => {
                 io.job = None;
