@@ -33,7 +33,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -57,8 +57,9 @@ struct Traffic {
 
 #[derive(Default)]
 struct State {
-    /// Pod name -> the address its client port really is.
-    backends: BTreeMap<String, SocketAddr>,
+    /// Pod name -> the address its client port really is; None: the API
+    /// server forbids port-forwarding to it.
+    backends: BTreeMap<String, Option<SocketAddr>>,
     /// Every request, "METHOD path?query".
     requests: Mutex<Vec<String>>,
     traffic: Mutex<BTreeMap<String, Traffic>>,
@@ -78,7 +79,7 @@ impl Drop for FakeApi {
 }
 
 impl FakeApi {
-    async fn start(backends: BTreeMap<String, SocketAddr>) -> FakeApi {
+    async fn start(backends: BTreeMap<String, Option<SocketAddr>>) -> FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -204,12 +205,24 @@ fn port_forward(
     query: &str,
     state: Arc<State>,
 ) -> Response<Full<Bytes>> {
-    let Some(&backend) = state.backends.get(&name) else {
-        return failure(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("pods \"{name}\" not found"),
-        );
+    let backend = match state.backends.get(&name) {
+        Some(Some(backend)) => *backend,
+        Some(None) => {
+            return failure(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!(
+                    "pods \"{name}\" is forbidden: User \"dev\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{NAMESPACE}\""
+                ),
+            );
+        }
+        None => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("pods \"{name}\" not found"),
+            );
+        }
     };
     let ports: Vec<u16> = query
         .split('&')
@@ -372,7 +385,7 @@ async fn status_reaches_real_nodes_through_port_forward_tunnels() {
     let backends = (0..3)
         .map(|i| {
             let address = cluster.nodes[i].client.parse().unwrap();
-            (format!("raftkv-{i}"), address)
+            (format!("raftkv-{i}"), Some(address))
         })
         .collect();
     let api = FakeApi::start(backends).await;
@@ -451,4 +464,71 @@ async fn status_reaches_real_nodes_through_port_forward_tunnels() {
             "unexpected request {request}"
         );
     }
+}
+
+/// Tunnels that cannot open: the pod refuses the connection (the kubelet's
+/// error channel says so), or the API server forbids the port-forward.
+/// raftctl says why for each pod on one line, with exit 2 (unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tunnels_are_one_clear_error_line() {
+    // A port bound but not listening: connecting to it is refused, and no
+    // other process can take it meanwhile.
+    let closed = TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let refused = closed.local_addr().unwrap();
+    let backends = [
+        ("raftkv-0".to_string(), Some(refused)),
+        ("raftkv-1".to_string(), None),
+    ];
+    let api = FakeApi::start(backends.into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+
+    let (code, table, stderr) = raftctl(&kubeconfig, &["status"]).await;
+    assert_eq!(
+        code, 2,
+        "exit 2 (unreachable)\nstdout:\n{table}stderr:\n{stderr}"
+    );
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[..6],
+            [
+                format!("raftkv-{i}").as_str(),
+                "Running",
+                "yes",
+                "0",
+                "worker",
+                "unreachable"
+            ],
+            "{table}"
+        );
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
+    let line = lines[0];
+    let (_, refusal) = line
+        .split_once("raftkv-0: port-forward to port 7379 failed: ")
+        .unwrap_or_else(|| panic!("names pod 0 and its tunnel: {line}"));
+    assert!(
+        refusal.starts_with("error forwarding port 7379 to pod raftkv-0"),
+        "the kubelet's words: {line}"
+    );
+    assert!(
+        refusal.contains(&format!("dial tcp {refused}: connect: Connection refused")),
+        "gives the kubelet's reason: {line}"
+    );
+    assert!(
+        line.contains(
+            "raftkv-1: cannot open a port-forward: Forbidden: your user lacks the RBAC permission"
+        ),
+        "names pod 1 and the API server's refusal: {line}"
+    );
+    assert!(
+        line.contains("cannot create resource \"pods/portforward\""),
+        "{line}"
+    );
+    assert!(api.traffic().is_empty(), "{:?}", api.traffic());
 }
