@@ -1,34 +1,22 @@
-//! A `raftctl local` cluster for process tests: started on free ports,
+//! A `raftctl local` cluster for process tests: started on reserved ports,
 //! waited on until its ready banner, stopped with Ctrl-C.
 //! Included by path (`#[path = "common/local.rs"] mod local;`).
 
 #![allow(dead_code)]
 
+#[path = "ports.rs"]
+mod ports;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 
-/// A base port with BASE..BASE+23 free (three nodes, three ports each).
+/// A base port with the ports of three nodes (BASE + 10 * node + 0..3)
+/// reserved for this test process.
 pub fn free_base_port() -> u16 {
-    loop {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        let all_free = (0..3)
-            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
+    ports::free_base_port(3)
 }
 
 pub struct Local {
