@@ -532,3 +532,66 @@ async fn failed_tunnels_are_one_clear_error_line() {
     );
     assert!(api.traffic().is_empty(), "{:?}", api.traffic());
 }
+
+/// A forward outlives its pod's restarts: while the node is down each
+/// connection's tunnel fails and the reason is kept; once the node is back
+/// the same local listener reaches it and the reason is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_reaches_its_pod_again_after_a_restart() {
+    use raftkv::client::{Client, ClientOptions};
+    use raftkv::ctl::kube::{KubePlatform, client_config};
+
+    let mut cluster = Cluster::start("kube_forward_restart", 1);
+    cluster.leader(&[0], Duration::from_secs(20)).await;
+    let node = cluster.nodes[0].client.parse().unwrap();
+    let api = FakeApi::start([("raftkv-0".to_string(), Some(node))].into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = client_config(Some(&api.kubeconfig(dir.path())), None)
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let platform = KubePlatform::new(client, NAMESPACE.into(), "raftkv".into(), false);
+    let endpoints = platform.endpoints_for(1).await.unwrap();
+    let probe = Client::lazy(
+        endpoints.clone(),
+        ClientOptions::default().with_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let status = probe.status(&endpoints[0]).await.unwrap();
+    assert_eq!(status.id, 0);
+
+    cluster.kill(0);
+    // The open connection's tunnel just closes (no reason: nothing failed
+    // to open); a later connection's tunnel is refused, with the reason.
+    wait_for("a refused tunnel", Duration::from_secs(10), || async {
+        probe.status(&endpoints[0]).await.is_err()
+            && platform.forward_failure("raftkv-0").await.is_some()
+    })
+    .await;
+    let reason = platform.forward_failure("raftkv-0").await;
+    assert!(
+        reason.as_deref().is_some_and(|r| r
+            .starts_with("port-forward to port 7379 failed: error forwarding")
+            && r.contains("Connection refused")),
+        "{reason:?}"
+    );
+
+    cluster.spawn(0);
+    wait_for(
+        "node 0 through its forward",
+        Duration::from_secs(20),
+        || {
+            let probe = &probe;
+            let endpoint = &endpoints[0];
+            async move { probe.status(endpoint).await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(platform.forward_failure("raftkv-0").await, None);
+    assert_eq!(platform.endpoints_for(1).await.unwrap(), endpoints);
+    assert!(
+        api.traffic()["raftkv-0"].tunnels >= 2,
+        "{:?}",
+        api.traffic()
+    );
+}

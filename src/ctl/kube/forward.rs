@@ -8,13 +8,28 @@
 //! sees a closed connection; why it failed (the API server's refusal, or
 //! the kubelet's message on the port's error channel, such as the pod
 //! refusing the connection) is kept per pod for the command to report.
+//!
+//! The client's bytes wait for the pod's first bytes (a raftkv node, a
+//! gRPC server, speaks first: its HTTP/2 settings). The kubelet dials the
+//! pod once the WebSocket is open and, if that fails, sends the reason and
+//! closes; kube's forwarder stops at its first failed write, so client
+//! bytes written into a tunnel the kubelet is closing would lose the
+//! reason (tests/kube_forward.rs saw it in about 1 run in 10).
 
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+/// How long the client's bytes wait for the pod's first bytes before they
+/// go anyway (a pod that does not speak first).
+const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
 
 use super::KubePlatform;
 use super::errors::api_error;
@@ -106,11 +121,10 @@ struct Tunnel {
 }
 
 impl Tunnel {
-    /// Opens the tunnel and copies both ways until either end closes. The
-    /// kubelet writes the reason of a failure (the pod refused, the port
-    /// is closed) on the port's error channel, then closes: it is kept
-    /// before the local connection closes, so the client's error and the
-    /// reason are seen together.
+    /// Opens the tunnel, passes the pod's first bytes, then copies both
+    /// ways until either end closes, keeping the reason the kubelet gives
+    /// on the port's error channel before the local connection closes (so
+    /// the client's error and the reason are seen together).
     async fn run(self, mut conn: TcpStream) {
         let mut forwarder = match self.pods.portforward(&self.name, &[self.port]).await {
             Ok(forwarder) => forwarder,
@@ -127,17 +141,42 @@ impl Tunnel {
             forwarder.abort();
             return;
         };
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream) => {}
-            Some(reason) = error => {
-                self.fail(format!(
-                    "port-forward to port {} failed: {}",
-                    self.port,
-                    reason.trim()
-                ));
+        // Fused: it is polled again after it may have answered.
+        let mut error = pin!(error.fuse());
+        let mut first = vec![0u8; 16 * 1024];
+        let opened = tokio::select! {
+            read = upstream.read(&mut first) => match read {
+                Ok(n) if n > 0 => conn.write_all(&first[..n]).await.is_ok(),
+                // Closed before a byte: a reason comes before the close.
+                _ => {
+                    if let Some(Some(reason)) = error.as_mut().now_or_never() {
+                        self.refused(&reason);
+                    }
+                    false
+                }
+            },
+            Some(reason) = error.as_mut() => {
+                self.refused(&reason);
+                false
+            }
+            () = tokio::time::sleep(FIRST_BYTES_WAIT) => true,
+        };
+        if opened {
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream) => {}
+                Some(reason) = error.as_mut() => self.refused(&reason),
             }
         }
         forwarder.abort();
+    }
+
+    /// The kubelet's reason for closing the port.
+    fn refused(&self, reason: &str) {
+        self.fail(format!(
+            "port-forward to port {} failed: {}",
+            self.port,
+            reason.trim()
+        ));
     }
 
     fn fail(&self, reason: String) {
