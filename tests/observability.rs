@@ -13,12 +13,13 @@
 mod observability {
     pub mod grafana;
     pub mod http;
-    pub mod local;
     pub mod prom;
 }
+#[path = "common/local.rs"]
+mod local;
 
+use local::Local;
 use observability::grafana::{self, Kind};
-use observability::local::{self, Local};
 use observability::prom::{self, Prometheus, Target};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -87,8 +88,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Local::start(
+    let cluster = Local::launch(
         &dir.path().join("cluster"),
+        local::free_base_port(),
+        None,
         // Small snapshots so the snapshot panels have data.
         &[("RAFTKV_SNAPSHOT_THRESHOLD", "200")],
     );
@@ -159,7 +162,8 @@ fn bench(cluster: &Local, duration: &str) -> std::thread::JoinHandle<bool> {
     let mut command = Command::new(local::RAFTCTL);
     command
         .args(["bench", "mixed", "--clients", "4", "--key-space", "300"])
-        .args(["--duration", duration, "--endpoints", &cluster.endpoints()])
+        .args(["--duration", duration])
+        .args(["--endpoints", &Local::endpoints(cluster.base)])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     std::thread::spawn(move || command.status().unwrap().success())

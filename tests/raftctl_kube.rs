@@ -473,6 +473,7 @@ async fn deploy_waits_for_ready_pods_and_a_leader_and_stops_on_ctrl_c() {
 /// out of reach: kube takes the upgraded connection from hyper's
 /// `OnUpgrade` extension, which only a real HTTP connection sets; a
 /// `tower-test` response has none, so the upgrade fails after the 101.
+/// tests/kube_forward.rs runs the tunnel for real.
 #[tokio::test]
 async fn port_forward_asks_the_api_server_for_the_pods_client_port() {
     use tokio::io::AsyncReadExt;
@@ -485,6 +486,8 @@ async fn port_forward_asks_the_api_server_for_the_pods_client_port() {
         endpoints.iter().all(|e| e.starts_with("127.0.0.1:")),
         "{endpoints:?}"
     );
+    // Asked again (deploy's wait polls), the same listeners answer.
+    assert_eq!(platform.endpoints_for(2).await.unwrap(), endpoints);
     let mut conn = tokio::net::TcpStream::connect(&endpoints[1]).await.unwrap();
     let mut handle = pin!(handle);
     let (request, send) = handle.next_request().await.expect("a tunnel request");

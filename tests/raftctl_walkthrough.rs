@@ -32,17 +32,6 @@ fn expect(base: u16, args: &[&str], code: i32) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn leader_id(base: u16) -> u64 {
-    let json = expect(base, &["status", "-o", "json"], 0);
-    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["role"] == "leader")
-        .and_then(|r| r["id"].as_u64())
-        .expect("a leader in status")
-}
-
 #[test]
 fn readme_walkthrough_with_raftctl_local() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +78,7 @@ fn readme_walkthrough_with_raftctl_local() {
     assert_eq!(table.matches("follower").count(), 2, "{table}");
 
     // Kill the leader by the pid `raftctl local` printed: the others serve.
-    let old = leader_id(base);
+    let old = local.leader();
     signal("-KILL", local.pid(old));
     let killed = Instant::now();
     assert_eq!(expect(base, &["set", "after", "kill"], 0).trim(), "OK");

@@ -3,18 +3,16 @@
 //! data; a flipped byte in the middle of a segment stops the node with an
 //! error naming the file and the offset, and changes nothing on disk.
 
+#[path = "common/ports.rs"]
+mod ports;
+
+use ports::free_port;
 use raftkv::client::{Client, ClientOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// A single-node cluster on one data directory, restartable.
 struct OneNode {

@@ -1,29 +1,27 @@
 //! Real `raftkv` processes on loopback for process tests: a cluster of
-//! nodes started with their own free ports and data directories, killed,
-//! paused and restarted, with logs in the system temp dir
-//! (`raftkv-<test>-<i>.log`). Included by path
+//! nodes started with their own data directories and ports (reserved for
+//! the test process, so no other socket takes them before a node binds
+//! them or while it restarts: ports.rs), killed, paused and restarted,
+//! with logs beside the data directories (`node<i>.log`, kept when the
+//! test fails). Included by path
 //! (`#[path = "common/cluster.rs"] mod harness;`).
 
 #![allow(dead_code)]
 
+#[path = "ports.rs"]
+mod ports;
+
+// Not every test that includes this file asks for a port.
+#[allow(unused_imports)]
+pub use ports::free_port;
 use raftkv::client::{Client, ClientOptions};
 use raftkv::pb;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 pub const CTL: &str = env!("CARGO_BIN_EXE_raftctl");
-
-/// A port nobody listens on now (the OS picks it; a tiny race is accepted).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub struct Node {
     pub id: usize,

@@ -1,54 +1,52 @@
-//! A `raftctl local` cluster for process tests: started on free ports,
-//! waited on until its ready banner, stopped with Ctrl-C.
+//! A `raftctl local` cluster for process tests: started on reserved ports,
+//! waited on until its ready banner, its nodes killed by the pids it
+//! printed and restarted with SIGHUP, stopped with Ctrl-C.
 //! Included by path (`#[path = "common/local.rs"] mod local;`).
 
 #![allow(dead_code)]
 
+#[path = "ports.rs"]
+mod ports;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+// Not every test that includes this file asks for a port.
+#[allow(unused_imports)]
+pub use ports::free_port;
 
-/// A base port with BASE..BASE+23 free (three nodes, three ports each).
+pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+/// The nodes of a `raftctl local` cluster (its default).
+pub const NODES: u16 = 3;
+
+/// A base port with the cluster's ports (BASE + 10 * node + 0..3)
+/// reserved for this test process.
 pub fn free_base_port() -> u16 {
-    loop {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        let all_free = (0..3)
-            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
+    ports::free_base_port(NODES)
 }
 
 pub struct Local {
     pub child: Child,
+    pub base: u16,
     /// `raftctl local`'s stdout, up to the ready banner.
     pub banner: Vec<String>,
 }
 
 impl Local {
     /// Starts `raftctl local` and waits for its ready banner.
-    pub fn start(dir: &std::path::Path, base: u16) -> Local {
-        Local::start_logged(dir, base, None)
+    pub fn start(dir: &Path, base: u16) -> Local {
+        Local::launch(dir, base, None, &[])
     }
 
     /// [`start`](Self::start), appending raftctl's stderr to `stderr` if given.
-    pub fn start_logged(
-        dir: &std::path::Path,
-        base: u16,
-        stderr: Option<&std::path::Path>,
-    ) -> Local {
+    pub fn start_logged(dir: &Path, base: u16, stderr: Option<&Path>) -> Local {
+        Local::launch(dir, base, stderr, &[])
+    }
+
+    /// [`start_logged`](Self::start_logged) with `env` for raftctl and its nodes.
+    pub fn launch(dir: &Path, base: u16, stderr: Option<&Path>, env: &[(&str, &str)]) -> Local {
         let stderr = match stderr {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -62,6 +60,7 @@ impl Local {
         let mut child = Command::new(RAFTCTL)
             .args(["local", "--data-dir", dir.to_str().unwrap()])
             .args(["--base-port", &base.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -82,7 +81,11 @@ impl Local {
         );
         // Keep draining stdout so the supervisor never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Local { child, banner }
+        Local {
+            child,
+            base,
+            banner,
+        }
     }
 
     /// The pid of node `id`, from the banner.
@@ -97,12 +100,43 @@ impl Local {
             .unwrap()
     }
 
-    /// The client endpoints of the cluster, comma separated.
+    /// The client endpoints of the cluster on `base`, comma separated.
     pub fn endpoints(base: u16) -> String {
-        (0..3)
+        (0..NODES)
             .map(|i| format!("127.0.0.1:{}", base + 10 * i))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Node `id`'s HTTP address (/metrics, /livez, /readyz).
+    pub fn http_addr(&self, id: u16) -> String {
+        format!("127.0.0.1:{}", self.base + 10 * id + 2)
+    }
+
+    /// SIGHUP: `raftctl local` restarts every dead node.
+    pub fn restart_dead(&self) {
+        signal("-HUP", self.child.id());
+    }
+
+    /// The id of the node that reports itself leader (`raftctl status`).
+    pub fn leader(&self) -> u64 {
+        let out = Command::new(RAFTCTL)
+            .args(["status", "-o", "json"])
+            .args(["--endpoints", &Local::endpoints(self.base)])
+            .output()
+            .unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "raftctl status: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["role"] == "leader")
+            .and_then(|r| r["id"].as_u64())
+            .expect("a leader in status")
     }
 
     /// Waits up to `limit` for raftctl local to exit by itself; its status.

@@ -109,7 +109,17 @@ pub async fn status(platform: &KubePlatform, output: Output) -> Result<(), CtlEr
     } else {
         let endpoints = platform.endpoints_for(count).await?;
         let client = Client::lazy(endpoints, ClientOptions::default())?;
-        rows(&client.status_all().await)
+        let mut statuses = rows(&client.status_all().await);
+        // A failed tunnel shows the client a closed connection only; the
+        // reason is the port-forward's.
+        for (i, row) in statuses.iter_mut().enumerate() {
+            if row.error.is_some() {
+                if let Some(reason) = platform.forward_failure(&pod_name(platform, i)).await {
+                    row.error = Some(reason);
+                }
+            }
+        }
+        statuses
     };
     let merged = merge(platform, &pods, &statuses);
     match output {
@@ -125,5 +135,29 @@ pub async fn status(platform: &KubePlatform, output: Output) -> Result<(), CtlEr
             ),
         ));
     }
-    health(&statuses)
+    health(&statuses).map_err(|e| with_reasons(platform, &statuses, e))
+}
+
+fn pod_name(platform: &KubePlatform, ordinal: usize) -> String {
+    format!("{}-{ordinal}", platform.name)
+}
+
+/// The health error with why each pod did not answer, on one line:
+/// "no endpoint answered (raftkv-0: port-forward to port 7379 failed: ...)".
+fn with_reasons(platform: &KubePlatform, statuses: &[NodeStatus], e: CtlError) -> CtlError {
+    let reasons: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, row)| {
+            Some(format!(
+                "{}: {}",
+                pod_name(platform, i),
+                row.error.as_ref()?
+            ))
+        })
+        .collect();
+    if reasons.is_empty() {
+        return e;
+    }
+    CtlError::new(e.exit, format!("{} ({})", e.message, reasons.join("; ")))
 }
