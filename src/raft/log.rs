@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Entry, LogId, LogIndex, Membership, Payload, Snapshot, SnapshotMeta, Term};
+use super::{Entry, LogId, LogIndex, Membership, Payload, Released, Snapshot, SnapshotMeta, Term};
 
 /// Why an AppendEntries could not be accepted, with the hint that lets the
 /// leader back up a whole term at a time.
@@ -14,6 +14,8 @@ pub(crate) struct RaftLog {
     /// What the latest snapshot covers; (0, 0) and the bootstrap membership if none.
     snapshot: SnapshotMeta,
     snapshot_data: Option<Bytes>,
+    /// What was dropped and not yet handed over (see `Ready::released`).
+    released: Released,
     /// Entries `snapshot.last.index + 1 ..= last`.
     entries: Vec<Entry>,
     /// Membership entries still in the log, in index order.
@@ -61,6 +63,7 @@ impl RaftLog {
             applied: base,
             unstable_from: last.next(),
             pending_snapshot: None,
+            released: Released::default(),
         }
     }
 
@@ -302,11 +305,30 @@ impl RaftLog {
             membership: self.membership_at(index),
         };
         let drop = (index.0 - self.snapshot.last.index.0) as usize;
-        self.entries.drain(..drop);
+        // Keep the short tail; the long prefix is freed by whoever takes it
+        // (`take_released`), not here.
+        let tail = self.entries.split_off(drop);
+        let prefix = std::mem::replace(&mut self.entries, tail);
+        let old_data = self.snapshot_data.replace(data);
+        self.release(prefix, old_data);
         self.configs.retain(|(i, _)| *i > index);
         self.snapshot = meta;
-        self.snapshot_data = Some(data);
         self.snapshot().expect("just set")
+    }
+
+    fn release(&mut self, entries: Vec<Entry>, data: Option<Bytes>) {
+        let r = &mut self.released;
+        if r.entries.is_empty() {
+            r.entries = entries;
+        } else {
+            r.entries.extend(entries);
+        }
+        r.snapshots.extend(data);
+    }
+
+    /// What compactions and installs dropped since the last call.
+    pub fn take_released(&mut self) -> Released {
+        std::mem::take(&mut self.released)
     }
 
     /// A follower installs the leader's snapshot and drops its whole log:
@@ -314,10 +336,11 @@ impl RaftLog {
     /// log too (no need to decide which suffix still agrees).
     pub fn install(&mut self, snap: Snapshot) {
         let last = snap.meta.last;
-        self.entries.clear();
+        let old = std::mem::take(&mut self.entries);
+        let old_data = self.snapshot_data.replace(snap.data.clone());
+        self.release(old, old_data);
         self.configs.clear();
         self.snapshot = snap.meta.clone();
-        self.snapshot_data = Some(snap.data.clone());
         self.committed = self.committed.max(last.index);
         self.applied = last.index;
         self.unstable_from = self.unstable_from.max(self.first_index());

@@ -197,6 +197,24 @@ pub struct Ready {
     /// After applying, snapshot the state machine and call `Raft::compact`.
     pub snapshot_due: bool,
     pub events: Vec<Event>,
+    /// What a compaction or an installed snapshot dropped, handed over so
+    /// the caller frees it where it likes. Nothing to carry out.
+    pub released: Released,
+}
+
+/// Log entries and snapshot data the core no longer holds. Freeing half a
+/// million entries or a 100 MB buffer takes tens of milliseconds, which the
+/// node loop cannot spare: it hands them to another thread.
+#[derive(Debug, Default)]
+pub struct Released {
+    pub entries: Vec<Entry>,
+    pub snapshots: Vec<Bytes>,
+}
+
+impl Released {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.snapshots.is_empty()
+    }
 }
 
 impl Ready {

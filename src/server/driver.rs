@@ -560,6 +560,10 @@ impl Driver {
 
     /// Carries out one `Ready` in the order Raft requires.
     async fn process(&mut self, mut ready: Ready, io: &mut Io) -> Result<(), String> {
+        let released = std::mem::take(&mut ready.released);
+        if !released.is_empty() {
+            tokio::task::spawn_blocking(move || drop(released));
+        }
         for e in &ready.events {
             self.record_event(e);
         }

@@ -49,6 +49,7 @@ impl Raft {
             failed_reads: std::mem::take(&mut self.failed_reads),
             snapshot_due,
             events: std::mem::take(&mut self.events),
+            released: self.log.take_released(),
         }
     }
 

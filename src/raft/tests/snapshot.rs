@@ -59,3 +59,26 @@ fn a_log_behind_the_snapshot_is_replaced() {
     assert!(ready.snapshot.is_some());
     assert_eq!(f.last_log_id(), LogId::new(2, 6));
 }
+
+/// A compaction does not free what it drops: the next `Ready` hands the
+/// dropped entries (and the snapshot data it replaced) to the caller, which
+/// frees them off its loop; the log keeps only what follows the snapshot.
+#[test]
+fn a_compaction_hands_over_what_it_drops() {
+    let mut f = node(N1, 2, log(&[2, 2, 2, 2]), 5);
+    let ready = f.ready();
+    assert_eq!(ready.committed.len(), 5);
+    assert!(ready.released.is_empty());
+    f.compact(LogIndex(3), Bytes::from_static(b"first"));
+    let released = f.ready().released;
+    let dropped: Vec<u64> = released.entries.iter().map(|e| e.index().0).collect();
+    assert_eq!(dropped, [1, 2, 3]);
+    assert!(released.snapshots.is_empty(), "no earlier snapshot");
+    f.compact(LogIndex(5), Bytes::from_static(b"second"));
+    let released = f.ready().released;
+    let dropped: Vec<u64> = released.entries.iter().map(|e| e.index().0).collect();
+    assert_eq!(dropped, [4, 5]);
+    assert_eq!(released.snapshots, [Bytes::from_static(b"first")]);
+    assert!(f.ready().released.is_empty(), "handed over once");
+    assert_eq!(f.last_log_id(), LogId::new(2, 5));
+}
