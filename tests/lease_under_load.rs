@@ -21,8 +21,8 @@ use harness::{Cluster, http_get};
 use raftkv::client::{Client, ClientOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WRITERS: usize = 64;

@@ -14,7 +14,9 @@
 //! - pending writes and changes fail as outcome-unknown when leadership is
 //!   lost or a snapshot replaces their entries;
 //! - a read is answered once everything up to its read index is applied;
-//! - the state machine is restored from a snapshot and snapshotted when due;
+//! - the state machine is restored from a snapshot and snapshotted when due
+//!   ([`SnapshotPolicy`]: the core's entry count, weighed against the size
+//!   of the last snapshot);
 //! - cluster time: proposals are stamped from the applied cluster time and
 //!   the monotonic time since, an idle leader proposes time entries, and
 //!   reads are evaluated at the applied cluster time (see [`clock`]); never
@@ -136,6 +138,41 @@ impl Applied {
     }
 }
 
+/// When a snapshot the core asks for (every `snapshot_threshold` applied
+/// entries) is worth writing: only once the log applied since the last
+/// snapshot is at least `log_ratio` times that snapshot's size. Each
+/// snapshot then costs at most `1 / log_ratio` bytes written per byte of
+/// log, whatever the size of the state, instead of a whole state rewritten
+/// every `snapshot_threshold` small writes (see docs/node.md, Snapshots).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SnapshotPolicy {
+    /// 0 snapshots on the entry count alone.
+    pub log_ratio: f64,
+}
+
+/// The default [`SnapshotPolicy::log_ratio`].
+pub const DEFAULT_SNAPSHOT_LOG_RATIO: f64 = 0.5;
+
+/// What an applied entry is counted as in the log size: its payload and
+/// about what its WAL record adds (frame, index, term).
+const ENTRY_OVERHEAD_BYTES: u64 = 16;
+
+impl Default for SnapshotPolicy {
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy {
+            log_ratio: DEFAULT_SNAPSHOT_LOG_RATIO,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// Whether `log_bytes` of log since a snapshot of `snapshot_bytes`
+    /// justify writing the next one.
+    pub fn worth_it(&self, log_bytes: u64, snapshot_bytes: u64) -> bool {
+        log_bytes as f64 >= self.log_ratio * snapshot_bytes as f64
+    }
+}
+
 /// The consensus core, the state machine and the requests waiting on them.
 pub struct Replica<C: Callers> {
     raft: Raft,
@@ -148,8 +185,16 @@ pub struct Replica<C: Callers> {
     clock: ClusterClock,
     /// Whether this node led at the end of the previous `advance`.
     was_leader: bool,
-    /// Set by the core's hint once applied; cleared by `take_snapshot`.
+    /// Set by the core's hint once applied; cleared by `take_snapshot`,
+    /// `begin_snapshot` and a restore.
     snapshot_due: bool,
+    snapshot_policy: SnapshotPolicy,
+    /// The size of the latest snapshot taken or restored here (0 if unknown:
+    /// none yet, or the one restored at start was not measured).
+    snapshot_bytes: u64,
+    /// The size of the entries applied since that snapshot's index (since
+    /// `begin_snapshot`'s, while one is encoded).
+    log_bytes: u64,
     effects: Vec<Effect<C>>,
 }
 
@@ -175,8 +220,19 @@ impl<C: Callers> Replica<C> {
             pending: Pending::default(),
             was_leader,
             snapshot_due: false,
+            snapshot_policy: SnapshotPolicy::default(),
+            snapshot_bytes: 0,
+            log_bytes: 0,
             effects: Vec::new(),
         }
+    }
+
+    /// Sets when a snapshot is worth writing, and the size of the snapshot
+    /// the state machine was restored from at start (0 if none), which the
+    /// policy weighs the log against until the next snapshot.
+    pub fn set_snapshot_policy(&mut self, policy: SnapshotPolicy, restored_bytes: u64) {
+        self.snapshot_policy = policy;
+        self.snapshot_bytes = restored_bytes;
     }
 
     pub fn raft(&self) -> &Raft {
@@ -409,6 +465,10 @@ impl<C: Callers> Replica<C> {
         self.clock.applied(self.sm.time_ms(), now, true);
         self.applied = index;
         self.snapshot_index = index;
+        // The core counts its entries from the installed snapshot again.
+        self.snapshot_due = false;
+        self.snapshot_bytes = snap.data.len() as u64;
+        self.log_bytes = 0;
         self.effects.push(Effect::MembersChanged);
         // Proposals the snapshot covers may or may not be in it.
         let why = || Refusal::OutcomeUnknown("replaced by a snapshot".into());
@@ -435,6 +495,7 @@ impl<C: Callers> Replica<C> {
         }
         debug_assert_eq!(index, self.applied + 1, "committed entries apply in order");
         self.applied = index;
+        self.log_bytes += entry_bytes(&entry);
         let term = entry.term();
         match &entry.payload {
             Payload::Command(bytes) => {
@@ -519,10 +580,15 @@ impl<C: Callers> Replica<C> {
         }
     }
 
-    /// Whether the state machine should be snapshotted now (the core asked,
-    /// and everything it counted is applied).
+    /// Whether the state machine should be snapshotted now: the core asked
+    /// (`snapshot_threshold` entries applied since the last snapshot), and
+    /// the log applied since is large enough beside that snapshot
+    /// ([`SnapshotPolicy`]). The core's request stays latched until then.
     pub fn snapshot_due(&self) -> bool {
         self.snapshot_due
+            && self
+                .snapshot_policy
+                .worth_it(self.log_bytes, self.snapshot_bytes)
     }
 
     /// Snapshots the state machine at the applied index and compacts the
@@ -533,6 +599,8 @@ impl<C: Callers> Replica<C> {
             .raft
             .compact(LogIndex(self.applied), self.sm.snapshot());
         self.snapshot_index = self.applied;
+        self.snapshot_bytes = snap.data.len() as u64;
+        self.log_bytes = 0;
         snap
     }
 
@@ -542,6 +610,8 @@ impl<C: Callers> Replica<C> {
     /// runs one at a time.
     pub fn begin_snapshot(&mut self) -> (u64, StateMachine) {
         self.snapshot_due = false;
+        // What is applied from now on is the log after this snapshot.
+        self.log_bytes = 0;
         (self.applied, self.sm.clone())
     }
 
@@ -555,10 +625,20 @@ impl<C: Callers> Replica<C> {
         if index <= installed.max(self.snapshot_index) {
             return None;
         }
+        self.snapshot_bytes = data.len() as u64;
         let snap = self.raft.compact(LogIndex(index), data);
         self.snapshot_index = index;
         Some(snap)
     }
+}
+
+/// What an applied entry adds to `Replica::log_bytes`.
+fn entry_bytes(entry: &Entry) -> u64 {
+    let payload = match &entry.payload {
+        Payload::Command(bytes) => bytes.len() as u64,
+        Payload::Noop | Payload::Config(_) => 0,
+    };
+    payload + ENTRY_OVERHEAD_BYTES
 }
 
 fn replaced(index: u64) -> Refusal {
