@@ -12,7 +12,8 @@
 //! `#[ignore]`d (about ten minutes): 1,000,000 keys with the node's default
 //! snapshot policy, or `LEASE_TEST_SNAPSHOT_RATIO` if set, by hand:
 //! `cargo test --release --test lease_under_load -- --ignored --nocapture`
-//! (docs/performance.md has the numbers). Both print a `REPORT` line.
+//! (docs/performance.md has the numbers). Both print a `REPORT` line;
+//! `LEASE_TEST_KEEP_LOGS=DIR` keeps the nodes' logs.
 
 #[path = "common/cluster.rs"]
 mod harness;
@@ -285,6 +286,15 @@ async fn flood(name: &str, keys: u64, flags: &[&str]) -> Outcome {
             mb(largest),
             mb(total)
         ));
+    }
+    // The node logs go with the cluster's temporary directory; keep them
+    // where LEASE_TEST_KEEP_LOGS says, to see what a step-down came after.
+    if let Ok(keep) = std::env::var("LEASE_TEST_KEEP_LOGS") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for i in 0..3 {
+            let to = Path::new(&keep).join(format!("{name}-node{i}.log"));
+            std::fs::copy(c.log_path(i), &to).unwrap();
+        }
     }
     let mut stepped_down = Vec::new();
     for i in 0..3 {
