@@ -144,6 +144,12 @@ impl Applied {
 /// snapshot then costs at most `1 / log_ratio` bytes written per byte of
 /// log, whatever the size of the state, instead of a whole state rewritten
 /// every `snapshot_threshold` small writes (see docs/node.md, Snapshots).
+///
+/// Both bounds are stretched by a per-node, per-snapshot stagger in
+/// `[1, 1 + MAX_STAGGER)`, drawn from the core's seed: nodes that apply the
+/// same entries would otherwise all snapshot at the same index, and a
+/// majority busy encoding and writing at once is what costs a leader its
+/// lease (ZooKeeper randomizes its `snapCount` for the same reason).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SnapshotPolicy {
     /// 0 snapshots on the entry count alone.
@@ -152,6 +158,10 @@ pub struct SnapshotPolicy {
 
 /// The default [`SnapshotPolicy::log_ratio`].
 pub const DEFAULT_SNAPSHOT_LOG_RATIO: f64 = 0.5;
+
+/// How far past the policy's bounds a node may put off a snapshot, as a
+/// fraction of them (see [`SnapshotPolicy`]).
+pub const MAX_STAGGER: f64 = 0.5;
 
 /// What an applied entry is counted as in the log size: its payload and
 /// about what its WAL record adds (frame, index, term).
@@ -167,10 +177,22 @@ impl Default for SnapshotPolicy {
 
 impl SnapshotPolicy {
     /// Whether `log_bytes` of log since a snapshot of `snapshot_bytes`
-    /// justify writing the next one.
-    pub fn worth_it(&self, log_bytes: u64, snapshot_bytes: u64) -> bool {
-        log_bytes as f64 >= self.log_ratio * snapshot_bytes as f64
+    /// justify writing the next one, put off by `stagger` (≥ 1).
+    pub fn worth_it(&self, log_bytes: u64, snapshot_bytes: u64, stagger: f64) -> bool {
+        log_bytes as f64 >= self.log_ratio * snapshot_bytes as f64 * stagger
     }
+}
+
+/// The stagger of the snapshot after the one at `index` on the node whose
+/// core has `seed`: in `[1, 1 + MAX_STAGGER)`, the same on every call
+/// (so the simulator replays it), different across nodes and snapshots.
+fn stagger(seed: u64, index: u64) -> f64 {
+    // splitmix64's finalizer: a well-mixed 64-bit hash of the two.
+    let mut x = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    1.0 + MAX_STAGGER * (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The consensus core, the state machine and the requests waiting on them.
@@ -585,10 +607,21 @@ impl<C: Callers> Replica<C> {
     /// the log applied since is large enough beside that snapshot
     /// ([`SnapshotPolicy`]). The core's request stays latched until then.
     pub fn snapshot_due(&self) -> bool {
-        self.snapshot_due
+        if !self.snapshot_due {
+            return false;
+        }
+        let stagger = self.stagger();
+        let entries = self.applied - self.snapshot_index;
+        let threshold = self.raft.config().snapshot_threshold;
+        entries as f64 >= threshold as f64 * stagger
             && self
                 .snapshot_policy
-                .worth_it(self.log_bytes, self.snapshot_bytes)
+                .worth_it(self.log_bytes, self.snapshot_bytes, stagger)
+    }
+
+    /// This node's stagger for the next snapshot (see [`SnapshotPolicy`]).
+    fn stagger(&self) -> f64 {
+        stagger(self.raft.config().seed, self.snapshot_index)
     }
 
     /// Snapshots the state machine at the applied index and compacts the

@@ -224,8 +224,14 @@ fn a_restarted_replica_continues_cluster_time_from_the_state_machine() {
 
 /// A one-node cluster that asks for a snapshot every `threshold` entries.
 fn snapshotting(threshold: u64, policy: SnapshotPolicy) -> One {
+    snapshotting_seeded(threshold, policy, 0)
+}
+
+/// The same, with the core's seed (which draws the snapshot stagger).
+fn snapshotting_seeded(threshold: u64, policy: SnapshotPolicy, seed: u64) -> One {
     let mut cfg = Config::new(NodeId(0));
     cfg.snapshot_threshold = threshold;
+    cfg.seed = seed;
     let persisted = bootstrap(Membership::new([NodeId(0)]));
     let raft = Raft::new(cfg, persisted, at(0));
     let sm = StateMachine::new(Limits::default());
@@ -261,12 +267,14 @@ fn big_state_snapshotted(one: &mut One) -> u64 {
 
 /// Issue 7, finding 8: a large state is not rewritten every
 /// `snapshot_threshold` small writes; the next snapshot waits until the log
-/// since the last one is half that snapshot's size (the default ratio).
+/// since the last one is half that snapshot's size (the default ratio),
+/// times this node's stagger.
 #[test]
 fn a_snapshot_waits_until_the_log_since_the_last_is_half_its_size() {
     let mut one = snapshotting(10, SnapshotPolicy::default());
     let size = big_state_snapshotted(&mut one);
     assert!(size > 100 * 1024, "{size}");
+    let stagger = one.replica.stagger();
     let n = small_writes_until_due(&mut one, 100_000);
     // Each small write is a few dozen bytes of log: thousands of them,
     // where the entry threshold alone would have asked after 10.
@@ -274,24 +282,44 @@ fn a_snapshot_waits_until_the_log_since_the_last_is_half_its_size() {
         n > 500,
         "a snapshot of {size} bytes was due after {n} writes"
     );
-    assert!(
-        one.replica.log_bytes >= size / 2,
-        "{}",
-        one.replica.log_bytes
-    );
-    assert!(
-        one.replica.log_bytes < size / 2 + 200,
-        "{}",
-        one.replica.log_bytes
-    );
+    let wanted = size as f64 / 2.0 * stagger;
+    let log = one.replica.log_bytes as f64;
+    assert!(log >= wanted && log < wanted + 200.0, "{log} for {wanted}");
 }
 
-/// Ratio 0 is the entry count alone: a snapshot every `threshold` entries.
+/// Ratio 0 is the entry count alone: a snapshot every `threshold` entries
+/// (times the stagger).
 #[test]
 fn ratio_zero_snapshots_on_the_entry_count_alone() {
     let mut one = snapshotting(10, SnapshotPolicy { log_ratio: 0.0 });
     big_state_snapshotted(&mut one);
-    assert_eq!(small_writes_until_due(&mut one, 100), 10);
+    let wanted = (10.0 * one.replica.stagger()).ceil() as u64;
+    assert_eq!(small_writes_until_due(&mut one, 100), wanted);
+}
+
+/// Nodes applying the same entries do not all snapshot at the same index:
+/// each puts it off by its own stagger, in [1, 1.5), redrawn per snapshot.
+#[test]
+fn nodes_stagger_their_snapshots() {
+    let due_after = |seed| {
+        let mut one = snapshotting_seeded(10, SnapshotPolicy::default(), seed);
+        big_state_snapshotted(&mut one);
+        small_writes_until_due(&mut one, 100_000)
+    };
+    let (a, b, c) = (due_after(1), due_after(2), due_after(3));
+    assert!(a != b && b != c && a != c, "due after {a}, {b}, {c} writes");
+    let mut drawn = Vec::new();
+    for seed in 0..3 {
+        for index in [0, 10_000, 431_231, u64::MAX] {
+            let s = stagger(seed, index);
+            assert!((1.0..1.0 + MAX_STAGGER).contains(&s), "{s}");
+            assert_eq!(s, stagger(seed, index), "not a function of its inputs");
+            drawn.push(s);
+        }
+    }
+    drawn.sort_by(f64::total_cmp);
+    drawn.dedup();
+    assert_eq!(drawn.len(), 12, "{drawn:?}");
 }
 
 /// After a restart the log is weighed against the snapshot restored, and
