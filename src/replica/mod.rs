@@ -14,7 +14,9 @@
 //! - pending writes and changes fail as outcome-unknown when leadership is
 //!   lost or a snapshot replaces their entries;
 //! - a read is answered once everything up to its read index is applied;
-//! - the state machine is restored from a snapshot and snapshotted when due;
+//! - the state machine is restored from a snapshot and snapshotted when due
+//!   ([`SnapshotPolicy`]: the core's entry count, weighed against the size
+//!   of the last snapshot);
 //! - cluster time: proposals are stamped from the applied cluster time and
 //!   the monotonic time since, an idle leader proposes time entries, and
 //!   reads are evaluated at the applied cluster time (see [`clock`]); never
@@ -159,6 +161,63 @@ impl Applied {
     }
 }
 
+/// When a snapshot the core asks for (every `snapshot_threshold` applied
+/// entries) is worth writing: only once the log applied since the last
+/// snapshot is at least `log_ratio` times that snapshot's size. Each
+/// snapshot then costs at most `1 / log_ratio` bytes written per byte of
+/// log, whatever the size of the state, instead of a whole state rewritten
+/// every `snapshot_threshold` small writes (see docs/node.md, Snapshots).
+///
+/// Both bounds are stretched by a per-node, per-snapshot stagger in
+/// `[1, 1 + MAX_STAGGER)`, drawn from the core's seed: nodes that apply the
+/// same entries would otherwise all snapshot at the same index, and a
+/// majority busy encoding and writing at once is what costs a leader its
+/// lease (ZooKeeper randomizes its `snapCount` for the same reason).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SnapshotPolicy {
+    /// 0 snapshots on the entry count alone.
+    pub log_ratio: f64,
+}
+
+/// The default [`SnapshotPolicy::log_ratio`].
+pub const DEFAULT_SNAPSHOT_LOG_RATIO: f64 = 0.5;
+
+/// How far past the policy's bounds a node may put off a snapshot, as a
+/// fraction of them (see [`SnapshotPolicy`]).
+pub const MAX_STAGGER: f64 = 0.5;
+
+/// What an applied entry is counted as in the log size: its payload and
+/// about what its WAL record adds (frame, index, term).
+const ENTRY_OVERHEAD_BYTES: u64 = 16;
+
+impl Default for SnapshotPolicy {
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy {
+            log_ratio: DEFAULT_SNAPSHOT_LOG_RATIO,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// Whether `log_bytes` of log since a snapshot of `snapshot_bytes`
+    /// justify writing the next one, put off by `stagger` (≥ 1).
+    pub fn worth_it(&self, log_bytes: u64, snapshot_bytes: u64, stagger: f64) -> bool {
+        log_bytes as f64 >= self.log_ratio * snapshot_bytes as f64 * stagger
+    }
+}
+
+/// The stagger of the snapshot after the one at `index` on the node whose
+/// core has `seed`: in `[1, 1 + MAX_STAGGER)`, the same on every call
+/// (so the simulator replays it), different across nodes and snapshots.
+fn stagger(seed: u64, index: u64) -> f64 {
+    // splitmix64's finalizer: a well-mixed 64-bit hash of the two.
+    let mut x = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    1.0 + MAX_STAGGER * (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The consensus core, the state machine and the requests waiting on them.
 pub struct Replica<C: Callers> {
     raft: Raft,
@@ -171,8 +230,16 @@ pub struct Replica<C: Callers> {
     clock: ClusterClock,
     /// Whether this node led at the end of the previous `advance`.
     was_leader: bool,
-    /// Set by the core's hint once applied; cleared by `take_snapshot`.
+    /// Set by the core's hint once applied; cleared by `take_snapshot`,
+    /// `begin_snapshot` and a restore.
     snapshot_due: bool,
+    snapshot_policy: SnapshotPolicy,
+    /// The size of the latest snapshot taken or restored here (0 if unknown:
+    /// none yet, or the one restored at start was not measured).
+    snapshot_bytes: u64,
+    /// The size of the entries applied since that snapshot's index (since
+    /// `begin_snapshot`'s, while one is encoded).
+    log_bytes: u64,
     effects: Vec<Effect<C>>,
 }
 
@@ -198,8 +265,19 @@ impl<C: Callers> Replica<C> {
             pending: Pending::default(),
             was_leader,
             snapshot_due: false,
+            snapshot_policy: SnapshotPolicy::default(),
+            snapshot_bytes: 0,
+            log_bytes: 0,
             effects: Vec::new(),
         }
+    }
+
+    /// Sets when a snapshot is worth writing, and the size of the snapshot
+    /// the state machine was restored from at start (0 if none), which the
+    /// policy weighs the log against until the next snapshot.
+    pub fn set_snapshot_policy(&mut self, policy: SnapshotPolicy, restored_bytes: u64) {
+        self.snapshot_policy = policy;
+        self.snapshot_bytes = restored_bytes;
     }
 
     pub fn raft(&self) -> &Raft {
@@ -438,6 +516,10 @@ impl<C: Callers> Replica<C> {
         self.clock.applied(self.sm.time_ms(), now, true);
         self.applied = index;
         self.snapshot_index = index;
+        // The core counts its entries from the installed snapshot again.
+        self.snapshot_due = false;
+        self.snapshot_bytes = snap.data.len() as u64;
+        self.log_bytes = 0;
         self.effects.push(Effect::MembersChanged);
         // Proposals the snapshot covers may or may not be in it.
         let why = || Refusal::OutcomeUnknown("replaced by a snapshot".into());
@@ -464,6 +546,7 @@ impl<C: Callers> Replica<C> {
         }
         debug_assert_eq!(index, self.applied + 1, "committed entries apply in order");
         self.applied = index;
+        self.log_bytes += entry_bytes(&entry);
         let term = entry.term();
         match &entry.payload {
             Payload::Command(bytes) => {
@@ -557,10 +640,26 @@ impl<C: Callers> Replica<C> {
         }
     }
 
-    /// Whether the state machine should be snapshotted now (the core asked,
-    /// and everything it counted is applied).
+    /// Whether the state machine should be snapshotted now: the core asked
+    /// (`snapshot_threshold` entries applied since the last snapshot), and
+    /// the log applied since is large enough beside that snapshot
+    /// ([`SnapshotPolicy`]). The core's request stays latched until then.
     pub fn snapshot_due(&self) -> bool {
-        self.snapshot_due
+        if !self.snapshot_due {
+            return false;
+        }
+        let stagger = self.stagger();
+        let entries = self.applied - self.snapshot_index;
+        let threshold = self.raft.config().snapshot_threshold;
+        entries as f64 >= threshold as f64 * stagger
+            && self
+                .snapshot_policy
+                .worth_it(self.log_bytes, self.snapshot_bytes, stagger)
+    }
+
+    /// This node's stagger for the next snapshot (see [`SnapshotPolicy`]).
+    fn stagger(&self) -> f64 {
+        stagger(self.raft.config().seed, self.snapshot_index)
     }
 
     /// Snapshots the state machine at the applied index and compacts the
@@ -571,6 +670,8 @@ impl<C: Callers> Replica<C> {
             .raft
             .compact(LogIndex(self.applied), self.sm.snapshot());
         self.snapshot_index = self.applied;
+        self.snapshot_bytes = snap.data.len() as u64;
+        self.log_bytes = 0;
         snap
     }
 
@@ -580,6 +681,8 @@ impl<C: Callers> Replica<C> {
     /// runs one at a time.
     pub fn begin_snapshot(&mut self) -> (u64, StateMachine) {
         self.snapshot_due = false;
+        // What is applied from now on is the log after this snapshot.
+        self.log_bytes = 0;
         (self.applied, self.sm.clone())
     }
 
@@ -593,10 +696,20 @@ impl<C: Callers> Replica<C> {
         if index <= installed.max(self.snapshot_index) {
             return None;
         }
+        self.snapshot_bytes = data.len() as u64;
         let snap = self.raft.compact(LogIndex(index), data);
         self.snapshot_index = index;
         Some(snap)
     }
+}
+
+/// What an applied entry adds to `Replica::log_bytes`.
+fn entry_bytes(entry: &Entry) -> u64 {
+    let payload = match &entry.payload {
+        Payload::Command(bytes) => bytes.len() as u64,
+        Payload::Noop | Payload::Config(_) => 0,
+    };
+    payload + ENTRY_OVERHEAD_BYTES
 }
 
 fn replaced(index: u64) -> Refusal {

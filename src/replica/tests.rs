@@ -249,3 +249,125 @@ fn a_range_read_scans_the_state_it_was_released_at() {
     assert_eq!(keys, [&b"p/a"[..], b"p/b"]);
     assert_eq!(page.count, 2);
 }
+
+/// A one-node cluster that asks for a snapshot every `threshold` entries.
+fn snapshotting(threshold: u64, policy: SnapshotPolicy) -> One {
+    snapshotting_seeded(threshold, policy, 0)
+}
+
+/// The same, with the core's seed (which draws the snapshot stagger).
+fn snapshotting_seeded(threshold: u64, policy: SnapshotPolicy, seed: u64) -> One {
+    let mut cfg = Config::new(NodeId(0));
+    cfg.snapshot_threshold = threshold;
+    cfg.seed = seed;
+    let persisted = bootstrap(Membership::new([NodeId(0)]));
+    let raft = Raft::new(cfg, persisted, at(0));
+    let sm = StateMachine::new(Limits::default());
+    let mut replica = Replica::new(raft, sm, 0, Limits::default(), at(0));
+    replica.set_snapshot_policy(policy, 0);
+    let mut one = One { replica, now: 0 };
+    one.run_until(|r| r.raft().role() == Role::Leader);
+    one
+}
+
+/// Writes small keys until a snapshot is due; how many it took.
+fn small_writes_until_due(one: &mut One, limit: u64) -> u64 {
+    for n in 1..=limit {
+        one.write(set(&format!("s{n}"), "v"));
+        if one.replica.snapshot_due() {
+            return n;
+        }
+    }
+    panic!("no snapshot due after {limit} writes");
+}
+
+/// A state of 100 values of 1 KiB, snapshotted: its size.
+fn big_state_snapshotted(one: &mut One) -> u64 {
+    let value = "x".repeat(1024);
+    for n in 0..100 {
+        one.write(set(&format!("big{n}"), &value));
+    }
+    assert!(one.replica.snapshot_due(), "no snapshot was ever taken");
+    let snap = one.replica.take_snapshot();
+    assert!(!one.replica.snapshot_due());
+    snap.data.len() as u64
+}
+
+/// Issue 7, finding 8: a large state is not rewritten every
+/// `snapshot_threshold` small writes; the next snapshot waits until the log
+/// since the last one is half that snapshot's size (the default ratio),
+/// times this node's stagger.
+#[test]
+fn a_snapshot_waits_until_the_log_since_the_last_is_half_its_size() {
+    let mut one = snapshotting(10, SnapshotPolicy::default());
+    let size = big_state_snapshotted(&mut one);
+    assert!(size > 100 * 1024, "{size}");
+    let stagger = one.replica.stagger();
+    let n = small_writes_until_due(&mut one, 100_000);
+    // Each small write is a few dozen bytes of log: thousands of them,
+    // where the entry threshold alone would have asked after 10.
+    assert!(
+        n > 500,
+        "a snapshot of {size} bytes was due after {n} writes"
+    );
+    let wanted = size as f64 / 2.0 * stagger;
+    let log = one.replica.log_bytes as f64;
+    assert!(log >= wanted && log < wanted + 200.0, "{log} for {wanted}");
+}
+
+/// Ratio 0 is the entry count alone: a snapshot every `threshold` entries
+/// (times the stagger).
+#[test]
+fn ratio_zero_snapshots_on_the_entry_count_alone() {
+    let mut one = snapshotting(10, SnapshotPolicy { log_ratio: 0.0 });
+    big_state_snapshotted(&mut one);
+    let wanted = (10.0 * one.replica.stagger()).ceil() as u64;
+    assert_eq!(small_writes_until_due(&mut one, 100), wanted);
+}
+
+/// Nodes applying the same entries do not all snapshot at the same index:
+/// each puts it off by its own stagger, in [1, 1.5), redrawn per snapshot.
+#[test]
+fn nodes_stagger_their_snapshots() {
+    let due_after = |seed| {
+        let mut one = snapshotting_seeded(10, SnapshotPolicy::default(), seed);
+        big_state_snapshotted(&mut one);
+        small_writes_until_due(&mut one, 100_000)
+    };
+    let (a, b, c) = (due_after(1), due_after(2), due_after(3));
+    assert!(a != b && b != c && a != c, "due after {a}, {b}, {c} writes");
+    let mut drawn = Vec::new();
+    for seed in 0..3 {
+        for index in [0, 10_000, 431_231, u64::MAX] {
+            let s = stagger(seed, index);
+            assert!((1.0..1.0 + MAX_STAGGER).contains(&s), "{s}");
+            assert_eq!(s, stagger(seed, index), "not a function of its inputs");
+            drawn.push(s);
+        }
+    }
+    drawn.sort_by(f64::total_cmp);
+    drawn.dedup();
+    assert_eq!(drawn.len(), 12, "{drawn:?}");
+}
+
+/// After a restart the log is weighed against the snapshot restored, and
+/// what is applied while a snapshot is encoded counts toward the next one.
+#[test]
+fn the_policy_weighs_a_restored_snapshot_and_writes_during_an_encoding() {
+    let mut one = snapshotting(10, SnapshotPolicy::default());
+    one.replica
+        .set_snapshot_policy(SnapshotPolicy::default(), 4_000);
+    let n = small_writes_until_due(&mut one, 10_000);
+    assert!(n > 10, "due after {n} writes despite a 4,000-byte snapshot");
+    let (index, sm) = one.replica.begin_snapshot();
+    let meanwhile = one.write(set("during", "the encoding")).0.index;
+    let snap = one
+        .replica
+        .finish_snapshot(index, sm.snapshot(), at(one.now))
+        .expect("no install came between");
+    assert!(meanwhile > snap.meta.last.index.0);
+    assert_eq!(one.replica.snapshot_bytes, snap.data.len() as u64);
+    let counted = one.replica.log_bytes;
+    assert!(counted > ENTRY_OVERHEAD_BYTES, "{counted}");
+    assert!(counted < 200, "{counted}: more than the one write after it");
+}

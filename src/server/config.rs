@@ -110,6 +110,10 @@ pub struct Args {
     /// Entries applied since the last snapshot before taking a new one.
     #[arg(long, env = "RAFTKV_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
+    /// A snapshot also waits until the log written since the last one is
+    /// this fraction of that snapshot's size (0 = on the entry count alone).
+    #[arg(long, env = "RAFTKV_SNAPSHOT_LOG_RATIO")]
+    pub snapshot_log_ratio: Option<f64>,
     /// Largest key in bytes.
     #[arg(long, env = "RAFTKV_MAX_KEY_BYTES")]
     pub max_key_bytes: Option<usize>,
@@ -150,6 +154,7 @@ pub struct FileConfig {
     pub lease_ms: Option<u64>,
     pub max_clock_drift: Option<f64>,
     pub snapshot_threshold: Option<u64>,
+    pub snapshot_log_ratio: Option<f64>,
     pub max_key_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
     pub log_format: Option<String>,
@@ -198,6 +203,8 @@ pub struct Config {
     pub lease: Duration,
     pub max_clock_drift: f64,
     pub snapshot_threshold: u64,
+    /// See [`crate::replica::SnapshotPolicy`].
+    pub snapshot_log_ratio: f64,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub log_format: LogFormat,
@@ -387,6 +394,15 @@ fn resolve(
     if snapshot_threshold == 0 {
         return Err("snapshot-threshold: must be positive".into());
     }
+    let snapshot_log_ratio =
+        pick!(args, file, snapshot_log_ratio).unwrap_or(crate::replica::DEFAULT_SNAPSHOT_LOG_RATIO);
+    if !(0.0..=MAX_SNAPSHOT_LOG_RATIO).contains(&snapshot_log_ratio) {
+        return Err(format!(
+            "snapshot-log-ratio: {snapshot_log_ratio} is not in [0, {MAX_SNAPSHOT_LOG_RATIO}] \
+             (the log written since the last snapshot, as a fraction of its size, \
+             that a new snapshot waits for; 0 snapshots on the entry count alone)"
+        ));
+    }
     let defaults = crate::kv::Limits::default();
     let max_key_bytes = pick!(args, file, max_key_bytes).unwrap_or(defaults.max_key_bytes);
     let max_value_bytes = pick!(args, file, max_value_bytes).unwrap_or(defaults.max_value_bytes);
@@ -416,6 +432,7 @@ fn resolve(
         lease: Duration::from_millis(lease_ms),
         max_clock_drift,
         snapshot_threshold,
+        snapshot_log_ratio,
         max_key_bytes,
         max_value_bytes,
         log_format,
@@ -424,6 +441,10 @@ fn resolve(
 }
 
 /// `raftkv-2` → 2.
+/// Beyond this the log kept between snapshots (and replayed on a restart)
+/// would be many times the state: surely a mistake.
+const MAX_SNAPSHOT_LOG_RATIO: f64 = 10.0;
+
 fn ordinal(name: &str) -> Option<u64> {
     name.rsplit_once('-')?.1.parse().ok()
 }

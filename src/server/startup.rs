@@ -18,6 +18,7 @@ use crate::kv::{Limits, StateMachine};
 use crate::observe::{self, Metrics};
 use crate::pb;
 use crate::raft::{self, NodeId, Raft};
+use crate::replica::SnapshotPolicy;
 use crate::storage::Storage;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -141,6 +142,8 @@ impl Start<'_> {
         let promote = self.boot.promote;
         let client_listener = bind("client-addr", config.client_addr).await?;
         let (sm, applied) = state_machine(config, &self.boot.persisted)?;
+        let restored_bytes = self.boot.persisted.snapshot.as_ref();
+        let restored_bytes = restored_bytes.map_or(0, |s| s.data.len() as u64);
         let clock = std::time::Instant::now();
         let raft = Raft::new(
             raft_config(config)?,
@@ -180,7 +183,7 @@ impl Start<'_> {
             .add_service(pb::cluster_server::ClusterServer::new(client))
             .serve_with_incoming_shutdown(incoming(client_listener), self.stopped.wait());
 
-        let driver = Driver::new(Parts {
+        let mut driver = Driver::new(Parts {
             config: config.clone(),
             cluster_id: cluster_id.clone(),
             raft,
@@ -191,6 +194,10 @@ impl Start<'_> {
             metrics: self.metrics,
             clock,
         });
+        let policy = SnapshotPolicy {
+            log_ratio: config.snapshot_log_ratio,
+        };
+        driver.replica.set_snapshot_policy(policy, restored_bytes);
         self.gate.activate(Active {
             cluster_id: cluster_id.clone(),
             node: node.clone(),

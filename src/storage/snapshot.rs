@@ -1,11 +1,12 @@
 //! Snapshot files: `snap/<term>-<index>.snap` (both 20 digits), holding
 //! `[u32 LE meta length][pb::SnapshotMeta][data][u32 LE CRC-32C of all before]`.
 //! Written atomically (temp + fsync + rename + dir fsync), so a crash leaves
-//! either the old snapshot or the new one, plus at worst an ignored temp file.
+//! either the old snapshot or the new one, plus at worst an ignored temp file;
+//! the temp file is pushed to disk in 1 MiB chunks as it is written.
 
 use super::codec;
 use super::error::{StorageError, corrupt, io_err};
-use super::fsutil::{TMP_SUFFIX, sync_dir, write_atomic};
+use super::fsutil::{SYNC_CHUNK, TMP_SUFFIX, sync_dir, write_atomic_observed};
 use crate::pb;
 use crate::raft::{LogId, Snapshot};
 use bytes::Bytes;
@@ -27,15 +28,30 @@ fn parse_name(name: &str) -> Option<LogId> {
     Some(LogId::new(num(term)?, num(index)?))
 }
 
-/// Durably writes `snap` into `dir`; returns its path.
+/// Durably writes `snap` into `dir`; returns its path. The file is pushed
+/// to disk as it is written (`fsutil::write_atomic`), so writing a large
+/// snapshot does not hold up the WAL's fsyncs on the same disk.
 pub(crate) fn write(dir: &Path, snap: &Snapshot) -> Result<PathBuf, StorageError> {
+    write_observed(dir, snap, SYNC_CHUNK, &mut |_| {})
+}
+
+/// [`write`] in chunks of `chunk` bytes, calling `pushed` after each (see
+/// `fsutil::write_atomic_observed`).
+pub(crate) fn write_observed(
+    dir: &Path,
+    snap: &Snapshot,
+    chunk: u64,
+    pushed: &mut dyn FnMut(u64),
+) -> Result<PathBuf, StorageError> {
     let meta = codec::snapshot_meta_to_pb(&snap.meta).encode_to_vec();
     let len = (meta.len() as u32).to_le_bytes();
     let crc = [&len[..], &meta, &snap.data]
         .iter()
         .fold(0, |crc, part| crc32c::crc32c_append(crc, part));
     let name = file_name(snap.meta.last);
-    write_atomic(dir, &name, &[&len, &meta, &snap.data, &crc.to_le_bytes()])?;
+    let crc = crc.to_le_bytes();
+    let parts: [&[u8]; 4] = [&len, &meta, &snap.data, &crc];
+    write_atomic_observed(dir, &name, &parts, chunk, pushed)?;
     Ok(dir.join(name))
 }
 

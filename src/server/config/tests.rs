@@ -30,6 +30,7 @@ fn defaults_and_peer_client_addresses() {
     assert_eq!(c.heartbeat, Duration::from_millis(50));
     assert_eq!(c.lease, Duration::from_millis(250));
     assert_eq!(c.snapshot_threshold, 10_000);
+    assert_eq!(c.snapshot_log_ratio, 0.5);
     assert_eq!(c.peers[2].client_addr, "127.0.0.1:7399");
     assert_eq!(c.advertise_client_addr, "127.0.0.1:7389");
     assert_eq!(c.log_format, LogFormat::Text);
@@ -38,8 +39,9 @@ fn defaults_and_peer_client_addresses() {
 #[test]
 fn flags_beat_env_beat_file_beat_defaults() {
     let _g = ENV.lock().unwrap();
-    let file =
-        yaml("heartbeat_ms: 40\nlease_ms: 200\nelection_timeout_ms: 280\nsnapshot_threshold: 7\n");
+    let file = yaml(
+        "heartbeat_ms: 40\nlease_ms: 200\nelection_timeout_ms: 280\nsnapshot_threshold: 7\nsnapshot_log_ratio: 2\n",
+    );
     let path = file.path().to_str().unwrap().to_string();
     // SAFETY: every test that reads the environment holds ENV.
     unsafe {
@@ -73,6 +75,7 @@ fn flags_beat_env_beat_file_beat_defaults() {
         "file wins over default"
     );
     assert_eq!(c.snapshot_threshold, 7);
+    assert_eq!(c.snapshot_log_ratio, 2.0, "from the file");
     assert_eq!(c.max_clock_drift, 0.01, "default");
 }
 
@@ -212,4 +215,26 @@ fn auto_join_comes_from_the_flag_or_the_file() {
         ..Args::default()
     };
     assert!(!Config::from_args(overridden, &|_| None).unwrap().auto_join);
+}
+
+#[test]
+fn snapshot_log_ratio_from_a_flag_and_refused_out_of_range() {
+    let _g = ENV.lock().unwrap();
+    let base = ["--id", "0", "--peers", PEERS];
+    let with = |v: &str| {
+        let flag = format!("--snapshot-log-ratio={v}");
+        let mut argv = base.to_vec();
+        argv.push(&flag);
+        parse(&argv)
+    };
+    assert_eq!(with("0").unwrap().snapshot_log_ratio, 0.0);
+    assert_eq!(with("1.5").unwrap().snapshot_log_ratio, 1.5);
+    for bad in ["-0.1", "11", "NaN", "inf"] {
+        let e = with(bad).unwrap_err();
+        assert!(
+            e.starts_with("snapshot-log-ratio: ") && e.contains("not in [0, 10]"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(with("half").unwrap_err().contains("snapshot-log-ratio"));
 }

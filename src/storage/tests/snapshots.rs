@@ -109,3 +109,100 @@ fn dump_renders_everything() {
     }
     assert!(!text.contains("index 2 term 1 command"), "{text}");
 }
+
+/// Copies every file under `from` to the same place under `to`: what a
+/// crash at this instant would leave (everything written so far survives).
+fn copy_tree(from: &Path, to: &Path) {
+    for (path, bytes) in snapshot_tree(from) {
+        let dest = to.join(path.strip_prefix(from).unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::write(dest, bytes).unwrap();
+    }
+}
+
+fn big_snap(term: u64, index: u64, len: usize) -> Snapshot {
+    let mut s = snap(term, index);
+    s.data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    s
+}
+
+#[test]
+fn crash_while_writing_a_snapshot_in_chunks_leaves_the_old_one_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let crashed = dir.path().join("crashed");
+    let (mut s, _) = Storage::open(&data).unwrap();
+    s.append(&entries(1, 1..=20)).unwrap();
+    s.sync().unwrap();
+    s.save_snapshot(&snap(1, 5)).unwrap();
+
+    // A 300 KiB snapshot written in 64 KiB chunks; the world stops after
+    // the third chunk is pushed to disk.
+    let chunk = 64 << 10;
+    let new = big_snap(1, 15, 300 << 10);
+    let mut pushes = Vec::new();
+    let path = snapshot::write_observed(&s.snapshot_dir(), &new, chunk, &mut |written| {
+        pushes.push(written);
+        if pushes.len() == 3 {
+            copy_tree(&data, &crashed);
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        pushes,
+        [1, 2, 3, 4].map(|n| n * chunk),
+        "one push per chunk"
+    );
+    let tmp = crashed.join("snap").join(format!(
+        "{}{}",
+        snapshot::file_name(LogId::new(1, 15)),
+        fsutil::TMP_SUFFIX
+    ));
+    assert_eq!(
+        fs::metadata(&tmp).unwrap().len(),
+        3 * chunk,
+        "the crash came mid-write"
+    );
+
+    // After the crash: the old snapshot and the whole log, the half-written
+    // file reported and removed.
+    let (_c, rec) = Storage::open(&crashed).unwrap();
+    assert_eq!(rec.persisted.snapshot, Some(snap(1, 5)));
+    assert_eq!(rec.persisted.entries, entries(1, 6..=20));
+    assert!(!tmp.exists());
+    assert!(
+        rec.warnings.iter().any(|w| w.contains("temp")),
+        "{:?}",
+        rec.warnings
+    );
+
+    // Without the crash the chunked file is whole and takes over.
+    assert!(s.adopt_snapshot(15, &path).unwrap());
+    drop(s);
+    let (_s, rec) = Storage::open(&data).unwrap();
+    assert_eq!(rec.persisted.snapshot, Some(new));
+    assert_eq!(rec.persisted.entries, entries(1, 16..=20));
+}
+
+#[test]
+fn chunked_writer_pushes_every_full_chunk_and_keeps_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let chunk = 4096u64;
+    let parts: Vec<Vec<u8>> = [0usize, 1, 4095, 4096, 3 * 4096 + 5, 7]
+        .iter()
+        .enumerate()
+        .map(|(k, n)| vec![k as u8 + 1; *n])
+        .collect();
+    let mut pushes = Vec::new();
+    let mut record = |written| pushes.push(written);
+    let mut w = fsutil::ChunkedWriter::new(fs::File::create(&path).unwrap(), chunk, &mut record);
+    for p in &parts {
+        w.write(p).unwrap();
+    }
+    w.finish().sync_all().unwrap();
+    let all: Vec<u8> = parts.concat();
+    assert_eq!(fs::read(&path).unwrap(), all);
+    let full = all.len() as u64 / chunk;
+    assert_eq!(pushes, (1..=full).map(|n| n * chunk).collect::<Vec<_>>());
+}
