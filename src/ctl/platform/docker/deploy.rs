@@ -53,7 +53,7 @@ async fn ensure_network(layout: &Layout) -> Result<Applied, CtlError> {
     })
 }
 
-async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError> {
+pub(super) async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError> {
     let object = format!("volume/{name}");
     if inspect("volume", name, "{{.Name}}").await?.is_some() {
         return Ok(Applied {
@@ -68,7 +68,11 @@ async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError>
     })
 }
 
-async fn ensure_container(layout: &Layout, args: Vec<String>, i: u64) -> Result<Applied, CtlError> {
+pub(super) async fn ensure_container(
+    layout: &Layout,
+    args: Vec<String>,
+    i: u64,
+) -> Result<Applied, CtlError> {
     let name = layout.container(i);
     let object = format!("container/{name}");
     let hash = template_hash(&args);
