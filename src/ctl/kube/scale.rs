@@ -88,12 +88,4 @@ impl KubePlatform {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ordinals_become_replica_counts() {
-        assert_eq!(replicas(4).unwrap(), 4);
-        assert!(replicas(u64::MAX).is_err());
-    }
-}
+mod tests;
