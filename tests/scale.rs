@@ -319,7 +319,10 @@ async fn local_refusals_change_nothing() {
     }
     wait_until_down(&admin, &[1, 2]).await;
     let stderr = refused(&[&["scale", "3"][..], &args].concat()).await;
-    assert!(stderr.contains("need 3 answering"), "{stderr}");
+    assert!(
+        stderr.contains("removing [4] would leave the voters {0, 1, 2, 3}, which need 3 answering"),
+        "{stderr}"
+    );
     assert_eq!(membership(&admin).await, unchanged(&[0, 1, 2, 3, 4]));
     assert_eq!(pods(&platform).await, ids(&[0, 1, 2, 3, 4]));
 

@@ -65,7 +65,7 @@ fn quorum_of(config: &BTreeSet<u64>, answering: &BTreeSet<u64>) -> Result<(), St
         return Ok(());
     }
     Err(format!(
-        "the voters {config:?} need {quorum} answering for a quorum, and {} do ({live:?})",
+        "the voters {config:?}, which need {quorum} answering for a quorum, and {} do ({live:?})",
         live.len()
     ))
 }
@@ -95,7 +95,7 @@ pub fn plan(
     }
     if let Err(why) = quorum_of(&voters, answering) {
         return Err(refuse(format!(
-            "changing the membership needs a working quorum: {why}"
+            "changing the membership needs a working quorum: it has {why}"
         )));
     }
     if target > current {
@@ -114,7 +114,7 @@ pub fn plan(
     // in the configuration after it: every configuration on the way needs a
     // quorum of nodes that answer now.
     let mut config = voters.clone();
-    for id in &remove {
+    for (step, id) in remove.iter().enumerate() {
         config.remove(id);
         if config.is_empty() {
             return Err(refuse(format!(
@@ -122,7 +122,10 @@ pub fn plan(
             )));
         }
         if let Err(why) = quorum_of(&config, answering) {
-            return Err(refuse(why));
+            return Err(refuse(format!(
+                "removing {:?} would leave {why}",
+                &remove[..=step]
+            )));
         }
     }
     let stop: Vec<u64> = pods

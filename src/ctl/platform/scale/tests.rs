@@ -49,7 +49,12 @@ fn scale_down_that_would_lose_quorum_is_refused() {
     // (and already {0,1,2,3} after the first removal has two of four).
     let e = plan(&all, 3, &m, &set(&[0, 3, 4])).unwrap_err();
     assert_eq!(e.exit, Exit::BadInput);
-    assert!(e.message.contains("need 3 answering"), "{e}");
+    assert!(
+        e.message.contains(
+            "removing [4] would leave the voters {0, 1, 2, 3}, which need 3 answering for a quorum, and 2 do ([0, 3])"
+        ),
+        "{e}"
+    );
     assert!(e.message.ends_with("nothing changed"), "{e}");
     // With one of them down it is fine: 2 of 3, and 4 of 5 on the way.
     assert!(plan(&all, 3, &m, &set(&[0, 1, 3, 4])).is_ok());
