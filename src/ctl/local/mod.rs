@@ -111,14 +111,14 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
         base_port: args.base_port,
         dir: args.data_dir.clone(),
     };
-    let nodes = nodes_to_run(args.nodes.into(), &placement)?;
-    let binary = server_binary()?;
     if args.data_dir.exists() && !args.data_dir.is_dir() {
         return Err(CtlError::new(
             Exit::BadInput,
             format!("--data-dir {} is not a directory", args.data_dir.display()),
         ));
     }
+    let nodes = nodes_to_run(args.nodes.into(), &placement)?;
+    let binary = server_binary()?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CtlError::error(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let mut signals = Signals::install()?;
@@ -439,6 +439,7 @@ async fn stop(cluster: &mut LocalCluster) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     #[tokio::test]
     async fn a_node_answering_with_another_pid_is_a_port_conflict() {
@@ -463,6 +464,42 @@ mod tests {
         );
         assert!(check_identity(&cluster, 0, &answer(2, ours)).is_err());
         cluster.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn a_scaled_cluster_resumes_with_the_recorded_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let placement = Placement {
+            base_port: 17679,
+            dir: dir.path().to_path_buf(),
+        };
+        let ids = |nodes: Vec<LocalNode>| -> Vec<(u64, bool)> {
+            nodes.into_iter().map(|n| (n.id, n.joins)).collect()
+        };
+        // Nothing recorded: the founders.
+        let founders = nodes_to_run(3, &placement).unwrap();
+        assert_eq!(
+            ids(founders.clone()),
+            vec![(0, false), (1, false), (2, false)]
+        );
+        // A scale recorded 0, 1, 3: node 3 joins, node 2 is gone.
+        let mut cluster = LocalCluster::start(Path::new("/bin/true"), Vec::new()).unwrap();
+        for mut node in founders.into_iter().filter(|n| n.id != 2) {
+            node.joins = false;
+            cluster.add(node).unwrap();
+        }
+        let mut extra = nodes::node(3, 17679, dir.path()).unwrap();
+        extra.joins = true;
+        cluster.add(extra).unwrap();
+        save_nodes(&cluster, &placement).unwrap();
+        assert_eq!(
+            ids(nodes_to_run(3, &placement).unwrap()),
+            vec![(0, false), (1, false), (3, true)]
+        );
+        std::fs::write(dir.path().join(NODES_FILE), "{").unwrap();
+        let err = nodes_to_run(3, &placement).unwrap_err();
+        assert!(err.message.contains("is damaged"), "{err}");
+        cluster.shutdown(Duration::from_secs(1)).await;
     }
 
     #[test]
