@@ -503,6 +503,13 @@ async fn docker_3_to_5_to_3_under_the_chaos_workload() {
     assert_eq!(pods(&platform).await, ids(&[0, 1, 2]));
     scale("4", &[&["--delete-data"][..], &args].concat()).await;
     assert_eq!(membership(&admin).await, (ids(&[0, 1, 2, 3]), ids(&[])));
+    // deploy after a scale keeps the scaled size and the founders' template.
+    let (code, stdout, stderr) = raftctl(&deploy).await;
+    assert_eq!(code, Some(0), "deploy after scale: {stderr}");
+    assert!(
+        stdout.contains(&format!("container/{name}-3 unchanged")),
+        "{stdout}"
+    );
     let down = scale("3", &[&["--delete-data"][..], &args].concat()).await;
     assert!(down["retained"].as_array().unwrap().is_empty(), "{down}");
     assert!(!volume_exists(&format!("{name}-data-3")));

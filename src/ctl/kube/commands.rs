@@ -69,9 +69,8 @@ async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError
         name: args.kube.name.clone(),
         namespace: namespace.clone(),
     };
-    let existing = docker_deploy::existing_replicas(&layout).await?;
+    let existing = docker_deploy::existing(&layout).await?;
     let wanted = values(&args.values, &layout.name, &namespace);
-    let existing = (existing > 0).then_some((existing as i32, existing as i32));
     let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
     let manifests = Manifests::new(&values);
     let replicas = replicas as u64;

@@ -140,6 +140,22 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// The cluster's replica count and founding member count if it exists:
+/// the containers of `layout`, and the RAFTKV_REPLICAS they were made with
+/// (after `raftctl scale` the two differ; the founders never change).
+pub async fn existing(layout: &Layout) -> Result<Option<(i32, i32)>, CtlError> {
+    let replicas = existing_replicas(layout).await?;
+    if replicas == 0 {
+        return Ok(None);
+    }
+    let docker = super::Docker {
+        name: layout.name.clone(),
+    };
+    let founders = docker.template().await?.founders;
+    let replicas = i32::try_from(replicas).map_err(|_| CtlError::error("too many containers"))?;
+    Ok(Some((replicas, founders)))
+}
+
 /// The containers of `layout` that exist, by ordinal (none: `0`).
 pub async fn existing_replicas(layout: &Layout) -> Result<u64, CtlError> {
     let filter = format!("label={LABEL}={}", layout.name);

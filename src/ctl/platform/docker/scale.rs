@@ -53,7 +53,7 @@ pub fn parse_template(container: &str, text: &str) -> Result<Template, CtlError>
 
 impl Docker {
     /// The template of the cluster's lowest-ordinal container.
-    async fn template(&self) -> Result<Template, CtlError> {
+    pub(super) async fn template(&self) -> Result<Template, CtlError> {
         use crate::ctl::platform::Platform;
         let pods = self.pods().await?;
         let first = pods.first().ok_or_else(|| {
