@@ -131,8 +131,10 @@ pub enum Command {
     /// Create or update the cluster on Kubernetes (server-side apply), then
     /// wait until every pod is ready and a leader holds its lease.
     Deploy(DeployArgs),
-    /// Change the number of members in a safe order, then the StatefulSet;
-    /// refuses a change that would lose quorum.
+    /// Change the number of members in a safe order (kube, docker or local):
+    /// new pods join as learners and become voters one at a time; removed
+    /// members leave the membership before their pods stop. Refuses a change
+    /// that would lose quorum, changing nothing.
     Scale(ScaleArgs),
 }
 
@@ -227,10 +229,21 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
-    /// The new number of members.
-    pub replicas: i32,
+    /// The new number of members (pods NAME-0 .. NAME-(N-1)).
+    #[arg(allow_negative_numbers = true)]
+    pub replicas: i64,
+    /// Delete the data volume of each removed member (docker: its named
+    /// volume, local: its directory, kube: its PersistentVolumeClaim), and
+    /// on scale-up, data a removed member left on a new ordinal. Without
+    /// it, removed members' data stays and a later scale-up onto it is
+    /// refused.
+    #[arg(long)]
+    pub delete_data: bool,
+    /// How long each new node may take to join and become a voter.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub join_timeout: Duration,
     #[command(flatten)]
-    pub kube: KubeArgs,
+    pub platform: PlatformArgs,
 }
 
 /// Where the cluster runs, for the commands that act on its pods.

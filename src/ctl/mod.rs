@@ -119,7 +119,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Chaos(args) => faults::chaos(args, output).await,
         Command::Manifests(args) => kube::commands::manifests(args, output),
         Command::Deploy(args) => kube::commands::deploy(args, output).await,
-        Command::Scale(args) => kube::commands::scale(args, output).await,
+        Command::Scale(args) => platform::scale::command(args, options.clone(), output).await,
     }
 }
 

@@ -206,8 +206,11 @@ async fn inject<P: Platform>(
     Ok((pod.clone(), leader == Some(pod.id)))
 }
 
-/// Checks the recorded history and builds the report.
-async fn judge(
+/// Checks the recorded history and builds the report: `faults` are the
+/// instants (ns since the run began) of the disruptions to measure
+/// unavailability after; `stopped` when the workload stopped. Public for
+/// runs that disrupt the cluster otherwise (tests/scale.rs scales it).
+pub async fn judge(
     kind: &str,
     config: &WorkloadConfig,
     recording: workload::Recording,

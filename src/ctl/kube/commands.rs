@@ -3,12 +3,9 @@
 
 use super::deploy::{self, Applied};
 use super::manifests::{Manifests, Values};
-use super::scale;
 use super::{KubePlatform, status};
 use crate::client::{Client, ClientOptions};
-use crate::ctl::cli::{
-    DeployArgs, ManifestsArgs, Output, PlatformKind, ScaleArgs, StatusArgs, ValuesArgs,
-};
+use crate::ctl::cli::{DeployArgs, ManifestsArgs, Output, PlatformKind, StatusArgs, ValuesArgs};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::output::print_structured;
 use crate::ctl::platform::docker::deploy as docker_deploy;
@@ -72,9 +69,8 @@ async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError
         name: args.kube.name.clone(),
         namespace: namespace.clone(),
     };
-    let existing = docker_deploy::existing_replicas(&layout).await?;
+    let existing = docker_deploy::existing(&layout).await?;
     let wanted = values(&args.values, &layout.name, &namespace);
-    let existing = (existing > 0).then_some((existing as i32, existing as i32));
     let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
     let manifests = Manifests::new(&values);
     let replicas = replicas as u64;
@@ -159,22 +155,4 @@ fn report_applied(applied: &[Applied], output: Output) -> Result<(), CtlError> {
 pub async fn status(args: &StatusArgs, output: Output) -> Result<(), CtlError> {
     let platform = KubePlatform::connect(&args.kube).await?;
     status::status(&platform, output).await
-}
-
-/// `raftctl scale N`.
-pub async fn scale(args: &ScaleArgs, output: Output) -> Result<(), CtlError> {
-    let platform = KubePlatform::connect(&args.kube).await?;
-    let endpoints = platform.forward_all().await?;
-    let client = Client::lazy(endpoints, ClientOptions::default())?;
-    let scaled = scale::scale(&platform, &client, args.replicas).await?;
-    match output {
-        Output::Table => {
-            println!(
-                "statefulset.apps/{} scaled from {} to {}",
-                platform.name, scaled.from, scaled.to
-            );
-            Ok(())
-        }
-        format => print_structured(format, &scaled),
-    }
 }

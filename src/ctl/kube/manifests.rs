@@ -237,6 +237,9 @@ fn container(v: &Values) -> Container {
             env("RAFTKV_SERVICE", v.headless_service()),
             // The founding members: fixed at the first deploy (see module doc).
             env("RAFTKV_REPLICAS", v.replicas.to_string()),
+            // Pods added by `raftctl scale`, and pods whose volume was lost,
+            // join by themselves (the chart's cluster.autoJoin, default on).
+            env("RAFTKV_AUTO_JOIN", "true"),
             env("RAFTKV_DATA_DIR", DATA_DIR),
             env("RAFTKV_LOG_FORMAT", "json"),
         ]),

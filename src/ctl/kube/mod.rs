@@ -241,6 +241,22 @@ impl Platform for KubePlatform {
         })?;
         Ok(())
     }
+
+    async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
+        self.start_ordinal(id).await
+    }
+
+    async fn stop_pod(&self, id: u64) -> Result<(), CtlError> {
+        self.stop_ordinal(id).await
+    }
+
+    async fn retained_data(&self, id: u64) -> Result<Option<String>, CtlError> {
+        self.retained_claim(id).await
+    }
+
+    async fn delete_data(&self, id: u64) -> Result<(), CtlError> {
+        self.delete_claim(id).await
+    }
 }
 
 #[cfg(test)]

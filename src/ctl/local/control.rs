@@ -1,5 +1,6 @@
 //! The control socket of `raftctl local`: how another raftctl (delete-pod,
-//! chaos) lists the local cluster's processes and deletes one. The supervisor
+//! chaos, scale) lists the local cluster's processes, deletes one, and
+//! starts or stops nodes for good (scaling). The supervisor
 //! is the local cluster's "StatefulSet controller": it alone owns the child
 //! processes, so it alone signals them, waits for them and starts them again
 //! — no other process races it for a pid.
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::nodes::{self, Placement};
 use super::procs::LocalCluster;
 
 /// The socket's file name inside the data directory.
@@ -36,6 +38,18 @@ pub enum Request {
         id: u64,
         grace_ms: u64,
     },
+    /// Start node `id` and supervise it from now on (`raftctl scale` up):
+    /// it joins the cluster by itself (`--auto-join`). Already running: done.
+    Start {
+        id: u64,
+    },
+    /// Stop node `id` for good (SIGTERM, SIGKILL after `grace_ms`) and
+    /// supervise it no more (`raftctl scale` down, once its member is
+    /// removed). Its data directory stays. Not supervised: done.
+    Stop {
+        id: u64,
+        grace_ms: u64,
+    },
 }
 
 /// One process of the local cluster.
@@ -54,6 +68,14 @@ pub enum Answer {
     Deleted {
         killed: bool,
         pid: Option<u32>,
+    },
+    /// The node runs (`pid`), started now or already running.
+    Started {
+        pid: Option<u32>,
+    },
+    /// The node is no longer supervised (`killed`: it needed SIGKILL).
+    Stopped {
+        killed: bool,
     },
     Error(String),
 }
@@ -78,13 +100,13 @@ pub async fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves one connection: reads its request, acts on `cluster`, answers.
-pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster) {
+pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster, placement: &Placement) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read = tokio::time::timeout(READ_LIMIT, BufReader::new(read).read_line(&mut line)).await;
     let answer = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(request, cluster).await,
+            Ok(request) => handle(request, cluster, placement).await,
             Err(e) => Answer::Error(format!("bad request: {e}")),
         },
         Ok(Err(e)) => Answer::Error(format!("cannot read the request: {e}")),
@@ -96,7 +118,7 @@ pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster) {
     let _ = write.write_all(text.as_bytes()).await;
 }
 
-async fn handle(request: Request, cluster: &mut LocalCluster) -> Answer {
+async fn handle(request: Request, cluster: &mut LocalCluster, placement: &Placement) -> Answer {
     match request {
         Request::Pods => Answer::Pods(
             cluster
@@ -135,6 +157,56 @@ async fn handle(request: Request, cluster: &mut LocalCluster) -> Answer {
                 Err(e) => Answer::Error(format!("node {id} stopped but did not start: {e}")),
             }
         }
+        Request::Start { id } => start(cluster, placement, id),
+        Request::Stop { id, grace_ms } => {
+            let Some(index) = cluster.index_of(id) else {
+                return Answer::Stopped { killed: false };
+            };
+            let killed = cluster
+                .stop_node(index, Duration::from_millis(grace_ms))
+                .await;
+            cluster.remove(index);
+            eprintln!("node {id} stopped for good on request (scale down); its data stays");
+            match super::save_nodes(cluster, placement) {
+                Ok(()) => Answer::Stopped { killed },
+                Err(e) => Answer::Error(format!("node {id} stopped, but {e}")),
+            }
+        }
+    }
+}
+
+/// Starts node `id` (again, or for the first time as a joining node).
+fn start(cluster: &mut LocalCluster, placement: &Placement, id: u64) -> Answer {
+    if let Some(index) = cluster.index_of(id) {
+        if !cluster.is_running(index)
+            && let Err(e) = cluster.spawn(index)
+        {
+            return Answer::Error(format!("node {id} did not start: {e}"));
+        }
+        return Answer::Started {
+            pid: cluster.pid(index),
+        };
+    }
+    let mut node = match nodes::node(id, placement.base_port, &placement.dir) {
+        Ok(node) => node,
+        Err(e) => return Answer::Error(e),
+    };
+    node.joins = true;
+    if let Err(e) = super::ports_free(std::slice::from_ref(&node)) {
+        return Answer::Error(e.message);
+    }
+    if let Err(e) = cluster.add(node) {
+        return Answer::Error(format!("node {id} did not start: {e}"));
+    }
+    let index = cluster.nodes().len() - 1;
+    let pid = cluster.pid(index);
+    eprintln!(
+        "node {id} started on request (scale up): pid {}, joining the cluster",
+        pid.map_or("-".into(), |p| p.to_string())
+    );
+    match super::save_nodes(cluster, placement) {
+        Ok(()) => Answer::Started { pid },
+        Err(e) => Answer::Error(format!("node {id} started, but {e}")),
     }
 }
 

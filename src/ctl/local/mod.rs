@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use nodes::{LocalNode, endpoints, peers_flag, plan, server_args};
+pub use nodes::{LocalNode, Placement, data_dir, endpoints, peers_flag, plan, server_args};
 pub use procs::LocalCluster;
 
 use super::cli::{DEFAULT_ENDPOINTS, LocalArgs};
@@ -24,6 +24,71 @@ const GRACE: Duration = Duration::from_secs(10);
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 /// How often the supervisor looks at its processes.
 const POLL: Duration = Duration::from_millis(250);
+/// The file in the data directory that records the supervised nodes once
+/// `raftctl scale` changed them, so that a restarted `raftctl local`
+/// supervises the same nodes rather than its `--nodes` founders.
+const NODES_FILE: &str = "raftctl-local.nodes.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedNodes {
+    /// The supervised nodes' ids; those at or above the founder count join.
+    nodes: Vec<u64>,
+}
+
+/// Records the supervised nodes (after a scale changed them).
+fn save_nodes(cluster: &LocalCluster, placement: &Placement) -> Result<(), String> {
+    let saved = SavedNodes {
+        nodes: cluster.nodes().iter().map(|n| n.id).collect(),
+    };
+    let path = placement.dir.join(NODES_FILE);
+    let text = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| format!("cannot record the nodes in {}: {e}", path.display()))
+}
+
+/// The nodes to supervise: those a scale recorded, else `founders` of them.
+fn nodes_to_run(founders: u64, placement: &Placement) -> Result<Vec<LocalNode>, CtlError> {
+    let founding = plan(founders, placement.base_port, &placement.dir)
+        .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+    let path = placement.dir.join(NODES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(founding),
+        Err(e) => {
+            return Err(CtlError::error(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let saved: SavedNodes = serde_json::from_str(&text).map_err(|e| {
+        CtlError::error(format!(
+            "{} is damaged ({e}); it lists the nodes `raftctl scale` left running: fix or remove it",
+            path.display()
+        ))
+    })?;
+    let mut nodes = Vec::new();
+    for id in saved.nodes {
+        let mut node = nodes::node(id, placement.base_port, &placement.dir)
+            .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+        node.joins = id >= founders;
+        nodes.push(node);
+    }
+    if nodes.is_empty() {
+        return Err(CtlError::error(format!(
+            "{} lists no node; remove it to start the {founders} founders",
+            path.display()
+        )));
+    }
+    eprintln!(
+        "resuming the nodes a scale left running ({}): {:?}",
+        path.display(),
+        nodes.iter().map(|n| n.id).collect::<Vec<_>>()
+    );
+    Ok(nodes)
+}
 
 /// The `raftkv` binary beside this executable (both come from one build).
 pub fn server_binary() -> Result<PathBuf, CtlError> {
@@ -42,15 +107,18 @@ pub fn server_binary() -> Result<PathBuf, CtlError> {
 }
 
 pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
-    let nodes = plan(args.nodes.into(), args.base_port, &args.data_dir)
-        .map_err(|e| CtlError::new(Exit::BadInput, e))?;
-    let binary = server_binary()?;
+    let placement = Placement {
+        base_port: args.base_port,
+        dir: args.data_dir.clone(),
+    };
     if args.data_dir.exists() && !args.data_dir.is_dir() {
         return Err(CtlError::new(
             Exit::BadInput,
             format!("--data-dir {} is not a directory", args.data_dir.display()),
         ));
     }
+    let nodes = nodes_to_run(args.nodes.into(), &placement)?;
+    let binary = server_binary()?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CtlError::error(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let mut signals = Signals::install()?;
@@ -76,7 +144,14 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
         }
     };
     print_ready(&cluster, leader, args);
-    let supervised = supervise(&mut cluster, &mut signals, &control, args.restart).await;
+    let supervised = supervise(
+        &mut cluster,
+        &mut signals,
+        &control,
+        &placement,
+        args.restart,
+    )
+    .await;
     drop(control);
     let _ = std::fs::remove_file(control::socket_path(&args.data_dir));
     stop(&mut cluster).await;
@@ -265,22 +340,25 @@ fn command_name() -> String {
 /// Watches the processes until Ctrl-C or SIGTERM. A node that exits is
 /// reported and left down (fault tests kill nodes on purpose), unless
 /// `restart`; SIGHUP restarts every dead node at once. Requests on the
-/// control socket (`raftctl delete-pod --platform local`) are served in turn.
-/// Fails (exit 1) once every node has exited and none is due to restart.
+/// control socket (`raftctl delete-pod`, `chaos`, `scale --platform local`)
+/// are served in turn. Fails (exit 1) once every node has exited and none is
+/// due to restart.
 async fn supervise(
     cluster: &mut LocalCluster,
     signals: &mut Signals,
     control: &tokio::net::UnixListener,
+    placement: &Placement,
     restart: bool,
 ) -> Result<(), CtlError> {
     let pid = std::process::id();
-    let mut due: Vec<(usize, Instant)> = Vec::new();
+    // Nodes due to restart, by id: a scale may add or remove nodes meanwhile.
+    let mut due: Vec<(u64, Instant)> = Vec::new();
     loop {
         let request = tokio::select! {
             request = signals.next() => Some(request),
             accepted = control.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    control::serve(stream, cluster).await;
+                    control::serve(stream, cluster, placement).await;
                 }
                 None
             }
@@ -297,7 +375,7 @@ async fn supervise(
                 node.log_file.display()
             );
             if restart {
-                due.push((index, Instant::now() + Duration::from_secs(1)));
+                due.push((node.id, Instant::now() + Duration::from_secs(1)));
             } else {
                 eprintln!("  it stays down; `kill -HUP {pid}` restarts dead nodes");
             }
@@ -305,14 +383,20 @@ async fn supervise(
         if request == Some(Request::Restart) {
             due = (0..cluster.nodes().len())
                 .filter(|&index| !cluster.is_running(index))
-                .map(|index| (index, Instant::now()))
+                .map(|index| (cluster.nodes()[index].id, Instant::now()))
                 .collect();
         }
         let now = Instant::now();
         let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, at)| *at <= now);
         due = later;
-        for (index, _) in ready {
-            let id = cluster.nodes()[index].id;
+        for (id, _) in ready {
+            // Stopped for good by a scale since it exited: not restarted.
+            let Some(index) = cluster.index_of(id) else {
+                continue;
+            };
+            if cluster.is_running(index) {
+                continue;
+            }
             match cluster.spawn(index) {
                 Ok(()) => {
                     let pid = cluster.pid(index).map_or("-".into(), |p| p.to_string());
@@ -355,6 +439,7 @@ async fn stop(cluster: &mut LocalCluster) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     #[tokio::test]
     async fn a_node_answering_with_another_pid_is_a_port_conflict() {
@@ -379,6 +464,42 @@ mod tests {
         );
         assert!(check_identity(&cluster, 0, &answer(2, ours)).is_err());
         cluster.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn a_scaled_cluster_resumes_with_the_recorded_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let placement = Placement {
+            base_port: 17679,
+            dir: dir.path().to_path_buf(),
+        };
+        let ids = |nodes: Vec<LocalNode>| -> Vec<(u64, bool)> {
+            nodes.into_iter().map(|n| (n.id, n.joins)).collect()
+        };
+        // Nothing recorded: the founders.
+        let founders = nodes_to_run(3, &placement).unwrap();
+        assert_eq!(
+            ids(founders.clone()),
+            vec![(0, false), (1, false), (2, false)]
+        );
+        // A scale recorded 0, 1, 3: node 3 joins, node 2 is gone.
+        let mut cluster = LocalCluster::start(Path::new("/bin/true"), Vec::new()).unwrap();
+        for mut node in founders.into_iter().filter(|n| n.id != 2) {
+            node.joins = false;
+            cluster.add(node).unwrap();
+        }
+        let mut extra = nodes::node(3, 17679, dir.path()).unwrap();
+        extra.joins = true;
+        cluster.add(extra).unwrap();
+        save_nodes(&cluster, &placement).unwrap();
+        assert_eq!(
+            ids(nodes_to_run(3, &placement).unwrap()),
+            vec![(0, false), (1, false), (3, true)]
+        );
+        std::fs::write(dir.path().join(NODES_FILE), "{").unwrap();
+        let err = nodes_to_run(3, &placement).unwrap_err();
+        assert!(err.message.contains("is damaged"), "{err}");
+        cluster.shutdown(Duration::from_secs(1)).await;
     }
 
     #[test]

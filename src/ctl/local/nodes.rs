@@ -3,6 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where a local cluster's nodes live: node i's ports from `base_port`, its
+/// data and log under `dir` (see [`plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub base_port: u16,
+    pub dir: PathBuf,
+}
+
 /// One node of a local cluster on 127.0.0.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNode {
@@ -13,6 +21,9 @@ pub struct LocalNode {
     pub data_dir: PathBuf,
     /// Where the process's stdout and stderr go.
     pub log_file: PathBuf,
+    /// Not a founder: added by `raftctl scale`, it joins the founders'
+    /// cluster by itself (`--auto-join`) and never bootstraps.
+    pub joins: bool,
 }
 
 /// Node i listens on client BASE+10i, peer BASE+10i+1, HTTP BASE+10i+2;
@@ -24,19 +35,32 @@ pub fn plan(nodes: u64, base_port: u16, dir: &Path) -> Result<Vec<LocalNode>, St
             "{nodes} nodes from base port {base_port} do not fit below port 65536"
         ));
     }
-    Ok((0..nodes)
-        .map(|id| {
-            let port = u64::from(base_port) + 10 * id;
-            LocalNode {
-                id,
-                client_addr: format!("127.0.0.1:{port}"),
-                peer_addr: format!("127.0.0.1:{}", port + 1),
-                http_addr: format!("127.0.0.1:{}", port + 2),
-                data_dir: dir.join(format!("node-{id}")),
-                log_file: dir.join(format!("node-{id}.log")),
-            }
-        })
-        .collect())
+    (0..nodes).map(|id| node(id, base_port, dir)).collect()
+}
+
+/// Node `id` of the local cluster on `base_port` in `dir` (a founder; set
+/// `joins` for a node added later).
+pub fn node(id: u64, base_port: u16, dir: &Path) -> Result<LocalNode, String> {
+    let port = u64::from(base_port) + 10 * id;
+    if port + 2 > u64::from(u16::MAX) {
+        return Err(format!(
+            "node {id} from base port {base_port} does not fit below port 65536"
+        ));
+    }
+    Ok(LocalNode {
+        id,
+        client_addr: format!("127.0.0.1:{port}"),
+        peer_addr: format!("127.0.0.1:{}", port + 1),
+        http_addr: format!("127.0.0.1:{}", port + 2),
+        data_dir: data_dir(dir, id),
+        log_file: dir.join(format!("node-{id}.log")),
+        joins: false,
+    })
+}
+
+/// Node `id`'s data directory inside the local cluster's directory `dir`.
+pub fn data_dir(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node-{id}"))
 }
 
 /// `--peers 0=HOST:PEER_PORT,1=...` for every node of the plan.
@@ -48,9 +72,21 @@ pub fn peers_flag(nodes: &[LocalNode]) -> String {
         .join(",")
 }
 
-/// The command-line arguments of `raftkv` for `node`.
+/// The command-line arguments of `raftkv` for `node`; `peers` is the
+/// founders' list. A node that `joins` is listed after the founders and gets
+/// `--auto-join`: finding the founders already in a cluster, it asks their
+/// leader to add it as a learner and to promote it once caught up.
 pub fn server_args(node: &LocalNode, peers: &str) -> Vec<String> {
-    vec![
+    let listed = peers.split(',').any(|p| {
+        p.split_once('=')
+            .is_some_and(|(id, _)| id == node.id.to_string())
+    });
+    let peers = if node.joins && !listed {
+        format!("{peers},{}={}", node.id, node.peer_addr)
+    } else {
+        peers.to_string()
+    };
+    let mut args = vec![
         "--id".into(),
         node.id.to_string(),
         "--data-dir".into(),
@@ -62,8 +98,12 @@ pub fn server_args(node: &LocalNode, peers: &str) -> Vec<String> {
         "--http-addr".into(),
         node.http_addr.clone(),
         "--peers".into(),
-        peers.to_string(),
-    ]
+        peers,
+    ];
+    if node.joins {
+        args.push("--auto-join".into());
+    }
+    args
 }
 
 /// The client endpoints of the plan, comma separated.
@@ -103,6 +143,22 @@ mod tests {
              --peer-addr 127.0.0.1:7390 --http-addr 127.0.0.1:7391 \
              --peers 0=127.0.0.1:7380,1=127.0.0.1:7390,2=127.0.0.1:7400"
         );
+    }
+
+    #[test]
+    fn a_joining_node_lists_itself_after_the_founders_and_auto_joins() {
+        let nodes = plan(3, 7379, Path::new("d")).unwrap();
+        let mut extra = node(3, 7379, Path::new("d")).unwrap();
+        extra.joins = true;
+        let args = server_args(&extra, &peers_flag(&nodes)).join(" ");
+        assert!(
+            args.ends_with(
+                "--peers 0=127.0.0.1:7380,1=127.0.0.1:7390,2=127.0.0.1:7400,3=127.0.0.1:7410 --auto-join"
+            ),
+            "{args}"
+        );
+        assert_eq!(extra.data_dir, data_dir(Path::new("d"), 3));
+        assert!(node(7000, 7379, Path::new("d")).is_err());
     }
 
     #[test]

@@ -12,13 +12,16 @@ use tokio::time::Instant;
 
 use super::nodes::{LocalNode, peers_flag, server_args};
 
-/// Running (or dead) `raftkv` processes, one slot per planned node.
+/// Running (or dead) `raftkv` processes, one slot per supervised node.
+/// `raftctl scale` adds nodes ([`add`](Self::add)) and takes them out of
+/// supervision ([`remove`](Self::remove)).
 ///
 /// Children are killed if this is dropped without [`shutdown`](Self::shutdown).
 #[derive(Debug)]
 pub struct LocalCluster {
     binary: PathBuf,
     nodes: Vec<LocalNode>,
+    /// The founders' `--peers` (a joining node adds itself to it).
     peers: String,
     children: Vec<Option<Child>>,
 }
@@ -26,9 +29,10 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts every node of `nodes` with the `raftkv` at `binary`.
     pub fn start(binary: &Path, nodes: Vec<LocalNode>) -> std::io::Result<LocalCluster> {
+        let founders: Vec<LocalNode> = nodes.iter().filter(|n| !n.joins).cloned().collect();
         let mut cluster = LocalCluster {
             binary: binary.to_path_buf(),
-            peers: peers_flag(&nodes),
+            peers: peers_flag(&founders),
             children: nodes.iter().map(|_| None).collect(),
             nodes,
         };
@@ -40,6 +44,30 @@ impl LocalCluster {
 
     pub fn nodes(&self) -> &[LocalNode] {
         &self.nodes
+    }
+
+    /// The index of node `id`, if supervised.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Supervises `node` from now on and starts it; its slot is the last.
+    pub fn add(&mut self, node: LocalNode) -> std::io::Result<()> {
+        self.nodes.push(node);
+        self.children.push(None);
+        let index = self.nodes.len() - 1;
+        self.spawn(index).inspect_err(|_| {
+            self.nodes.pop();
+            self.children.pop();
+        })
+    }
+
+    /// Stops supervising node `index` (stop it first with
+    /// [`stop_node`](Self::stop_node)); later slots move down by one.
+    pub fn remove(&mut self, index: usize) -> LocalNode {
+        // A child still running is killed on drop.
+        self.children.remove(index);
+        self.nodes.remove(index)
     }
 
     /// The process id of node `index`, while it runs (for fault tests by hand).

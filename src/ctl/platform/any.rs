@@ -65,4 +65,36 @@ impl Platform for AnyPlatform {
             AnyPlatform::Local(p) => p.delete_pod(name, grace).await,
         }
     }
+
+    async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.start_pod(id).await,
+            AnyPlatform::Docker(p) => p.start_pod(id).await,
+            AnyPlatform::Local(p) => p.start_pod(id).await,
+        }
+    }
+
+    async fn stop_pod(&self, id: u64) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.stop_pod(id).await,
+            AnyPlatform::Docker(p) => p.stop_pod(id).await,
+            AnyPlatform::Local(p) => p.stop_pod(id).await,
+        }
+    }
+
+    async fn retained_data(&self, id: u64) -> Result<Option<String>, CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.retained_data(id).await,
+            AnyPlatform::Docker(p) => p.retained_data(id).await,
+            AnyPlatform::Local(p) => p.retained_data(id).await,
+        }
+    }
+
+    async fn delete_data(&self, id: u64) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.delete_data(id).await,
+            AnyPlatform::Docker(p) => p.delete_data(id).await,
+            AnyPlatform::Local(p) => p.delete_data(id).await,
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::local::control::{self, Answer, Request};
+use crate::ctl::local::data_dir;
 
 /// `raftctl local`'s own grace period before SIGKILL (its shutdown's).
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -27,6 +28,10 @@ fn node_id(name: &str) -> Option<u64> {
 }
 
 impl Local {
+    fn grace_ms(grace: Duration) -> u64 {
+        u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)
+    }
+
     async fn ask(&self, request: Request, limit: Duration) -> Result<Answer, CtlError> {
         match control::ask(&self.data_dir, &request, limit).await {
             Ok(Answer::Error(e)) => Err(CtlError::error(e)),
@@ -71,12 +76,72 @@ impl Platform for Local {
         };
         let request = Request::Delete {
             id,
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            grace_ms: Local::grace_ms(grace),
         };
         match self.ask(request, grace + Duration::from_secs(15)).await? {
             Answer::Deleted { .. } => Ok(()),
             other => Err(CtlError::error(format!(
                 "raftctl local answered {other:?} to a deletion"
+            ))),
+        }
+    }
+
+    async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
+        match self
+            .ask(Request::Start { id }, Duration::from_secs(15))
+            .await?
+        {
+            Answer::Started { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a start"
+            ))),
+        }
+    }
+
+    async fn stop_pod(&self, id: u64) -> Result<(), CtlError> {
+        let request = Request::Stop {
+            id,
+            grace_ms: Local::grace_ms(DEFAULT_GRACE),
+        };
+        match self
+            .ask(request, DEFAULT_GRACE + Duration::from_secs(15))
+            .await?
+        {
+            Answer::Stopped { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a stop"
+            ))),
+        }
+    }
+
+    async fn retained_data(&self, id: u64) -> Result<Option<String>, CtlError> {
+        let dir = data_dir(&self.data_dir, id);
+        let holds_anything = match std::fs::read_dir(&dir) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(CtlError::error(format!(
+                    "cannot read {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        Ok(holds_anything.then(|| format!("directory {}", dir.display())))
+    }
+
+    async fn delete_data(&self, id: u64) -> Result<(), CtlError> {
+        if self.pods().await?.iter().any(|p| p.id == id) {
+            return Err(CtlError::error(format!(
+                "node {id} is still supervised by raftctl local; its data directory is kept"
+            )));
+        }
+        let dir = data_dir(&self.data_dir, id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CtlError::error(format!(
+                "cannot delete {}: {e}",
+                dir.display()
             ))),
         }
     }

@@ -1,6 +1,7 @@
 //! Where a raftkv cluster runs — Kubernetes pods, Docker containers or the
 //! processes of `raftctl local` — behind one small trait, so that the fault
-//! commands (`delete-pod`, `chaos`) are written once for every platform.
+//! commands (`delete-pod`, `chaos`) and `scale` are written once for every
+//! platform.
 //!
 //! A "pod" here is a node's unit of deployment on its platform. Deleting one
 //! is what the platform does to a pod: it stops (forced or after a grace
@@ -11,6 +12,7 @@
 mod any;
 pub mod docker;
 pub mod local;
+pub mod scale;
 mod target;
 
 use std::future::Future;
@@ -71,7 +73,12 @@ impl Grace {
     }
 }
 
-/// The operations the fault commands need from a platform.
+/// The operations the fault commands and `scale` need from a platform.
+///
+/// Scaling adds and removes pods at the end of the ordinal range, one at a
+/// time: `start_pod(n)` only when pods `0..n` exist, `stop_pod(n)` only for
+/// the highest ordinal. That is all a StatefulSet can do (spec.replicas),
+/// and Docker and local follow the same rule so that `scale` has one order.
 pub trait Platform {
     /// `kube`, `docker` or `local`, for messages.
     fn kind(&self) -> &'static str;
@@ -87,6 +94,26 @@ pub trait Platform {
         name: &str,
         grace: Grace,
     ) -> impl Future<Output = Result<(), CtlError>> + Send;
+
+    /// Creates and starts pod `id` from the cluster's pod template, with its
+    /// data volume (an existing one is reused: check [`Self::retained_data`]
+    /// first). The node joins the cluster by itself (`--auto-join`).
+    fn start_pod(&self, id: u64) -> impl Future<Output = Result<(), CtlError>> + Send;
+
+    /// Stops pod `id` for good and removes it (not restarted); its data
+    /// volume stays.
+    fn stop_pod(&self, id: u64) -> impl Future<Output = Result<(), CtlError>> + Send;
+
+    /// The data volume of ordinal `id` as the user would name it (`volume
+    /// raftkv-data-3`, `persistentvolumeclaim/data-raftkv-3`, `directory
+    /// DIR/node-3`), if it exists and holds anything.
+    fn retained_data(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Result<Option<String>, CtlError>> + Send;
+
+    /// Deletes the data volume of ordinal `id`; its pod must be gone.
+    fn delete_data(&self, id: u64) -> impl Future<Output = Result<(), CtlError>> + Send;
 }
 
 /// The client endpoints of `pods` that have one, in id order.

@@ -53,7 +53,7 @@ async fn ensure_network(layout: &Layout) -> Result<Applied, CtlError> {
     })
 }
 
-async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError> {
+pub(super) async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError> {
     let object = format!("volume/{name}");
     if inspect("volume", name, "{{.Name}}").await?.is_some() {
         return Ok(Applied {
@@ -68,7 +68,11 @@ async fn ensure_volume(layout: &Layout, name: &str) -> Result<Applied, CtlError>
     })
 }
 
-async fn ensure_container(layout: &Layout, args: Vec<String>, i: u64) -> Result<Applied, CtlError> {
+pub(super) async fn ensure_container(
+    layout: &Layout,
+    args: Vec<String>,
+    i: u64,
+) -> Result<Applied, CtlError> {
     let name = layout.container(i);
     let object = format!("container/{name}");
     let hash = template_hash(&args);
@@ -134,6 +138,22 @@ pub async fn apply(
         applied.push(ensure_container(layout, args, i).await?);
     }
     Ok(applied)
+}
+
+/// The cluster's replica count and founding member count if it exists:
+/// the containers of `layout`, and the RAFTKV_REPLICAS they were made with
+/// (after `raftctl scale` the two differ; the founders never change).
+pub async fn existing(layout: &Layout) -> Result<Option<(i32, i32)>, CtlError> {
+    let replicas = existing_replicas(layout).await?;
+    if replicas == 0 {
+        return Ok(None);
+    }
+    let docker = super::Docker {
+        name: layout.name.clone(),
+    };
+    let founders = docker.template().await?.founders;
+    let replicas = i32::try_from(replicas).map_err(|_| CtlError::error("too many containers"))?;
+    Ok(Some((replicas, founders)))
 }
 
 /// The containers of `layout` that exist, by ordinal (none: `0`).

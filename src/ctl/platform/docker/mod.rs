@@ -5,10 +5,11 @@
 //!
 //! Deleting a container stops it (`docker kill`, or `docker stop -t GRACE`)
 //! and starts it again with its volume: what the StatefulSet controller does
-//! to a deleted pod.
+//! to a deleted pod. Scaling creates or removes containers (`scale`).
 
 pub mod deploy;
 pub mod run;
+mod scale;
 
 use tokio::process::Command;
 
@@ -178,6 +179,22 @@ impl Platform for Docker {
         };
         docker(&["start", name]).await?;
         Ok(())
+    }
+
+    async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
+        self.start(id).await
+    }
+
+    async fn stop_pod(&self, id: u64) -> Result<(), CtlError> {
+        self.stop(id).await
+    }
+
+    async fn retained_data(&self, id: u64) -> Result<Option<String>, CtlError> {
+        self.retained(id).await
+    }
+
+    async fn delete_data(&self, id: u64) -> Result<(), CtlError> {
+        self.delete_volumes(id).await
     }
 }
 
