@@ -16,7 +16,6 @@ mod image;
 mod local;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use local::{Local, RAFTCTL};
@@ -32,19 +31,10 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// A base port with the ports of five local nodes free (the common helper
-/// checks the first three).
+/// A base port with the ports of five local nodes reserved for this test
+/// process (the cluster starts with three and scales to five).
 fn free_base_port() -> u16 {
-    loop {
-        let base = local::free_base_port();
-        let more = (3..5).flat_map(|i| (0..3).map(move |k| base + 10 * i + k));
-        if more
-            .into_iter()
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
+    local::ports::free_base_port(5)
 }
 
 /// A `raftctl local` cluster of three nodes in a temporary directory, room

@@ -239,3 +239,22 @@ async fn a_second_node_and_dump_are_refused_on_a_held_data_directory() {
     node.client().await.get(b"k").await.unwrap();
     kill(restarted);
 }
+
+/// The reservation the process tests rely on (tests/common/ports.rs). Here,
+/// not in ports.rs: a binary that also runs Docker containers would race
+/// with docker-proxy, which binds host ports with SO_REUSEADDR too.
+#[test]
+fn a_reserved_port_is_refused_to_others_but_a_listener_can_take_it() {
+    let port = free_port();
+    assert!(ports::hold(port).is_none(), "port {port} is held");
+    for _ in 0..2 {
+        // A node's listener (SO_REUSEADDR), started and restarted.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        listener.accept().unwrap();
+    }
+    let base = ports::free_base_port(3);
+    for p in [base, base + 1, base + 2, base + 10, base + 22] {
+        assert!(ports::hold(p).is_none(), "port {p} of base {base} is held");
+    }
+}

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 #[path = "ports.rs"]
-mod ports;
+pub mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
