@@ -39,6 +39,8 @@ use bytes::Bytes;
 use clock::{ClusterClock, SESSION_TIME_ENTRY_INTERVAL, TIME_ENTRY_INTERVAL};
 use pending::Pending;
 use prost::Message as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Who waits for an answer, per kind of request: a oneshot sender in the
 /// node, a client number in the simulator. The replica only stores them and
@@ -210,12 +212,8 @@ impl SnapshotPolicy {
 /// core has `seed`: in `[1, 1 + MAX_STAGGER)`, the same on every call
 /// (so the simulator replays it), different across nodes and snapshots.
 fn stagger(seed: u64, index: u64) -> f64 {
-    // splitmix64's finalizer: a well-mixed 64-bit hash of the two.
-    let mut x = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    1.0 + MAX_STAGGER * (x >> 11) as f64 / (1u64 << 53) as f64
+    let mut rng = StdRng::seed_from_u64(seed ^ index.rotate_left(32));
+    rng.random_range(1.0..1.0 + MAX_STAGGER)
 }
 
 /// The consensus core, the state machine and the requests waiting on them.

@@ -341,7 +341,6 @@ fn nodes_stagger_their_snapshots() {
         for index in [0, 10_000, 431_231, u64::MAX] {
             let s = stagger(seed, index);
             assert!((1.0..1.0 + MAX_STAGGER).contains(&s), "{s}");
-            assert_eq!(s, stagger(seed, index), "not a function of its inputs");
             drawn.push(s);
         }
     }
