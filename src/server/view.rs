@@ -121,7 +121,6 @@ impl Driver {
         m.term.set(s.term.0 as i64);
         m.is_leader.set(i64::from(s.role == Role::Leader));
         m.has_leader.set(i64::from(s.leader.is_some()));
-        m.note_lease(s.lease_remaining);
         m.voters.set(s.membership.voters.len() as i64);
         m.ready.set(i64::from(self.readiness().is_ok()));
         m.commit_index.set(s.commit.0 as i64);
