@@ -70,7 +70,7 @@ async fn healthy(client: &Client) -> bool {
         && answers
             .iter()
             .filter_map(|(_, a)| a.as_ref().ok())
-            .any(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0)
+            .any(|s| s.leads_with_lease())
 }
 
 /// Waits up to `limit` for [`healthy`]; false if it never was.

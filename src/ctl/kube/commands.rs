@@ -113,12 +113,7 @@ async fn deploy_kube(args: &DeployArgs, output: Output) -> Result<(), CtlError> 
     let leader = || async {
         let endpoints = platform.endpoints_for(replicas as u64).await.ok()?;
         let client = Client::lazy(endpoints, ClientOptions::default()).ok()?;
-        let answers = client.status_all().await;
-        answers
-            .into_iter()
-            .filter_map(|(_, a)| a.ok())
-            .find(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0)
-            .map(|s| s.id)
+        crate::ctl::platform::leader_with_lease(&client).await
     };
     let progress = deploy::wait_ready(
         &platform,

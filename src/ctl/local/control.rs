@@ -133,7 +133,7 @@ async fn handle(request: Request, cluster: &mut LocalCluster, placement: &Placem
                 .collect(),
         ),
         Request::Delete { id, grace_ms } => {
-            let Some(index) = cluster.nodes().iter().position(|n| n.id == id) else {
+            let Some(index) = cluster.index_of(id) else {
                 return Answer::Error(format!("the local cluster has no node {id}"));
             };
             let killed = cluster

@@ -240,7 +240,7 @@ async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<u64, CtlError> {
         let leader = answers
             .iter()
             .filter_map(|(_, a)| a.as_ref().ok())
-            .find(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0);
+            .find(|s| s.leads_with_lease());
         if let Some(leader) = leader {
             return Ok(leader.id);
         }

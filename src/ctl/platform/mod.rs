@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use any::AnyPlatform;
-pub use target::{Target, choose, leader_of};
+pub use target::{Target, choose, leader_of, leader_with_lease};
 
 use super::exit::CtlError;
 

@@ -5,6 +5,7 @@ use rand::Rng;
 use super::PodInfo;
 use crate::client::Client;
 use crate::ctl::exit::{CtlError, Exit};
+use crate::pb;
 
 /// The pod `delete-pod` and `chaos` choose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,15 +15,32 @@ pub enum Target {
     Random,
 }
 
+impl pb::StatusResponse {
+    /// Whether this node leads and holds a lease it serves reads from.
+    pub fn leads_with_lease(&self) -> bool {
+        self.role == "leader" && self.lease_remaining_seconds > 0.0
+    }
+}
+
 /// The id of the node that leads with the highest term among those that
 /// answer, if any answers as leader.
 pub async fn leader_of(client: &Client) -> Option<u64> {
+    highest_leader(client, |s| s.role == "leader").await
+}
+
+/// The same, among leaders that hold their lease (a new leader waiting out
+/// an old lease, or one that lost its own, does not count).
+pub async fn leader_with_lease(client: &Client) -> Option<u64> {
+    highest_leader(client, pb::StatusResponse::leads_with_lease).await
+}
+
+async fn highest_leader(client: &Client, leads: fn(&pb::StatusResponse) -> bool) -> Option<u64> {
     client
         .status_all()
         .await
         .into_iter()
         .filter_map(|(_, answer)| answer.ok())
-        .filter(|s| s.role == "leader")
+        .filter(leads)
         .max_by_key(|s| s.term)
         .map(|s| s.id)
 }

@@ -289,14 +289,7 @@ async fn leader_with_lease(endpoints: Vec<String>) -> Option<u64> {
         ..ClientOptions::default()
     };
     let client = Client::lazy(endpoints, options).ok()?;
-    client
-        .status_all()
-        .await
-        .into_iter()
-        .filter_map(|(_, a)| a.ok())
-        .filter(|s| s.role == "leader" && s.lease_remaining_seconds > 0.0)
-        .max_by_key(|s| s.term)
-        .map(|s| s.id)
+    crate::ctl::platform::leader_with_lease(&client).await
 }
 
 #[cfg(test)]
