@@ -6,7 +6,6 @@
 #[path = "common/local.rs"]
 mod local;
 
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,10 +55,7 @@ fn expect_err(endpoints: &str, args: &[&str], code: i32, text: &str) -> String {
 /// Client ports nobody listens on.
 fn dead_endpoints() -> String {
     (0..3)
-        .map(|_| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-        })
+        .map(|_| format!("127.0.0.1:{}", local::ports::free_port()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -132,10 +128,7 @@ fn a_data_dir_that_is_a_file_is_named() {
     std::fs::write(&file, "not a directory").unwrap();
     let file = file.to_str().unwrap();
     let ports: Vec<String> = (0..3)
-        .map(|_| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        })
+        .map(|_| format!("127.0.0.1:{}", local::ports::free_port()))
         .collect();
     let out = Command::new(RAFTKV)
         .args(["--id", "0", "--data-dir", file])

@@ -321,12 +321,15 @@ async fn local_refusals_change_nothing() {
     wait_until_up(&admin, &[0, 1, 2]).await;
     // Node 4 leads: the scale-down must move leadership off it first.
     admin.transfer_leader(4).await.unwrap();
+    let mut leads = false;
     for _ in 0..100 {
         if admin.members().await.is_ok_and(|m| m.leader == Some(4)) {
+            leads = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(leads, "node 4 did not take over within 10 s");
     let down = scale("3", &args).await;
     assert_eq!(down["plan"]["transfer_to"], 0, "{down}");
     let first = &down["steps"][0];

@@ -238,8 +238,8 @@ impl Cluster {
             .expect("cluster reachable")
     }
 
-    /// Polls until one of `among` reports itself leader with a majority
-    /// agreeing on it; returns its index.
+    /// Polls until one of `among` reports itself leader (the first found;
+    /// no check that others agree); returns its index.
     pub async fn leader(&self, among: &[usize], limit: Duration) -> usize {
         let probe = Client::lazy(
             self.endpoints(),

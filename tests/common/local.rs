@@ -154,15 +154,10 @@ impl Local {
     /// Ctrl-C: every node stops and raftctl exits 0.
     pub fn stop(mut self) {
         signal("-INT", self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "raftctl local exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "raftctl local did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("raftctl local did not stop");
+        assert!(status.success(), "raftctl local exited with {status}");
     }
 }
 
