@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// Starts `raftctl chaos`'s checked workload on `c`: 3 clients running
 /// SET, GET, INCR and CAS on a few registers, every operation recorded.
+/// Fewer operations than this make a linearizability check say little.
+const MIN_CHECKED_OPS: u64 = 50;
+
 fn checked_workload(c: &Cluster, prefix: &str) -> Workload {
     let config = WorkloadConfig {
         clients: 3,
@@ -32,10 +35,16 @@ fn checked_workload(c: &Cluster, prefix: &str) -> Workload {
 /// `extra`, operations the test recorded itself) for linearizability.
 async fn check_workload(c: &Cluster, w: Workload, epoch: tokio::time::Instant, extra: Vec<Op>) {
     let config = w.config.clone();
+    // A fast test (a quick failover) may end before the workload did much:
+    // let it reach the size the check below asks for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.completed() <= MIN_CHECKED_OPS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let recording = w.stop().await;
     let mut history = recording.history;
     assert!(
-        history.len() > 50,
+        history.len() as u64 > MIN_CHECKED_OPS,
         "the checked workload did too little: {} operations",
         history.len()
     );
