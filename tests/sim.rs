@@ -168,7 +168,7 @@ fn seeds() {
     let started = Instant::now();
     let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {} heartbeats and answers sent during one, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {} heartbeats and answers sent during one, {} replica state hashes compared at equal indexes ({} of them against a state restored from a snapshot), {} state checks compared through the product's reports, {:.1}s",
         st.ops,
         st.by_command.values().sum::<usize>(),
         st.by_command,
@@ -183,6 +183,9 @@ fn seeds() {
         st.stale_snapshots,
         st.steps_during_sync,
         st.heartbeats_during_sync,
+        st.hash_comparisons,
+        st.restored_hash_comparisons,
+        st.state_reports_compared,
         started.elapsed().as_secs_f64()
     );
     if range.end - range.start >= 1000 {
@@ -198,6 +201,10 @@ fn seeds() {
         assert!(
             st.stale_snapshots > 0,
             "no local snapshot went stale under a leader's install"
+        );
+        assert!(
+            st.restored_hash_comparisons > 0 && st.state_reports_compared > 0,
+            "replica states were not compared after a restore, or through reports"
         );
     }
     if let Some(first) = failures.first() {
