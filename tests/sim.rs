@@ -1,6 +1,7 @@
-//! The deterministic simulator (DESIGN.md 7.2). `RAFTKV_SIM_SEEDS=a..b cargo
-//! test --release --test sim` runs that seed range; a failing seed prints
-//! itself and its trace and replays bit-for-bit.
+//! The deterministic simulator (docs/consensus.md, "The deterministic
+//! simulator"). `RAFTKV_SIM_SEEDS=a..b cargo test --release --test sim`
+//! runs that seed range; a failing seed prints itself and its trace and
+//! replays bit-for-bit.
 
 #[path = "sim/scenarios.rs"]
 mod scenarios;
@@ -336,21 +337,21 @@ fn a_new_leader_waits_out_the_old_lease() {
     assert_scenario_passes(scenarios::new_leader_during_old_lease);
 }
 
-/// Issue 7, finding 1: a snapshot must not drop log entries that the
+/// A snapshot must not drop log entries that the
 /// follower already acknowledged (they may be counted for a commit).
 #[test]
 fn a_snapshot_does_not_drop_acknowledged_entries() {
     assert_scenario_passes(scenarios::snapshot_while_replicating);
 }
 
-/// Issue 7, finding 2: a new leader that steps down before its wait is
+/// A new leader that steps down before its wait is
 /// over still acknowledges no write until then.
 #[test]
 fn a_leader_stepping_down_during_its_wait_acknowledges_nothing_early() {
     assert_scenario_passes(scenarios::leader_steps_down_during_its_wait);
 }
 
-/// Issue 7, finding 2, the removal case: a new leader removed from the
+/// A new leader removed from the
 /// membership before its wait is over acknowledges no write until then.
 #[test]
 fn a_leader_removed_during_its_wait_acknowledges_nothing_early() {
@@ -374,7 +375,7 @@ fn catches_a_gate_that_only_holds_while_leading() {
     }
 }
 
-/// Issue 7, finding 8: fsyncs longer than the lease on every node, while
+/// Fsyncs longer than the lease on every node, while
 /// writes keep them busy, cost the leader neither its term nor its lease.
 #[test]
 fn slow_disks_do_not_cost_the_lease() {

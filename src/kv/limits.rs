@@ -12,8 +12,8 @@ use crate::pb::{Command, KvError, command::Op};
 /// Longest member address (`host:port`; a DNS name is at most 253 bytes).
 const MAX_ADDR_BYTES: usize = 300;
 
-/// Size limits for keys and values. The defaults are those of the design:
-/// keys up to 4 KiB, values up to 1 MiB.
+/// Size limits for keys and values. The defaults: keys up to 4 KiB, values
+/// up to 1 MiB.
 ///
 /// Every replica of a cluster must use the same limits: `apply` enforces
 /// them, so replicas with different limits would answer an entry differently

@@ -7,7 +7,7 @@
 //! stamps each proposal with the cluster time of the entry it applied last
 //! plus the monotonic time it measured since (`crate::replica`), and keeps
 //! it moving with time entries (a proposal without a command) while keys
-//! with a deadline exist; no wall clock is involved (DESIGN.md §4). A key
+//! with a deadline exist; no wall clock is involved. A key
 //! expires when cluster time reaches its deadline. Expired keys are dropped
 //! lazily when a command touches them and by a bounded sweep on every entry;
 //! reads (`get`, `ttl`) are evaluated at the applied cluster time, so every
@@ -49,9 +49,9 @@ use store::Store;
 const SWEEP_PER_APPLY: usize = 64;
 
 /// Longest EXPIRE accepted, in seconds (etcd's longest lease TTL, about
-/// 285 years). Larger values used to be clamped silently; the leader now
-/// refuses them before proposing. Not checked in `apply`: entries already
-/// in a log replay as they did.
+/// 285 years). The leader refuses larger values before proposing
+/// (`validate`). `apply` does not check it: an entry is applied the same on
+/// every replica whatever it holds (a deadline saturates at `u64::MAX` ms).
 pub const MAX_TTL_SECONDS: u64 = 9_000_000_000;
 
 /// The key-value state machine.

@@ -1,4 +1,4 @@
-//! The node's Prometheus metrics (DESIGN.md §6), in one registry.
+//! The node's Prometheus metrics (docs/observability.md), in one registry.
 //!
 //! One struct holds every metric so the node loop, the transport and the gRPC
 //! layer update the same handles; the HTTP server only encodes the registry.

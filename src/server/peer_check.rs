@@ -4,7 +4,8 @@
 //! refused message is dropped and logged (rate-limited); refusals also feed
 //! readiness, so an operator sees a misconfigured node.
 //!
-//! Lease parameters must be equal on every node (DESIGN §2.1): the lease
+//! Lease parameters must be equal on every node (docs/consensus.md, "The
+//! leader lease"): the lease
 //! argument compares a leader's `L × (1 − ρ)` with the lease its voters
 //! report, measured with their own `L` and `ρ`. Rather than replicate them
 //! through the log, every peer batch (and unary RPC) carries the sender's
