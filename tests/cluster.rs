@@ -679,11 +679,38 @@ async fn a_node_added_at_run_time_stays_reachable_after_a_leader_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_lease_is_refused_and_not_ready() {
-    let mut c = Cluster::plan("lease-mismatch", 3, &[]);
+    // Node 2's lease differs (default 250 ms): the others must not count it.
+    mismatched_node_is_refused(
+        "lease-mismatch",
+        &["--lease-ms", "200"],
+        "lease 200 ms",
+        "lease 250 ms",
+    )
+    .await;
+}
+
+/// The size limits are enforced in `apply`: a node with a higher value
+/// limit would accept entries the others refuse (or the reverse), so it is
+/// refused like a node with another lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_size_limits_is_refused_and_not_ready() {
+    mismatched_node_is_refused(
+        "limits-mismatch",
+        &["--max-value-bytes", "2097152"],
+        "max value 2097152 bytes",
+        "max value 1048576 bytes",
+    )
+    .await;
+}
+
+/// Starts nodes 0 and 1 with the defaults and node 2 with `node2_args`;
+/// node 2 must be refused by the others, not ready, and named in one clear
+/// log line with both values (`theirs`, then `ours` as node 2 sees them).
+async fn mismatched_node_is_refused(name: &str, node2_args: &[&str], theirs: &str, ours: &str) {
+    let mut c = Cluster::plan(name, 3, &[]);
     c.spawn(0);
     c.spawn(1);
-    // Node 2's lease differs (default 250 ms): the others must not count it.
-    c.spawn_with(2, &["--lease-ms", "200"]);
+    c.spawn_with(2, node2_args);
     let leader = c.leader(&[0, 1], Duration::from_secs(15)).await;
     let client = c.client().await;
     client.set(b"k", b"v").await.unwrap();
@@ -693,7 +720,7 @@ async fn a_node_with_another_lease_is_refused_and_not_ready() {
         let http = http.clone();
         async move {
             http_get(&http, "/readyz")
-                .is_ok_and(|(code, body)| code == 503 && body.contains("lease parameters differ"))
+                .is_ok_and(|(code, body)| code == 503 && body.contains("cluster parameters differ"))
         }
     })
     .await;
@@ -706,9 +733,7 @@ async fn a_node_with_another_lease_is_refused_and_not_ready() {
     let status = c.status(leader).await.unwrap();
     let problem = status.peer_problems.join("\n");
     assert!(
-        problem.contains("node 2")
-            && problem.contains("lease 200 ms")
-            && problem.contains("lease 250 ms"),
+        problem.contains("node 2") && problem.contains(theirs) && problem.contains(ours),
         "{problem}"
     );
     // Node 2 never applied the write: its messages and the leader's are refused.
@@ -719,10 +744,10 @@ async fn a_node_with_another_lease_is_refused_and_not_ready() {
     let log = std::fs::read_to_string(c.log_path(2)).unwrap();
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("lease parameters differ"))
+        .filter(|l| l.contains("cluster parameters differ"))
         .collect();
     assert!(!lines.is_empty() && lines.len() <= 4, "{lines:#?}");
-    assert!(lines[0].contains("lease 200 ms") && lines[0].contains("lease 250 ms"));
+    assert!(lines[0].contains(theirs) && lines[0].contains(ours));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

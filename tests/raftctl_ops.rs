@@ -276,6 +276,26 @@ fn operator_walkthrough_on_a_local_cluster() {
     assert!(text.contains("healthy"), "{text}");
     assert!(!text.contains('\x1b'), "no escape codes in a pipe: {text}");
 
+    // check: every member's state hash at one log index, all equal; JSON
+    // names the index and each member's hash.
+    let table = expect(e, &["check"], 0);
+    assert_eq!(table.lines().count(), 4, "a header and 3 members: {table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&expect(e, &["check", "-o", "json"], 0)).unwrap();
+    assert_eq!(json["verdict"], "equal", "{json}");
+    let hashes: Vec<&str> = json["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hash"].as_str().unwrap())
+        .collect();
+    assert_eq!(hashes.len(), 3, "{json}");
+    assert!(
+        hashes.iter().all(|h| *h == hashes[0] && h.len() == 16),
+        "{json}"
+    );
+    assert!(json["index"].as_u64().unwrap() > 0);
+
     // dump refuses a live data directory.
     let node0 = dir.path().join("data/node-0");
     let node0 = node0.to_str().unwrap();
@@ -287,6 +307,13 @@ fn operator_walkthrough_on_a_local_cluster() {
     let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
     signal("-STOP", local.pid(other));
     let err = expect_err(e, &["status"], 4, "unhealthy: 1 of 3 members unreachable");
+    // A member that cannot be compared is not a pass either.
+    expect_err(
+        e,
+        &["check", "--wait", "2s"],
+        4,
+        "not every member could be compared",
+    );
     signal("-CONT", local.pid(other));
     assert_eq!(
         err.lines().count(),
@@ -315,6 +342,8 @@ fn operator_walkthrough_on_a_local_cluster() {
 
     // The dump decodes the commands (one raftctl write = REGISTER + the write).
     let dump = expect(e, &["dump", node0], 0);
+    assert!(dump.contains("STATE-CHECK"), "{dump}");
+    assert!(dump.contains("STATE-REPORT node"), "{dump}");
     assert!(dump.contains(r#"SET "n" = "-5""#), "{dump}");
     assert!(dump.contains(r#"INCR "n""#), "{dump}");
     assert!(dump.contains("REGISTER (opens a client session)"), "{dump}");

@@ -152,36 +152,37 @@ async fn targets(client: &Client) -> Vec<(Option<u64>, String)> {
 }
 
 /// Every target's hash at `index`, one row per node (the first endpoint
-/// that answers for it).
+/// that answers for it), then the endpoints that answered for no node.
 async fn ask(client: &Client, targets: &[(Option<u64>, String)], index: u64) -> Vec<MemberHash> {
     let answers = futures::future::join_all(targets.iter().map(|(_, e)| client.status(e))).await;
     let mut rows: BTreeMap<u64, MemberHash> = BTreeMap::new();
-    let mut unknown = 0;
+    let mut unreachable = Vec::new();
     for ((id, endpoint), answer) in targets.iter().zip(answers) {
-        let row = match answer {
-            Ok(status) => hash_row(&status, endpoint, index),
-            Err(e) => MemberHash {
-                node: id.unwrap_or(0),
-                endpoint: endpoint.clone(),
-                hash: None,
-                note: format!("unreachable: {e}"),
-            },
-        };
-        let key = match (id, &row) {
-            (_, r) if r.node != 0 => r.node,
-            (Some(id), _) => *id,
-            // An endpoint that did not answer and names no node: its own row.
-            (None, _) => {
-                unknown += 1;
-                u64::MAX - unknown
+        match answer {
+            Ok(status) => {
+                let row = hash_row(&status, endpoint, index);
+                if rows.get(&row.node).is_none_or(|r| r.hash.is_none()) {
+                    rows.insert(row.node, row);
+                }
             }
-        };
-        let better = rows.get(&key).is_none_or(|r| r.hash.is_none());
-        if better {
-            rows.insert(key, row);
+            Err(e) => unreachable.push((*id, endpoint.clone(), e.to_string())),
         }
     }
-    rows.into_values().collect()
+    let mut out: Vec<MemberHash> = Vec::new();
+    for (id, endpoint, error) in unreachable {
+        // A member's address that did not answer while another did for it
+        // is not a member missing.
+        if id.is_some_and(|id| rows.contains_key(&id)) {
+            continue;
+        }
+        out.push(MemberHash {
+            node: id.unwrap_or_default(),
+            endpoint,
+            hash: None,
+            note: format!("unreachable: {error}"),
+        });
+    }
+    rows.into_values().chain(out).collect()
 }
 
 /// A member's row from its status at the check's `index`.

@@ -610,7 +610,7 @@ impl Driver {
 
     /// Logs and counts one comparison of this replica's state hash with a
     /// report; a mismatch means this replica's state diverged from the
-    /// reporter's (docs/operations.md, "State hash mismatch").
+    /// reporter's (docs/observability.md, "RaftkvStateDiverged").
     fn note_state_comparison(&self, c: Comparison) {
         let result = if c.equal { "match" } else { "mismatch" };
         self.metrics.state_checks.with_label_values(&[result]).inc();

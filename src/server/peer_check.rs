@@ -89,7 +89,7 @@ impl Params {
     pub fn check(self, theirs: Option<&pb::PeerParams>) -> Result<(), String> {
         let Some(theirs) = theirs else {
             return Err(format!(
-                "the sender carries no lease parameters (an older version?); this node has {self}"
+                "the sender carries no cluster parameters; this node has {self}"
             ));
         };
         let theirs = Params::from_pb(theirs);
