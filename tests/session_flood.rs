@@ -95,10 +95,20 @@ async fn a_session_flood_past_every_bound_leaves_the_cluster_serving() {
             }
         }
     }
+    let resident: Vec<String> = NODES
+        .iter()
+        .map(|&i| {
+            format!(
+                "{:.0}",
+                sample(&metrics(&c, i), "process_resident_memory_bytes") / 1e6
+            )
+        })
+        .collect();
     println!(
-        "{} unacknowledged CAS answers of {BIG} bytes in {:.1} s",
+        "{} unacknowledged CAS answers of {BIG} bytes in {:.1} s; resident MB per node {}",
         CAS_CLIENTS * CAS_PER_CLIENT,
-        phase.elapsed().as_secs_f64()
+        phase.elapsed().as_secs_f64(),
+        resident.join("/")
     );
     // The bound in all held: the oldest answer, of the least recently
     // active client, was forgotten, so its retry is refused, not applied.
@@ -367,6 +377,11 @@ async fn fail_if_any_died(c: &mut Cluster, why: &str) {
     panic!("{report}");
 }
 
+/// Node `i`'s `/metrics` text (empty if it does not answer).
+fn metrics(c: &Cluster, i: usize) -> String {
+    http_get(&c.nodes[i].http, "/metrics").map_or_else(|_| String::new(), |(_, text)| text)
+}
+
 /// The first sample of `name` without labels in the `/metrics` text.
 fn sample(metrics: &str, name: &str) -> f64 {
     metrics
@@ -409,9 +424,8 @@ async fn report_flood(c: &mut Cluster, before: [f64; 4]) {
     let used: Vec<String> = (0..4)
         .map(|i| format!("{:.1}", after[i] - before[i]))
         .collect();
-    let metrics = http_get(&c.nodes[leader].http, "/metrics")
-        .map_or_else(|_| String::new(), |(_, text)| text);
-    let m = |name: &str| sample(&metrics, name);
+    let text = metrics(c, leader);
+    let m = |name: &str| sample(&text, name);
     let fsyncs = m("raftkv_wal_fsync_duration_seconds_count");
     let turns = m("raftkv_loop_turn_duration_seconds_count");
     println!(
