@@ -1,6 +1,6 @@
 //! raftkv: a Raft-replicated key-value store with a leader lease.
 //!
-//! Module map (see docs/internals.md): `raft` is the pure consensus core,
+//! Module map (docs/design.md, "Modules"): `raft` is the pure consensus core,
 //! `storage` the write-ahead log on disk, `kv` the replicated state machine,
 //! `replica` the node's decisions between them without I/O (shared with the
 //! simulator), `server` the node that drives them with tokio, `observe` metrics and probes,

@@ -103,7 +103,7 @@ pub fn kind(status: &Status) -> Kind {
         Code::Unavailable if message.starts_with(NOT_LEADER) => Kind::NotLeader,
         Code::Unavailable if message.starts_with(OUTCOME_UNKNOWN) => Kind::OutcomeUnknown,
         Code::Unavailable if message.starts_with(BUSY) => Kind::Busy,
-        // Older nodes said "busy" with these codes.
+        // Read as busy: nothing was done; back off and retry.
         Code::ResourceExhausted | Code::Aborted => Kind::Busy,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             Kind::Unreachable

@@ -33,6 +33,15 @@ fn assert_chaos_passed(report: &serde_json::Value, min_faults: usize, max_gap: f
     assert_eq!(report["lost_writes"], 0);
     assert_eq!(report["linearizability"]["verdict"], "linearizable");
     assert_eq!(report["incr"]["ok"], true);
+    // The run ends with the members' state hashes compared at one index.
+    assert_eq!(report["replica_states"]["verdict"], "equal", "{report:#}");
+    assert!(
+        report["replica_states"]["members"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    );
     let faults = report["faults"].as_array().unwrap();
     assert!(faults.len() >= min_faults, "{report:#}");
     assert!(faults.iter().any(|f| f["grace"] == "forced"));

@@ -3,7 +3,7 @@
 //! non-default value set, every object validated strictly against the
 //! Kubernetes schemas (PyPI kubernetes-validate), the render guards and the
 //! values schema refusing bad values, and k8s/ equal to the default render.
-//! `.ci/run` installs both packages.
+//! `scripts/test` installs both packages.
 
 use std::process::Command;
 

@@ -1,6 +1,7 @@
-//! The leader keeps its lease under load (issue 7, finding 8): 64 concurrent
-//! writers fill a large key space on a 3-node cluster whose small snapshot
-//! threshold makes every node snapshot the growing state again and again.
+//! The leader keeps its lease under load (docs/node.md, "The lease under
+//! load"): 64 concurrent writers fill a large key space on a 3-node
+//! cluster whose small snapshot threshold makes every node snapshot the
+//! growing state again and again.
 //! The leader must never lose its lease: no term change seen by any probe,
 //! no "lease not renewed" in any node's log, no failed write, and the lease
 //! held (`raftkv_lease_held_seconds_total`) nearly all the time.
@@ -379,8 +380,8 @@ async fn leader_keeps_its_lease_under_a_64_client_flood_with_snapshots_of_a_big_
     assert_lease_kept(&o);
 }
 
-/// The full size of issue 7's finding 8: 1,000,000 keys, with the node's
-/// snapshot policy (`LEASE_TEST_SNAPSHOT_RATIO` overrides its ratio).
+/// The full-size flood of docs/performance.md: 1,000,000 keys, with the
+/// node's snapshot policy (`LEASE_TEST_SNAPSHOT_RATIO` overrides its ratio).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "1M keys, a minute idle and several under load; run by hand for docs/performance.md: \
             cargo test --release --test lease_under_load -- --ignored --nocapture"]

@@ -793,8 +793,9 @@ fn a_key_read_before_its_deadline_after_expiry_is_a_violation() {
     assert_violation(&h);
 }
 
-/// Finding 3's symptom: a key gone on one leader is back on the next
-/// (the second node evaluated it at an earlier cluster time).
+/// What expiry on the serving node's own clock looks like: a key gone on one
+/// leader is back on the next (the second node evaluated it at an earlier
+/// cluster time).
 #[test]
 fn cluster_time_running_backwards_is_a_violation() {
     let h = [

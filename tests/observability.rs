@@ -83,7 +83,7 @@ fn which(program: &str) -> Option<PathBuf> {
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let (Some(prometheus), Some(promtool)) = (which("prometheus"), which("promtool")) else {
         println!(
-            "SKIPPED: no prometheus/promtool on PATH (apt-get install prometheus; .ci/run does)"
+            "SKIPPED: no prometheus/promtool on PATH (apt-get install prometheus; scripts/test does)"
         );
         return;
     };

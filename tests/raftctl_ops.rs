@@ -1,4 +1,4 @@
-//! What an operator who runs etcd or Consul expects (issue 11), through the
+//! What an operator who runs etcd or Consul expects, through the
 //! real binaries: fast clear failures and the documented exit codes, range
 //! reads, a status that does not lie, decoded dumps, and a `raftctl local`
 //! that notices when its nodes are not the ones answering.

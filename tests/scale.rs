@@ -223,7 +223,10 @@ async fn scale_under_workload<P: Platform>(
 fn assert_passed(report: &Report) {
     assert!(report.passed, "{}", report.table());
     assert_eq!(report.lost_writes, 0);
-    assert_eq!(report.linearizability.verdict, "linearizable");
+    assert_eq!(
+        report.linearizability.verdict,
+        raftkv::ctl::chaos::LinearizabilityVerdict::Linearizable
+    );
     assert!(report.incr.ok);
     assert!(
         report.operations.ok > 300,

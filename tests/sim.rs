@@ -1,6 +1,7 @@
-//! The deterministic simulator (DESIGN.md 7.2). `RAFTKV_SIM_SEEDS=a..b cargo
-//! test --release --test sim` runs that seed range; a failing seed prints
-//! itself and its trace and replays bit-for-bit.
+//! The deterministic simulator (docs/consensus.md, "The deterministic
+//! simulator"). `RAFTKV_SIM_SEEDS=a..b cargo test --release --test sim`
+//! runs that seed range; a failing seed prints itself and its trace and
+//! replays bit-for-bit.
 
 #[path = "sim/scenarios.rs"]
 mod scenarios;
@@ -168,7 +169,7 @@ fn seeds() {
     let started = Instant::now();
     let (failures, st) = run_range(range.clone(), &Options::default(), false);
     println!(
-        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {} heartbeats and answers sent during one, {:.1}s",
+        "simulated seeds {range:?}: {} client operations checked ({} answered: {:?}; {} of unknown outcome, {} of them on an evicted session), reads at most {} ms behind real time, {} events, {} faults, {} elections, {} snapshots installed, {} local snapshots compacted and {} dropped as stale (finish_snapshot None), {} inputs stepped during a sync, {} heartbeats and answers sent during one, {} replica state hashes compared at equal indexes ({} of them against a state restored from a snapshot), {} state checks compared through the product's reports, {:.1}s",
         st.ops,
         st.by_command.values().sum::<usize>(),
         st.by_command,
@@ -183,6 +184,9 @@ fn seeds() {
         st.stale_snapshots,
         st.steps_during_sync,
         st.heartbeats_during_sync,
+        st.hash_comparisons,
+        st.restored_hash_comparisons,
+        st.state_reports_compared,
         started.elapsed().as_secs_f64()
     );
     if range.end - range.start >= 1000 {
@@ -198,6 +202,10 @@ fn seeds() {
         assert!(
             st.stale_snapshots > 0,
             "no local snapshot went stale under a leader's install"
+        );
+        assert!(
+            st.restored_hash_comparisons > 0 && st.state_reports_compared > 0,
+            "replica states were not compared after a restore, or through reports"
         );
     }
     if let Some(first) = failures.first() {
@@ -329,21 +337,21 @@ fn a_new_leader_waits_out_the_old_lease() {
     assert_scenario_passes(scenarios::new_leader_during_old_lease);
 }
 
-/// Issue 7, finding 1: a snapshot must not drop log entries that the
+/// A snapshot must not drop log entries that the
 /// follower already acknowledged (they may be counted for a commit).
 #[test]
 fn a_snapshot_does_not_drop_acknowledged_entries() {
     assert_scenario_passes(scenarios::snapshot_while_replicating);
 }
 
-/// Issue 7, finding 2: a new leader that steps down before its wait is
+/// A new leader that steps down before its wait is
 /// over still acknowledges no write until then.
 #[test]
 fn a_leader_stepping_down_during_its_wait_acknowledges_nothing_early() {
     assert_scenario_passes(scenarios::leader_steps_down_during_its_wait);
 }
 
-/// Issue 7, finding 2, the removal case: a new leader removed from the
+/// A new leader removed from the
 /// membership before its wait is over acknowledges no write until then.
 #[test]
 fn a_leader_removed_during_its_wait_acknowledges_nothing_early() {
@@ -367,7 +375,7 @@ fn catches_a_gate_that_only_holds_while_leading() {
     }
 }
 
-/// Issue 7, finding 8: fsyncs longer than the lease on every node, while
+/// Fsyncs longer than the lease on every node, while
 /// writes keep them busy, cost the leader neither its term nor its lease.
 #[test]
 fn slow_disks_do_not_cost_the_lease() {

@@ -19,7 +19,7 @@
 //! - Values that are canonical decimal `i64`s are the same value whether they
 //!   were written by SET or produced by INCR. INCR on text that is not an integer
 //!   is excluded from histories: such an op can never be linearized.
-//! - Expiry runs on cluster time (DESIGN.md §4), a clock the system keeps in
+//! - Expiry runs on cluster time, a clock the system keeps in
 //!   its log. An op may carry `at`, the cluster time (ms) the system evaluated
 //!   it at: a key whose deadline is at or before `at` is absent, EXPIRE sets
 //!   the deadline `at + seconds`, TTL reports the seconds left rounded up.

@@ -88,7 +88,11 @@ fn apply(data: &mut HashMap<Bytes, Bytes>, op: Op) -> Answer {
             applied: data.contains_key(&c.key),
         }),
         Op::Register(_) => unreachable!("registration is handled by the caller"),
-        Op::MemberAddrs(_) => unreachable!("clients cannot send member addresses"),
+        Op::StateCheck(_) => Answer::StateCheck(pb::StateCheckResult {}),
+        Op::MemberAddrs(_) | Op::StateReport(_) => Answer::Error(pb::KvError {
+            code: pb::kv_error::Code::Invalid as i32,
+            message: "proposed by the leader only".into(),
+        }),
     }
 }
 

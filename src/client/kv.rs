@@ -216,6 +216,21 @@ impl Client {
     /// first if needed) and returns the state machine's answer. A refusal
     /// (`WriteResponse.error`) becomes [`ClientError::Rejected`].
     pub async fn write(&self, op: Op) -> Result<Answer, ClientError> {
+        self.write_at(op).await.map(|(answer, _)| answer)
+    }
+
+    /// Proposes a state check (every replica hashes its state at the
+    /// entry) and returns the entry's log index, where members' hashes
+    /// can then be compared (see `StatusResponse::state_hashes`).
+    pub async fn state_check(&self) -> Result<u64, ClientError> {
+        match self.write_at(Op::StateCheck(pb::StateCheckCmd {})).await? {
+            (Answer::StateCheck(_), index) => Ok(index),
+            (other, _) => Err(unexpected("STATE-CHECK", &other)),
+        }
+    }
+
+    /// [`Client::write`], with the log index of the entry that answered.
+    async fn write_at(&self, op: Op) -> Result<(Answer, u64), ClientError> {
         if matches!(op, Op::Register(_)) {
             return Err(ClientError::InvalidArgument(
                 "sessions are registered by the client itself".into(),
@@ -253,7 +268,7 @@ impl Client {
                 }
             }
             Some(Answer::Error(e)) => Err(ClientError::Rejected(e)),
-            Some(answer) => Ok(answer),
+            Some(answer) => Ok((answer, response.index)),
             None => Err(ClientError::Other("empty write response".into())),
         }
     }

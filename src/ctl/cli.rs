@@ -98,6 +98,14 @@ pub enum Command {
     /// With --platform kube: every pod (phase, ready, restarts, node) beside
     /// its node, reached through port-forwards.
     Status(StatusArgs),
+    /// Compare the members' states: propose a state check (each member
+    /// hashes its whole state at that log entry) and print every member's
+    /// hash there. Exits 1 if two differ, 4 if a member cannot be compared.
+    Check {
+        /// How long to wait for members to compute and report their hash.
+        #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+        wait: Duration,
+    },
     /// List the members as the leader knows them.
     Members,
     /// Add or remove a member.

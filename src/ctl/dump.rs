@@ -234,6 +234,11 @@ pub fn command_text(op: &Op) -> String {
             "MEMBER-ADDRS node {} peer {} client {}",
             m.id, m.peer_addr, m.client_addr
         ),
+        Op::StateCheck(_) => "STATE-CHECK (every replica hashes its state here)".into(),
+        Op::StateReport(r) => format!(
+            "STATE-REPORT node {} hashed entry {} to {:016x}",
+            r.reporter, r.index, r.hash
+        ),
     }
 }
 

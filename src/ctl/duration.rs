@@ -1,8 +1,8 @@
 //! Parsing durations on the command line: `500ms`, `10s`, `2m`, `1h`.
 //!
 //! A unit is required, as in etcdctl (Go's `time.ParseDuration`): a bare
-//! `1500` once meant 1500 seconds (25 minutes) to a user who meant
-//! milliseconds. Only `0` may stand alone.
+//! `1500` would be seconds (25 minutes) to a user who meant milliseconds.
+//! Only `0` may stand alone.
 
 use std::time::Duration;
 

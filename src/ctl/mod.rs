@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod dump;
@@ -107,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             Some(PlatformKind::Kube) => kube::commands::status(args, output).await,
             _ => cluster::status(&client()?, output, args).await,
         },
+        Command::Check { wait } => check::command(&client()?, output, *wait).await,
         Command::Members => cluster::members(&client()?, output).await,
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,

@@ -12,8 +12,8 @@ use crate::pb::{Command, KvError, command::Op};
 /// Longest member address (`host:port`; a DNS name is at most 253 bytes).
 const MAX_ADDR_BYTES: usize = 300;
 
-/// Size limits for keys and values. The defaults are those of the design:
-/// keys up to 4 KiB, values up to 1 MiB.
+/// Size limits for keys and values. The defaults: keys up to 4 KiB, values
+/// up to 1 MiB.
 ///
 /// Every replica of a cluster must use the same limits: `apply` enforces
 /// them, so replicas with different limits would answer an entry differently
@@ -31,6 +31,15 @@ pub struct Limits {
     ///
     /// [`MAX_SESSIONS`]: super::MAX_SESSIONS
     pub max_sessions: usize,
+    /// Most bytes of kept answers per client (see [`MAX_KEPT_BYTES_PER_CLIENT`]).
+    /// Not a setting of the node either; tests and the simulator lower it.
+    ///
+    /// [`MAX_KEPT_BYTES_PER_CLIENT`]: super::MAX_KEPT_BYTES_PER_CLIENT
+    pub max_kept_bytes_per_client: usize,
+    /// Most bytes of kept answers for all clients (see [`MAX_KEPT_BYTES`]).
+    ///
+    /// [`MAX_KEPT_BYTES`]: super::MAX_KEPT_BYTES
+    pub max_kept_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +48,8 @@ impl Default for Limits {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
             max_sessions: super::MAX_SESSIONS,
+            max_kept_bytes_per_client: super::MAX_KEPT_BYTES_PER_CLIENT,
+            max_kept_bytes: super::MAX_KEPT_BYTES,
         }
     }
 }
@@ -63,7 +74,7 @@ impl Limits {
                 }
                 self.check_value(&c.value)
             }
-            Some(Op::Register(_)) => Ok(()),
+            Some(Op::Register(_) | Op::StateCheck(_) | Op::StateReport(_)) => Ok(()),
             Some(Op::MemberAddrs(m)) => {
                 if m.peer_addr.len() > MAX_ADDR_BYTES || m.client_addr.len() > MAX_ADDR_BYTES {
                     return Err(super::error::invalid(format!(

@@ -7,7 +7,7 @@
 //! stamps each proposal with the cluster time of the entry it applied last
 //! plus the monotonic time it measured since (`crate::replica`), and keeps
 //! it moving with time entries (a proposal without a command) while keys
-//! with a deadline exist; no wall clock is involved (DESIGN.md §4). A key
+//! with a deadline exist; no wall clock is involved. A key
 //! expires when cluster time reaches its deadline. Expired keys are dropped
 //! lazily when a command touches them and by a bounded sweep on every entry;
 //! reads (`get`, `ttl`) are evaluated at the applied cluster time, so every
@@ -19,6 +19,7 @@
 
 mod commands;
 mod error;
+mod hash;
 mod limits;
 mod sessions;
 mod snapshot;
@@ -29,7 +30,9 @@ mod tests;
 pub use crate::pb::KvError;
 pub use commands::parse_integer;
 pub use limits::Limits;
-pub use sessions::{MAX_KEPT_RESPONSES, MAX_SESSIONS, SESSION_TIMEOUT_MS};
+pub use sessions::{
+    MAX_KEPT_BYTES, MAX_KEPT_BYTES_PER_CLIENT, MAX_KEPT_RESPONSES, MAX_SESSIONS, SESSION_TIMEOUT_MS,
+};
 
 use crate::pb::command::Op;
 use crate::pb::write_response::Result as Outcome;
@@ -46,9 +49,9 @@ use store::Store;
 const SWEEP_PER_APPLY: usize = 64;
 
 /// Longest EXPIRE accepted, in seconds (etcd's longest lease TTL, about
-/// 285 years). Larger values used to be clamped silently; the leader now
-/// refuses them before proposing. Not checked in `apply`: entries already
-/// in a log replay as they did.
+/// 285 years). The leader refuses larger values before proposing
+/// (`validate`). `apply` does not check it: an entry is applied the same on
+/// every replica whatever it holds (a deadline saturates at `u64::MAX` ms).
 pub const MAX_TTL_SECONDS: u64 = 9_000_000_000;
 
 /// The key-value state machine.
@@ -67,12 +70,10 @@ pub struct StateMachine {
 impl StateMachine {
     /// An empty state machine that has applied nothing.
     pub fn new(limits: Limits) -> StateMachine {
-        let mut sessions = Sessions::default();
-        sessions.set_cap(limits.max_sessions);
         StateMachine {
             limits,
             store: Store::default(),
-            sessions,
+            sessions: Sessions::new(&limits),
             time_ms: 0,
             applied_index: 0,
             members: BTreeMap::new(),
@@ -82,10 +83,18 @@ impl StateMachine {
     /// Checks a command against the limits before the leader proposes it, so
     /// a client gets a clear refusal without a trip through the log.
     pub fn validate(&self, cmd: &pb::Command) -> Result<(), pb::KvError> {
-        if let Some(Op::MemberAddrs(_)) = cmd.op {
-            return Err(error::invalid(
-                "member addresses are set by adding a member",
-            ));
+        match cmd.op {
+            Some(Op::MemberAddrs(_)) => {
+                return Err(error::invalid(
+                    "member addresses are set by adding a member",
+                ));
+            }
+            Some(Op::StateReport(_)) => {
+                return Err(error::invalid(
+                    "state reports are proposed by the leader only",
+                ));
+            }
+            _ => {}
         }
         if let Some(Op::Expire(e)) = &cmd.op
             && e.seconds > MAX_TTL_SECONDS
@@ -146,9 +155,18 @@ impl StateMachine {
         }
         self.advance_time(proposal.stamp_ms);
 
-        if let Some(Op::MemberAddrs(m)) = command.op {
-            self.members.insert(m.id, m);
-            return respond(index, Outcome::MemberAddrs(pb::MemberAddrsResult {}));
+        match command.op {
+            Some(Op::MemberAddrs(m)) => {
+                self.members.insert(m.id, m);
+                return respond(index, Outcome::MemberAddrs(pb::MemberAddrsResult {}));
+            }
+            // Both leave the state as it is: the replica hashes it at a
+            // check, and compares its hash with a report.
+            Some(Op::StateCheck(_)) => {
+                return respond(index, Outcome::StateCheck(pb::StateCheckResult {}));
+            }
+            Some(Op::StateReport(r)) => return respond(index, Outcome::StateReport(r)),
+            _ => {}
         }
         // Registering ignores any session it carries: it is how a client gets one.
         if let Some(Op::Register(_)) = command.op {
@@ -189,7 +207,8 @@ impl StateMachine {
             Some(Op::Expire(c)) => commands::expire(&mut self.store, c.key, c.seconds, t),
             Some(Op::Cas(c)) => commands::cas(&mut self.store, c, t),
             // Unreachable: `check` refuses a missing op; apply handles the rest.
-            None | Some(Op::Register(_) | Op::MemberAddrs(_)) => {
+            None
+            | Some(Op::Register(_) | Op::MemberAddrs(_) | Op::StateCheck(_) | Op::StateReport(_)) => {
                 Outcome::Error(error::invalid("no operation"))
             }
         }
@@ -255,6 +274,25 @@ impl StateMachine {
     /// entries applied (see the module docs).
     pub fn time_ms(&self) -> u64 {
         self.time_ms
+    }
+
+    /// Checks the invariants of the whole state (sessions and their
+    /// indexes and bounds, the expiry index, sessions named by applied
+    /// entries), naming the first that is broken. Costs a scan of the
+    /// state: the simulator, the property tests and the fuzzers call it
+    /// after every entry; the node does not.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.sessions.check_invariants()?;
+        self.store.check_invariants()?;
+        if let Some((&id, _)) = self.sessions.iter().next_back()
+            && id > self.applied_index
+        {
+            return Err(format!(
+                "session {id} is above the applied index {}",
+                self.applied_index
+            ));
+        }
+        Ok(())
     }
 
     /// The index of the last entry applied (0 before any).

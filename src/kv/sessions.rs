@@ -31,6 +31,7 @@
 //! never by applying a request a second time: to a client that sent the
 //! request before, that means "outcome unknown".
 
+use super::Limits;
 use super::error::{invalid, session_expired};
 use crate::pb::{KvError, Session, WriteResponse};
 use prost::Message;
@@ -80,32 +81,26 @@ pub(crate) enum Admission {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Sessions {
     clients: BTreeMap<u64, Client>,
-    /// `(last_active_ms, client_id)`: the front is both the next to expire and
-    /// the least recently used.
+    /// `(last_active_ms, client_id)` of every client: the front is both the
+    /// next to expire and the least recently used.
     by_activity: BTreeSet<(u64, u64)>,
     /// The part of `by_activity` whose clients keep answers: the front is
-    /// where answers are forgotten first when over [`MAX_KEPT_BYTES`].
+    /// where answers are forgotten first when over the total byte bound.
     holders: BTreeSet<(u64, u64)>,
     /// Bytes of kept answers per holder (see [`answer_bytes`]).
-    // Invariant: kept_bytes == sum of held.values().
     held: BTreeMap<u64, usize>,
+    /// The sum of `held`.
     kept_bytes: usize,
-    cap: usize,
-    byte_caps: (usize, usize),
+    bounds: Bounds,
 }
 
-impl Default for Sessions {
-    fn default() -> Sessions {
-        Sessions {
-            clients: BTreeMap::new(),
-            by_activity: BTreeSet::new(),
-            holders: BTreeSet::new(),
-            held: BTreeMap::new(),
-            kept_bytes: 0,
-            cap: MAX_SESSIONS,
-            byte_caps: (MAX_KEPT_BYTES_PER_CLIENT, MAX_KEPT_BYTES),
-        }
-    }
+/// The bounds of the table, from [`Limits`]: the product's constants, lower
+/// in tests and the simulator so that eviction happens cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bounds {
+    sessions: usize,
+    bytes_per_client: usize,
+    bytes: usize,
 }
 
 /// Forgets `client`'s lowest kept answer, so a retry of it is refused as
@@ -123,6 +118,22 @@ fn expired(client: &Client, now_ms: u64) -> bool {
 }
 
 impl Sessions {
+    /// An empty table with the bounds of `limits`.
+    pub fn new(limits: &Limits) -> Sessions {
+        Sessions {
+            clients: BTreeMap::new(),
+            by_activity: BTreeSet::new(),
+            holders: BTreeSet::new(),
+            held: BTreeMap::new(),
+            kept_bytes: 0,
+            bounds: Bounds {
+                sessions: limits.max_sessions,
+                bytes_per_client: limits.max_kept_bytes_per_client,
+                bytes: limits.max_kept_bytes,
+            },
+        }
+    }
+
     /// Opens a session for `client_id` (the log index of the register entry,
     /// hence unique and the same on every replica), evicting the least
     /// recently active sessions beyond the cap.
@@ -135,11 +146,13 @@ impl Sessions {
                 responses: BTreeMap::new(),
             },
         );
-        while self.clients.len() > self.cap {
-            let Some((_, lru)) = self.by_activity.pop_first() else {
+        while self.clients.len() > self.bounds.sessions {
+            let Some(&(_, lru)) = self.by_activity.first() else {
                 break;
             };
-            self.clients.remove(&lru);
+            // `remove` drops the session from every index, its kept answers
+            // from the byte count too.
+            self.remove(lru);
         }
     }
 
@@ -158,7 +171,9 @@ impl Sessions {
                 "the session of client {id} expired after an hour without requests; register again"
             )));
         }
-        let mut client = self.remove(id).expect("looked up above");
+        let Some(mut client) = self.remove(id) else {
+            unreachable!("client {id} was looked up above");
+        };
         client.last_active_ms = client.last_active_ms.max(now_ms);
         let admission = if session.seq < client.first_incomplete {
             Admission::Refuse(session_expired(format!(
@@ -199,21 +214,27 @@ impl Sessions {
             bytes -= answer_bytes(&replaced);
         }
         while client.responses.len() > MAX_KEPT_RESPONSES
-            || (bytes > self.byte_caps.0 && client.responses.len() > 1)
+            || (bytes > self.bounds.bytes_per_client && client.responses.len() > 1)
         {
             bytes -= forget_lowest(client);
         }
         let key = (client.last_active_ms, id);
         self.set_held(key, bytes);
-        while self.kept_bytes > self.byte_caps.1 {
+        while self.kept_bytes > self.bounds.bytes {
             let Some(&oldest) = self.holders.first() else {
                 break;
             };
-            let victim = self
-                .clients
-                .get_mut(&oldest.1)
-                .expect("holders are clients");
-            let left = self.held[&oldest.1] - forget_lowest(victim);
+            let freed = match self.clients.get_mut(&oldest.1) {
+                Some(victim) => forget_lowest(victim),
+                // Cannot happen while the invariants hold (every holder is a
+                // client); if it did, dropping the stray entry is the same
+                // decision on every replica, where a panic would stop them all.
+                None => self.held.get(&oldest.1).copied().unwrap_or(0),
+            };
+            let left = self
+                .held
+                .get(&oldest.1)
+                .map_or(0, |b| b.saturating_sub(freed));
             self.set_held(oldest, left);
         }
     }
@@ -221,7 +242,9 @@ impl Sessions {
     /// Notes that the client at `key` (activity, id) keeps `bytes` of
     /// answers; 0 means none, and it leaves `holders`.
     fn set_held(&mut self, key: (u64, u64), bytes: usize) {
-        self.kept_bytes -= self.held.remove(&key.1).unwrap_or(0);
+        self.kept_bytes = self
+            .kept_bytes
+            .saturating_sub(self.held.remove(&key.1).unwrap_or(0));
         self.holders.remove(&key);
         if bytes > 0 {
             self.held.insert(key.1, bytes);
@@ -262,7 +285,9 @@ impl Sessions {
         let key = (client.last_active_ms, client_id);
         self.by_activity.remove(&key);
         self.holders.remove(&key);
-        self.kept_bytes -= self.held.remove(&client_id).unwrap_or(0);
+        self.kept_bytes = self
+            .kept_bytes
+            .saturating_sub(self.held.remove(&client_id).unwrap_or(0));
         Some(client)
     }
 
@@ -270,12 +295,6 @@ impl Sessions {
     #[cfg(test)]
     pub fn kept_bytes(&self) -> usize {
         self.kept_bytes
-    }
-
-    /// Lowers the byte bounds (per client, in all) for cheap tests.
-    #[cfg(test)]
-    pub fn set_byte_caps(&mut self, per_client: usize, total: usize) {
-        self.byte_caps = (per_client, total);
     }
 
     #[cfg(test)]
@@ -289,13 +308,77 @@ impl Sessions {
     }
 
     /// Sessions in client-id order (for the snapshot).
-    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Client)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &Client)> {
         self.clients.iter()
     }
 
-    /// Sets the cap ([`super::Limits::max_sessions`]; lower in tests and the
-    /// simulator so that eviction happens cheaply).
-    pub fn set_cap(&mut self, cap: usize) {
-        self.cap = cap;
+    /// Checks what every operation above relies on, naming the first
+    /// broken rule: the indexes are exactly those the sessions imply (so a
+    /// snapshot, which rebuilds them from the sessions alone, restores the
+    /// same table), and every bound holds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let b = self.bounds;
+        if self.clients.len() > b.sessions {
+            return Err(format!(
+                "{} sessions kept, above the bound of {}",
+                self.clients.len(),
+                b.sessions
+            ));
+        }
+        let mut activity = BTreeSet::new();
+        let mut holders = BTreeSet::new();
+        let mut held = BTreeMap::new();
+        for (&id, client) in &self.clients {
+            activity.insert((client.last_active_ms, id));
+            if let Some((&lowest, _)) = client.responses.first_key_value()
+                && lowest < client.first_incomplete
+            {
+                return Err(format!(
+                    "client {id} keeps the answer to request {lowest}, below its first \
+                     incomplete request {}",
+                    client.first_incomplete
+                ));
+            }
+            if client.responses.len() > MAX_KEPT_RESPONSES {
+                return Err(format!(
+                    "client {id} keeps {} answers",
+                    client.responses.len()
+                ));
+            }
+            let bytes: usize = client.responses.values().map(answer_bytes).sum();
+            if bytes > b.bytes_per_client && client.responses.len() > 1 {
+                return Err(format!(
+                    "client {id} keeps {bytes} bytes of answers, above the bound of {}",
+                    b.bytes_per_client
+                ));
+            }
+            if bytes > 0 {
+                holders.insert((client.last_active_ms, id));
+                held.insert(id, bytes);
+            }
+        }
+        if activity != self.by_activity {
+            return Err("the activity index does not list exactly the sessions".into());
+        }
+        if holders != self.holders {
+            return Err("the holders index does not list exactly the sessions with answers".into());
+        }
+        if held != self.held {
+            return Err("the bytes held per client are not those of their answers".into());
+        }
+        let total: usize = held.values().sum();
+        if total != self.kept_bytes {
+            return Err(format!(
+                "{} bytes of answers counted, {total} kept",
+                self.kept_bytes
+            ));
+        }
+        if total > b.bytes {
+            return Err(format!(
+                "{total} bytes of answers kept, above the bound of {}",
+                b.bytes
+            ));
+        }
+        Ok(())
     }
 }

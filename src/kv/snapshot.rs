@@ -8,7 +8,7 @@
 //! new version; `restore` refuses versions it does not know.
 
 use super::error::invalid;
-use super::sessions::{Client, MAX_KEPT_RESPONSES, MAX_SESSIONS, Sessions};
+use super::sessions::{Client, MAX_KEPT_RESPONSES, Sessions};
 use super::store::{Item, Store};
 use super::{Limits, StateMachine};
 use crate::pb::{KvError, MemberAddrsCmd, WriteResponse};
@@ -98,8 +98,7 @@ impl StateMachine {
         sm.applied_index = body.applied_index;
         sm.time_ms = body.time_ms;
         sm.store = restore_store(body.items)?;
-        sm.sessions = restore_sessions(body.sessions, body.applied_index)?;
-        sm.sessions.set_cap(limits.max_sessions);
+        sm.sessions = restore_sessions(&limits, body.sessions, body.applied_index)?;
         sm.members = body.members.into_iter().map(|m| (m.id, m)).collect();
         Ok(sm)
     }
@@ -167,14 +166,19 @@ fn restore_store(items: Vec<ItemRecord>) -> Result<Store, KvError> {
     Ok(store)
 }
 
-fn restore_sessions(records: Vec<SessionRecord>, applied: u64) -> Result<Sessions, KvError> {
-    if records.len() > MAX_SESSIONS {
+fn restore_sessions(
+    limits: &Limits,
+    records: Vec<SessionRecord>,
+    applied: u64,
+) -> Result<Sessions, KvError> {
+    if records.len() > limits.max_sessions {
         return Err(invalid(format!(
-            "snapshot holds {} sessions; at most {MAX_SESSIONS} are kept",
-            records.len()
+            "snapshot holds {} sessions; at most {} are kept",
+            records.len(),
+            limits.max_sessions
         )));
     }
-    let mut sessions = Sessions::default();
+    let mut sessions = Sessions::new(limits);
     let mut previous = 0;
     for record in records {
         let id = record.client_id;
@@ -213,6 +217,11 @@ fn restore_sessions(records: Vec<SessionRecord>, applied: u64) -> Result<Session
         }
         sessions.insert(id, client);
     }
+    // The bounds too: a table beyond them would evict differently from
+    // the replicas that applied the log.
+    sessions
+        .check_invariants()
+        .map_err(|e| invalid(format!("snapshot sessions: {e}")))?;
     Ok(sessions)
 }
 

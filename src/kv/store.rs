@@ -98,6 +98,20 @@ impl Store {
         self.data.len()
     }
 
+    /// Checks that the deadline index lists exactly the items' deadlines
+    /// (the sweep trusts it to find every key that expires).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let deadlines: OrdSet<(u64, Bytes)> = self
+            .data
+            .iter()
+            .filter_map(|(key, item)| item.deadline.map(|d| (d, key.clone())))
+            .collect();
+        if deadlines != self.expiry {
+            return Err("the expiry index does not list exactly the keys' deadlines".into());
+        }
+        Ok(())
+    }
+
     /// Items in key order (for the snapshot).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Item)> {
         self.data.iter()

@@ -1,12 +1,12 @@
-//! The node's Prometheus metrics (DESIGN.md §6), in one registry.
+//! The node's Prometheus metrics (docs/observability.md), in one registry.
 //!
 //! One struct holds every metric so the node loop, the transport and the gRPC
 //! layer update the same handles; the HTTP server only encodes the registry.
 
 use super::lease_clock::LeaseClock;
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +51,16 @@ pub struct Metrics {
     pub peer_queue_wait: Histogram,
     pub keys: IntGauge,
     pub peer_messages_dropped: IntCounter,
+    /// Comparisons of this replica's state hash with a leader's report, by
+    /// `result` (`match`, `mismatch`).
+    pub state_checks: IntCounterVec,
+    /// The index of the latest state check where this replica's hash
+    /// differed from the leader's (0: none since the process started).
+    pub state_hash_mismatch_index: IntGauge,
+    /// The index of the latest state check hashed here.
+    pub state_hash_last_index: IntGauge,
+    /// Time to hash the state machine at a state check (off the loop).
+    pub state_hash_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -201,6 +211,33 @@ impl Metrics {
                 "raftkv_peer_messages_dropped_total",
                 "Peer messages dropped because a peer's queue was full.",
             ),
+            state_checks: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "raftkv_state_checks_total",
+                        "Comparisons of this replica's state hash with the leader's at a state check, by result.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            state_hash_mismatch_index: gauge(
+                r,
+                "raftkv_state_hash_mismatch_index",
+                "Log index of the latest state check where this replica's state hash differed from the leader's (0: none).",
+            ),
+            state_hash_last_index: gauge(
+                r,
+                "raftkv_state_hash_last_index",
+                "Log index of the latest state check hashed on this node.",
+            ),
+            state_hash_duration: histogram(
+                r,
+                "raftkv_state_hash_duration_seconds",
+                "Time to hash the whole state machine at a state check (off the node loop).",
+                prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap(),
+            ),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -280,6 +317,7 @@ mod tests {
     fn exposes_the_design_names() {
         let m = Metrics::new();
         m.follower_lag_entries.with_label_values(&["1"]).set(3);
+        m.state_checks.with_label_values(&["match"]).inc();
         m.grpc_request_duration
             .with_label_values(&["Get"])
             .observe(0.001);
@@ -307,6 +345,10 @@ mod tests {
             "raftkv_lease_held_seconds_total",
             "raftkv_ready",
             "raftkv_voters",
+            "raftkv_state_checks_total{result=\"match\"}",
+            "raftkv_state_hash_mismatch_index",
+            "raftkv_state_hash_last_index",
+            "raftkv_state_hash_duration_seconds_bucket",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

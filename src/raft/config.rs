@@ -51,12 +51,12 @@ pub enum Broken {
     /// index: a crash can make a voter forget its vote.
     UnsyncedVote,
     /// The serving gate holds committed entries back only while the node
-    /// leads (issue 7, finding 2, before the fix): a new leader that steps
-    /// down during its wait releases them at once.
+    /// leads: a new leader that steps down during its wait releases them at
+    /// once, while the old lease may still serve reads without them.
     GateOnlyWhileLeader,
     /// Heartbeats and their answers wait for the sync under way like every
-    /// other message (issue 7, finding 8, before the fix): an fsync longer
-    /// than the lease costs the leader its lease and its leadership.
+    /// other message: an fsync longer than the lease costs the leader its
+    /// lease and its leadership.
     HeartbeatsWaitForSync,
 }
 

@@ -1,5 +1,5 @@
-//! Checks on every peer message before the core acts on it (issue 7,
-//! finding 6). A message from the network may come from a buggy or
+//! Checks on every peer message before the core acts on it. A message from
+//! the network may come from a buggy or
 //! misconfigured peer (two processes with one node id) or be corrupt: one
 //! that no correct peer could send is dropped and reported as
 //! `Event::MessageDropped`, never allowed to reach an `expect`, an overflow

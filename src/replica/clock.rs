@@ -1,4 +1,4 @@
-//! Cluster time between entries (DESIGN.md §4, finding 3 of issue 7).
+//! Cluster time between entries (docs/design.md, "Cluster time").
 //!
 //! Cluster time lives in the state machine and moves only through the log:
 //! each proposal carries a stamp, and applying it moves cluster time to the

@@ -26,6 +26,7 @@
 
 pub mod clock;
 mod pending;
+pub mod state_check;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +42,7 @@ use pending::Pending;
 use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use state_check::{Comparison, StateChecks};
 
 /// Who waits for an answer, per kind of request: a oneshot sender in the
 /// node, a client number in the simulator. The replica only stores them and
@@ -133,6 +135,24 @@ pub enum Effect<C: Callers> {
     /// The member addresses kept in the state machine may have changed (a
     /// `MemberAddrs` entry was applied, or a snapshot restored).
     MembersChanged,
+    /// A state check was applied at `index`: hash `state` (a copy of the
+    /// state machine there) off the event loop and hand the hash to
+    /// [`Replica::state_hashed`].
+    HashState { index: u64, state: StateMachine },
+    /// This replica's hash at a state check was compared with a report.
+    StateCompared(Comparison),
+}
+
+/// What an audited replica saw after one entry or restore (see
+/// [`Replica::set_audit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub index: u64,
+    pub hash: u64,
+    /// The first broken invariant of the state machine, if any.
+    pub broken: Option<String>,
+    /// The state came from a snapshot rather than from applying the entry.
+    pub restored: bool,
 }
 
 /// The part of a `Ready` that is applied, once the rest is persisted and sent.
@@ -238,6 +258,9 @@ pub struct Replica<C: Callers> {
     /// The size of the entries applied since that snapshot's index (since
     /// `begin_snapshot`'s, while one is encoded).
     log_bytes: u64,
+    checks: StateChecks,
+    /// `Some` while audited: the hash and invariants after every entry.
+    audit: Option<Vec<Audit>>,
     effects: Vec<Effect<C>>,
 }
 
@@ -266,8 +289,70 @@ impl<C: Callers> Replica<C> {
             snapshot_policy: SnapshotPolicy::default(),
             snapshot_bytes: 0,
             log_bytes: 0,
+            checks: StateChecks::new(None),
+            audit: None,
             effects: Vec::new(),
         }
+    }
+
+    /// Sets the time between the state checks this node proposes while it
+    /// leads (`None`: only when asked, by `raftctl check`).
+    pub fn set_state_check_interval(&mut self, interval: Option<std::time::Duration>) {
+        self.checks = StateChecks::new(interval);
+    }
+
+    /// Audits every entry applied from now on: its hash and the state
+    /// machine's invariants, for [`Replica::take_audit`]. Costs a scan of
+    /// the whole state per entry, so only the simulator turns it on.
+    pub fn set_audit(&mut self, on: bool) {
+        self.audit = on.then(Vec::new);
+    }
+
+    /// What the audit saw since the last call, in order.
+    pub fn take_audit(&mut self) -> Vec<Audit> {
+        self.audit.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn audit_now(&mut self, restored: bool) {
+        if let Some(audit) = &mut self.audit {
+            audit.push(Audit {
+                index: self.sm.applied_index(),
+                hash: self.sm.state_hash(),
+                broken: self.sm.check_invariants().err(),
+                restored,
+            });
+        }
+    }
+
+    /// This replica's hash at the state check at `index`, computed from the
+    /// copy in [`Effect::HashState`]. Compares the reports that waited for
+    /// it; the leader reports it to the others.
+    pub fn state_hashed(&mut self, index: u64, hash: u64, now: Instant) {
+        for c in self.checks.hashed(index, hash) {
+            self.effects.push(Effect::StateCompared(c));
+        }
+        if self.raft.role() == Role::Leader {
+            let report = pb::StateReportCmd {
+                index,
+                hash,
+                reporter: self.raft.id().0,
+            };
+            let command = pb::Command {
+                op: Some(pb::command::Op::StateReport(report)),
+            };
+            // Refused only during a transfer: the next check reports again.
+            let _ = self.propose(None, Some(command), now);
+        }
+    }
+
+    /// This replica's hashes at its latest state checks (index, hash).
+    pub fn state_hashes(&self) -> Vec<(u64, u64)> {
+        self.checks.hashes().collect()
+    }
+
+    /// How many state checks found this replica's hash unequal to a report.
+    pub fn state_mismatches(&self) -> u64 {
+        self.checks.mismatches()
     }
 
     /// Sets when a snapshot is worth writing, and the size of the snapshot
@@ -328,6 +413,11 @@ impl<C: Callers> Replica<C> {
         if self.raft.role() != Role::Leader {
             return;
         }
+        if self.checks.due(now, self.applied)
+            && self.propose(None, Some(state_check()), now).is_ok()
+        {
+            self.checks.proposed(now, self.applied);
+        }
         let interval = if self.sm.has_deadlines() {
             TIME_ENTRY_INTERVAL
         } else if self.sm.has_sessions() {
@@ -377,8 +467,21 @@ impl<C: Callers> Replica<C> {
         if let Err(e) = self.sm.validate(&command) {
             return self.refuse_write(caller, Refusal::Rejected(e));
         }
+        let is_check = matches!(command.op, Some(pb::command::Op::StateCheck(_)));
+        if is_check && self.checks.too_soon(now) {
+            let why = format!(
+                "a state check was proposed less than {:?} ago; ask again",
+                state_check::MIN_GAP
+            );
+            return self.refuse_write(caller, Refusal::Busy(why));
+        }
         match self.propose(req.session, Some(command), now) {
-            Ok(id) => self.pending.add_write(id, caller),
+            Ok(id) => {
+                if is_check {
+                    self.checks.proposed(now, self.applied);
+                }
+                self.pending.add_write(id, caller)
+            }
             Err(e) => {
                 let why = self.refusal(e);
                 self.refuse_write(caller, why)
@@ -514,6 +617,7 @@ impl<C: Callers> Replica<C> {
         self.clock.applied(self.sm.time_ms(), now, true);
         self.applied = index;
         self.snapshot_index = index;
+        self.audit_now(true);
         // The core counts its entries from the installed snapshot again.
         self.snapshot_due = false;
         self.snapshot_bytes = snap.data.len() as u64;
@@ -550,9 +654,8 @@ impl<C: Callers> Replica<C> {
             Payload::Command(bytes) => {
                 let response = self.sm.apply(index, bytes);
                 self.clock.applied(self.sm.time_ms(), now, false);
-                if let Some(pb::write_response::Result::MemberAddrs(_)) = response.result {
-                    self.effects.push(Effect::MembersChanged);
-                }
+                self.audit_now(false);
+                self.after_apply(index, &response);
                 if let Some((proposed, caller)) = self.pending.take_write(index) {
                     let result = if proposed == term {
                         Ok(response)
@@ -582,6 +685,27 @@ impl<C: Callers> Replica<C> {
                     self.effects.push(Effect::Changed { caller, result });
                 }
             }
+        }
+    }
+
+    /// What an applied command asks of the replica beyond its answer.
+    fn after_apply(&mut self, index: u64, response: &pb::WriteResponse) {
+        use pb::write_response::Result as Outcome;
+        match &response.result {
+            Some(Outcome::MemberAddrs(_)) => self.effects.push(Effect::MembersChanged),
+            Some(Outcome::StateCheck(_)) => {
+                self.checks.applied(index);
+                let state = self.sm.clone();
+                self.effects.push(Effect::HashState { index, state });
+            }
+            Some(Outcome::StateReport(r)) if r.reporter != self.raft.id().0 => {
+                if let state_check::Outcome::Compared(c) =
+                    self.checks.report(r.index, r.reporter, r.hash)
+                {
+                    self.effects.push(Effect::StateCompared(c));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -708,6 +832,13 @@ fn entry_bytes(entry: &Entry) -> u64 {
         Payload::Noop | Payload::Config(_) => 0,
     };
     payload + ENTRY_OVERHEAD_BYTES
+}
+
+/// The command of a state check entry.
+fn state_check() -> pb::Command {
+    pb::Command {
+        op: Some(pb::command::Op::StateCheck(pb::StateCheckCmd {})),
+    }
 }
 
 fn replaced(index: u64) -> Refusal {

@@ -149,7 +149,7 @@ fn pending_writes_fail_as_outcome_unknown_and_reads_as_not_leader() {
     }
 }
 
-/// Finding 3: cluster time advances only by the monotonic time measured
+/// Cluster time advances only by the monotonic time measured
 /// since an entry was applied; an idle leader proposes time entries while
 /// a key has a deadline; reads see the applied cluster time only.
 #[test]
@@ -293,7 +293,7 @@ fn big_state_snapshotted(one: &mut One) -> u64 {
     snap.data.len() as u64
 }
 
-/// Issue 7, finding 8: a large state is not rewritten every
+/// A large state is not rewritten every
 /// `snapshot_threshold` small writes; the next snapshot waits until the log
 /// since the last one is half that snapshot's size (the default ratio),
 /// times this node's stagger.

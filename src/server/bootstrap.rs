@@ -1,4 +1,5 @@
-//! Identity and first boot (DESIGN.md §5.1; docs/operations.md).
+//! Identity and first boot (docs/operations.md, "First boot waits for every
+//! initial member").
 //!
 //! A data directory with an identity starts as recorded: the identity must
 //! match this node's id and, if given, `--cluster-id`. A fresh one asks the

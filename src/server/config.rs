@@ -114,12 +114,17 @@ pub struct Args {
     /// this fraction of that snapshot's size (0 = on the entry count alone).
     #[arg(long, env = "RAFTKV_SNAPSHOT_LOG_RATIO")]
     pub snapshot_log_ratio: Option<f64>,
-    /// Largest key in bytes.
+    /// Largest key in bytes (equal on every node: peers with another value
+    /// refuse this node's messages).
     #[arg(long, env = "RAFTKV_MAX_KEY_BYTES")]
     pub max_key_bytes: Option<usize>,
-    /// Largest value in bytes.
+    /// Largest value in bytes (equal on every node, like --max-key-bytes).
     #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Seconds between the replica hash checks the leader proposes while
+    /// entries are applied (0 = only on demand, by `raftctl check`).
+    #[arg(long, env = "RAFTKV_STATE_CHECK_INTERVAL_S")]
+    pub state_check_interval_s: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "RAFTKV_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -157,6 +162,7 @@ pub struct FileConfig {
     pub snapshot_log_ratio: Option<f64>,
     pub max_key_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
+    pub state_check_interval_s: Option<u64>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
 }
@@ -207,6 +213,8 @@ pub struct Config {
     pub snapshot_log_ratio: f64,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// Time between scheduled replica hash checks; `None`: on demand only.
+    pub state_check_interval: Option<Duration>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -409,6 +417,11 @@ fn resolve(
     if max_key_bytes == 0 || max_value_bytes == 0 {
         return Err("max-key-bytes/max-value-bytes: must be positive".into());
     }
+    let state_check_interval = match pick!(args, file, state_check_interval_s) {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => Some(crate::replica::state_check::DEFAULT_INTERVAL),
+    };
     let log_format = match pick!(args, file, log_format).as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -435,6 +448,7 @@ fn resolve(
         snapshot_log_ratio,
         max_key_bytes,
         max_value_bytes,
+        state_check_interval,
         log_format,
         log_level: pick!(args, file, log_level).unwrap_or_else(|| "info".into()),
     })

@@ -1,4 +1,4 @@
-//! First boot (DESIGN.md §5.1): a node whose data directory has no identity
+//! First boot (docs/operations.md): a node whose data directory has no identity
 //! asks every other initial member (`Raft/Hello`) before it writes one.
 //!
 //! An empty data directory does not tell a brand-new node from one whose

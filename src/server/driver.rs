@@ -35,17 +35,18 @@
 use super::config::Config;
 use super::node::{Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
 use super::transport::Transport;
-use crate::kv::{Limits, StateMachine};
+use crate::kv::StateMachine;
 use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{self, NodeId, Raft, Ready, Role};
+use crate::replica::state_check::Comparison;
 use crate::replica::{Applied, Callers, Effect, Refusal, Replica};
 use crate::storage::{self, Storage};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Longest wait for a leadership transfer's outcome; the core itself gives
@@ -66,6 +67,8 @@ enum Wake {
     Input(Input),
     Tick,
     Snapshot(Result<Background, oneshot::error::RecvError>),
+    /// This node's state hash at a state check: (index, hash).
+    Hashed(u64, u64),
     /// Every handle to the node is gone.
     Closed,
 }
@@ -96,15 +99,18 @@ struct SnapshotTimes {
     encode: Duration,
 }
 
-/// Runs a snapshot stage on a thread of its own at a lower CPU priority
-/// (nice 10, Linux): on a busy machine the node loops, whose turns renew the
-/// lease, come first; a snapshot only has to be done before the log grows
-/// much further. (Not on tokio's blocking pool: its threads also sync the
-/// WAL and would keep the lower priority.)
-fn in_background(f: impl FnOnce() -> Background + Send + 'static) -> oneshot::Receiver<Background> {
+/// Runs a snapshot stage (or a state hash) on a thread of its own at a
+/// lower CPU priority (nice 10, Linux): on a busy machine the node loops,
+/// whose turns renew the lease, come first; a snapshot only has to be done
+/// before the log grows much further. (Not on tokio's blocking pool: its
+/// threads also sync the WAL and would keep the lower priority.)
+fn in_background<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> oneshot::Receiver<T> {
     let (tx, rx) = oneshot::channel();
     let spawned = std::thread::Builder::new()
-        .name("snapshot".into())
+        .name(name.into())
         .spawn(move || {
             #[cfg(target_os = "linux")]
             // SAFETY: setpriority has no memory effects; with `who` = 0 it
@@ -116,7 +122,7 @@ fn in_background(f: impl FnOnce() -> Background + Send + 'static) -> oneshot::Re
         });
     if let Err(e) = spawned {
         // The receiver reports the failure (its sender was dropped).
-        tracing::error!(error = %e, "could not start a snapshot thread");
+        tracing::error!(error = %e, thread = name, "could not start a background thread");
     }
     rx
 }
@@ -127,6 +133,8 @@ struct Io {
     ticker: tokio::time::Interval,
     /// The snapshot stage under way, if any (at most one).
     job: Option<oneshot::Receiver<Background>>,
+    /// State hashes computed off the loop (see `Driver::hash_state`).
+    hashed: mpsc::UnboundedReceiver<(u64, u64)>,
     closed: bool,
     /// Something was stepped while a sync ran: its output waits in the core
     /// for the next `Ready`, which the loop then takes without waiting.
@@ -144,6 +152,7 @@ impl Io {
             inbox,
             ticker,
             job,
+            hashed,
             closed,
             ..
         } = self;
@@ -161,6 +170,7 @@ impl Io {
             },
             _ = ticker.tick() => Wake::Tick,
             r = job => Wake::Snapshot(r),
+            Some((index, hash)) = hashed.recv() => Wake::Hashed(index, hash),
             input = inbox.inputs.recv(), if !*closed => match input {
                 Some(input) => Wake::Input(input),
                 None => Wake::Closed,
@@ -199,6 +209,10 @@ pub struct Driver {
     pub(super) last_leader_gauges: bool,
     /// A snapshot file written and waiting to be adopted by the storage.
     pending_adoption: Option<Adoption>,
+    /// Where state hashes computed off the loop come back, and the loop's
+    /// end of it (taken by `run`).
+    hashes: mpsc::UnboundedSender<(u64, u64)>,
+    hashed: Option<mpsc::UnboundedReceiver<(u64, u64)>>,
 }
 
 /// A written snapshot file: (index, path, where its time went).
@@ -219,11 +233,7 @@ pub struct Parts {
 
 impl Driver {
     pub fn new(p: Parts) -> Driver {
-        let limits = Limits {
-            max_key_bytes: p.config.max_key_bytes,
-            max_value_bytes: p.config.max_value_bytes,
-            ..Limits::default()
-        };
+        let limits = super::startup::limits(&p.config);
         let mut client_addrs: BTreeMap<u64, String> = p
             .config
             .peers
@@ -237,6 +247,7 @@ impl Driver {
             .iter()
             .map(|x| (x.id, x.peer_addr.clone()))
             .collect();
+        let (hashes, hashed) = mpsc::unbounded_channel();
         let mut driver = Driver {
             id: NodeId(p.config.id),
             cluster_id: p.cluster_id,
@@ -258,7 +269,12 @@ impl Driver {
             stopping: None,
             transfer: None,
             pending_adoption: None,
+            hashes,
+            hashed: Some(hashed),
         };
+        driver
+            .replica
+            .set_state_check_interval(p.config.state_check_interval);
         driver.learn_replicated_addresses();
         driver
     }
@@ -276,10 +292,12 @@ impl Driver {
     pub async fn run(mut self, inbox: Inbox, tick: Duration) -> Result<(), String> {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (_, spare) = mpsc::unbounded_channel();
         let mut io = Io {
             inbox,
             ticker,
             job: None,
+            hashed: self.hashed.take().unwrap_or(spare),
             closed: false,
             stepped: false,
             ticked: false,
@@ -331,6 +349,16 @@ impl Driver {
                 io.job = None;
                 let done = r.map_err(|_| "snapshot thread failed".to_string())?;
                 self.snapshot_stage_done(done, io)?;
+            }
+            Wake::Hashed(index, hash) => {
+                self.metrics.state_hash_last_index.set(index as i64);
+                tracing::info!(
+                    index,
+                    hash = format!("{hash:016x}"),
+                    "state hashed at a state check"
+                );
+                self.replica.state_hashed(index, hash, self.now());
+                self.deliver();
             }
             Wake::Closed => io.closed = true,
         }
@@ -554,8 +582,51 @@ impl Driver {
                     });
                 }
                 Effect::MembersChanged => self.learn_replicated_addresses(),
+                Effect::HashState { index, state } => self.hash_state(index, state),
+                Effect::StateCompared(c) => self.note_state_comparison(c),
             }
         }
+    }
+
+    /// Hashes `state`, the state machine at the state check at `index`, on
+    /// a background thread; the hash comes back to the loop as a wake-up.
+    fn hash_state(&self, index: u64, state: StateMachine) {
+        let metrics = self.metrics.clone();
+        let rx = in_background("state-hash", move || {
+            let started = std::time::Instant::now();
+            let hash = state.state_hash();
+            metrics
+                .state_hash_duration
+                .observe(started.elapsed().as_secs_f64());
+            hash
+        });
+        let back = self.hashes.clone();
+        tokio::spawn(async move {
+            if let Ok(hash) = rx.await {
+                let _ = back.send((index, hash));
+            }
+        });
+    }
+
+    /// Logs and counts one comparison of this replica's state hash with a
+    /// report; a mismatch means this replica's state diverged from the
+    /// reporter's (docs/operations.md, "State hash mismatch").
+    fn note_state_comparison(&self, c: Comparison) {
+        let result = if c.equal { "match" } else { "mismatch" };
+        self.metrics.state_checks.with_label_values(&[result]).inc();
+        if c.equal {
+            tracing::debug!(index = c.index, reporter = c.reporter, "state hash matches");
+            return;
+        }
+        self.metrics.state_hash_mismatch_index.set(c.index as i64);
+        tracing::error!(
+            index = c.index,
+            ours = format!("{:016x}", c.ours),
+            theirs = format!("{:016x}", c.theirs),
+            reporter = c.reporter,
+            "state hash mismatch: this replica's state differs from the reporter's at the same \
+             log index; stop serving from it and restore it from a healthy member"
+        );
     }
 
     /// Carries out one `Ready` in the order Raft requires.
@@ -708,7 +779,7 @@ impl Driver {
         let started = std::time::Instant::now();
         let (index, sm) = self.replica.begin_snapshot();
         let copy = started.elapsed();
-        io.job = Some(in_background(move || {
+        io.job = Some(in_background("snapshot", move || {
             let t = std::time::Instant::now();
             let data = sm.snapshot();
             let times = SnapshotTimes {
@@ -737,7 +808,7 @@ impl Driver {
                     .as_ref()
                     .ok_or("storage lost after an earlier failure")?
                     .snapshot_dir();
-                io.job = Some(in_background(move || {
+                io.job = Some(in_background("snapshot", move || {
                     let path = storage::write_snapshot_file(&dir, &snap);
                     Background::Written { index, path, times }
                 }));

@@ -4,13 +4,15 @@
 //! refused message is dropped and logged (rate-limited); refusals also feed
 //! readiness, so an operator sees a misconfigured node.
 //!
-//! Lease parameters must be equal on every node (DESIGN §2.1): the lease
+//! Lease parameters must be equal on every node (docs/consensus.md, "The
+//! leader lease"): the lease
 //! argument compares a leader's `L × (1 − ρ)` with the lease its voters
 //! report, measured with their own `L` and `ρ`. Rather than replicate them
 //! through the log, every peer batch (and unary RPC) carries the sender's
 //! values and a receiver with different ones drops it. Dropping is a
 //! partition as far as Raft is concerned, which it already tolerates.
 
+use crate::kv::Limits;
 use crate::pb;
 use crate::raft::{Message, MessageBody, NodeId};
 use std::collections::HashMap;
@@ -30,14 +32,27 @@ pub struct Params {
     pub lease_micros: u64,
     pub max_clock_drift_ppm: u64,
     pub election_timeout_micros: u64,
+    /// The state machine's size limits: `apply` refuses an entry beyond
+    /// them, so a node with other limits would answer an entry otherwise
+    /// than its peers (a write acknowledged under a leader's higher limit,
+    /// refused by followers with lower ones, lost at the next failover).
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
 }
 
 impl Params {
-    pub fn new(lease: Duration, max_clock_drift: f64, election_timeout: Duration) -> Params {
+    pub fn new(
+        lease: Duration,
+        max_clock_drift: f64,
+        election_timeout: Duration,
+        limits: &Limits,
+    ) -> Params {
         Params {
             lease_micros: micros(lease),
             max_clock_drift_ppm: (max_clock_drift * 1e6).round() as u64,
             election_timeout_micros: micros(election_timeout),
+            max_key_bytes: limits.max_key_bytes as u64,
+            max_value_bytes: limits.max_value_bytes as u64,
         }
     }
 
@@ -46,6 +61,8 @@ impl Params {
             lease_micros: self.lease_micros,
             max_clock_drift_ppm: self.max_clock_drift_ppm,
             election_timeout_micros: self.election_timeout_micros,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
         }
     }
 
@@ -54,6 +71,8 @@ impl Params {
             lease_micros: p.lease_micros,
             max_clock_drift_ppm: p.max_clock_drift_ppm,
             election_timeout_micros: p.election_timeout_micros,
+            max_key_bytes: p.max_key_bytes,
+            max_value_bytes: p.max_value_bytes,
         }
     }
 
@@ -78,8 +97,9 @@ impl Params {
             return Ok(());
         }
         Err(format!(
-            "lease parameters differ: the sender has {theirs}, this node has {self}; \
-             --lease-ms, --max-clock-drift and --election-timeout-ms must be equal on every node"
+            "cluster parameters differ: the sender has {theirs}, this node has {self}; \
+             --lease-ms, --max-clock-drift, --election-timeout-ms, --max-key-bytes and \
+             --max-value-bytes must be equal on every node"
         ))
     }
 }
@@ -88,10 +108,13 @@ impl std::fmt::Display for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "lease {} ms, max clock drift {}, election timeout {} ms",
+            "lease {} ms, max clock drift {}, election timeout {} ms, \
+             max key {} bytes, max value {} bytes",
             self.lease_micros as f64 / 1000.0,
             self.max_clock_drift_ppm as f64 / 1e6,
-            self.election_timeout_micros as f64 / 1000.0
+            self.election_timeout_micros as f64 / 1000.0,
+            self.max_key_bytes,
+            self.max_value_bytes
         )
     }
 }
@@ -106,6 +129,8 @@ pub const CLUSTER_ID_HEADER: &str = "x-raftkv-cluster-id";
 const LEASE_HEADER: &str = "x-raftkv-lease-us";
 const DRIFT_HEADER: &str = "x-raftkv-max-clock-drift-ppm";
 const ELECTION_HEADER: &str = "x-raftkv-election-timeout-us";
+const MAX_KEY_HEADER: &str = "x-raftkv-max-key-bytes";
+const MAX_VALUE_HEADER: &str = "x-raftkv-max-value-bytes";
 
 /// Writes `cluster_id` and `params` into a unary peer request's metadata.
 pub fn to_metadata(md: &mut MetadataMap, cluster_id: &str, params: Params) {
@@ -115,6 +140,8 @@ pub fn to_metadata(md: &mut MetadataMap, cluster_id: &str, params: Params) {
     md.insert(LEASE_HEADER, params.lease_micros.into());
     md.insert(DRIFT_HEADER, params.max_clock_drift_ppm.into());
     md.insert(ELECTION_HEADER, params.election_timeout_micros.into());
+    md.insert(MAX_KEY_HEADER, params.max_key_bytes.into());
+    md.insert(MAX_VALUE_HEADER, params.max_value_bytes.into());
 }
 
 /// The cluster id and parameters a unary peer request carries, if complete.
@@ -122,11 +149,19 @@ pub fn from_metadata(md: &MetadataMap) -> (Option<String>, Option<pb::PeerParams
     let text = |k: &str| md.get(k).and_then(|v| v.to_str().ok());
     let num = |k: &str| text(k).and_then(|v| v.parse::<u64>().ok());
     let cluster_id = text(CLUSTER_ID_HEADER).map(str::to_string);
-    let params = match (num(LEASE_HEADER), num(DRIFT_HEADER), num(ELECTION_HEADER)) {
-        (Some(l), Some(d), Some(e)) => Some(pb::PeerParams {
+    let params = match (
+        num(LEASE_HEADER),
+        num(DRIFT_HEADER),
+        num(ELECTION_HEADER),
+        num(MAX_KEY_HEADER),
+        num(MAX_VALUE_HEADER),
+    ) {
+        (Some(l), Some(d), Some(e), Some(k), Some(v)) => Some(pb::PeerParams {
             lease_micros: l,
             max_clock_drift_ppm: d,
             election_timeout_micros: e,
+            max_key_bytes: k,
+            max_value_bytes: v,
         }),
         _ => None,
     };
@@ -255,6 +290,7 @@ mod tests {
             Duration::from_millis(lease_ms),
             0.01,
             Duration::from_millis(300),
+            &Limits::default(),
         )
     }
 
@@ -267,9 +303,38 @@ mod tests {
             err.contains("lease 200 ms") && err.contains("lease 250 ms"),
             "{err}"
         );
-        let drift = Params::new(Duration::from_millis(250), 0.02, Duration::from_millis(300));
+        let drift = Params::new(
+            Duration::from_millis(250),
+            0.02,
+            Duration::from_millis(300),
+            &Limits::default(),
+        );
         assert!(ours.check(Some(&drift.to_pb())).is_err());
         assert!(ours.check(None).is_err());
+    }
+
+    /// A node whose size limits differ would refuse in `apply` what its
+    /// leader acknowledged (or the reverse): its messages are refused like
+    /// those of a node with other lease parameters.
+    #[test]
+    fn different_size_limits_are_refused_naming_both() {
+        let ours = params(250);
+        let raised = Limits {
+            max_value_bytes: 2 << 20,
+            ..Limits::default()
+        };
+        let theirs = Params::new(
+            Duration::from_millis(250),
+            0.01,
+            Duration::from_millis(300),
+            &raised,
+        );
+        let err = ours.check(Some(&theirs.to_pb())).unwrap_err();
+        assert!(
+            err.contains("max value 2097152 bytes") && err.contains("max value 1048576 bytes"),
+            "{err}"
+        );
+        assert!(err.contains("--max-value-bytes"), "{err}");
     }
 
     #[test]
@@ -279,6 +344,7 @@ mod tests {
         let (cluster, p) = from_metadata(&md);
         assert_eq!(cluster.as_deref(), Some("c-1"));
         assert_eq!(params(250).check(p.as_ref()), Ok(()));
+        assert_eq!(p.map(|p| p.max_value_bytes), Some(1 << 20));
         assert_eq!(from_metadata(&MetadataMap::new()), (None, None));
     }
 

@@ -25,6 +25,7 @@ fn params(lease_ms: u64) -> Params {
         Duration::from_millis(lease_ms),
         0.01,
         Duration::from_millis(300),
+        &crate::kv::Limits::default(),
     )
 }
 

@@ -245,11 +245,7 @@ fn state_machine(
     config: &Config,
     persisted: &raft::Persisted,
 ) -> Result<(StateMachine, u64), String> {
-    let limits = Limits {
-        max_key_bytes: config.max_key_bytes,
-        max_value_bytes: config.max_value_bytes,
-        ..Limits::default()
-    };
+    let limits = limits(config);
     match &persisted.snapshot {
         Some(s) => {
             let sm = StateMachine::restore(limits, &s.data).map_err(|e| {
@@ -279,7 +275,17 @@ fn raft_config(c: &Config) -> Result<raft::Config, String> {
 
 /// The parameters every member must share (see `peer_check`).
 fn params(c: &Config) -> Params {
-    Params::new(c.lease, c.max_clock_drift, c.election_timeout)
+    Params::new(c.lease, c.max_clock_drift, c.election_timeout, &limits(c))
+}
+
+/// The state machine's limits from the node's settings (shared with every
+/// member through [`Params`]).
+pub(super) fn limits(c: &Config) -> Limits {
+    Limits {
+        max_key_bytes: c.max_key_bytes,
+        max_value_bytes: c.max_value_bytes,
+        ..Limits::default()
+    }
 }
 
 /// The peer port's message size limit (see `transport::peer_message_limit`).

@@ -49,6 +49,13 @@ impl Driver {
             pid: 0,
             version: String::new(),
             uptime_seconds: 0.0,
+            state_hashes: self
+                .replica
+                .state_hashes()
+                .into_iter()
+                .map(|(index, hash)| pb::StateHash { index, hash })
+                .collect(),
+            state_mismatches: self.replica.state_mismatches(),
         }
     }
 

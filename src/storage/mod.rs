@@ -1,4 +1,4 @@
-//! The node's data directory on its PersistentVolume (see DESIGN.md §3):
+//! The node's data directory on its PersistentVolume:
 //!
 //! ```text
 //! <dir>/LOCK                          flock'ed by the running node (its pid)

@@ -509,6 +509,25 @@ impl World {
                     continue;
                 }
                 Effect::MembersChanged => continue,
+                Effect::HashState { index, state } => {
+                    // Hashed on another thread in the node: it comes back
+                    // a little later, maybe after the leader's report.
+                    let hash = state.state_hash();
+                    let inc = self.nodes[&id].incarnation;
+                    let delay = self.rng.random_range(0..30) * MS;
+                    self.schedule(delay, Ev::Hashed(id, inc, index, hash));
+                    continue;
+                }
+                Effect::StateCompared(c) => {
+                    self.stats.state_reports_compared += 1;
+                    if !c.equal {
+                        self.diverged.push(format!(
+                            "n{id}'s state check at index {} hashed {:016x}, n{} reported {:016x}",
+                            c.index, c.ours, c.reporter, c.theirs
+                        ));
+                    }
+                    continue;
+                }
             };
             self.reply(client, attempt, answer);
         }

@@ -96,8 +96,7 @@ fn old_lease_prefix(cut_off: &[NodeId]) -> Script {
         .expect(Cond::Lease(N0))
 }
 
-/// A new leader steps down while it waits out the old lease (issue 7,
-/// finding 2).
+/// A new leader steps down while it waits out the old lease.
 ///
 /// As in `new_leader_during_old_lease`, n2 leads term 3 while the isolated
 /// n0 still holds its term-2 lease, and must wait it out. Meanwhile a client
@@ -120,7 +119,7 @@ pub fn leader_steps_down_during_its_wait() -> Scenario {
 }
 
 /// A new leader is removed from the membership while it waits out the old
-/// lease (issue 7, finding 2, the removal case).
+/// lease.
 ///
 /// Five nodes, so that the configuration without n2 still has a majority
 /// while n0 is cut off: as in `new_leader_during_old_lease`, n2 leads term 3
@@ -204,7 +203,7 @@ pub fn figure_8() -> Scenario {
     }
 }
 
-/// A slow follower's acknowledgements cross a snapshot (issue 7, finding 1).
+/// A slow follower's acknowledgements cross a snapshot.
 ///
 /// n0 leads term 2 with n1 and n2. n2 receives indexes 3 and 4 at once, but
 /// its acknowledgements are held on the way back; n1 receives index 3 only
@@ -275,7 +274,7 @@ pub fn snapshot_while_replicating() -> Scenario {
     }
 }
 
-/// Issue 7, finding 8: every node's fsync stalls for longer than the lease
+/// Every node's fsync stalls for longer than the lease
 /// (400 ms against L = 250 ms), as a WAL sync does behind the writeback of a
 /// large snapshot, while writes keep all three disks busy. Heartbeats and
 /// their answers name nothing being written, so they leave during the

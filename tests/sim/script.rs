@@ -267,6 +267,12 @@ impl World {
         w.faults_on = false;
         w.clients_on = false;
         w.scripted_clients = true;
+        w.state_check_interval = None;
+        for node in w.nodes.values_mut() {
+            if let Some(r) = &mut node.replica {
+                r.set_state_check_interval(None);
+            }
+        }
         w
     }
 

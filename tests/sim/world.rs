@@ -71,6 +71,9 @@ pub enum Check {
     /// Cluster time ran ahead of real time by more than the drift bound
     /// (keys would expire early).
     ClusterTime,
+    /// Two replicas hold different states at the same applied index (by
+    /// their hashes), or a state machine broke one of its invariants.
+    ReplicaState,
     /// The core (or the simulator) panicked, e.g. on truncating a committed entry.
     Panic,
     Liveness,
@@ -89,6 +92,7 @@ impl Check {
             Check::LeaderCompleteness => "leader completeness",
             Check::LogMatching => "log matching",
             Check::ClusterTime => "cluster time",
+            Check::ReplicaState => "replica state",
             Check::Panic => "panic",
             Check::Liveness => "liveness",
             Check::Linearizability => "linearizability",
@@ -133,6 +137,14 @@ pub struct Stats {
     /// Local snapshots dropped because the leader's was installed while they
     /// were encoded (`finish_snapshot` returned None).
     pub stale_snapshots: usize,
+    /// Pairs of replica state hashes compared at the same applied index
+    /// (every applied entry and every restore is hashed).
+    pub hash_comparisons: u64,
+    /// Of those, where one side was restored from a snapshot.
+    pub restored_hash_comparisons: u64,
+    /// State checks compared through the product's own reports
+    /// (`StateReportCmd`), as the node does at run time.
+    pub state_reports_compared: u64,
 }
 
 impl Stats {
@@ -152,6 +164,9 @@ impl Stats {
         self.heartbeats_during_sync += o.heartbeats_during_sync;
         self.local_snapshots += o.local_snapshots;
         self.stale_snapshots += o.stale_snapshots;
+        self.hash_comparisons += o.hash_comparisons;
+        self.restored_hash_comparisons += o.restored_hash_comparisons;
+        self.state_reports_compared += o.state_reports_compared;
     }
 }
 
@@ -322,6 +337,8 @@ enum Ev {
     Decoded(NodeId, u64),
     /// (node, incarnation, job): a snapshot stage's thread finished.
     SnapshotStage(NodeId, u64, u64),
+    /// (node, incarnation, index, hash): a state check's hash is computed.
+    Hashed(NodeId, u64, u64, u64),
     ClientNext(usize),
     ClientTimeout(usize, u64),
     Fault,
@@ -356,6 +373,9 @@ pub struct World {
     /// A scripted client sends each request once, to the node the script
     /// names, and waits for its answer; a redirect ends it unanswered.
     scripted_clients: bool,
+    /// The leaders' state check schedule (none in directed scenarios: their
+    /// scripts count on the entries they cause).
+    state_check_interval: Option<Duration>,
     // checks
     leaders: HashMap<Term, NodeId>,
     committed: BTreeMap<u64, (Term, Payload)>,
@@ -368,6 +388,10 @@ pub struct World {
     /// Cluster time of the first entry of each (client id, seq): when a
     /// request whose answer was lost took effect, if it did.
     first_proposed: HashMap<(u64, u64), u64>,
+    /// The first state hash seen at each applied index, and by whom.
+    state_hashes: HashMap<u64, (NodeId, u64)>,
+    /// Comparisons of the product's state reports that found a difference.
+    diverged: Vec<String>,
     trace: VecDeque<String>,
     stats: Stats,
     faults_on: bool,
@@ -409,13 +433,25 @@ impl Node {
     }
 }
 
-/// The state machines' limits: the product's, with few sessions.
-fn limits() -> Limits {
+/// The state machines' limits: the product's, with few sessions and small
+/// byte bounds on kept answers, so that eviction by count and by bytes,
+/// of sessions that hold answers too, happens in every run.
+pub(super) fn limits() -> Limits {
     Limits {
         max_sessions: SESSION_CAP,
+        max_kept_bytes_per_client: KEPT_BYTES_PER_CLIENT,
+        max_kept_bytes: KEPT_BYTES,
         ..Limits::default()
     }
 }
+
+/// About three kept answers of the workload (each about 70 bytes with its
+/// overhead) per client, and fewer than one each for all of them.
+const KEPT_BYTES_PER_CLIENT: usize = 220;
+const KEPT_BYTES: usize = 200;
+
+/// How often a simulated leader proposes a state check.
+const STATE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a founding member has on disk before its first start.
 fn founder_disk(founders: &Membership) -> Disk {
@@ -497,11 +533,14 @@ impl World {
             rules: Vec::new(),
             held: BTreeSet::new(),
             scripted_clients: false,
+            state_check_interval: Some(STATE_CHECK_INTERVAL),
             leaders: HashMap::new(),
             committed: BTreeMap::new(),
             commit_term_bound: BTreeMap::new(),
             cluster_time: BTreeMap::new(),
             first_proposed: HashMap::new(),
+            state_hashes: HashMap::new(),
+            diverged: Vec::new(),
             trace: VecDeque::new(),
             stats: Stats::default(),
             faults_on: true,
@@ -671,7 +710,10 @@ impl World {
         };
         let local = node.clock.local(now);
         let raft = Raft::new(cfg, persisted, local);
-        node.replica = Some(Replica::new(raft, sm, applied, limits(), local));
+        let mut replica = Replica::new(raft, sm, applied, limits(), local);
+        replica.set_audit(true);
+        replica.set_state_check_interval(self.state_check_interval);
+        node.replica = Some(replica);
         node.busy_until = now;
         node.in_flight = None;
         node.decoding = None;
@@ -707,6 +749,25 @@ impl World {
 
     fn handle(&mut self, ev: Ev) -> Outcome {
         match ev {
+            Ev::Hashed(id, inc, index, hash) => {
+                let node = &self.nodes[&id];
+                if node.incarnation != inc || node.replica.is_none() {
+                    return Ok(());
+                }
+                if node.busy_until > self.now {
+                    let t = node.busy_until - self.now;
+                    self.schedule(t, Ev::Hashed(id, inc, index, hash));
+                    return Ok(());
+                }
+                self.note_step(id);
+                let local = self.local(id);
+                self.replica(id).state_hashed(index, hash, local);
+                self.deliver(id);
+                if let Some(d) = self.diverged.pop() {
+                    return violation(Check::ReplicaState, d);
+                }
+                self.after_input(id)
+            }
             Ev::Tick(id, inc) => {
                 let node = &self.nodes[&id];
                 if node.incarnation != inc || node.replica.is_none() {
@@ -1003,7 +1064,11 @@ impl World {
             panic!("n{id}: {e}");
         }
         self.check_cluster_time(id)?;
+        self.check_replica_state(id)?;
         self.deliver(id);
+        if let Some(d) = self.diverged.pop() {
+            return violation(Check::ReplicaState, d);
+        }
         self.adopt_snapshot(id);
         let idle = self.nodes[&id].snapshot_job.is_none();
         if idle && self.replica(id).snapshot_due() {
@@ -1196,6 +1261,49 @@ impl World {
             .range(..=index)
             .next_back()
             .map_or(0, |(_, t)| *t)
+    }
+
+    /// Every state the replica reached since the last look (each applied
+    /// entry, each restore) keeps the state machine's invariants and hashes
+    /// the same as every other replica's at the same applied index.
+    fn check_replica_state(&mut self, id: NodeId) -> Outcome {
+        for a in self.replica(id).take_audit() {
+            if let Some(broken) = a.broken {
+                return violation(
+                    Check::ReplicaState,
+                    format!(
+                        "n{id} breaks a state machine invariant at index {}: {broken}",
+                        a.index
+                    ),
+                );
+            }
+            match self.state_hashes.get(&a.index) {
+                None => {
+                    self.state_hashes.insert(a.index, (id, a.hash));
+                }
+                Some(&(first, hash)) => {
+                    self.stats.hash_comparisons += 1;
+                    if a.restored {
+                        self.stats.restored_hash_comparisons += 1;
+                    }
+                    if hash != a.hash {
+                        let how = if a.restored {
+                            "restored from a snapshot"
+                        } else {
+                            "applied"
+                        };
+                        return violation(
+                            Check::ReplicaState,
+                            format!(
+                                "n{id} {how} a state hashing to {:016x} at index {}, n{first} had {hash:016x}",
+                                a.hash, a.index
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The node's cluster time is the log's, and never ahead of real time

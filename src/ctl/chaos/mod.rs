@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use report::{Fault, Linearizability, Operations, Report, Spread};
+pub use report::{Fault, Linearizability, LinearizabilityVerdict, Operations, Report, Spread};
 pub use workload::{Workload, WorkloadConfig};
 
+use super::check::{self, MemberHash, StateCheck, StateVerdict};
 use super::cli::Output;
 use super::exit::{CtlError, Exit};
 use super::platform::{self, Grace, Platform, Target};
@@ -180,7 +181,7 @@ pub async fn run<P: Platform>(
         "checking {} operations",
         recording.history.len() + finals.len()
     );
-    Ok(judge(
+    let mut report = judge(
         platform.kind(),
         &config,
         recording,
@@ -189,7 +190,30 @@ pub async fn run<P: Platform>(
         stopped,
         interrupted,
     )
-    .await)
+    .await;
+    eprintln!("comparing the members' states");
+    compare_states(&mut report, &admin, plan.settle).await;
+    Ok(report)
+}
+
+/// Ends a run with the members' state hashes compared at one index
+/// (`raftctl check`); the run fails unless they are equal.
+pub async fn compare_states(report: &mut Report, client: &Client, wait: Duration) {
+    let check = match check::compare(client, wait).await {
+        Ok(check) => check,
+        Err(e) => StateCheck {
+            index: 0,
+            verdict: StateVerdict::Incomplete,
+            members: vec![MemberHash {
+                node: 0,
+                endpoint: String::new(),
+                hash: None,
+                note: format!("no state check: {e}"),
+            }],
+        },
+    };
+    report.passed &= check.verdict == StateVerdict::Equal;
+    report.replica_states = Some(check);
 }
 
 /// Deletes the pod `target` names; it and whether it led when chosen.
@@ -247,21 +271,18 @@ pub async fn judge(
     history.extend(finals);
     let checked_operations = history.len();
     let keys = config.keys().len();
-    let result = tokio::task::spawn_blocking(move || linearizability::check(&history))
-        .await
-        .unwrap_or_else(|e| CheckResult::Unknown {
-            key: format!("checker panicked: {e}"),
-            steps: 0,
-        });
-    let (verdict_word, detail) = match &result {
-        CheckResult::Ok => ("linearizable", String::new()),
-        CheckResult::Violation { key, explanation } => {
-            ("violation", format!("{key}: {explanation}"))
+    use LinearizabilityVerdict as V;
+    let checked = tokio::task::spawn_blocking(move || linearizability::check(&history)).await;
+    let (verdict_word, detail) = match &checked {
+        Ok(CheckResult::Ok) => (V::Linearizable, String::new()),
+        Ok(CheckResult::Violation { key, explanation }) => {
+            (V::Violation, format!("{key}: {explanation}"))
         }
-        CheckResult::Unknown { key, steps } => (
-            "unknown",
+        Ok(CheckResult::Unknown { key, steps }) => (
+            V::Unknown,
             format!("{key}: search gave up after {steps} steps"),
         ),
+        Err(e) => (V::Unknown, format!("the checker failed: {e}")),
     };
     let instants: Vec<u64> = faults.iter().map(|(at, _)| *at).collect();
     let gaps = verdict::unavailability(&instants, &recording.successes, stopped);
@@ -275,7 +296,7 @@ pub async fn judge(
     });
     let failed: u64 = recording.errors.values().sum();
     let lost_writes = lost_write_details.len() as u64 + incr_lost;
-    let passed = lost_writes == 0 && result.is_ok() && incr.ok;
+    let passed = lost_writes == 0 && verdict_word == V::Linearizable && incr.ok;
     Report {
         platform: kind.to_string(),
         duration_seconds: seconds(stopped),
@@ -302,6 +323,7 @@ pub async fn judge(
             checked_operations,
         },
         incr,
+        replica_states: None,
         passed,
     }
 }
@@ -319,11 +341,14 @@ pub fn finish(report: &Report, output: Output) -> Result<(), CtlError> {
     if report.lost_writes > 0 {
         reasons.push(format!("{} acknowledged writes lost", report.lost_writes));
     }
-    if report.linearizability.verdict != "linearizable" {
+    if report.linearizability.verdict != LinearizabilityVerdict::Linearizable {
         reasons.push(format!("history {}", report.linearizability.verdict));
     }
     if !report.incr.ok {
         reasons.push("INCR not exactly-once".to_string());
+    }
+    if let Some(Err(e)) = report.replica_states.as_ref().map(StateCheck::outcome) {
+        reasons.push(e.message);
     }
     Err(CtlError::error(format!("chaos: {}", reasons.join(", "))))
 }

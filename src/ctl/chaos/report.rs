@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::verdict::IncrCheck;
+use crate::ctl::check::StateCheck;
 use crate::ctl::output::table;
 
 /// One injected fault.
@@ -38,10 +39,29 @@ pub struct Spread {
     pub max: f64,
 }
 
+/// What the linearizability checker concluded.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LinearizabilityVerdict {
+    Linearizable,
+    Violation,
+    /// The search hit its bound, or the checker failed (see the detail).
+    Unknown,
+}
+
+impl std::fmt::Display for LinearizabilityVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinearizabilityVerdict::Linearizable => "linearizable",
+            LinearizabilityVerdict::Violation => "violation",
+            LinearizabilityVerdict::Unknown => "unknown",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Linearizability {
-    /// `linearizable`, `violation` or `unknown` (the search hit its bound).
-    pub verdict: &'static str,
+    pub verdict: LinearizabilityVerdict,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
     pub keys: usize,
@@ -63,6 +83,10 @@ pub struct Report {
     pub lost_write_details: Vec<String>,
     pub linearizability: Linearizability,
     pub incr: IncrCheck,
+    /// The members' state hashes compared at the end of the run (`None`
+    /// when the caller did not compare them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_states: Option<StateCheck>,
     pub passed: bool,
 }
 
@@ -160,6 +184,7 @@ impl Report {
                     }
                 ),
             ],
+            vec!["replica states".into(), self.replica_states_line()],
             vec![
                 "result".into(),
                 if self.passed { "PASS" } else { "FAIL" }.into(),
@@ -172,5 +197,19 @@ impl Report {
             out.push_str(&format!("lost: {line}\n"));
         }
         out
+    }
+
+    fn replica_states_line(&self) -> String {
+        let Some(check) = &self.replica_states else {
+            return "not compared".into();
+        };
+        match check.outcome() {
+            Ok(()) => format!(
+                "equal ({} members at index {})",
+                check.members.len(),
+                check.index
+            ),
+            Err(e) => e.message,
+        }
     }
 }

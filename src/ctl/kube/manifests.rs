@@ -1,6 +1,6 @@
 //! The Kubernetes objects of a raftkv cluster, as typed k8s-openapi values:
-//! what `raftctl manifests` prints and `raftctl deploy` applies. They follow
-//! DESIGN §5 and §5.1 and mirror the Helm chart (charts/raftkv):
+//! what `raftctl manifests` prints and `raftctl deploy` applies. They mirror
+//! the Helm chart (charts/raftkv; docs/kubernetes.md says why each choice):
 //!
 //! - StatefulSet `NAME`, Parallel pod management (peers must start together
 //!   to bootstrap), one volume claim `data` per pod;
@@ -32,7 +32,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-/// Ports (DESIGN §5).
+/// The node's default ports: client gRPC, peer gRPC, HTTP (metrics, probes).
 pub const CLIENT_PORT: i32 = 7379;
 pub const PEER_PORT: i32 = 7380;
 pub const HTTP_PORT: i32 = 7381;

@@ -43,8 +43,8 @@ fn clock_never_runs_backwards() {
 
 /// Reads are evaluated at the applied cluster time and nothing else: two
 /// replicas that applied the same entries answer the same, whatever their
-/// clocks say (finding 3: a node whose wall clock ran ahead hid a key that
-/// the next leader showed again).
+/// clocks say (a key hidden by a node whose wall clock ran ahead must not be
+/// shown again by the next leader).
 #[test]
 fn reads_are_evaluated_at_applied_cluster_time_only() {
     let mut h = Harness::new();

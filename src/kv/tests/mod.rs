@@ -28,8 +28,12 @@ pub(super) struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> Harness {
         Harness {
-            sm: StateMachine::new(Limits::default()),
+            sm: StateMachine::new(limits),
             next_index: 1,
         }
     }
@@ -61,6 +65,9 @@ impl Harness {
         self.next_index += 1;
         let response = self.sm.apply(index, bytes);
         assert!(response.index <= index);
+        if let Err(broken) = self.sm.check_invariants() {
+            panic!("after entry {index}: {broken}");
+        }
         response
     }
 

@@ -113,8 +113,10 @@ fn idle_sessions_expire_after_an_hour_of_state_machine_time() {
 
 #[test]
 fn least_recently_active_session_is_evicted_at_the_cap() {
-    let mut h = Harness::new();
-    h.sm.sessions.set_cap(3);
+    let mut h = Harness::with_limits(Limits {
+        max_sessions: 3,
+        ..Limits::default()
+    });
     let a = h.register(0);
     let b_ = h.register(0);
     let c = h.register(0);
@@ -232,17 +234,20 @@ fn kept_answers_of_all_clients_are_bounded_oldest_first() {
 
 #[test]
 fn eviction_is_the_same_on_a_replica_restored_from_a_snapshot() {
-    let mut h = Harness::new();
     let caps = (3_000, 5_000);
-    h.sm.sessions.set_byte_caps(caps.0, caps.1);
+    let limits = Limits {
+        max_kept_bytes_per_client: caps.0,
+        max_kept_bytes: caps.1,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(limits);
     let (a, c) = (h.register(0), h.register(0));
     h.apply_as(a, 1, 1, 1, big_cas("a1", 1_000));
     h.apply_as(c, 1, 1, 2, big_cas("c1", 1_000));
     let mut r = Harness {
-        sm: StateMachine::restore(Limits::default(), &h.sm.snapshot()).unwrap(),
+        sm: StateMachine::restore(limits, &h.sm.snapshot()).unwrap(),
         next_index: h.next_index,
     };
-    r.sm.sessions.set_byte_caps(caps.0, caps.1);
     assert_eq!(r.sm, h.sm, "indexes rebuilt from the sessions alone");
     for (i, t) in (2..8).zip(3..) {
         let client = if i % 2 == 0 { a } else { c };
@@ -260,4 +265,36 @@ fn eviction_is_the_same_on_a_replica_restored_from_a_snapshot() {
         error_code(&h.apply_as(a, 1, 1, 9, big_cas("a1", 1))),
         Code::SessionExpired
     );
+}
+
+/// A session evicted at the session cap while it keeps answers takes its
+/// answers' bytes with it: the byte bound later finds only live holders
+/// (an evicted holder left behind made every replica panic on the entry
+/// that crossed the bound, and again on every replay).
+#[test]
+fn an_evicted_session_holding_answers_leaves_no_trace() {
+    let limits = Limits {
+        max_sessions: 2,
+        max_kept_bytes_per_client: 3_000,
+        max_kept_bytes: 4_000,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(limits);
+    let a = h.register(0);
+    // a keeps an answer it never acknowledges.
+    assert!(swapped(&h.apply_as(a, 1, 1, 1, big_cas("a", 500))));
+    let (b_, c) = (h.register(2), h.register(3));
+    assert!(
+        !h.sm.sessions.contains(a),
+        "a was the least recently active"
+    );
+    assert_eq!(h.sm.sessions.kept_bytes(), 0, "its answer went with it");
+    // Cross the total bound: the oldest answers of live clients go first.
+    for seq in 1..=4 {
+        h.apply_as(b_, seq, 1, 4, big_cas(&format!("b{seq}"), 900));
+        h.apply_as(c, seq, 1, 5, big_cas(&format!("c{seq}"), 900));
+    }
+    assert!(h.sm.sessions.kept_bytes() <= 4_000);
+    let restored = StateMachine::restore(limits, &h.sm.snapshot()).unwrap();
+    assert_eq!(restored, h.sm, "a restored replica counts the same bytes");
 }

@@ -60,7 +60,7 @@ impl Raft {
     /// depend on nothing still being written — unless our term or vote
     /// changed since the last durable `Ready`, in which case they wait.
     /// This keeps the lease renewed while a slow fsync runs on the leader or
-    /// on its followers (issue 7, finding 8). Everything else stays queued
+    /// on its followers. Everything else stays queued
     /// for the next `Ready`, in its order.
     pub fn take_heartbeats(&mut self) -> Vec<Message> {
         if (self.term, self.voted_for) != self.durable_vote

@@ -1,6 +1,6 @@
 //! Snapshots: compacting the log, the leader's view of a follower receiving
 //! one, and a follower installing one (or keeping a log that already holds
-//! its last entry: issue 7, finding 1).
+//! its last entry: docs/consensus.md, "Snapshots").
 
 use bytes::{Bytes, BytesMut};
 

@@ -1,4 +1,5 @@
-//! The serving gate is node-wide (issue 7, finding 2).
+//! The serving gate is node-wide (docs/consensus.md, "The leader lease",
+//! step 4): a leader that steps down during its wait releases nothing early.
 
 use super::*;
 
@@ -9,7 +10,8 @@ fn indexes(entries: &[Entry]) -> Vec<u64> {
 /// n0 wins term 2 while n1 reports an old lease with 200 ms left; a write
 /// commits during the wait; n0 steps down (a newer leader's append) before
 /// the wait is over. Nothing is released to apply — hence acknowledged —
-/// before the wait ends; before the fix the step-down released it at once.
+/// before the wait ends (`Broken::GateOnlyWhileLeader` releases it at the
+/// step-down).
 #[test]
 fn a_leader_that_steps_down_keeps_its_gate_closed() {
     let mut r = leader(Duration::from_millis(200));

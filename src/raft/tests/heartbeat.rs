@@ -1,5 +1,6 @@
-//! Heartbeats and their answers leave while a `Ready` is being synced
-//! (issue 7, finding 8): they depend on nothing still being written.
+//! Heartbeats and their answers leave while a `Ready` is being synced: they
+//! depend on nothing still being written, and so keep the lease through
+//! slow fsyncs.
 
 use super::*;
 

@@ -1,5 +1,5 @@
-//! Messages no correct peer sends are dropped, never a panic (issue 7,
-//! finding 6).
+//! Messages no correct peer sends are dropped, never a panic
+//! (`src/raft/validate.rs`).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,8 +37,8 @@ fn feed(r: &mut Raft, m: Message, now: Instant) -> Vec<&'static str> {
     dropped(&r.ready().events)
 }
 
-/// Before the fix: the leader backed the follower up to a next index far
-/// beyond its log and panicked on `expect("compacted log has a snapshot")`.
+/// Unchecked, the leader would back the follower up to a next index far
+/// beyond its log and panic on `expect("compacted log has a snapshot")`.
 #[test]
 fn a_huge_conflict_hint_is_dropped() {
     let mut r = leader(Duration::ZERO);
@@ -52,8 +52,8 @@ fn a_huge_conflict_hint_is_dropped() {
     }));
 }
 
-/// Before the fix: `assert!` "two leaders in term 2" — reachable when two
-/// processes share a node id and both win the same term.
+/// Unchecked, it reaches `assert!` "two leaders in term 2" — possible when
+/// two processes share a node id and both win the same term.
 #[test]
 fn a_second_leader_in_our_term_is_dropped() {
     let mut r = leader(Duration::ZERO);
@@ -81,7 +81,7 @@ fn a_message_under_our_own_id_is_dropped() {
     assert_eq!(f.term(), Term(2));
 }
 
-/// Before the fix: the truncation's safety `assert!` panicked.
+/// Unchecked, it reaches the truncation's safety `assert!`.
 #[test]
 fn an_append_that_would_overwrite_a_committed_entry_is_dropped() {
     let mut f = node(N1, 2, log(&[2, 2]), 3);
@@ -125,7 +125,7 @@ fn malformed_appends_are_dropped() {
     assert_eq!(f.last_log_id(), LogId::new(2, 2));
 }
 
-/// Before the fix: `now + Duration::MAX` overflowed when the node won.
+/// Unchecked, `now + Duration::MAX` overflows when the node wins.
 #[test]
 fn an_impossible_lease_report_is_dropped() {
     let mut r = node(N0, 1, log(&[]), 1);

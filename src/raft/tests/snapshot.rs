@@ -1,4 +1,5 @@
-//! Installing the leader's snapshot (issue 7, finding 1).
+//! Installing the leader's snapshot, or keeping a log that already holds its
+//! last entry (docs/consensus.md, "Snapshots").
 
 use super::*;
 
@@ -15,7 +16,7 @@ fn responses(msgs: &[Message]) -> Vec<(LogIndex, bool)> {
 
 /// The follower holds the snapshot's last entry and entries after it (it
 /// may have acknowledged them): it keeps them all and only moves its commit
-/// index; before the fix it dropped indexes 4 and 5.
+/// index; installing the snapshot would drop indexes 4 and 5.
 #[test]
 fn a_log_that_holds_the_snapshots_last_entry_is_kept() {
     let mut f = node(N1, 2, log(&[2, 2, 2, 2]), 2);

@@ -1,4 +1,4 @@
-//! Joining without an operator (`--auto-join`, DESIGN.md §5.1): the
+//! Joining without an operator (`--auto-join`, docs/kubernetes.md): the
 //! documented manual recovery of a lost volume (docs/operations.md), done by
 //! the empty node itself, and the same steps for a pod added by scaling up.
 //!
