@@ -19,7 +19,7 @@ mod harness;
 
 use bytes::Bytes;
 use harness::{Cluster, http_get};
-use raftkv::kv::MAX_SESSIONS;
+use raftkv::kv::{MAX_KEPT_BYTES, MAX_KEPT_BYTES_PER_CLIENT, MAX_SESSIONS};
 use raftkv::pb;
 use raftkv::pb::command::Op;
 use raftkv::pb::write_response::Result as Answer;
@@ -35,17 +35,13 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 128;
 
-/// The state machine's bounds on kept answers (not exported by the crate):
-/// at most 8 MiB per client and 64 MiB in all.
-const KEPT_PER_CLIENT: usize = 8 << 20;
-const KEPT_IN_ALL: usize = 64 << 20;
 /// A value under the 1 MiB value limit, so that 8 answers carrying it
 /// still fit one client's bound: an answer counts for its value plus a few
 /// dozen bytes (encoding, bookkeeping), well within the 4096 allowed here.
 const BIG: usize = 1_000_000;
-const CAS_PER_CLIENT: usize = KEPT_PER_CLIENT / (BIG + 4096);
+const CAS_PER_CLIENT: usize = MAX_KEPT_BYTES_PER_CLIENT / (BIG + 4096);
 /// Enough clients for their kept answers to pass the bound in all.
-const CAS_CLIENTS: usize = KEPT_IN_ALL / (CAS_PER_CLIENT * BIG) + 1;
+const CAS_CLIENTS: usize = MAX_KEPT_BYTES / (CAS_PER_CLIENT * BIG) + 1;
 
 const NODES: [usize; 3] = [0, 1, 2];
 
