@@ -121,6 +121,7 @@ async fn a_session_flood_past_every_bound_leaves_the_cluster_serving() {
         wait_applied(&mut c, i, last, "to apply the last CAS").await;
     }
     expect_data(&c, &a_value, &big, "after the flood").await;
+    replicas_hash_alike(&c, "after the flood");
 
     // Every node replays its log from disk.
     for i in NODES {
@@ -139,7 +140,34 @@ async fn a_session_flood_past_every_bound_leaves_the_cluster_serving() {
         restart.elapsed().as_secs_f64()
     );
     expect_data(&c, &a_value, &big, "after restarting every node").await;
+    replicas_hash_alike(&c, "after restarting every node");
     println!("whole test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// `raftctl check`: every member's state hash at one log index is the
+/// same (the kept answers, the evicted sessions and the byte counts
+/// included).
+fn replicas_hash_alike(c: &Cluster, when: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .args([
+            "check",
+            "-o",
+            "json",
+            "--endpoints",
+            &c.endpoints().join(","),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{when}: raftctl check exited {:?}: {text}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["verdict"], "equal", "{when}: {json}");
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(3), "{json}");
 }
 
 fn session(client_id: u64, seq: u64) -> pb::Session {
