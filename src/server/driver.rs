@@ -32,6 +32,7 @@
 //!   written and fsynced on another, beside the WAL; the loop then compacts
 //!   the core's log and, on the storage thread, deletes what it replaces.
 
+use super::boot_clock::BootClock;
 use super::config::Config;
 use super::node::{Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
 use super::transport::Transport;
@@ -198,7 +199,8 @@ pub struct Driver {
     pub(super) storage: Option<Storage>,
     pub(super) transport: Transport,
     pub(super) metrics: Metrics,
-    pub(super) clock: std::time::Instant,
+    /// The core's clock (boot time: it keeps counting through a suspend).
+    pub(super) clock: BootClock,
     /// Client addresses of the members, for not-leader redirects.
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
@@ -228,7 +230,7 @@ pub struct Parts {
     pub storage: Storage,
     pub transport: Transport,
     pub metrics: Metrics,
-    pub clock: std::time::Instant,
+    pub clock: BootClock,
 }
 
 impl Driver {
@@ -256,7 +258,7 @@ impl Driver {
                 p.sm,
                 p.applied,
                 limits,
-                raft::Instant(p.clock.elapsed()),
+                p.clock.now(),
             ),
             storage: Some(p.storage),
             transport: p.transport,
@@ -280,7 +282,7 @@ impl Driver {
     }
 
     pub(super) fn now(&self) -> raft::Instant {
-        raft::Instant(self.clock.elapsed())
+        self.clock.now()
     }
 
     pub(super) fn raft(&self) -> &Raft {

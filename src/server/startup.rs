@@ -11,6 +11,7 @@ use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
 use super::node;
+use super::boot_clock::BootClock;
 use super::peer_check::Params;
 use super::peer_service::{self, RaftService};
 use super::transport::{self, Sender, Transport};
@@ -144,12 +145,8 @@ impl Start<'_> {
         let (sm, applied) = state_machine(config, &self.boot.persisted)?;
         let restored_bytes = self.boot.persisted.snapshot.as_ref();
         let restored_bytes = restored_bytes.map_or(0, |s| s.data.len() as u64);
-        let clock = std::time::Instant::now();
-        let raft = Raft::new(
-            raft_config(config)?,
-            self.boot.persisted,
-            raft::Instant(clock.elapsed()),
-        );
+        let clock = BootClock::start();
+        let raft = Raft::new(raft_config(config)?, self.boot.persisted, clock.now());
         let peers = config
             .peers
             .iter()
@@ -170,7 +167,7 @@ impl Start<'_> {
             node: node.clone(),
             metrics: self.metrics.clone(),
             peers: self.gate.peers.clone(),
-            started: clock,
+            started: std::time::Instant::now(),
         };
         let client_limit =
             crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
