@@ -48,7 +48,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 /// Longest wait for a leadership transfer's outcome; the core itself gives
 /// up after an election timeout, so this only bounds a lost decision.
@@ -253,13 +252,7 @@ impl Driver {
         let mut driver = Driver {
             id: NodeId(p.config.id),
             cluster_id: p.cluster_id,
-            replica: Replica::new(
-                p.raft,
-                p.sm,
-                p.applied,
-                limits,
-                p.clock.now(),
-            ),
+            replica: Replica::new(p.raft, p.sm, p.applied, limits, p.clock.now()),
             storage: Some(p.storage),
             transport: p.transport,
             metrics: p.metrics,
@@ -825,7 +818,11 @@ impl Driver {
 
     /// Waits for `job`, stepping peer messages, ticks and client inputs
     /// into the core meanwhile (but taking no `Ready`).
-    async fn stepping_until<T>(&mut self, io: &mut Io, job: JoinHandle<T>) -> Result<T, String> {
+    async fn stepping_until<T, E: std::fmt::Display>(
+        &mut self,
+        io: &mut Io,
+        job: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
         tokio::pin!(job);
         loop {
             let wake = if io.closed {
@@ -883,9 +880,14 @@ impl Driver {
     }
 
     /// Waits for the snapshot under way, if any, to be done and adopted.
+    /// Steps peer messages, ticks and client inputs meanwhile, as during a
+    /// sync: a follower installing the leader's snapshot while its own is
+    /// encoded keeps answering heartbeats (a snapshot of a large state takes
+    /// seconds).
     async fn finish_snapshot_job(&mut self, io: &mut Io) -> Result<(), String> {
         while let Some(job) = io.job.take() {
-            let done = job
+            let done = self
+                .stepping_until(io, job)
                 .await
                 .map_err(|_| "snapshot thread failed".to_string())?;
             self.snapshot_stage_done(done, io)?;

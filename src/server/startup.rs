@@ -5,13 +5,13 @@
 //! listener and the delivery of Raft messages start. Then it waits for
 //! SIGTERM/SIGINT and stops gracefully.
 
+use super::boot_clock::BootClock;
 use super::bootstrap::{self, Boot};
 use super::config::Config;
 use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
 use super::node;
-use super::boot_clock::BootClock;
 use super::peer_check::Params;
 use super::peer_service::{self, RaftService};
 use super::transport::{self, Sender, Transport};

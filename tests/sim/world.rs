@@ -963,7 +963,8 @@ impl World {
         let mut waited = 0;
         if ready.must_sync && ready.snapshot.is_some() {
             // The leader's snapshot replaces the snapshot files: the loop
-            // first waits (without stepping) for its own snapshot under way.
+            // first waits for its own snapshot under way, stepping inputs meanwhile
+            // as during the sync that follows (the wait is part of `in_flight`).
             waited = self.finish_snapshot_job(id);
         }
         if !ready.must_sync && ready.hard_state.is_some() {
