@@ -30,7 +30,8 @@ const MAX_STEPS: usize = 256;
 /// ≤ commit ≤ last index, the term and the durable hard state never go
 /// back, only a leader names itself leader, committed entries come out
 /// once each and in order, what the core asks to persist continues the
-/// stored log, and what it sends comes from it in a term it has had.
+/// stored log, and what it sends comes from it in a term it has had (but
+/// for pre-votes).
 pub fn peer_message(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(start) = u.arbitrary::<Start>() else {
@@ -461,8 +462,14 @@ impl Node {
 
     fn check_sent(&self, m: &crate::raft::Message) {
         assert_eq!(m.from, ME, "sent under another id: {m:?}");
+        // A pre-vote asks for, and a granted one echoes, a term not yet had.
+        let pre_vote = matches!(
+            m.body,
+            MessageBody::Vote { pre_vote: true, .. }
+                | MessageBody::VoteResponse { pre_vote: true, .. }
+        );
         assert!(
-            m.term <= self.raft.term(),
+            pre_vote || m.term <= self.raft.term(),
             "sent in a term not yet had: {m:?}"
         );
         if let MessageBody::Append { entries, .. } = &m.body {
