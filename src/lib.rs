@@ -14,6 +14,8 @@ pub mod pb {
 pub mod check;
 pub mod client;
 pub mod ctl;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod kv;
 pub mod observe;
 pub mod raft;

@@ -343,7 +343,10 @@ impl RaftLog {
         self.snapshot = snap.meta.clone();
         self.committed = self.committed.max(last.index);
         self.applied = last.index;
-        self.unstable_from = self.unstable_from.max(self.first_index());
+        // The log now ends at the snapshot, which may be below entries that
+        // were already persisted: the next entry, appended by a follower or
+        // by this node as leader, is the first to persist.
+        self.unstable_from = self.first_index();
         self.pending_snapshot = Some(snap);
     }
 }
@@ -446,5 +449,28 @@ mod tests {
         assert_eq!(log.committed(), LogIndex(5));
         assert_eq!(log.applied(), LogIndex(5));
         assert!(log.take_committed().is_empty());
+    }
+
+    /// Found by the peer_message fuzz target: installing a snapshot below
+    /// the last persisted entry left the next unpersisted index past the
+    /// new end of the log, so a node that then led appended its NO-OP
+    /// there and never handed it out to persist (committing and applying
+    /// it on a disk that lacked it, or stopping when storage refused the
+    /// gap).
+    #[test]
+    fn an_entry_appended_after_a_shorter_snapshot_is_persisted() {
+        let mut log = log_with(&[1, 1, 2, 2, 2]);
+        log.take_unstable();
+        log.install(Snapshot {
+            meta: SnapshotMeta {
+                last: LogId::new(3, 4),
+                membership: Membership::new([NodeId(0)]),
+            },
+            data: Bytes::new(),
+        });
+        let noop = log.append(Term(4), Payload::Noop);
+        assert_eq!(noop, LogId::new(4, 5));
+        let unstable: Vec<LogId> = log.take_unstable().iter().map(|e| e.id).collect();
+        assert_eq!(unstable, [noop]);
     }
 }

@@ -13,7 +13,7 @@ pub mod peer_check;
 pub mod peer_service;
 #[cfg(test)]
 mod peer_tests;
-mod startup;
+pub(crate) mod startup;
 pub mod transport;
 mod view;
 pub mod wire;

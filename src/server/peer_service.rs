@@ -11,7 +11,7 @@ use super::gate::{Active, Gate};
 use super::peer_check::{self, Params};
 use super::wire;
 use crate::pb;
-use crate::raft::NodeId;
+use crate::raft::{Message, NodeId};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -72,10 +72,7 @@ impl RaftService {
     /// Checks one message and hands it to the node loop; a bad one is
     /// dropped and logged.
     async fn deliver(&self, active: &Active, m: pb::PeerMessage) -> Result<(), Status> {
-        let checked = wire::message_from_pb(m)
-            .map_err(|e| e.to_string())
-            .and_then(|msg| peer_check::check_message(&msg, self.id, self.params).map(|()| msg));
-        match checked {
+        match check(m, self.id, self.params) {
             Ok(msg) => active.node.peer_message(msg).await,
             Err(why) => {
                 let complaints = &self.gate.peers.complaints;
@@ -109,6 +106,15 @@ impl RaftService {
         self.deliver(active, m).await?;
         Ok(Response::new(pb::PeerAck {}))
     }
+}
+
+/// What node `me` makes of one message from a peer before its loop sees
+/// it: the core's message if its format (`wire`) and its sender, addressee
+/// and lease report (`peer_check`) pass, else why it is dropped.
+pub fn check(m: pb::PeerMessage, me: NodeId, params: Params) -> Result<Message, String> {
+    let msg = wire::message_from_pb(m).map_err(|e| e.to_string())?;
+    peer_check::check_message(&msg, me, params)?;
+    Ok(msg)
 }
 
 /// The sender of a batch, as its first message names it.

@@ -257,7 +257,7 @@ fn state_machine(
     }
 }
 
-fn raft_config(c: &Config) -> Result<raft::Config, String> {
+pub(crate) fn raft_config(c: &Config) -> Result<raft::Config, String> {
     let mut rc = raft::Config::new(NodeId(c.id));
     rc.election_timeout = c.election_timeout;
     rc.heartbeat_interval = c.heartbeat;
@@ -271,7 +271,7 @@ fn raft_config(c: &Config) -> Result<raft::Config, String> {
 }
 
 /// The parameters every member must share (see `peer_check`).
-fn params(c: &Config) -> Params {
+pub(crate) fn params(c: &Config) -> Params {
     Params::new(c.lease, c.max_clock_drift, c.election_timeout, &limits(c))
 }
 
@@ -286,7 +286,7 @@ pub(super) fn limits(c: &Config) -> Limits {
 }
 
 /// The peer port's message size limit (see `transport::peer_message_limit`).
-fn peer_limit(c: &Config) -> Result<usize, String> {
+pub(crate) fn peer_limit(c: &Config) -> Result<usize, String> {
     let rc = raft_config(c)?;
     Ok(transport::peer_message_limit(
         &rc,

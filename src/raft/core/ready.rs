@@ -35,7 +35,13 @@ impl Raft {
         let snapshot_due = !self.snapshot_requested
             && applied.0 - self.log.snapshot_meta().last.index.0 >= self.cfg.snapshot_threshold;
         self.snapshot_requested |= snapshot_due;
-        debug_assert!(self.reads.iter().all(|r| r.index <= applied));
+        // A read confirmed while the gate was open waits with the entries
+        // it needs when the gate has closed again since (this node stepped
+        // down and won a new term that has an old lease to wait out).
+        let (reads, later) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|r| r.index <= applied);
+        self.reads = later;
         let entries = self.log.take_unstable();
         let snapshot = self.log.take_snapshot_to_persist();
         Ready {
@@ -45,7 +51,7 @@ impl Raft {
             snapshot,
             messages: std::mem::take(&mut self.msgs),
             committed,
-            reads: std::mem::take(&mut self.reads),
+            reads,
             failed_reads: std::mem::take(&mut self.failed_reads),
             snapshot_due,
             events: std::mem::take(&mut self.events),

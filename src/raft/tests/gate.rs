@@ -60,3 +60,45 @@ fn a_follower_that_never_led_applies_at_once() {
     f.step(msg(N0, N1, 2, append), at(5));
     assert_eq!(indexes(&f.ready().committed), [2, 3]);
 }
+
+/// Found by the peer_message fuzz target: n0 confirms a read under its
+/// lease at commit index 2 before a `ready()` released index 2; a newer
+/// leader's heartbeat and its `TimeoutNow` make n0 step down and win term
+/// 4, which closes the gate for an old lease. Before the fix the next
+/// `Ready` handed out the read with nothing applied up to its index (a
+/// debug assertion of the core).
+#[test]
+fn a_read_waits_for_its_index_when_the_gate_closes_again() {
+    let mut r = leader(Duration::ZERO);
+    r.step(ack(N1, 2, 2, 1), at(1001));
+    assert_eq!(r.commit_index(), LogIndex(2));
+    r.read(7, at(1002)).expect("leader");
+    let heartbeat = MessageBody::Heartbeat {
+        commit: LogIndex(2),
+        round: 1,
+    };
+    r.step(msg(N1, N0, 3, heartbeat), at(1003));
+    let timeout = MessageBody::TimeoutNow {
+        lease_released: false,
+    };
+    r.step(msg(N1, N0, 3, timeout), at(1004));
+    assert_eq!(r.role(), Role::Candidate);
+    let vote = MessageBody::VoteResponse {
+        granted: true,
+        pre_vote: false,
+        lease_remaining: Duration::ZERO,
+        lease_term: Term(3),
+    };
+    r.step(msg(N1, N0, 4, vote), at(1005));
+    assert_eq!(r.role(), Role::Leader);
+    let ready = r.ready();
+    assert!(ready.committed.is_empty(), "waiting: nothing released");
+    assert!(
+        ready.reads.is_empty(),
+        "read handed out before index 2 applies"
+    );
+    r.tick(at(1300));
+    let ready = r.ready();
+    assert_eq!(indexes(&ready.committed), [2]);
+    assert_eq!(ready.reads.iter().map(|r| r.id).collect::<Vec<_>>(), [7]);
+}
