@@ -19,8 +19,11 @@ use arbitrary::Unstructured;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Every target by name, as `fuzz/` and its corpus directories name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name (as `fuzz/` and its corpus directories name it) and body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("wal", wal),
     ("snapshot", snapshot),
     ("peer_message", peer_message),
