@@ -32,6 +32,10 @@ pub enum ClientError {
     /// every replica), e.g. INCR on a value that is not an integer.
     #[error("{}", rejection_text(.0))]
     Rejected(pb::KvError),
+    /// A promotion of learner `id`, refused until it catches up with the
+    /// log; asking again later may succeed.
+    #[error("{detail}")]
+    LearnerBehind { id: u64, detail: String },
     /// The request was refused before it was proposed (locally or by the server).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

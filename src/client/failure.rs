@@ -1,14 +1,13 @@
 //! Reading a failed RPC: was it a not-leader redirect, an unknown outcome,
-//! an unreachable node, or a final answer? The kinds are the shared
-//! vocabulary of `crate::status` (the node builds its statuses there too);
-//! this adds the details the retry loop needs.
+//! an unreachable node, or a final answer? The kinds, and the leader a
+//! redirect names, are read by `crate::status` from the status's details
+//! (the node builds its statuses there too); this adds what the retry loop
+//! needs.
 
 use tonic::Status;
 
 use super::route::normalize_addr;
 use crate::status::{self, Kind};
-
-pub use crate::status::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 
 /// What one failed attempt means for the retry loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +24,14 @@ pub(crate) enum Failure {
     Unreachable(String),
     /// The node is alive but overloaded; retry after a backoff.
     Busy(String),
+    /// The learner to promote has not caught up yet: the caller decides
+    /// whether to ask again.
+    LearnerBehind { id: u64, detail: String },
     /// The request itself is wrong; retrying cannot help.
     InvalidArgument(String),
+    /// The node failed, not the request: retried after a backoff, at
+    /// another node first (a write keeps its session sequence number).
+    Internal(String),
     /// Any other final error.
     Fatal(String),
 }
@@ -35,11 +40,12 @@ impl Failure {
     /// Human text of the failure, for the error a caller finally sees.
     pub(crate) fn detail(&self) -> &str {
         match self {
-            Failure::NotLeader { detail, .. } => detail,
+            Failure::NotLeader { detail, .. } | Failure::LearnerBehind { detail, .. } => detail,
             Failure::OutcomeUnknown(d)
             | Failure::Unreachable(d)
             | Failure::Busy(d)
             | Failure::InvalidArgument(d)
+            | Failure::Internal(d)
             | Failure::Fatal(d) => d,
         }
     }
@@ -56,25 +62,20 @@ pub(crate) fn classify(status: &Status) -> Failure {
         Kind::OutcomeUnknown => Failure::OutcomeUnknown(message),
         Kind::Unreachable => Failure::Unreachable(describe(status)),
         Kind::Busy => Failure::Busy(message),
+        Kind::LearnerBehind => Failure::LearnerBehind {
+            id: status::learner(status).unwrap_or_default(),
+            detail: message,
+        },
         Kind::InvalidArgument => Failure::InvalidArgument(message),
+        Kind::Internal => Failure::Internal(message),
         Kind::Fatal => Failure::Fatal(format!("{}: {}", status.code().description(), message)),
     }
 }
 
-/// The leader's client address named by a not-leader reply: the metadata
-/// header first, else the message `not leader; leader is node N at ADDR`.
+/// The leader's client address named by a not-leader reply.
 pub(crate) fn leader_hint(status: &Status) -> Option<String> {
-    if let Some(addr) = status
-        .metadata()
-        .get(LEADER_ADDR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(normalize_addr)
-    {
-        return Some(addr);
-    }
-    let rest = status.message().split_once("leader is node ")?.1;
-    let addr = rest.split_once(" at ")?.1;
-    normalize_addr(addr.split_whitespace().next()?)
+    let (_, addr) = status::leader(status)?;
+    normalize_addr(&addr)
 }
 
 /// A transport status with its root cause (tonic keeps it in the source
@@ -97,42 +98,31 @@ fn describe(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::metadata::MetadataValue;
-
-    fn not_leader(message: &str, header: Option<&str>) -> Status {
-        let mut status = Status::unavailable(message);
-        if let Some(h) = header {
-            status
-                .metadata_mut()
-                .insert(LEADER_ADDR_HEADER, MetadataValue::try_from(h).unwrap());
-        }
-        status
-    }
 
     #[test]
-    fn redirect_prefers_the_header() {
-        let s = not_leader(
-            "not leader; leader is node 2 at 10.0.0.2:7379",
-            Some("127.0.0.1:7399"),
-        );
+    fn a_redirect_names_the_leader_from_the_details() {
+        let s = status::not_leader(Some((2, "127.0.0.1:7399")));
         assert_eq!(leader_hint(&s).as_deref(), Some("127.0.0.1:7399"));
         assert!(matches!(
             classify(&s),
             Failure::NotLeader { leader: Some(a), .. } if a == "127.0.0.1:7399"
         ));
-    }
-
-    #[test]
-    fn redirect_falls_back_to_the_message() {
-        let s = not_leader("not leader; leader is node 2 at 10.0.0.2:7379", None);
-        assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.2:7379"));
-        let s = not_leader("not leader; leader is node 1 at http://h:1", None);
+        let s = status::not_leader(Some((1, "http://h:1")));
         assert_eq!(leader_hint(&s).as_deref(), Some("h:1"));
     }
 
     #[test]
+    fn a_message_that_names_a_leader_is_not_a_redirect() {
+        // Text is for people: without the details there is no hint, and a
+        // bare UNAVAILABLE is an unreachable node.
+        let s = Status::unavailable("not leader; leader is node 2 at 10.0.0.2:7379");
+        assert_eq!(leader_hint(&s), None);
+        assert!(matches!(classify(&s), Failure::Unreachable(_)));
+    }
+
+    #[test]
     fn no_leader_known_has_no_hint() {
-        let s = not_leader("not leader; no leader known", None);
+        let s = status::not_leader(None);
         assert_eq!(
             classify(&s),
             Failure::NotLeader {
@@ -140,14 +130,13 @@ mod tests {
                 detail: "not leader; no leader known".into()
             }
         );
-        let s = not_leader("not leader; no leader known", Some("  "));
-        assert_eq!(leader_hint(&s), None);
+        assert_eq!(leader_hint(&status::not_leader(Some((1, "  ")))), None);
     }
 
     #[test]
     fn unavailable_kinds_are_told_apart() {
         assert!(matches!(
-            classify(&Status::unavailable("outcome unknown: leadership lost")),
+            classify(&status::outcome_unknown("leadership lost")),
             Failure::OutcomeUnknown(_)
         ));
         assert!(matches!(
@@ -163,7 +152,7 @@ mod tests {
     #[test]
     fn final_codes_are_not_retried() {
         assert_eq!(
-            classify(&Status::invalid_argument("key too large")),
+            classify(&status::invalid_argument("key too large")),
             Failure::InvalidArgument("key too large".into())
         );
         assert!(matches!(
@@ -174,6 +163,14 @@ mod tests {
             classify(&Status::resource_exhausted("busy")),
             Failure::Busy(_)
         ));
+    }
+
+    #[test]
+    fn an_internal_failure_is_not_final() {
+        assert_eq!(
+            classify(&status::internal("wrong read answer")),
+            Failure::Internal("internal: wrong read answer".into())
+        );
     }
 
     #[test]

@@ -15,7 +15,6 @@ use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::command::Op;
 use crate::pb::kv_server::{Kv, KvServer};
 use crate::pb::write_response::Result as Answer;
-use crate::server::node::NodeError;
 use crate::status;
 
 /// What the fake leader saw and holds.
@@ -35,8 +34,11 @@ pub(crate) struct LeaderState {
     /// Clients whose session the cluster forgot: SESSION_EXPIRED.
     pub(crate) expired: Vec<u64>,
     /// Refuse this many writes, unapplied, as the node does during a
-    /// leadership transfer (the node's own status for `NodeError::Busy`).
+    /// leadership transfer (the node's own status, `status::busy`).
     pub(crate) busy_answers: usize,
+    /// Refuse this many promotions as the node does for a learner that has
+    /// not caught up.
+    pub(crate) learner_behind: usize,
 }
 
 #[derive(Clone, Default)]
@@ -107,8 +109,7 @@ impl Kv for FakeLeader {
         state.writes.push(request.clone());
         if state.busy_answers > 0 {
             state.busy_answers -= 1;
-            let why = "leadership transfer under way".to_string();
-            return Err(crate::server::grpc::to_status(NodeError::Busy(why)));
+            return Err(status::busy("leadership transfer under way"));
         }
         let op = request.command.and_then(|c| c.op);
         let response = match (op, request.session) {
@@ -142,7 +143,7 @@ impl Kv for FakeLeader {
                     }
                 }
             }
-            _ => return Err(Status::invalid_argument("write without command or session")),
+            _ => return Err(status::invalid_argument("write without command or session")),
         };
         if state.lose_answers > 0 {
             state.lose_answers -= 1;
@@ -241,8 +242,14 @@ impl Cluster for FakeLeader {
     }
     async fn add_member(
         &self,
-        _: Request<pb::AddMemberRequest>,
+        request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.state();
+        if request.promote && state.learner_behind > 0 {
+            state.learner_behind -= 1;
+            return Err(status::learner_behind(request.id));
+        }
         Ok(Response::new(pb::ChangeResponse { index: 7 }))
     }
     async fn remove_member(

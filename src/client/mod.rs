@@ -31,7 +31,6 @@ use futures::future::select_ok;
 use tokio::time::Instant;
 
 pub use error::ClientError;
-pub use failure::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 pub use kv::{CasOutcome, Ttl};
 pub use options::ClientOptions;
 

@@ -226,6 +226,34 @@ async fn a_write_during_a_leadership_transfer_is_retried_not_failed() {
 }
 
 #[tokio::test]
+async fn a_learner_behind_is_told_at_once_not_retried_until_the_deadline() {
+    let leader = FakeLeader::default();
+    let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();
+    leader.state().learner_behind = 1;
+    let started = std::time::Instant::now();
+    let err = client
+        .add_member(3, "h:7380", "h:7379", true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::LearnerBehind { id: 3, detail } if detail.contains("has not caught up")),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once"
+    );
+    // Asking again once it caught up promotes it.
+    assert_eq!(
+        client
+            .add_member(3, "h:7380", "h:7379", true)
+            .await
+            .unwrap(),
+        7
+    );
+}
+
+#[tokio::test]
 async fn session_expired_on_a_retry_is_outcome_unknown() {
     let leader = FakeLeader::default();
     let client = Client::lazy(vec![serve(leader.clone())], fast(Duration::from_secs(5))).unwrap();

@@ -147,10 +147,16 @@ impl Transport {
             };
             maybe_executed |= matches!(
                 failure,
-                Failure::OutcomeUnknown(_) | Failure::Unreachable(_)
+                Failure::OutcomeUnknown(_) | Failure::Unreachable(_) | Failure::Internal(_)
             );
             let immediate = match &failure {
                 Failure::InvalidArgument(m) => return Err(ClientError::InvalidArgument(m.clone())),
+                Failure::LearnerBehind { id, detail } => {
+                    return Err(ClientError::LearnerBehind {
+                        id: *id,
+                        detail: detail.clone(),
+                    });
+                }
                 Failure::Fatal(m) => return Err(ClientError::Other(m.clone())),
                 Failure::NotLeader {
                     leader: Some(leader),
@@ -173,6 +179,12 @@ impl Transport {
                 }
                 Failure::Busy(_) => {
                     answered = true;
+                    false
+                }
+                Failure::Internal(_) => {
+                    // Not the request's fault: another node may serve it.
+                    answered = true;
+                    self.router().failed(&target);
                     false
                 }
                 Failure::Unreachable(_) => {
@@ -222,9 +234,11 @@ impl Transport {
                 },
                 Failure::NotLeader { detail, .. } => ClientError::NoLeader(detail),
                 Failure::InvalidArgument(m) => ClientError::InvalidArgument(m),
-                Failure::OutcomeUnknown(m) | Failure::Busy(m) | Failure::Fatal(m) => {
-                    ClientError::Other(m)
-                }
+                Failure::LearnerBehind { id, detail } => ClientError::LearnerBehind { id, detail },
+                Failure::OutcomeUnknown(m)
+                | Failure::Busy(m)
+                | Failure::Internal(m)
+                | Failure::Fatal(m) => ClientError::Other(m),
             })
     }
 }

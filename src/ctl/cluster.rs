@@ -535,9 +535,7 @@ async fn add_member(
     loop {
         match client.add_member(id, peer_addr, client_addr, true).await {
             Ok(index) => return Ok((format!("added node {id} as a voter"), index)),
-            Err(ClientError::Other(m))
-                if m.contains("has not caught up") && started.elapsed() < CATCH_UP_LIMIT =>
-            {
+            Err(ClientError::LearnerBehind { .. }) if started.elapsed() < CATCH_UP_LIMIT => {
                 if !told {
                     eprintln!(
                         "node {id} is a learner; waiting for it to catch up before promoting it..."
@@ -686,5 +684,19 @@ mod tests {
         assert_eq!(client_addr_for("10.0.0.3:7380").unwrap(), "10.0.0.3:7379");
         assert_eq!(client_addr_for("[::1]:7380").unwrap(), "[::1]:7379");
         assert_eq!(client_addr_for("nohost").unwrap_err().exit, Exit::BadInput);
+    }
+
+    #[tokio::test]
+    async fn member_add_waits_while_the_learner_is_behind_then_promotes_it() {
+        use crate::client::fake::{FakeLeader, serve};
+        let leader = FakeLeader::default();
+        leader.state().learner_behind = 2;
+        let client = Client::lazy(vec![serve(leader.clone())], Default::default()).unwrap();
+        let (text, index) = add_member(&client, 3, "h:7380", "h:7379", false)
+            .await
+            .unwrap();
+        assert_eq!(text, "added node 3 as a voter");
+        assert_eq!(index, 7);
+        assert_eq!(leader.state().learner_behind, 0, "asked until promoted");
     }
 }

@@ -53,7 +53,9 @@ impl From<ClientError> for CtlError {
         let exit = match &e {
             _ if e.is_bad_input() => Exit::BadInput,
             ClientError::Unreachable { .. } => Exit::Unreachable,
-            ClientError::NoLeader(_) | ClientError::Timeout { .. } => Exit::Unhealthy,
+            ClientError::NoLeader(_)
+            | ClientError::Timeout { .. }
+            | ClientError::LearnerBehind { .. } => Exit::Unhealthy,
             ClientError::Rejected(_)
             | ClientError::InvalidArgument(_)
             | ClientError::OutcomeUnknown(_)

@@ -238,6 +238,10 @@ pub enum ProposeError {
     },
     /// Leader, but not accepting this now (transfer under way, change pending).
     Busy(String),
+    /// A promotion of this learner, which has not caught up with the log:
+    /// it passes only as fast as the learner catches up, so the caller
+    /// decides how long to wait (a large state can take minutes).
+    LearnerBehind(NodeId),
     Invalid(String),
 }
 
@@ -249,6 +253,9 @@ impl std::fmt::Display for ProposeError {
             }
             ProposeError::NotLeader { leader: None } => write!(f, "not leader; no leader known"),
             ProposeError::Busy(why) => write!(f, "busy: {why}"),
+            ProposeError::LearnerBehind(id) => {
+                write!(f, "learner {id} has not caught up with the log yet")
+            }
             ProposeError::Invalid(why) => write!(f, "invalid: {why}"),
         }
     }

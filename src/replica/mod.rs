@@ -25,6 +25,7 @@
 //! Nothing here reads a clock, spawns a task or touches a socket.
 
 pub mod clock;
+mod handoff;
 mod pending;
 pub mod state_check;
 #[cfg(test)]
@@ -38,6 +39,8 @@ use crate::raft::{
 };
 use bytes::Bytes;
 use clock::{ClusterClock, SESSION_TIME_ENTRY_INTERVAL, TIME_ENTRY_INTERVAL};
+use handoff::{PendingTransfer, TransferOutcome};
+pub use handoff::{StopHandoff, TRANSFER_LIMIT};
 use pending::Pending;
 use prost::Message as _;
 use rand::rngs::StdRng;
@@ -51,6 +54,7 @@ pub trait Callers {
     type Write;
     type Change;
     type Read;
+    type Transfer;
 }
 
 /// A read the leader answers from its applied state.
@@ -100,6 +104,10 @@ pub enum Refusal {
     Rejected(pb::KvError),
     /// The leader cannot take it now (a change or a transfer under way).
     Busy(String),
+    /// This node is stopping: it takes no new requests.
+    Stopping,
+    /// The learner to promote has not caught up with the log yet.
+    LearnerBehind(NodeId),
 }
 
 /// A decision for the caller to carry out.
@@ -116,6 +124,11 @@ pub enum Effect<C: Callers> {
     Changed {
         caller: C::Change,
         result: Result<u64, Refusal>,
+    },
+    /// Answer a leadership transfer with the node that now leads.
+    Transferred {
+        caller: C::Transfer,
+        result: Result<NodeId, Refusal>,
     },
     /// Answer a read; `cluster_ms` is the cluster time it was evaluated at.
     Read {
@@ -261,6 +274,11 @@ pub struct Replica<C: Callers> {
     checks: StateChecks,
     /// `Some` while audited: the hash and invariants after every entry.
     audit: Option<Vec<Audit>>,
+    /// A leadership transfer a caller waits on.
+    transfer: Option<PendingTransfer<C::Transfer>>,
+    /// Set once the node is stopping: until when it waits for another node
+    /// to take over before it stops anyway.
+    stopping_until: Option<Instant>,
     effects: Vec<Effect<C>>,
 }
 
@@ -291,6 +309,8 @@ impl<C: Callers> Replica<C> {
             log_bytes: 0,
             checks: StateChecks::new(None),
             audit: None,
+            transfer: None,
+            stopping_until: None,
             effects: Vec::new(),
         }
     }
@@ -367,11 +387,6 @@ impl<C: Callers> Replica<C> {
         &self.raft
     }
 
-    /// The core, for calls that answer at once (transfer, status).
-    pub fn raft_mut(&mut self) -> &mut Raft {
-        &mut self.raft
-    }
-
     /// The limits a restored state machine is built with.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -410,6 +425,7 @@ impl<C: Callers> Replica<C> {
     /// sessions).
     pub fn tick(&mut self, now: Instant) {
         self.raft.tick(now);
+        self.settle_transfer(false, Some(now));
         if self.raft.role() != Role::Leader {
             return;
         }
@@ -443,6 +459,7 @@ impl<C: Callers> Replica<C> {
         match e {
             ProposeError::NotLeader { .. } => Refusal::NotLeader(self.leader_hint()),
             ProposeError::Busy(s) => Refusal::Busy(s),
+            ProposeError::LearnerBehind(id) => Refusal::LearnerBehind(id),
             ProposeError::Invalid(s) => Refusal::Invalid(s),
         }
     }
@@ -457,6 +474,9 @@ impl<C: Callers> Replica<C> {
 
     /// Proposes a client's write; it is answered once applied (or refused now).
     pub fn propose_write(&mut self, req: pb::WriteRequest, caller: C::Write, now: Instant) {
+        if self.is_stopping() {
+            return self.refuse_write(caller, Refusal::Stopping);
+        }
         if self.raft.role() != Role::Leader {
             return self.refuse_write(caller, Refusal::NotLeader(self.leader_hint()));
         }
@@ -497,6 +517,9 @@ impl<C: Callers> Replica<C> {
         addrs: pb::MemberAddrsCmd,
         now: Instant,
     ) -> Result<(), ProposeError> {
+        if self.is_stopping() {
+            return Err(ProposeError::Busy("the node is stopping".into()));
+        }
         let command = pb::Command {
             op: Some(pb::command::Op::MemberAddrs(addrs)),
         };
@@ -523,6 +546,10 @@ impl<C: Callers> Replica<C> {
 
     /// Proposes a membership change; answered with its index once applied.
     pub fn propose_change(&mut self, change: ConfChange, caller: C::Change, now: Instant) {
+        if self.is_stopping() {
+            let result = Err(Refusal::Stopping);
+            return self.effects.push(Effect::Changed { caller, result });
+        }
         match self.raft.propose_conf_change(change, now) {
             Ok(id) => self.pending.add_change(id, caller),
             Err(e) => {
@@ -535,6 +562,9 @@ impl<C: Callers> Replica<C> {
     /// Starts a linearizable read; answered once the core releases it and
     /// everything up to its read index is applied.
     pub fn read(&mut self, kind: ReadKind, caller: C::Read, now: Instant) {
+        if self.is_stopping() {
+            return self.read_refused(caller, Refusal::Stopping);
+        }
         let id = self.pending.next_read_id();
         match self.raft.read(id, now) {
             Ok(()) => self.pending.add_read(id, kind, caller),
@@ -554,7 +584,109 @@ impl<C: Callers> Replica<C> {
     /// snapshot (durably first if `must_sync`), sends its messages, and then
     /// hands the applying half back to [`Replica::advance`].
     pub fn ready(&mut self) -> Ready {
-        self.raft.ready()
+        let ready = self.raft.ready();
+        let aborted = ready
+            .events
+            .iter()
+            .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
+        self.settle_transfer(aborted, None);
+        ready
+    }
+
+    /// Hands leadership to `to`, or to the best successor if `None`; the
+    /// caller is answered once `to` leads or the transfer fails.
+    pub fn transfer_leadership(&mut self, to: Option<NodeId>, caller: C::Transfer, now: Instant) {
+        if self.is_stopping() {
+            let result = Err(Refusal::Stopping);
+            return self.effects.push(Effect::Transferred { caller, result });
+        }
+        let Some(to) = to.or_else(|| self.best_successor(now)) else {
+            let result = Err(Refusal::Busy("no voter to transfer leadership to".into()));
+            return self.effects.push(Effect::Transferred { caller, result });
+        };
+        if let Err(e) = self.raft.transfer_leadership(to, now) {
+            let result = Err(self.refusal(e));
+            return self.effects.push(Effect::Transferred { caller, result });
+        }
+        let give_up_at = now + TRANSFER_LIMIT;
+        let pending = PendingTransfer {
+            to,
+            give_up_at,
+            caller,
+        };
+        if let Some(old) = self.transfer.replace(pending) {
+            let why = format!("superseded by a transfer to node {to}");
+            let result = Err(Refusal::Busy(why));
+            self.effects.push(Effect::Transferred {
+                caller: old.caller,
+                result,
+            });
+        }
+    }
+
+    /// Answers the pending transfer if it is decided (see `handoff::judge`).
+    fn settle_transfer(&mut self, aborted: bool, now: Option<Instant>) {
+        let Some(t) = &self.transfer else {
+            return;
+        };
+        let (me, leader) = (self.raft.id(), self.raft.leader());
+        let result = match handoff::judge(t.to, me, leader, aborted, t.give_up_at, now) {
+            TransferOutcome::Waiting => return,
+            TransferOutcome::Done => Ok(t.to),
+            TransferOutcome::Failed(why) => {
+                Err(Refusal::Busy(format!("leadership transfer failed: {why}")))
+            }
+        };
+        if let Some(t) = self.transfer.take() {
+            self.effects.push(Effect::Transferred {
+                caller: t.caller,
+                result,
+            });
+        }
+    }
+
+    /// The voter with the highest match index: the one a graceful hand-off
+    /// goes to, as it needs the fewest entries to catch up.
+    pub fn best_successor(&self, now: Instant) -> Option<NodeId> {
+        let s = self.raft.status(now);
+        s.progress
+            .iter()
+            .filter(|p| p.id != self.raft.id() && s.membership.is_voter(p.id))
+            .max_by_key(|p| p.match_index)
+            .map(|p| p.id)
+    }
+
+    /// Starts stopping: from now on every new request is refused with
+    /// [`Refusal::Stopping`]; a leader hands leadership to its best
+    /// successor, so that clients find a new leader without waiting for an
+    /// election timeout. [`Replica::stop_due`] says when to stop.
+    pub fn stop(&mut self, grace: std::time::Duration, now: Instant) -> StopHandoff {
+        if self.stopping_until.is_some() {
+            return StopHandoff::AlreadyStopping;
+        }
+        self.stopping_until = Some(now + grace);
+        if self.raft.role() != Role::Leader {
+            return StopHandoff::NotLeader;
+        }
+        let Some(to) = self.best_successor(now) else {
+            return StopHandoff::NoSuccessor;
+        };
+        match self.raft.transfer_leadership(to, now) {
+            Ok(()) => StopHandoff::TransferTo(to),
+            Err(e) => StopHandoff::Refused(to, e),
+        }
+    }
+
+    /// Whether [`Replica::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping_until.is_some()
+    }
+
+    /// Whether a stopping node may stop now: it no longer leads (the
+    /// hand-off is done, or it never led), or its grace period is over.
+    pub fn stop_due(&self, now: Instant) -> bool {
+        self.stopping_until
+            .is_some_and(|until| self.raft.role() != Role::Leader || now >= until)
     }
 
     /// Heartbeats and their answers, which may leave while the last
@@ -759,6 +891,13 @@ impl<C: Callers> Replica<C> {
         }
         for caller in waiting.reads {
             self.read_refused(caller, Refusal::NotLeader(self.leader_hint()));
+        }
+        if let Some(t) = self.transfer.take() {
+            let result = Err(Refusal::Busy(format!("{why} before the transfer ended")));
+            self.effects.push(Effect::Transferred {
+                caller: t.caller,
+                result,
+            });
         }
     }
 

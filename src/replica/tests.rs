@@ -16,6 +16,7 @@ impl Callers for Test {
     type Write = u32;
     type Change = u32;
     type Read = u32;
+    type Transfer = u32;
 }
 
 fn at(ms: u64) -> Instant {
@@ -369,4 +370,76 @@ fn the_policy_weighs_a_restored_snapshot_and_writes_during_an_encoding() {
     let counted = one.replica.log_bytes;
     assert!(counted > ENTRY_OVERHEAD_BYTES, "{counted}");
     assert!(counted < 200, "{counted}: more than the one write after it");
+}
+
+#[test]
+fn a_stopping_node_refuses_new_requests_and_a_lone_leader_stops_after_its_grace() {
+    let mut one = One::new(0);
+    let grace = Duration::from_millis(500);
+    assert_eq!(
+        one.replica.stop(grace, at(one.now)),
+        StopHandoff::NoSuccessor
+    );
+    assert_eq!(
+        one.replica.stop(grace, at(one.now)),
+        StopHandoff::AlreadyStopping
+    );
+    assert!(one.replica.is_stopping());
+    let req = pb::WriteRequest {
+        session: None,
+        command: Some(pb::Command {
+            op: Some(set("k", "v")),
+        }),
+    };
+    one.replica.propose_write(req, 1, at(one.now));
+    one.replica
+        .read(ReadKind::Get(Bytes::from_static(b"k")), 2, at(one.now));
+    one.replica
+        .propose_change(ConfChange::AddLearner(NodeId(1)), 3, at(one.now));
+    one.replica.transfer_leadership(None, 4, at(one.now));
+    let refused: Vec<bool> = one
+        .replica
+        .take_effects()
+        .iter()
+        .map(|e| {
+            matches!(
+                e,
+                Effect::Written {
+                    caller: 1,
+                    result: Err(Refusal::Stopping),
+                    ..
+                } | Effect::Read {
+                    caller: 2,
+                    result: Err(Refusal::Stopping),
+                    ..
+                } | Effect::Changed {
+                    caller: 3,
+                    result: Err(Refusal::Stopping)
+                } | Effect::Transferred {
+                    caller: 4,
+                    result: Err(Refusal::Stopping)
+                }
+            )
+        })
+        .collect();
+    assert_eq!(refused, vec![true; 4]);
+    // Nothing was proposed: the log did not move.
+    let applied = one.replica.applied();
+    one.run_for(100);
+    assert_eq!(one.replica.applied(), applied);
+    // It still leads, so it waits out its grace period for a successor.
+    assert!(!one.replica.stop_due(at(one.now)));
+    let until = one.now + 500;
+    assert!(one.replica.stop_due(at(until)));
+}
+
+#[test]
+fn a_transfer_with_no_voter_to_take_over_is_refused_as_busy() {
+    let mut one = One::new(0);
+    one.replica.transfer_leadership(None, 5, at(one.now));
+    assert!(matches!(
+        one.replica.take_effects().as_slice(),
+        [Effect::Transferred { caller: 5, result: Err(Refusal::Busy(why)) }]
+            if why.contains("no voter")
+    ));
 }

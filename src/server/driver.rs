@@ -41,17 +41,13 @@ use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{self, NodeId, Raft, Ready, Role};
 use crate::replica::state_check::Comparison;
-use crate::replica::{Applied, Callers, Effect, Refusal, Replica};
+use crate::replica::{Applied, Callers, Effect, Refusal, Replica, StopHandoff};
 use crate::storage::{self, Storage};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// Longest wait for a leadership transfer's outcome; the core itself gives
-/// up after an election timeout, so this only bounds a lost decision.
-const TRANSFER_LIMIT: Duration = Duration::from_secs(5);
 
 /// Client inputs taken in one turn (one `Ready`, one fsync). Large enough
 /// for group commit under a 64-client flood, small enough that a turn stays
@@ -186,6 +182,7 @@ impl Callers for Waiters {
     type Write = Reply<pb::WriteResponse>;
     type Change = Reply<u64>;
     type Read = Reply<ReadAnswer>;
+    type Transfer = Reply<u64>;
 }
 
 /// Everything the loop owns: the replica (core, state machine, waiting
@@ -204,9 +201,8 @@ pub struct Driver {
     pub(super) client_addrs: BTreeMap<u64, String>,
     pub(super) peer_addrs: BTreeMap<u64, String>,
     pub(super) last_leader: Option<NodeId>,
-    pub(super) stopping: Option<(std::time::Instant, oneshot::Sender<()>)>,
-    /// A leadership transfer under way: (to, give up at, the caller).
-    transfer: Option<(NodeId, std::time::Instant, Reply<u64>)>,
+    /// Who waits for the node to stop (set with `Replica::stop`).
+    stopped: Option<oneshot::Sender<()>>,
     pub(super) last_leader_gauges: bool,
     /// A snapshot file written and waiting to be adopted by the storage.
     pending_adoption: Option<Adoption>,
@@ -261,8 +257,7 @@ impl Driver {
             peer_addrs,
             last_leader: None,
             last_leader_gauges: false,
-            stopping: None,
-            transfer: None,
+            stopped: None,
             pending_adoption: None,
             hashes,
             hashed: Some(hashed),
@@ -315,10 +310,10 @@ impl Driver {
             self.process(ready, &mut io).await?;
             self.observe(std::mem::take(&mut io.ticked));
             self.metrics.loop_busy.observe(busy.elapsed().as_secs_f64());
-            if self.stop_due() {
-                if let Some((_, done)) = self.stopping.take() {
-                    self.replica.fail_all("the node stopped");
-                    self.deliver();
+            if self.replica.stop_due(self.now()) {
+                self.replica.fail_all("the node stopped");
+                self.deliver();
+                if let Some(done) = self.stopped.take() {
                     let _ = done.send(());
                 }
                 return Ok(());
@@ -388,25 +383,9 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Write(req, reply) => {
-                if self.stopping.is_some() {
-                    let _ = reply.send(Err(NodeError::Stopped));
-                    return;
-                }
-                self.replica.propose_write(req, reply, now);
-            }
-            Input::Read(kind, reply) => {
-                if self.stopping.is_some() {
-                    let _ = reply.send(Err(NodeError::Stopped));
-                    return;
-                }
-                self.replica.read(kind, reply, now);
-            }
+            Input::Write(req, reply) => self.replica.propose_write(req, reply, now),
+            Input::Read(kind, reply) => self.replica.read(kind, reply, now),
             Input::Change(change, addrs, reply) => {
-                if self.stopping.is_some() {
-                    let _ = reply.send(Err(NodeError::Stopped));
-                    return;
-                }
                 // Only the leader uses the addresses: everyone else learns
                 // them from the log (a follower just redirects the request).
                 if let (raft::ConfChange::AddLearner(id), Some(a), Role::Leader) =
@@ -424,28 +403,7 @@ impl Driver {
                 }
                 self.replica.propose_change(change, reply, now);
             }
-            Input::Transfer(to, reply) => {
-                let started = match to.or_else(|| self.best_successor()) {
-                    None => Err(NodeError::Busy("no voter to transfer leadership to".into())),
-                    Some(to) => match self.replica.raft_mut().transfer_leadership(to, now) {
-                        Ok(()) => Ok(to),
-                        Err(e) => Err(self.node_error(self.replica.refusal(e))),
-                    },
-                };
-                match started {
-                    // Answered once `to` leads, or the transfer fails.
-                    Ok(to) => {
-                        let deadline = std::time::Instant::now() + TRANSFER_LIMIT;
-                        if let Some(old) = self.transfer.replace((to, deadline, reply)) {
-                            let why = format!("superseded by a transfer to node {to}");
-                            let _ = old.2.send(Err(NodeError::Busy(why)));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
+            Input::Transfer(to, reply) => self.replica.transfer_leadership(to, reply, now),
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -460,15 +418,18 @@ impl Driver {
             }
             Input::Shutdown(grace, reply) => {
                 tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
-                if self.raft().role() == Role::Leader {
-                    if let Some(to) = self.best_successor() {
+                match self.replica.stop(grace, now) {
+                    StopHandoff::TransferTo(to) => {
                         tracing::info!(to = %to, "transferring leadership before shutdown");
-                        if let Err(e) = self.replica.raft_mut().transfer_leadership(to, now) {
-                            tracing::warn!(error = ?e, "leadership transfer failed");
-                        }
                     }
+                    StopHandoff::Refused(to, e) => {
+                        tracing::warn!(to = %to, error = ?e, "leadership transfer before shutdown failed");
+                    }
+                    StopHandoff::AlreadyStopping
+                    | StopHandoff::NotLeader
+                    | StopHandoff::NoSuccessor => {}
                 }
-                self.stopping = Some((std::time::Instant::now() + grace, reply));
+                self.stopped = Some(reply);
             }
         }
         self.deliver();
@@ -510,15 +471,6 @@ impl Driver {
         }
     }
 
-    fn stop_due(&self) -> bool {
-        match &self.stopping {
-            Some((deadline, _)) => {
-                self.raft().role() != Role::Leader || std::time::Instant::now() >= *deadline
-            }
-            None => false,
-        }
-    }
-
     /// The error a client sees for a refusal: a not-leader answer names the
     /// leader's client address.
     fn node_error(&self, r: Refusal) -> NodeError {
@@ -530,6 +482,8 @@ impl Driver {
             Refusal::Invalid(s) => NodeError::InvalidArgument(s),
             Refusal::Busy(s) => NodeError::Busy(s),
             Refusal::Rejected(e) => NodeError::InvalidArgument(e.message),
+            Refusal::Stopping => NodeError::Stopped,
+            Refusal::LearnerBehind(id) => NodeError::LearnerBehind(id.0),
         }
     }
 
@@ -567,6 +521,10 @@ impl Driver {
                 }
                 Effect::Changed { caller, result } => {
                     let _ = caller.send(result.map_err(|r| self.node_error(r)));
+                }
+                Effect::Transferred { caller, result } => {
+                    let answer = result.map(|to| to.0).map_err(|r| self.node_error(r));
+                    let _ = caller.send(answer);
                 }
                 Effect::Read { caller, result, .. } => {
                     let _ = caller.send(result.map_err(|r| self.node_error(r)));
@@ -633,11 +591,6 @@ impl Driver {
         for e in &ready.events {
             self.record_event(e);
         }
-        let aborted = ready
-            .events
-            .iter()
-            .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
-        self.settle_transfer(aborted);
         let mut applied = Applied::take(&mut ready);
         // A snapshot from the leader is decoded beside its persisting.
         let decoding = applied.snapshot.clone().map(|snap| {
@@ -739,33 +692,6 @@ impl Driver {
             .map_err(|e| format!("storage thread failed: {e}"))?;
         self.storage = Some(storage);
         result.map_err(|e| format!("storage: {e}"))
-    }
-
-    /// Answers the caller of a leadership transfer once it is decided: `to`
-    /// leads (ok), the core gave it up, another node took over, or it ran
-    /// past `TRANSFER_LIMIT`.
-    fn settle_transfer(&mut self, aborted: bool) {
-        let Some((to, deadline, _)) = &self.transfer else {
-            return;
-        };
-        let to = *to;
-        let outcome = match self.raft().leader() {
-            Some(l) if l == to => Ok(to.0),
-            _ if aborted => Err(format!(
-                "node {to} did not take over within the election timeout"
-            )),
-            Some(l) if l != self.id => Err(format!("node {l} took over instead of node {to}")),
-            _ if std::time::Instant::now() > *deadline => {
-                Err(format!("node {to} did not take over in {TRANSFER_LIMIT:?}"))
-            }
-            _ => return,
-        };
-        if let Some((_, _, reply)) = self.transfer.take() {
-            let _ = reply.send(
-                outcome
-                    .map_err(|why| NodeError::Busy(format!("leadership transfer failed: {why}"))),
-            );
-        }
     }
 
     /// Starts the snapshot the replica decided on: copies the state machine

@@ -33,6 +33,8 @@ pub fn to_status(e: NodeError) -> Status {
         NodeError::OutcomeUnknown(why) => status::outcome_unknown(&why),
         NodeError::Stopped => status::stopping(),
         NodeError::InvalidArgument(why) => status::invalid_argument(&why),
+        NodeError::Internal(why) => status::internal(&why),
+        NodeError::LearnerBehind(id) => status::learner_behind(id),
         // Transient (a transfer or membership change under way): the client
         // retries after a backoff instead of failing the write for good.
         NodeError::Busy(why) => status::busy(&why),
@@ -104,7 +106,7 @@ impl pb::kv_server::Kv for ClientService {
 }
 
 fn wrong_answer() -> NodeError {
-    NodeError::InvalidArgument("internal: wrong read answer".into())
+    NodeError::Internal("the node loop answered a read with another kind of answer".into())
 }
 
 #[tonic::async_trait]
@@ -198,10 +200,7 @@ mod tests {
         let leader = Some((2, "h:7399".to_string()));
         let s = to_status(NodeError::NotLeader { leader });
         assert_eq!(kind(&s), Kind::NotLeader);
-        assert_eq!(
-            s.metadata().get(status::LEADER_ADDR_HEADER).unwrap(),
-            "h:7399"
-        );
+        assert_eq!(status::leader(&s), Some((2, "h:7399".to_string())));
         assert_eq!(
             kind(&to_status(NodeError::OutcomeUnknown("lost".into()))),
             Kind::OutcomeUnknown
@@ -211,5 +210,12 @@ mod tests {
             kind(&to_status(NodeError::InvalidArgument("bad".into()))),
             Kind::InvalidArgument
         );
+        assert_eq!(
+            kind(&to_status(NodeError::Internal("bug".into()))),
+            Kind::Internal
+        );
+        let s = to_status(NodeError::LearnerBehind(3));
+        assert_eq!(kind(&s), Kind::LearnerBehind);
+        assert_eq!(status::learner(&s), Some(3));
     }
 }

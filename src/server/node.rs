@@ -41,6 +41,12 @@ pub enum NodeError {
     /// The leader cannot take it now (e.g. a membership change in progress).
     #[error("{0}")]
     Busy(String),
+    /// The learner to promote has not caught up with the log yet.
+    #[error("learner {0} has not caught up with the log yet")]
+    LearnerBehind(u64),
+    /// The node failed, not the request (a bug, never the client's input).
+    #[error("internal: {0}")]
+    Internal(String),
     /// The node is shutting down or its loop has stopped.
     #[error("node is stopping")]
     Stopped,
@@ -103,7 +109,7 @@ impl NodeHandle {
         self.peer_tx
             .send((std::time::Instant::now(), m))
             .await
-            .map_err(|_| tonic::Status::unavailable("node is stopping"))
+            .map_err(|_| crate::status::stopping())
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Input) -> Result<T, NodeError> {

@@ -94,16 +94,6 @@ impl Driver {
         Ok(())
     }
 
-    /// The voter with the highest match index (for a graceful hand-off).
-    pub(super) fn best_successor(&self) -> Option<NodeId> {
-        let s = self.raft().status(self.now());
-        s.progress
-            .iter()
-            .filter(|p| p.id != self.id && s.membership.is_voter(p.id))
-            .max_by_key(|p| p.match_index)
-            .map(|p| p.id)
-    }
-
     /// After a turn of the loop: notes a leader change at once, and (after a
     /// tick, i.e. every heartbeat/2, not on every turn under load) refreshes
     /// the gauges, which need a full status of the core.

@@ -55,6 +55,7 @@ impl Callers for Sim {
     type Write = (usize, u64);
     type Change = ();
     type Read = (usize, u64);
+    type Transfer = ();
 }
 
 #[derive(Clone, Debug)]
@@ -508,6 +509,10 @@ impl World {
                     self.log(format!("n{id} membership change answered {result:?}"));
                     continue;
                 }
+                Effect::Transferred { result, .. } => {
+                    self.log(format!("n{id} transfer answered {result:?}"));
+                    continue;
+                }
                 Effect::MembersChanged => continue,
                 Effect::HashState { index, state } => {
                     // Hashed on another thread in the node: it comes back
@@ -539,8 +544,8 @@ fn written_answer(result: Result<pb::WriteResponse, Refusal>) -> Answer {
         Ok(r) => Answer::Written(r),
         Err(Refusal::NotLeader(hint)) => Answer::Redirect(hint),
         Err(Refusal::OutcomeUnknown(_)) => Answer::Unknown,
-        Err(Refusal::Busy(_)) => Answer::Redirect(None),
-        Err(r @ (Refusal::Invalid(_) | Refusal::Rejected(_))) => {
+        Err(Refusal::Busy(_) | Refusal::Stopping) => Answer::Redirect(None),
+        Err(r @ (Refusal::Invalid(_) | Refusal::Rejected(_) | Refusal::LearnerBehind(_))) => {
             panic!("the workload's write was refused: {r:?}")
         }
     }

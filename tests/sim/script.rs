@@ -358,10 +358,12 @@ impl World {
             Action::Compact(n) => self.snapshot_now(n),
             Action::Transfer(from, to) => {
                 let local = self.local(from);
-                let r = self.raft(from).transfer_leadership(to, local);
-                self.log(format!("n{from} transfers to n{to}: {r:?}"));
-                // A refused transfer is the script's business: the wait
-                // that follows it reports that the scenario lost its way.
+                self.log(format!("n{from} transfers to n{to}"));
+                self.replica(from).transfer_leadership(Some(to), (), local);
+                // A refused transfer is the script's business (its answer is
+                // logged): the wait that follows it reports that the
+                // scenario lost its way.
+                self.deliver(from);
                 let _ = self.after_input(from);
             }
             Action::Change(leader, change) => self.propose_change(leader, change),

@@ -936,10 +936,6 @@ impl World {
             .expect("running")
     }
 
-    fn raft(&mut self, id: NodeId) -> &mut Raft {
-        self.replica(id).raft_mut()
-    }
-
     /// After every input: safety checks, then hand the ready batch to the disk.
     fn after_input(&mut self, id: NodeId) -> Outcome {
         self.check_leader_and_lease(id)?;
@@ -1465,8 +1461,9 @@ impl World {
                 if let Some(l) = leader {
                     let to = pick(&mut self.rng);
                     let local = self.local(l);
-                    let r = self.raft(l).transfer_leadership(to, local);
-                    self.log(format!("TRANSFER n{l} -> n{to}: {r:?}"));
+                    self.log(format!("TRANSFER n{l} -> n{to}"));
+                    self.replica(l).transfer_leadership(Some(to), (), local);
+                    self.deliver(l);
                     let _ = self.after_input(l);
                 }
             }
@@ -1491,7 +1488,7 @@ impl World {
 
     fn membership_fault(&mut self, leader: Option<NodeId>) {
         let Some(l) = leader else { return };
-        let m = self.raft(l).membership().clone();
+        let m = self.replica(l).raft().membership().clone();
         let all: Vec<NodeId> = self.nodes.keys().copied().collect();
         let change = if let Some(learner) = m.learners.iter().next() {
             ConfChange::Promote(*learner)

@@ -82,6 +82,7 @@ pub fn error_kind(e: &ClientError) -> &'static str {
         ClientError::OutcomeUnknown(_) => "outcome-unknown",
         ClientError::Rejected(_) => "rejected",
         ClientError::InvalidArgument(_) => "invalid-argument",
+        ClientError::LearnerBehind { .. } => "learner-behind",
         ClientError::Other(_) => "other",
     }
 }

@@ -34,9 +34,7 @@ impl Raft {
                 .get(&id)
                 .is_some_and(|p| p.match_index >= self.log.committed());
             if !caught_up {
-                return Err(ProposeError::Busy(format!(
-                    "learner {id} has not caught up with the log yet"
-                )));
+                return Err(ProposeError::LearnerBehind(id));
             }
         }
         let id = self.log.append(self.term, Payload::Config(next));
