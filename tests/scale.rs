@@ -196,7 +196,8 @@ async fn scale_under_workload<P: Platform>(
                 pod,
                 node: 0,
                 was_leader: false,
-                grace: "scale".into(),
+                fault: "scale".into(),
+                grace: "-".into(),
                 unavailable_seconds: 0.0,
             },
         )

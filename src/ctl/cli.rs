@@ -322,9 +322,14 @@ pub struct ChaosArgs {
     /// Time between two faults.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Which pod each fault deletes.
+    /// Which pod each fault hits.
     #[arg(long, value_enum, default_value_t = KillTarget::Leader)]
     pub kill: KillTarget,
+    /// What each fault does: kill (delete the pod; see --grace), or
+    /// pause[=DURATION] (freeze its process, 1s by default, then let it
+    /// run on; local and docker platforms).
+    #[arg(long, default_value = "kill", value_parser = crate::ctl::fault::FaultKind::parse)]
+    pub fault: crate::ctl::fault::FaultKind,
     /// forced, graceful, alternate (forced then graceful, in turn), or a
     /// grace period such as 5s.
     #[arg(long, default_value = "forced", value_parser = crate::ctl::chaos::GracePlan::parse)]

@@ -58,6 +58,7 @@ pub async fn chaos(args: &ChaosArgs, output: Output) -> Result<(), CtlError> {
             KillTarget::Leader => Target::Leader,
             KillTarget::Random => Target::Random,
         },
+        fault: args.fault,
         grace: args.grace,
         workload: WorkloadConfig {
             clients: args.clients.max(1),

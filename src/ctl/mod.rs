@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod dump;
 pub mod duration;
 pub mod exit;
+pub mod fault;
 mod faults;
 pub mod kube;
 pub mod kv;

@@ -36,7 +36,8 @@ pub fn config(data: &[u8]) {
     let voters = config.peers.iter().map(|p| NodeId(p.id));
     let mut raft = Raft::new(rc, bootstrap(Membership::new(voters)), Instant::default());
     raft.tick(raft.next_deadline());
-    raft.ready();
+    let ready = raft.ready();
+    raft.advance(ready.durable);
 }
 
 /// The chart's configuration with an id, a static peer list, and a few

@@ -441,6 +441,7 @@ impl Node {
             );
             self.disk.hard_state = hs;
         }
+        self.raft.advance(ready.durable);
         for m in &ready.messages {
             self.check_sent(m);
         }

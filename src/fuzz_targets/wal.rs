@@ -123,7 +123,8 @@ fn check(recovered: &Recovered) {
     let id = recovered.identity.as_ref().map_or(0, |i| i.node_id);
     let mut raft = Raft::new(Config::new(NodeId(id)), p.clone(), Instant::default());
     raft.tick(Instant(Duration::from_secs(1)));
-    raft.ready();
+    let ready = raft.ready();
+    raft.advance(ready.durable);
 }
 
 /// Every file under `dir` but the lock file, with its bytes.

@@ -169,10 +169,25 @@ pub enum Event {
     },
 }
 
+/// What one `Ready` asked to make durable, handed back to
+/// [`Raft::advance`](crate::raft::Raft::advance) once it is: from then on
+/// the core counts its term and vote as durable (a heartbeat may leave
+/// ahead of the next `Ready` only under a durable vote), and it hands out
+/// the next `Ready`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    pub(crate) term: Term,
+    pub(crate) voted_for: Option<NodeId>,
+}
+
 /// The effects of every call since the previous `ready()`, in the order the
 /// caller must carry them out: persist, then send, then apply, then answer.
+/// Once what it asked to persist is durable, the caller hands `durable`
+/// back to `Raft::advance`; the core hands out no other `Ready` before.
 #[derive(Debug, Default)]
 pub struct Ready {
+    /// Hand back to `Raft::advance` once the rest is persisted.
+    pub durable: Durable,
     /// Persist if Some.
     pub hard_state: Option<HardState>,
     /// Whether what is to be persisted must be durable (one fsync) before

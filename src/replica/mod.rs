@@ -581,8 +581,9 @@ impl<C: Callers> Replica<C> {
     }
 
     /// The core's batch. The caller persists its hard state, entries and
-    /// snapshot (durably first if `must_sync`), sends its messages, and then
-    /// hands the applying half back to [`Replica::advance`].
+    /// snapshot (durably first if `must_sync`), acknowledges that with
+    /// [`Replica::persisted`], sends its messages, and then hands the
+    /// applying half back to [`Replica::advance`].
     pub fn ready(&mut self) -> Ready {
         let ready = self.raft.ready();
         let aborted = ready
@@ -687,6 +688,12 @@ impl<C: Callers> Replica<C> {
     pub fn stop_due(&self, now: Instant) -> bool {
         self.stopping_until
             .is_some_and(|until| self.raft.role() != Role::Leader || now >= until)
+    }
+
+    /// What the last `Ready` asked to persist is durable (see
+    /// `Raft::advance`); the next `ready()` may follow.
+    pub fn persisted(&mut self, durable: raft::Durable) {
+        self.raft.advance(durable);
     }
 
     /// Heartbeats and their answers, which may leave while the last

@@ -60,6 +60,7 @@ impl One {
 
     fn turn(&mut self) {
         let mut ready = self.replica.ready();
+        self.replica.persisted(ready.durable);
         let applied = Applied::take(&mut ready);
         self.replica.advance(applied, at(self.now)).unwrap();
     }

@@ -241,7 +241,7 @@ pub async fn survey(config: &Config, mode: Mode, gate: &Gate) -> Decision {
                 }
             },
             _ = recheck.tick() => {}
-            _ = progress.tick() => log_progress(&survey, mode, &peers, &last_error),
+            _ = progress.tick() => gate.set_waiting(progress_report(&survey, mode, &peers, &last_error)),
         }
         if mode == Mode::Found {
             for peer in gate.deciding_askers() {
@@ -255,12 +255,15 @@ pub async fn survey(config: &Config, mode: Mode, gate: &Gate) -> Decision {
     }
 }
 
-fn log_progress(
+/// Logs what the survey still waits for, and returns it for the readiness
+/// probe: a node that can never bootstrap (a founding member that does not
+/// exist) says so there, not only in its log.
+fn progress_report(
     survey: &Survey,
     mode: Mode,
     peers: &[(u64, String)],
     errors: &BTreeMap<u64, String>,
-) {
+) -> String {
     let waiting: Vec<String> = survey
         .waiting_for(mode)
         .into_iter()
@@ -285,6 +288,7 @@ fn log_progress(
         Mode::Join => "waiting for a member to name the cluster to join",
     };
     tracing::info!(waiting = ?waiting, "{what}");
+    format!("{what}: {}", waiting.join("; "))
 }
 
 /// Asks one peer until its answer settles the question for `mode` (Found:

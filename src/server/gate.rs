@@ -41,6 +41,9 @@ pub struct Gate {
     /// data directory (see `discovery::Survey`).
     deciding_askers: Mutex<BTreeSet<u64>>,
     active: OnceLock<Active>,
+    /// What the first-boot survey still waits for, once it has waited a
+    /// while (for the readiness probe).
+    waiting: Mutex<Option<String>>,
     /// Peers whose messages were refused (another cluster, other lease
     /// parameters): readiness fails while most peers disagree with us.
     pub peers: Arc<PeerHealth>,
@@ -53,12 +56,22 @@ impl Gate {
             standing: Mutex::new(Standing::Starting),
             deciding_askers: Mutex::new(BTreeSet::new()),
             active: OnceLock::new(),
+            waiting: Mutex::new(None),
             peers: Arc::default(),
         }
     }
 
     pub fn set_standing(&self, standing: Standing) {
+        if matches!(standing, Standing::Member(_)) {
+            // The survey is over: what it waited for is no longer news.
+            *self.waiting.lock().expect("gate lock") = None;
+        }
         *self.standing.lock().expect("gate lock") = standing;
+    }
+
+    /// Records what the first-boot survey waits for (see `ready`).
+    pub fn set_waiting(&self, what: String) {
+        *self.waiting.lock().expect("gate lock") = Some(what);
     }
 
     pub fn standing(&self) -> Standing {
@@ -135,11 +148,17 @@ impl Health for Gate {
                 a.node.ready().await
             }),
             None => {
-                let why = match self.standing() {
-                    Standing::Joining => "joining: waiting for a peer to name its cluster",
-                    _ => "starting: waiting for the initial members",
+                let waiting = self.waiting.lock().expect("gate lock").clone();
+                let why = match (self.standing(), waiting) {
+                    (Standing::Starting, _) => "starting: reading the data directory".to_string(),
+                    (Standing::Member(_), _) => "starting: opening the log".to_string(),
+                    (_, Some(what)) => format!("starting: {what}"),
+                    (Standing::Joining, None) => {
+                        "joining: waiting for a peer to name its cluster".to_string()
+                    }
+                    (_, None) => "starting: waiting for the initial members".to_string(),
                 };
-                Box::pin(async move { Err(why.to_string()) })
+                Box::pin(async move { Err(why) })
             }
         }
     }
@@ -164,6 +183,26 @@ mod tests {
         assert_eq!(a.cluster_id, "c");
         // Whether a joining asker still votes is known once the node runs.
         assert!(gate.hello(&hello(0, true)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn readiness_before_first_boot_names_what_the_node_waits_for() {
+        let gate = Gate::new(0);
+        let why = gate.ready().await.unwrap_err();
+        assert!(why.contains("reading the data directory"), "{why}");
+        gate.set_standing(Standing::Deciding);
+        let why = gate.ready().await.unwrap_err();
+        assert_eq!(why, "starting: waiting for the initial members");
+        gate.set_waiting("waiting for every initial member before bootstrapping: 1 (raftkv-1:7380): unreachable: dns error".into());
+        let why = gate.ready().await.unwrap_err();
+        assert!(
+            why.contains("1 (raftkv-1:7380): unreachable: dns error"),
+            "{why}"
+        );
+        assert!(gate.live().await.is_ok(), "alive while it waits");
+        gate.set_standing(Standing::Member("c".into()));
+        let why = gate.ready().await.unwrap_err();
+        assert_eq!(why, "starting: opening the log");
     }
 
     #[tokio::test]

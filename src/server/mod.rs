@@ -15,7 +15,6 @@ pub mod peer_service;
 mod peer_tests;
 pub(crate) mod startup;
 pub mod transport;
-mod view;
 pub mod wire;
 
 pub use startup::run;

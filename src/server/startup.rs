@@ -147,40 +147,14 @@ impl Start<'_> {
         let restored_bytes = restored_bytes.map_or(0, |s| s.data.len() as u64);
         let clock = BootClock::start();
         let raft = Raft::new(raft_config(config)?, self.boot.persisted, clock.now());
-        let peers = config
-            .peers
-            .iter()
-            .filter(|p| p.id != config.id)
-            .map(|p| (NodeId(p.id), p.peer_addr.clone()))
-            .collect();
-        let sender = Sender {
-            cluster_id: cluster_id.clone(),
-            params: params(config),
-            message_limit: peer_limit(config)?,
-            health: self.gate.peers.clone(),
-        };
-        let transport = Transport::start(sender, peers, self.metrics.clone());
+        let transport = peer_transport(config, &cluster_id, self.gate, &self.metrics)?;
         self.metrics.identify(&cluster_id, config.id);
 
         let (node, inbox) = node::channels();
-        let client = ClientService {
-            node: node.clone(),
-            metrics: self.metrics.clone(),
-            peers: self.gate.peers.clone(),
-            started: std::time::Instant::now(),
-        };
-        let client_limit =
-            crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
-        let client_server = tonic::transport::Server::builder()
-            .add_service(
-                pb::kv_server::KvServer::new(client.clone())
-                    .max_decoding_message_size(client_limit)
-                    .max_encoding_message_size(client_limit),
-            )
-            .add_service(pb::cluster_server::ClusterServer::new(client))
+        let client_server = client_services(config, &node, self.gate, &self.metrics)
             .serve_with_incoming_shutdown(incoming(client_listener), self.stopped.wait());
 
-        let mut driver = Driver::new(Parts {
+        let driver = Driver::new(Parts {
             config: config.clone(),
             cluster_id: cluster_id.clone(),
             raft,
@@ -190,11 +164,11 @@ impl Start<'_> {
             transport,
             metrics: self.metrics,
             clock,
+            snapshot_policy: SnapshotPolicy {
+                log_ratio: config.snapshot_log_ratio,
+            },
+            restored_bytes,
         });
-        let policy = SnapshotPolicy {
-            log_ratio: config.snapshot_log_ratio,
-        };
-        driver.replica.set_snapshot_policy(policy, restored_bytes);
         self.gate.activate(Active {
             cluster_id: cluster_id.clone(),
             node: node.clone(),
@@ -235,6 +209,51 @@ impl Start<'_> {
             }
         }
     }
+}
+
+/// The senders of Raft messages to the other members.
+fn peer_transport(
+    config: &Config,
+    cluster_id: &str,
+    gate: &Gate,
+    metrics: &Metrics,
+) -> Result<Transport, String> {
+    let peers = config
+        .peers
+        .iter()
+        .filter(|p| p.id != config.id)
+        .map(|p| (NodeId(p.id), p.peer_addr.clone()))
+        .collect();
+    let sender = Sender {
+        cluster_id: cluster_id.to_string(),
+        params: params(config),
+        message_limit: peer_limit(config)?,
+        health: gate.peers.clone(),
+    };
+    Ok(Transport::start(sender, peers, metrics.clone()))
+}
+
+/// The client port's services (Kv, Cluster), forwarding to the node loop.
+fn client_services(
+    config: &Config,
+    node: &node::NodeHandle,
+    gate: &Gate,
+    metrics: &Metrics,
+) -> tonic::transport::server::Router {
+    let client = ClientService {
+        node: node.clone(),
+        metrics: metrics.clone(),
+        peers: gate.peers.clone(),
+        started: std::time::Instant::now(),
+    };
+    let limit = crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
+    tonic::transport::Server::builder()
+        .add_service(
+            pb::kv_server::KvServer::new(client.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(client))
 }
 
 /// The state machine from the snapshot, if any, and the index it covers.

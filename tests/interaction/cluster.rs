@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use raftkv::raft::{
-    ConfChange, Config, Entry, HardState, Instant, LogIndex, Membership, Message, NodeId,
+    ConfChange, Config, Durable, Entry, HardState, Instant, LogIndex, Membership, Message, NodeId,
     Persisted, Raft, Ready, Snapshot, bootstrap,
 };
 
@@ -41,6 +41,9 @@ struct Node {
     raft: Option<Raft>,
     disk: Disk,
     applied: LogIndex,
+    /// The last `Ready`'s acknowledgement: its disk may still be writing
+    /// until the node's next `ready`, which advances it first.
+    writing: Option<Durable>,
 }
 
 pub struct Cluster {
@@ -170,7 +173,9 @@ impl Cluster {
             }
             "crash" => {
                 let n = one()?;
-                self.node(n)?.raft = None;
+                let node = self.node(n)?;
+                node.raft = None;
+                node.writing = None;
                 Ok(vec![])
             }
             "restart" => {
@@ -234,6 +239,7 @@ impl Cluster {
             raft: None,
             disk,
             applied: LogIndex(0),
+            writing: None,
         };
         self.nodes.insert(id, node);
         self.start(id);
@@ -305,7 +311,11 @@ impl Cluster {
         let Some(raft) = node.raft.as_mut() else {
             return vec![];
         };
+        if let Some(durable) = node.writing.take() {
+            raft.advance(durable);
+        }
         let r = raft.ready();
+        node.writing = Some(r.durable);
         if r.is_empty() {
             return vec![];
         }

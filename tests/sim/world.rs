@@ -1035,6 +1035,7 @@ impl World {
         }
         node.disk
             .write(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
+        self.replica(id).persisted(ready.durable);
         for m in ready.messages {
             self.send(m);
         }

@@ -22,6 +22,7 @@ pub use workload::{Workload, WorkloadConfig};
 use super::check::{self, MemberHash, StateCheck, StateVerdict};
 use super::cli::Output;
 use super::exit::{CtlError, Exit};
+use super::fault::FaultKind;
 use super::platform::{self, Grace, Platform, Target};
 use super::signals::Signals;
 use crate::check::linearizability::{self, CheckResult, OpKind};
@@ -58,6 +59,9 @@ pub struct ChaosPlan {
     pub duration: Duration,
     pub interval: Duration,
     pub target: Target,
+    /// What each fault does to the pod it chose.
+    pub fault: FaultKind,
+    /// The grace of each kill.
     pub grace: GracePlan,
     pub workload: WorkloadConfig,
     /// How long to wait for a healthy cluster before a fault and at the end.
@@ -109,6 +113,9 @@ pub async fn run<P: Platform>(
             ..ClientOptions::default()
         },
     )?;
+    if let Some(why) = platform.refuses(plan.fault) {
+        return Err(CtlError::new(Exit::BadInput, why));
+    }
     if !settle(&admin, plan.settle).await {
         return Err(CtlError::new(
             Exit::Unhealthy,
@@ -150,7 +157,7 @@ pub async fn run<P: Platform>(
             eprintln!("\nthe cluster is not healthy; injecting the fault anyway");
         }
         let grace = plan.grace.nth(faults.len());
-        match inject(platform, &admin, &plan.target, grace).await {
+        match inject(platform, &admin, &plan.target, plan.fault, grace).await {
             Ok((pod, was_leader)) => {
                 let at = workload.now();
                 faults.push((
@@ -160,7 +167,11 @@ pub async fn run<P: Platform>(
                         pod: pod.name,
                         node: pod.id,
                         was_leader,
-                        grace: grace.label(),
+                        fault: plan.fault.label(),
+                        grace: match plan.fault {
+                            FaultKind::Kill => grace.label(),
+                            FaultKind::Pause(_) => "-".into(),
+                        },
                         unavailable_seconds: 0.0,
                     },
                 ));
@@ -217,16 +228,22 @@ pub async fn compare_states(report: &mut Report, client: &Client, wait: Duration
 }
 
 /// Deletes the pod `target` names; it and whether it led when chosen.
+/// Injects one `fault` into the pod `target` chooses; returns it, and
+/// whether it led when chosen. A pause returns once the pod runs again.
 async fn inject<P: Platform>(
     platform: &P,
     admin: &Client,
     target: &Target,
+    fault: FaultKind,
     grace: Grace,
 ) -> Result<(platform::PodInfo, bool), CtlError> {
     let pods = platform.pods().await?;
     let leader = platform::leader_of(admin).await;
     let pod = platform::choose(target, &pods, leader)?;
-    platform.delete_pod(&pod.name, grace).await?;
+    match fault {
+        FaultKind::Kill => platform.delete_pod(&pod.name, grace).await?,
+        FaultKind::Pause(length) => platform.pause_pod(pod.id, length).await?,
+    }
     Ok((pod.clone(), leader == Some(pod.id)))
 }
 

@@ -18,6 +18,9 @@ pub struct Fault {
     pub node: u64,
     /// Whether the pod was the leader's when chosen.
     pub was_leader: bool,
+    /// What was done to it: `kill`, `pause 1s` (`fault::FaultKind::label`).
+    pub fault: String,
+    /// A kill's grace (`forced`, `graceful`, ...); `-` for other faults.
     pub grace: String,
     /// Longest time without a successful operation after this fault.
     pub unavailable_seconds: f64,
@@ -101,13 +104,14 @@ impl Report {
                     format!("{:.1}", f.at_seconds),
                     f.pod.clone(),
                     if f.was_leader { "leader" } else { "" }.into(),
+                    f.fault.clone(),
                     f.grace.clone(),
                     format!("{:.2}", f.unavailable_seconds),
                 ]
             })
             .collect();
         let mut out = table(
-            &["AT(s)", "POD", "ROLE", "GRACE", "UNAVAILABLE(s)"],
+            &["AT(s)", "POD", "ROLE", "FAULT", "GRACE", "UNAVAILABLE(s)"],
             &faults,
         );
         out.push('\n');

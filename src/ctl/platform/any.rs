@@ -66,6 +66,22 @@ impl Platform for AnyPlatform {
         }
     }
 
+    fn refuses(&self, fault: crate::ctl::fault::FaultKind) -> Option<String> {
+        match self {
+            AnyPlatform::Kube(p) => p.refuses(fault),
+            AnyPlatform::Docker(p) => p.refuses(fault),
+            AnyPlatform::Local(p) => p.refuses(fault),
+        }
+    }
+
+    async fn pause_pod(&self, id: u64, length: std::time::Duration) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.pause_pod(id, length).await,
+            AnyPlatform::Docker(p) => p.pause_pod(id, length).await,
+            AnyPlatform::Local(p) => p.pause_pod(id, length).await,
+        }
+    }
+
     async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
         match self {
             AnyPlatform::Kube(p) => p.start_pod(id).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
+use crate::ctl::fault::FaultKind;
 use crate::ctl::local::control::{self, Answer, Request};
 use crate::ctl::local::data_dir;
 
@@ -144,5 +145,66 @@ impl Platform for Local {
                 dir.display()
             ))),
         }
+    }
+
+    fn refuses(&self, _: FaultKind) -> Option<String> {
+        None
+    }
+
+    /// SIGSTOP, then SIGCONT after `length` (or when this future is
+    /// dropped first).
+    async fn pause_pod(&self, id: u64, length: Duration) -> Result<(), CtlError> {
+        let pid = match self.ask(Request::Pods, Duration::from_secs(5)).await? {
+            Answer::Pods(processes) => processes.iter().find(|p| p.id == id).and_then(|p| p.pid),
+            other => {
+                return Err(CtlError::error(format!(
+                    "raftctl local answered {other:?} to a pod list"
+                )));
+            }
+        };
+        let pid = pid.ok_or_else(|| {
+            CtlError::error(format!("{} is not running: nothing to pause", pod_name(id)))
+        })?;
+        let frozen = Frozen::stop(pid)?;
+        tokio::time::sleep(length).await;
+        frozen.resume()
+    }
+}
+
+/// A process stopped with SIGSTOP; continued on `resume` or on drop, so
+/// that no way out of a pause (an error, Ctrl-C) leaves a node frozen.
+struct Frozen(Option<i32>);
+
+impl Frozen {
+    fn stop(pid: u32) -> Result<Frozen, CtlError> {
+        let pid = i32::try_from(pid)
+            .map_err(|_| CtlError::error(format!("process id {pid} is out of range")))?;
+        signal(pid, libc::SIGSTOP)?;
+        Ok(Frozen(Some(pid)))
+    }
+
+    fn resume(mut self) -> Result<(), CtlError> {
+        match self.0.take() {
+            Some(pid) => signal(pid, libc::SIGCONT),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+fn signal(pid: i32, sig: libc::c_int) -> Result<(), CtlError> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        let e = std::io::Error::last_os_error();
+        Err(CtlError::error(format!("cannot signal process {pid}: {e}")))
     }
 }

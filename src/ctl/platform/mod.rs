@@ -23,7 +23,8 @@ use serde::Serialize;
 pub use any::AnyPlatform;
 pub use target::{Target, choose, leader_of, leader_with_lease};
 
-use super::exit::CtlError;
+use super::exit::{CtlError, Exit};
+use super::fault::FaultKind;
 
 /// One node's pod (or container, or process), as the platform sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +115,38 @@ pub trait Platform {
 
     /// Deletes the data volume of ordinal `id`; its pod must be gone.
     fn delete_data(&self, id: u64) -> impl Future<Output = Result<(), CtlError>> + Send;
+
+    /// Why this platform cannot inject `fault`, if it cannot. Every
+    /// platform can kill; pausing needs the pod's process.
+    fn refuses(&self, fault: FaultKind) -> Option<String> {
+        match fault {
+            FaultKind::Kill => None,
+            FaultKind::Pause(_) => Some(format!(
+                "the {} platform cannot pause a pod: that needs its process (SIGSTOP, \
+                 docker pause); use --platform local or docker, or --fault kill",
+                self.kind()
+            )),
+        }
+    }
+
+    /// Freezes pod `id`'s process for `length`, then lets it run on, and
+    /// returns once it runs again (also if the caller gives up early: the
+    /// process is never left frozen). Platforms that cannot reach a pod's
+    /// process refuse (see [`Self::refuses`]).
+    fn pause_pod(
+        &self,
+        id: u64,
+        length: Duration,
+    ) -> impl Future<Output = Result<(), CtlError>> + Send {
+        let why = self.refuses(FaultKind::Pause(length));
+        let _ = id;
+        async move {
+            Err(CtlError::new(
+                Exit::BadInput,
+                why.unwrap_or_else(|| "this platform does not implement pausing".into()),
+            ))
+        }
+    }
 }
 
 /// The client endpoints of `pods` that have one, in id order.

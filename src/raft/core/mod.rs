@@ -106,11 +106,14 @@ pub struct Raft {
     events: Vec<Event>,
     reads: Vec<ReadState>,
     failed_reads: Vec<u64>,
+    /// The hard state the last `Ready` handed out (durable once advanced).
     persisted_hard_state: HardState,
-    /// Term and vote as durable: what was handed out before the last
-    /// ready() (whose caller had persisted it, by contract). A heartbeat may
-    /// leave early only while our term and vote equal these.
+    /// Term and vote as durable: those of the last `Ready` its caller
+    /// advanced. A heartbeat may leave early only while our term and vote
+    /// equal these.
     durable_vote: (Term, Option<NodeId>),
+    /// The `Ready` handed out and not advanced yet, if any.
+    unadvanced: Option<Durable>,
     snapshot_requested: bool,
     lease_was_valid: bool,
 }
@@ -147,6 +150,7 @@ impl Raft {
             failed_reads: Vec::new(),
             persisted_hard_state: hs,
             durable_vote: (hs.term, hs.voted_for),
+            unadvanced: None,
             snapshot_requested: false,
             lease_was_valid: false,
         };

@@ -6,8 +6,14 @@ use crate::raft::message::*;
 use crate::raft::{Broken, HardState};
 
 impl Raft {
-    /// Takes the effects of every call since the last ready().
+    /// Takes the effects of every call since the last ready(). The
+    /// previous `Ready` must have been advanced (`advance`): its hard state
+    /// and entries are what this one builds on.
     pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.unadvanced.is_none(),
+            "Raft::ready called before the previous Ready was advanced"
+        );
         if self.leader.as_ref().is_some_and(|l| l.pending_broadcast) {
             self.leader_mut().pending_broadcast = false;
             self.maybe_commit();
@@ -17,8 +23,6 @@ impl Raft {
         }
         let hs = self.hard_state();
         let prev = self.persisted_hard_state;
-        // The caller persisted the previous Ready before calling again.
-        self.durable_vote = (prev.term, prev.voted_for);
         let hard_state = (hs != prev).then_some(hs);
         let vote_changed = (hs.term != prev.term || hs.voted_for != prev.voted_for)
             && self.cfg.broken != Broken::UnsyncedVote;
@@ -44,7 +48,13 @@ impl Raft {
         self.reads = later;
         let entries = self.log.take_unstable();
         let snapshot = self.log.take_snapshot_to_persist();
+        let durable = Durable {
+            term: hs.term,
+            voted_for: hs.voted_for,
+        };
+        self.unadvanced = Some(durable);
         Ready {
+            durable,
             must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
             hard_state,
             entries,
@@ -57,6 +67,17 @@ impl Raft {
             events: std::mem::take(&mut self.events),
             released: self.log.take_released(),
         }
+    }
+
+    /// The caller made what the `Ready` that carried `durable` asked to
+    /// persist durable (or wrote it unsynced, where it allowed that).
+    pub fn advance(&mut self, durable: Durable) {
+        assert_eq!(
+            self.unadvanced.take(),
+            Some(durable),
+            "Raft::advance with another Ready's acknowledgement"
+        );
+        self.durable_vote = (durable.term, durable.voted_for);
     }
 
     /// Takes the queued heartbeats and heartbeat answers, which may leave

@@ -19,10 +19,13 @@ fn a_leader_that_steps_down_keeps_its_gate_closed() {
         .propose(Bytes::from_static(b"w"), at(1010))
         .expect("leader");
     assert_eq!(id, LogId::new(2, 3));
-    r.ready();
+    settled(&mut r);
     r.step(ack(N1, 2, 3, 1), at(1020));
     assert_eq!(r.commit_index(), LogIndex(3));
-    assert!(r.ready().committed.is_empty(), "waiting: nothing released");
+    assert!(
+        settled(&mut r).committed.is_empty(),
+        "waiting: nothing released"
+    );
     // A newer leader (n1, term 3) appears: n0 follows it.
     let heartbeat = MessageBody::Append {
         prev: LogId::new(2, 3),
@@ -33,7 +36,7 @@ fn a_leader_that_steps_down_keeps_its_gate_closed() {
     r.step(msg(N1, N0, 3, heartbeat), at(1030));
     assert_eq!(r.role(), Role::Follower);
     assert!(
-        r.ready().committed.is_empty(),
+        settled(&mut r).committed.is_empty(),
         "still waiting as a follower"
     );
     assert!(
@@ -41,16 +44,16 @@ fn a_leader_that_steps_down_keeps_its_gate_closed() {
         "the driver wakes when the gate opens"
     );
     r.tick(at(1199));
-    assert!(r.ready().committed.is_empty());
+    assert!(settled(&mut r).committed.is_empty());
     r.tick(at(1200));
-    assert_eq!(indexes(&r.ready().committed), [2, 3]);
+    assert_eq!(indexes(&settled(&mut r).committed), [2, 3]);
 }
 
 /// A follower that never led releases what commits at once.
 #[test]
 fn a_follower_that_never_led_applies_at_once() {
     let mut f = node(N1, 2, log(&[2, 2]), 1);
-    f.ready();
+    settled(&mut f);
     let append = MessageBody::Append {
         prev: LogId::new(2, 3),
         entries: vec![],
@@ -58,7 +61,7 @@ fn a_follower_that_never_led_applies_at_once() {
         round: 1,
     };
     f.step(msg(N0, N1, 2, append), at(5));
-    assert_eq!(indexes(&f.ready().committed), [2, 3]);
+    assert_eq!(indexes(&settled(&mut f).committed), [2, 3]);
 }
 
 /// Found by the peer_message fuzz target: n0 confirms a read under its
@@ -91,14 +94,14 @@ fn a_read_waits_for_its_index_when_the_gate_closes_again() {
     };
     r.step(msg(N1, N0, 4, vote), at(1005));
     assert_eq!(r.role(), Role::Leader);
-    let ready = r.ready();
+    let ready = settled(&mut r);
     assert!(ready.committed.is_empty(), "waiting: nothing released");
     assert!(
         ready.reads.is_empty(),
         "read handed out before index 2 applies"
     );
     r.tick(at(1300));
-    let ready = r.ready();
+    let ready = settled(&mut r);
     assert_eq!(indexes(&ready.committed), [2]);
     assert_eq!(ready.reads.iter().map(|r| r.id).collect::<Vec<_>>(), [7]);
 }

@@ -17,10 +17,10 @@ fn beat(commit: u64, round: u64) -> MessageBody {
     }
 }
 
-/// n0 leads term 2 with its term durable (a second ready() confirmed it).
+/// n0 leads term 2 with its term durable (its `Ready`s advanced).
 fn settled_leader() -> Raft {
     let mut r = leader(Duration::ZERO);
-    r.ready();
+    settled(&mut r);
     r
 }
 
@@ -54,7 +54,8 @@ fn a_leader_sends_heartbeats_during_its_sync_and_holds_entries_back() {
         "timed from the round"
     );
     // Everything else the round produced leaves after the sync, in order.
-    let next = r.ready();
+    r.advance(syncing.durable);
+    let next = settled(&mut r);
     assert!(next.messages.iter().all(|m| m.body.kind() == "append"));
     assert!(!next.messages.is_empty());
 }
@@ -83,7 +84,7 @@ fn a_heartbeat_carries_the_commit_capped_at_the_followers_match() {
 #[test]
 fn a_follower_answers_a_heartbeat_during_its_sync() {
     let mut f = node(N1, 2, log(&[2]), 1);
-    f.ready();
+    settled(&mut f);
     let append = MessageBody::Append {
         prev: LogId::new(2, 2),
         entries: vec![Entry {
@@ -106,11 +107,11 @@ fn a_follower_answers_a_heartbeat_during_its_sync() {
 
 /// A heartbeat of a newer term changes our term: that must be durable
 /// before we answer anything in it, so the answer waits for the `Ready`
-/// that writes the term, and for the one after (its sync confirmed).
+/// that writes the term, and early answers wait until it is advanced.
 #[test]
 fn no_early_answer_until_a_new_term_is_durable() {
     let mut f = node(N1, 2, log(&[2]), 1);
-    f.ready();
+    settled(&mut f);
     f.step(msg(N0, N1, 3, beat(1, 1)), at(10));
     assert_eq!(f.term(), Term(3));
     assert!(f.take_heartbeats().is_empty(), "term 3 not written yet");
@@ -122,9 +123,22 @@ fn no_early_answer_until_a_new_term_is_durable() {
         f.take_heartbeats().is_empty(),
         "term 3 is still being synced"
     );
-    assert_eq!(beats(&f.ready().messages), [(N0, "heartbeat_response")]);
+    // The sync is done: the queued answer may leave ahead of the next
+    // `Ready`, and so may later ones.
+    f.advance(writing.durable);
+    assert_eq!(beats(&f.take_heartbeats()), [(N0, "heartbeat_response")]);
     f.step(msg(N0, N1, 3, beat(1, 3)), at(30));
     assert_eq!(beats(&f.take_heartbeats()), [(N0, "heartbeat_response")]);
+    assert!(settled(&mut f).messages.is_empty(), "each answer left once");
+}
+
+/// A `Ready` is handed out only once the previous one was advanced.
+#[test]
+#[should_panic(expected = "before the previous Ready was advanced")]
+fn a_second_ready_before_the_first_is_advanced_is_refused() {
+    let mut f = node(N1, 2, log(&[2]), 1);
+    let _first = f.ready();
+    f.ready();
 }
 
 /// The broken variant holds heartbeats back like every other message.
@@ -142,8 +156,11 @@ fn the_broken_variant_keeps_heartbeats_for_the_next_ready() {
         entries: log(&[2]),
     };
     let mut f = Raft::new(cfg, persisted, at(0));
-    f.ready();
+    settled(&mut f);
     f.step(msg(N0, N1, 2, beat(1, 1)), at(10));
     assert!(f.take_heartbeats().is_empty());
-    assert_eq!(beats(&f.ready().messages), [(N0, "heartbeat_response")]);
+    assert_eq!(
+        beats(&settled(&mut f).messages),
+        [(N0, "heartbeat_response")]
+    );
 }

@@ -102,10 +102,17 @@ pub(super) fn elect(r: &mut Raft, report: Duration, now: Instant) {
 /// and its NO-OP at index 2), after the first `ready()`.
 pub(super) fn leader(report: Duration) -> Raft {
     let mut r = node(N0, 1, log(&[]), 1);
-    r.ready();
+    settled(&mut r);
     elect(&mut r, report, at(1000));
-    r.ready();
+    settled(&mut r);
     r
+}
+
+/// `ready()`, advanced at once as if all it asked to persist were durable.
+pub(super) fn settled(r: &mut Raft) -> crate::raft::Ready {
+    let ready = r.ready();
+    r.advance(ready.durable);
+    ready
 }
 
 pub(super) fn ack(from: NodeId, term: u64, match_index: u64, round: u64) -> Message {

@@ -20,9 +20,9 @@ fn responses(msgs: &[Message]) -> Vec<(LogIndex, bool)> {
 #[test]
 fn a_log_that_holds_the_snapshots_last_entry_is_kept() {
     let mut f = node(N1, 2, log(&[2, 2, 2, 2]), 2);
-    f.ready();
+    settled(&mut f);
     f.step(msg(N0, N1, 2, snapshot_msg(LogId::new(2, 3), 1)), at(10));
-    let ready = f.ready();
+    let ready = settled(&mut f);
     assert!(ready.snapshot.is_none(), "nothing to install");
     assert_eq!(f.last_log_id(), LogId::new(2, 5));
     assert_eq!(f.commit_index(), LogIndex(3));
@@ -39,9 +39,9 @@ fn a_log_that_holds_the_snapshots_last_entry_is_kept() {
 #[test]
 fn a_log_that_conflicts_with_the_snapshot_is_replaced() {
     let mut f = node(N1, 3, log(&[2, 2, 2, 2]), 2);
-    f.ready();
+    settled(&mut f);
     f.step(msg(N0, N1, 3, snapshot_msg(LogId::new(3, 3), 1)), at(10));
-    let ready = f.ready();
+    let ready = settled(&mut f);
     let snap = ready.snapshot.expect("installed");
     assert_eq!(snap.meta.last, LogId::new(3, 3));
     assert_eq!(f.last_log_id(), LogId::new(3, 3));
@@ -54,9 +54,9 @@ fn a_log_that_conflicts_with_the_snapshot_is_replaced() {
 #[test]
 fn a_log_behind_the_snapshot_is_replaced() {
     let mut f = node(N1, 2, log(&[2]), 2);
-    f.ready();
+    settled(&mut f);
     f.step(msg(N0, N1, 2, snapshot_msg(LogId::new(2, 6), 1)), at(10));
-    let ready = f.ready();
+    let ready = settled(&mut f);
     assert!(ready.snapshot.is_some());
     assert_eq!(f.last_log_id(), LogId::new(2, 6));
 }
@@ -67,19 +67,19 @@ fn a_log_behind_the_snapshot_is_replaced() {
 #[test]
 fn a_compaction_hands_over_what_it_drops() {
     let mut f = node(N1, 2, log(&[2, 2, 2, 2]), 5);
-    let ready = f.ready();
+    let ready = settled(&mut f);
     assert_eq!(ready.committed.len(), 5);
     assert!(ready.released.is_empty());
     f.compact(LogIndex(3), Bytes::from_static(b"first"));
-    let released = f.ready().released;
+    let released = settled(&mut f).released;
     let dropped: Vec<u64> = released.entries.iter().map(|e| e.index().0).collect();
     assert_eq!(dropped, [1, 2, 3]);
     assert!(released.snapshots.is_empty(), "no earlier snapshot");
     f.compact(LogIndex(5), Bytes::from_static(b"second"));
-    let released = f.ready().released;
+    let released = settled(&mut f).released;
     let dropped: Vec<u64> = released.entries.iter().map(|e| e.index().0).collect();
     assert_eq!(dropped, [4, 5]);
     assert_eq!(released.snapshots, [Bytes::from_static(b"first")]);
-    assert!(f.ready().released.is_empty(), "handed over once");
+    assert!(settled(&mut f).released.is_empty(), "handed over once");
     assert_eq!(f.last_log_id(), LogId::new(2, 5));
 }

@@ -58,11 +58,13 @@ fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
         raft.tick(at(ms));
     }
     let ready = raft.ready();
+    raft.advance(ready.durable);
     assert!(ready.messages.is_empty(), "{:?}", ready.messages);
 
     // The leader probes at its own last index: the empty log asks for index 1.
     raft.step(append(LogId::new(3, 2), vec![], 2), at(10_000));
     let ready = raft.ready();
+    raft.advance(ready.durable);
     match &ready.messages[..] {
         [m] => match &m.body {
             MessageBody::AppendResponse {
@@ -91,6 +93,7 @@ fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
     ];
     raft.step(append(LogId::default(), entries, 2), at(10_050));
     let ready = raft.ready();
+    raft.advance(ready.durable);
     assert_eq!(ready.entries.len(), 2);
     assert_eq!(ready.committed.len(), 2);
     assert_eq!(raft.role(), Role::Learner);
@@ -117,6 +120,7 @@ fn a_node_with_an_empty_log_grants_no_vote() {
             at(ms),
         );
         let ready = raft.ready();
+        raft.advance(ready.durable);
         match &ready.messages[..] {
             [m] => match &m.body {
                 MessageBody::VoteResponse { granted, .. } => {

@@ -11,10 +11,12 @@ pub mod deploy;
 pub mod run;
 mod scale;
 
+use std::time::Duration;
 use tokio::process::Command;
 
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
+use crate::ctl::fault::FaultKind;
 
 /// The client port inside each container.
 const CLIENT_PORT: u16 = 7379;
@@ -195,6 +197,43 @@ impl Platform for Docker {
 
     async fn delete_data(&self, id: u64) -> Result<(), CtlError> {
         self.delete_volumes(id).await
+    }
+
+    fn refuses(&self, _: FaultKind) -> Option<String> {
+        None
+    }
+
+    /// `docker pause`, then `docker unpause` after `length` (or when this
+    /// future is dropped first).
+    async fn pause_pod(&self, id: u64, length: Duration) -> Result<(), CtlError> {
+        let name = format!("{}-{id}", self.name);
+        docker(&["pause", &name]).await?;
+        let paused = Paused(Some(name));
+        tokio::time::sleep(length).await;
+        paused.resume().await
+    }
+}
+
+/// A paused container; unpaused on `resume` or, as a last resort, on drop.
+struct Paused(Option<String>);
+
+impl Paused {
+    async fn resume(mut self) -> Result<(), CtlError> {
+        match self.0.take() {
+            Some(name) => docker(&["unpause", &name]).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            // Blocking, but only on a way out that skipped `resume`.
+            let _ = std::process::Command::new("docker")
+                .args(["unpause", &name])
+                .output();
+        }
     }
 }
 

@@ -32,6 +32,8 @@
 //!   written and fsynced on another, beside the WAL; the loop then compacts
 //!   the core's log and, on the storage thread, deletes what it replaces.
 
+mod view;
+
 use super::boot_clock::BootClock;
 use super::config::Config;
 use super::node::{Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
@@ -41,7 +43,7 @@ use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{self, NodeId, Raft, Ready, Role};
 use crate::replica::state_check::Comparison;
-use crate::replica::{Applied, Callers, Effect, Refusal, Replica, StopHandoff};
+use crate::replica::{Applied, Callers, Effect, Refusal, Replica, SnapshotPolicy, StopHandoff};
 use crate::storage::{self, Storage};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -188,22 +190,22 @@ impl Callers for Waiters {
 /// Everything the loop owns: the replica (core, state machine, waiting
 /// requests) and the I/O around it.
 pub struct Driver {
-    pub(super) id: NodeId,
-    pub(super) cluster_id: String,
-    pub(super) replica: Replica<Waiters>,
+    id: NodeId,
+    cluster_id: String,
+    replica: Replica<Waiters>,
     /// Taken while a blocking thread writes; always back before the next turn.
-    pub(super) storage: Option<Storage>,
-    pub(super) transport: Transport,
-    pub(super) metrics: Metrics,
+    storage: Option<Storage>,
+    transport: Transport,
+    metrics: Metrics,
     /// The core's clock (boot time: it keeps counting through a suspend).
-    pub(super) clock: BootClock,
+    clock: BootClock,
     /// Client addresses of the members, for not-leader redirects.
-    pub(super) client_addrs: BTreeMap<u64, String>,
-    pub(super) peer_addrs: BTreeMap<u64, String>,
-    pub(super) last_leader: Option<NodeId>,
+    client_addrs: BTreeMap<u64, String>,
+    peer_addrs: BTreeMap<u64, String>,
+    last_leader: Option<NodeId>,
     /// Who waits for the node to stop (set with `Replica::stop`).
     stopped: Option<oneshot::Sender<()>>,
-    pub(super) last_leader_gauges: bool,
+    last_leader_gauges: bool,
     /// A snapshot file written and waiting to be adopted by the storage.
     pending_adoption: Option<Adoption>,
     /// Where state hashes computed off the loop come back, and the loop's
@@ -226,6 +228,9 @@ pub struct Parts {
     pub transport: Transport,
     pub metrics: Metrics,
     pub clock: BootClock,
+    /// When to snapshot, and the size of the snapshot restored at start.
+    pub snapshot_policy: SnapshotPolicy,
+    pub restored_bytes: u64,
 }
 
 impl Driver {
@@ -265,15 +270,18 @@ impl Driver {
         driver
             .replica
             .set_state_check_interval(p.config.state_check_interval);
+        driver
+            .replica
+            .set_snapshot_policy(p.snapshot_policy, p.restored_bytes);
         driver.learn_replicated_addresses();
         driver
     }
 
-    pub(super) fn now(&self) -> raft::Instant {
+    fn now(&self) -> raft::Instant {
         self.clock.now()
     }
 
-    pub(super) fn raft(&self) -> &Raft {
+    fn raft(&self) -> &Raft {
         self.replica.raft()
     }
 
@@ -627,6 +635,7 @@ impl Driver {
         } else if let Some(hs) = ready.hard_state {
             self.write_commit(hs)?;
         }
+        self.replica.persisted(ready.durable);
         self.transport.send(ready.messages);
         if let Some(job) = decoding {
             applied.restored = self

@@ -1,7 +1,7 @@
 //! What the node loop shows outside: status and members answers, readiness,
 //! metrics and one structured log event per core event.
 
-use super::driver::Driver;
+use super::Driver;
 use crate::pb;
 use crate::raft::{Event, NodeId, Role};
 
