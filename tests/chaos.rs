@@ -8,9 +8,9 @@
 mod common;
 
 use common::ctl::raftctl;
-use common::local::{Local, free_base_port};
 use common::docker::ClusterObjects;
 use common::image;
+use common::local::{Local, free_base_port};
 
 /// The checks every chaos run must pass: nothing lost, linearizable,
 /// exactly-once INCR, each fault on the leader, forced and graceful both,

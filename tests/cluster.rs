@@ -711,13 +711,17 @@ async fn mismatched_node_is_refused(name: &str, node2_args: &[&str], theirs: &st
     client.set(b"k", b"v").await.unwrap();
 
     let http = c.nodes[2].http.clone();
-    wait_for_async("node 2's /readyz to fail", Duration::from_secs(10), || async {
-        let answer = http_get(&http, "/readyz");
-        let refused = |(code, body): (u16, String)| {
-            code == 503 && body.contains("cluster parameters differ")
-        };
-        answer.is_ok_and(refused).then_some(())
-    })
+    wait_for_async(
+        "node 2's /readyz to fail",
+        Duration::from_secs(10),
+        || async {
+            let answer = http_get(&http, "/readyz");
+            let refused = |(code, body): (u16, String)| {
+                code == 503 && body.contains("cluster parameters differ")
+            };
+            answer.is_ok_and(refused).then_some(())
+        },
+    )
     .await;
     let healthy = c.nodes[leader].http.clone();
     wait_for_async("the leader's /readyz", Duration::from_secs(10), || async {

@@ -168,9 +168,7 @@ fn bench(cluster: &Local, duration: &str) -> std::thread::JoinHandle<bool> {
         "--duration",
         duration,
     ]);
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    command.stdout(Stdio::null()).stderr(Stdio::null());
     std::thread::spawn(move || command.status().unwrap().success())
 }
 

@@ -36,7 +36,8 @@ fn connection_refused_everywhere_fails_in_about_a_second() {
     assert!(started.elapsed() < Duration::from_secs(3));
     // --dial-timeout is the knob.
     let started = Instant::now();
-    ctl.run(&["get", "k", "--dial-timeout", "2500ms"]).fails(2, "unreachable");
+    ctl.run(&["get", "k", "--dial-timeout", "2500ms"])
+        .fails(2, "unreachable");
     assert!(started.elapsed() >= Duration::from_millis(2400));
 }
 
@@ -127,7 +128,8 @@ fn operator_walkthrough_on_a_local_cluster() {
     assert_eq!(ctl.run(&["incr", "n"]).expect(0).stdout.trim(), "-4");
     for odd in ["007", "+5", "-0"] {
         ctl.run(&["set", "odd", odd]).expect(0).stdout;
-        ctl.run(&["incr", "odd"]).fails(1, "not a canonical decimal");
+        ctl.run(&["incr", "odd"])
+            .fails(1, "not a canonical decimal");
         assert_eq!(ctl.run(&["get", "odd"]).expect(0).stdout, odd);
     }
 
@@ -159,7 +161,11 @@ fn operator_walkthrough_on_a_local_cluster() {
     ctl.run(&["expire", "tmp/x", "1"]).expect(0).stdout;
     assert_eq!(ctl.run(&["keys", "tmp/"]).expect(0).stdout, "tmp/x\n");
     wait_for("tmp/x to expire", Duration::from_secs(10), || {
-        ctl.run(&["keys", "tmp/"]).expect(0).stdout.is_empty().then_some(())
+        ctl.run(&["keys", "tmp/"])
+            .expect(0)
+            .stdout
+            .is_empty()
+            .then_some(())
     });
 
     // Status: every member, found from one endpoint, with the process
@@ -185,7 +191,10 @@ fn operator_walkthrough_on_a_local_cluster() {
 
     // transfer-leader to the leader says it already leads.
     let leader = leader_of(&rows);
-    let said = ctl.run(&["transfer-leader", &leader.to_string()]).expect(0).stdout;
+    let said = ctl
+        .run(&["transfer-leader", &leader.to_string()])
+        .expect(0)
+        .stdout;
     assert_eq!(
         said.trim(),
         format!("node {leader} already leads; nothing to transfer")
@@ -237,9 +246,12 @@ fn operator_walkthrough_on_a_local_cluster() {
     let victim = (0..3).find(|&i| i != leader).unwrap();
     let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
     signal("-STOP", local.pid(other));
-    let err = ctl.run(&["status"]).fails(4, "unhealthy: 1 of 3 members unreachable");
+    let err = ctl
+        .run(&["status"])
+        .fails(4, "unhealthy: 1 of 3 members unreachable");
     // A member that cannot be compared is not a pass either.
-    ctl.run(&["check", "--wait", "2s"]).fails(4, "not every member could be compared");
+    ctl.run(&["check", "--wait", "2s"])
+        .fails(4, "not every member could be compared");
     signal("-CONT", local.pid(other));
     assert_eq!(
         err.lines().count(),
@@ -250,7 +262,9 @@ fn operator_walkthrough_on_a_local_cluster() {
         ctl.run(&["status"]).success().then_some(())
     });
     // A removed node shows as removed and does not count.
-    ctl.run(&["member", "remove", &victim.to_string()]).expect(0).stdout;
+    ctl.run(&["member", "remove", &victim.to_string()])
+        .expect(0)
+        .stdout;
     let rows = status_json(&ctl, 0);
     let removed = rows.iter().find(|r| r["id"] == victim).unwrap();
     assert_eq!(removed["role"], "removed", "{rows:?}");
@@ -359,10 +373,7 @@ fn a_node_on_another_clusters_data_directory_exits_naming_both_clusters() {
     let (base_a, base_b) = (free_base_port(), free_base_port());
     let a = Local::start(&dir.path().join("a"), base_a);
     let b = Local::start(&dir.path().join("b"), base_b);
-    let (id_a, id_b) = (
-        cluster_id(&a.ctl()),
-        cluster_id(&b.ctl()),
-    );
+    let (id_a, id_b) = (cluster_id(&a.ctl()), cluster_id(&b.ctl()));
     assert_ne!(id_a, id_b);
     b.stop();
 

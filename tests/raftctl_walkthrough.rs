@@ -17,7 +17,13 @@ fn readme_walkthrough_with_raftctl_local() {
     let local = Local::start(dir.path(), base);
     let ctl = local.ctl();
 
-    assert_eq!(ctl.run(&["set", "greeting", "hello"]).expect(0).stdout.trim(), "OK");
+    assert_eq!(
+        ctl.run(&["set", "greeting", "hello"])
+            .expect(0)
+            .stdout
+            .trim(),
+        "OK"
+    );
     assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hello");
     assert_eq!(ctl.run(&["incr", "visits"]).expect(0).stdout.trim(), "1");
     assert_eq!(ctl.run(&["incr", "visits"]).expect(0).stdout.trim(), "2");
@@ -27,7 +33,9 @@ fn readme_walkthrough_with_raftctl_local() {
     assert!(!out.stderr.is_empty());
     // CAS: a wrong expectation changes nothing.
     ctl.run(&["cas", "greeting", "bye", "x"]).expect(1).stdout;
-    ctl.run(&["cas", "greeting", "hello", "hi"]).expect(0).stdout;
+    ctl.run(&["cas", "greeting", "hello", "hi"])
+        .expect(0)
+        .stdout;
     assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // INCR on text is refused (exit 1), an empty key is bad input (exit 3);
     // neither changes anything.
@@ -37,7 +45,13 @@ fn readme_walkthrough_with_raftctl_local() {
     // Expiry and TTL; DEL.
     ctl.run(&["set", "temp", "t"]).expect(0).stdout;
     ctl.run(&["expire", "temp", "100"]).expect(0).stdout;
-    let ttl: f64 = ctl.run(&["ttl", "temp"]).expect(0).stdout.trim().parse().unwrap();
+    let ttl: f64 = ctl
+        .run(&["ttl", "temp"])
+        .expect(0)
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
     assert!(ttl > 90.0 && ttl <= 100.0, "ttl {ttl}");
     ctl.run(&["del", "temp"]).expect(0).stdout;
     ctl.run(&["get", "temp"]).expect(1).stdout;
@@ -59,7 +73,10 @@ fn readme_walkthrough_with_raftctl_local() {
     let old = local.leader();
     signal("-KILL", local.pid(old));
     let killed = Instant::now();
-    assert_eq!(ctl.run(&["set", "after", "kill"]).expect(0).stdout.trim(), "OK");
+    assert_eq!(
+        ctl.run(&["set", "after", "kill"]).expect(0).stdout.trim(),
+        "OK"
+    );
     println!(
         "write acknowledged {:?} after the leader's SIGKILL",
         killed.elapsed()

@@ -451,7 +451,8 @@ async fn docker_3_to_5_to_3_under_the_chaos_workload() {
     // deploy after a scale keeps the scaled size and the founders' template.
     let out = Ctl::new().run_async(&deploy).await.ok();
     assert!(
-        out.stdout.contains(&format!("container/{name}-3 unchanged")),
+        out.stdout
+            .contains(&format!("container/{name}-3 unchanged")),
         "{out}"
     );
     let down = scale("3", &[&["--delete-data"][..], &args].concat()).await;

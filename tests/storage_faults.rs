@@ -89,7 +89,11 @@ fn finish(cmd: &mut Command) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_exit(&mut child, format!("{cmd:?} to end"), Duration::from_secs(10));
+    wait_exit(
+        &mut child,
+        format!("{cmd:?} to end"),
+        Duration::from_secs(10),
+    );
     let out = child.wait_with_output().unwrap();
     (
         out.status.code(),

@@ -60,7 +60,11 @@ impl Ctl {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(RAFTCTL);
         cmd.args(args).args(&self.tail);
-        for key in OWN_ENV.iter().copied().chain(self.remove.iter().map(String::as_str)) {
+        for key in OWN_ENV
+            .iter()
+            .copied()
+            .chain(self.remove.iter().map(String::as_str))
+        {
             cmd.env_remove(key);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));

@@ -2,9 +2,9 @@
 //! a limit on how many tests run containers at once, and questions to the cluster (who leads,
 //! who votes) asked through the Rust client.
 
+use super::sts::StatefulSet;
 use crate::common::image::image;
 use crate::common::wait::{Later, wait_for};
-use super::sts::StatefulSet;
 use raftkv::client::Client;
 use raftkv::pb;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};

@@ -5,9 +5,9 @@
 //! never collide; dropping the value removes the containers, volumes and
 //! network even when the test failed.
 
+use super::pod::PodTemplate;
 use crate::common::docker::{self, docker, must};
 use crate::common::wait::{Later, wait_for};
-use super::pod::PodTemplate;
 use raftkv::client::{Client, ClientOptions};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -103,7 +103,9 @@ impl Prometheus {
     /// Waits until `expr` has a value for which `ok` holds.
     pub fn wait_for(&self, expr: &str, limit: Duration, ok: impl Fn(f64) -> bool) {
         let what = format!("prometheus: `{expr}` as expected");
-        wait_for(what, limit, || self.value(expr).is_some_and(&ok).then_some(()));
+        wait_for(what, limit, || {
+            self.value(expr).is_some_and(&ok).then_some(())
+        });
     }
 }
 

@@ -13,11 +13,9 @@ mod scale;
 
 use tokio::process::Command;
 
+use super::pod::CLIENT_PORT;
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
-
-/// The client port inside each container.
-const CLIENT_PORT: u16 = 7379;
 
 /// The containers `<name>-<ordinal>`.
 #[derive(Debug, Clone)]
