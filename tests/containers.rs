@@ -17,6 +17,7 @@ mod pod;
 mod sts;
 
 use cluster::Env;
+use common::docker;
 use common::wait::wait_for;
 use load::Writer;
 use std::time::{Duration, Instant};

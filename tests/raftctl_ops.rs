@@ -127,7 +127,7 @@ fn operator_walkthrough_on_a_local_cluster() {
     assert_eq!(ctl.run(&["get", "n"]).expect(0).stdout, "-5");
     assert_eq!(ctl.run(&["incr", "n"]).expect(0).stdout.trim(), "-4");
     for odd in ["007", "+5", "-0"] {
-        ctl.run(&["set", "odd", odd]).expect(0).stdout;
+        ctl.run(&["set", "odd", odd]).expect(0);
         ctl.run(&["incr", "odd"])
             .fails(1, "not a canonical decimal");
         assert_eq!(ctl.run(&["get", "odd"]).expect(0).stdout, odd);
@@ -140,7 +140,7 @@ fn operator_walkthrough_on_a_local_cluster() {
         ("users", "x"),
         ("other", "y"),
     ] {
-        ctl.run(&["set", k, v]).expect(0).stdout;
+        ctl.run(&["set", k, v]).expect(0);
     }
     let out = ctl.run(&["keys", "user/"]);
     assert_eq!(out.stdout, "user/a\nuser/b\n");
@@ -157,8 +157,8 @@ fn operator_walkthrough_on_a_local_cluster() {
     assert_eq!(json["count"], 6, "{json}");
     assert_eq!(json["items"][0]["key"], "n");
     // An expired key is hidden at once, by cluster time.
-    ctl.run(&["set", "tmp/x", "1"]).expect(0).stdout;
-    ctl.run(&["expire", "tmp/x", "1"]).expect(0).stdout;
+    ctl.run(&["set", "tmp/x", "1"]).expect(0);
+    ctl.run(&["expire", "tmp/x", "1"]).expect(0);
     assert_eq!(ctl.run(&["keys", "tmp/"]).expect(0).stdout, "tmp/x\n");
     wait_for("tmp/x to expire", Duration::from_secs(10), || {
         ctl.run(&["keys", "tmp/"])
@@ -263,8 +263,7 @@ fn operator_walkthrough_on_a_local_cluster() {
     });
     // A removed node shows as removed and does not count.
     ctl.run(&["member", "remove", &victim.to_string()])
-        .expect(0)
-        .stdout;
+        .expect(0);
     let rows = status_json(&ctl, 0);
     let removed = rows.iter().find(|r| r["id"] == victim).unwrap();
     assert_eq!(removed["role"], "removed", "{rows:?}");

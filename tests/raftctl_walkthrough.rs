@@ -32,19 +32,17 @@ fn readme_walkthrough_with_raftctl_local() {
     assert!(out.stdout.is_empty());
     assert!(!out.stderr.is_empty());
     // CAS: a wrong expectation changes nothing.
-    ctl.run(&["cas", "greeting", "bye", "x"]).expect(1).stdout;
-    ctl.run(&["cas", "greeting", "hello", "hi"])
-        .expect(0)
-        .stdout;
+    ctl.run(&["cas", "greeting", "bye", "x"]).expect(1);
+    ctl.run(&["cas", "greeting", "hello", "hi"]).expect(0);
     assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // INCR on text is refused (exit 1), an empty key is bad input (exit 3);
     // neither changes anything.
-    ctl.run(&["incr", "greeting"]).expect(1).stdout;
-    ctl.run(&["set", "", "v"]).expect(3).stdout;
+    ctl.run(&["incr", "greeting"]).expect(1);
+    ctl.run(&["set", "", "v"]).expect(3);
     assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // Expiry and TTL; DEL.
-    ctl.run(&["set", "temp", "t"]).expect(0).stdout;
-    ctl.run(&["expire", "temp", "100"]).expect(0).stdout;
+    ctl.run(&["set", "temp", "t"]).expect(0);
+    ctl.run(&["expire", "temp", "100"]).expect(0);
     let ttl: f64 = ctl
         .run(&["ttl", "temp"])
         .expect(0)
@@ -53,8 +51,8 @@ fn readme_walkthrough_with_raftctl_local() {
         .parse()
         .unwrap();
     assert!(ttl > 90.0 && ttl <= 100.0, "ttl {ttl}");
-    ctl.run(&["del", "temp"]).expect(0).stdout;
-    ctl.run(&["get", "temp"]).expect(1).stdout;
+    ctl.run(&["del", "temp"]).expect(0);
+    ctl.run(&["get", "temp"]).expect(1);
 
     let table = ctl.run(&["status"]).expect(0).stdout;
     let roles: Vec<&str> = table

@@ -8,7 +8,7 @@ use crate::common::wait::{Later, wait_for};
 use raftkv::client::Client;
 use raftkv::pb;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tests running containers at once: two cores shared with other work, and
 /// Raft timeouts of a few hundred milliseconds.
@@ -90,7 +90,7 @@ impl Env {
 
     /// Waits until the voters are exactly `voters` and nobody is a learner.
     pub fn wait_voters(&self, voters: &[u64], limit: Duration) {
-        wait_for(&format!("voters {voters:?}"), limit, || {
+        wait_for(format!("voters {voters:?}"), limit, || {
             let m = self.members();
             let v: Vec<u64> = m.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
             (v == voters && m.members.len() == voters.len()).then_some(())
