@@ -5,25 +5,12 @@
 //! runs; the run must lose no acknowledged write, stay linearizable and
 //! apply every INCR exactly once.
 
-#[allow(dead_code)]
-#[path = "containers/docker.rs"]
-mod docker;
-#[path = "containers/image.rs"]
-mod image;
-#[path = "common/local.rs"]
-mod local;
+mod common;
 
-use std::process::{Command, Output};
-
-use local::{Local, RAFTCTL, free_base_port};
-
-fn raftctl(args: &[&str]) -> Output {
-    Command::new(RAFTCTL)
-        .args(args)
-        .env_remove("RAFTKV_PLATFORM")
-        .output()
-        .unwrap()
-}
+use common::ctl::raftctl;
+use common::docker::ClusterObjects;
+use common::image;
+use common::local::{Local, free_base_port};
 
 /// The checks every chaos run must pass: nothing lost, linearizable,
 /// exactly-once INCR, each fault on the leader, forced and graceful both,
@@ -62,13 +49,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn json_of(out: &Output, what: &str) -> serde_json::Value {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 #[test]
 fn without_a_local_cluster_delete_pod_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,9 +61,7 @@ fn without_a_local_cluster_delete_pod_says_so() {
         d,
         "node-0",
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no raftctl local runs on"), "{stderr}");
+    out.fails(2, "no raftctl local runs on");
 }
 
 #[test]
@@ -100,18 +78,18 @@ fn chaos_on_a_local_cluster_loses_nothing() {
         &platform,
     ]
     .concat();
-    let deleted = json_of(&raftctl(&args), "delete-pod");
+    let deleted = raftctl(&args).ok().json();
     assert_eq!(deleted["platform"], "local");
     assert_eq!(deleted["grace"], "forced");
     let pod = deleted["pod"].as_str().unwrap().to_string();
     assert!(pod.starts_with("node-"), "{deleted}");
     // A named pod that does not exist is bad input (exit 3).
     let args = [&["delete-pod", "node-7"][..], &platform].concat();
-    assert_eq!(raftctl(&args).status.code(), Some(3));
+    assert_eq!(raftctl(&args).code, Some(3));
 
     // chaos: a fault every 4 s for 24 s, forced and graceful in turn.
     let args = chaos_args("24s", "4s", &platform);
-    let report = json_of(&raftctl(&args), "chaos");
+    let report = raftctl(&args).ok().json();
     assert_chaos_passed(&report, 4, 4.0);
     local.stop();
 }
@@ -119,45 +97,7 @@ fn chaos_on_a_local_cluster_loses_nothing() {
 #[test]
 fn deploy_on_the_local_platform_names_raftctl_local() {
     let out = raftctl(&["deploy", "--platform", "local"]);
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("raftctl local --data-dir"), "{stderr}");
-}
-
-/// The Docker objects of one `raftctl deploy --platform docker` (all carry
-/// its label), removed on drop even when the test failed.
-struct DockerCluster {
-    name: String,
-}
-
-impl DockerCluster {
-    fn label(&self) -> String {
-        format!("label=io.raftkv.cluster={}", self.name)
-    }
-
-    fn ids(&self, kind: &[&str]) -> Vec<String> {
-        let label = self.label();
-        let args = [kind, &["-q", "--filter", &label]].concat();
-        docker::docker(&args)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for DockerCluster {
-    fn drop(&mut self) {
-        for id in self.ids(&["ps", "-a"]) {
-            let _ = docker::docker(&["rm", "-f", &id]);
-        }
-        for id in self.ids(&["volume", "ls"]) {
-            let _ = docker::docker(&["volume", "rm", "-f", &id]);
-        }
-        for id in self.ids(&["network", "ls"]) {
-            let _ = docker::docker(&["network", "rm", &id]);
-        }
-    }
+    out.fails(3, "raftctl local --data-dir");
 }
 
 /// `raftctl deploy --platform docker` (twice: the second changes nothing),
@@ -169,9 +109,7 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
         return;
     };
     let _one = one_at_a_time();
-    let cluster = DockerCluster {
-        name: format!("rkc-{}-{:04x}", std::process::id(), rand::random::<u16>()),
-    };
+    let cluster = ClusterObjects::unique("rkc");
     let platform = ["--platform", "docker", "--name", &cluster.name];
     let deploy = [
         &[
@@ -198,7 +136,7 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
             })
             .collect()
     };
-    let first = actions(&json_of(&raftctl(&deploy), "deploy"));
+    let first = actions(&raftctl(&deploy).ok().json());
     let name = &cluster.name;
     assert_eq!(first.len(), 7, "{first:?}");
     assert!(
@@ -213,7 +151,7 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
         first.contains(&format!("container/{name}-0 created")),
         "{first:?}"
     );
-    let second = actions(&json_of(&raftctl(&deploy), "second deploy"));
+    let second = actions(&raftctl(&deploy).ok().json());
     assert!(
         second.iter().all(|a| a.ends_with(" unchanged")),
         "{second:?}"
@@ -224,19 +162,19 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
         &platform,
     ]
     .concat();
-    assert_eq!(raftctl(&args).status.code(), Some(3));
+    assert_eq!(raftctl(&args).code, Some(3));
 
     let args = [
         &["delete-pod", "--leader", "--grace", "0", "-o", "json"][..],
         &platform,
     ]
     .concat();
-    let deleted = json_of(&raftctl(&args), "delete-pod");
+    let deleted = raftctl(&args).ok().json();
     assert_eq!(deleted["platform"], "docker");
     assert!(deleted["pod"].as_str().unwrap().starts_with(name.as_str()));
 
     let args = chaos_args("40s", "5s", &platform);
-    let report = json_of(&raftctl(&args), "chaos");
+    let report = raftctl(&args).ok().json();
     assert_eq!(report["platform"], "docker");
     assert_chaos_passed(&report, 5, 4.0);
     println!(

@@ -5,6 +5,9 @@
 //! values schema refusing bad values, and k8s/ equal to the default render.
 //! `scripts/test` installs both packages.
 
+mod common;
+
+use common::ctl::raftctl;
 use std::process::Command;
 
 #[test]
@@ -34,16 +37,16 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
 #[test]
 fn raftctl_manifests_agree_with_the_chart() {
     for replicas in ["3", "5"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
-            .args(["manifests", "-o", "json", "--replicas", replicas])
-            .args(["--image", "registry.example/raftkv:1.2.3"])
-            .output()
-            .expect("raftctl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = raftctl(&[
+            "manifests",
+            "-o",
+            "json",
+            "--replicas",
+            replicas,
+            "--image",
+            "registry.example/raftkv:1.2.3",
+        ])
+        .ok();
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &out.stdout).unwrap();
         let out = Command::new("python3")

@@ -5,12 +5,10 @@
 //! and that no acknowledged write is lost, and prints one `RESULT` line.
 //! Without Docker each test prints why and passes as skipped.
 
+mod common;
+
 #[path = "containers/cluster.rs"]
 mod cluster;
-#[path = "containers/docker.rs"]
-mod docker;
-#[path = "containers/image.rs"]
-mod image;
 #[path = "containers/load.rs"]
 mod load;
 #[path = "containers/pod.rs"]
@@ -19,6 +17,8 @@ mod pod;
 mod sts;
 
 use cluster::Env;
+use common::docker;
+use common::wait::wait_for;
 use load::Writer;
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,7 @@ fn leader_network_disconnect_and_reconnect() {
     let old = env.leader();
     let cut = Instant::now();
     sts.disconnect(old);
-    let new = env.wait_for("a new leader", PROGRESS, || {
+    let new = wait_for("a new leader", PROGRESS, || {
         Some(env.leader()).filter(|l| *l != old)
     });
     let failover = cut.elapsed();
@@ -273,7 +273,7 @@ fn leader_network_disconnect_and_reconnect() {
     sts.connect(old);
     sts.wait_ready(old, READY);
     let addr = sts.addr(old, sts.template.client_port).unwrap();
-    env.wait_for("the old leader to follow", PROGRESS, || {
+    wait_for("the old leader to follow", PROGRESS, || {
         let s = env.rt.block_on(env.client().status(&addr)).ok()?;
         (s.role == "follower" && s.leader.is_some()).then_some(())
     });
@@ -321,7 +321,7 @@ fn sigterm_to_leader_hands_over_and_exits_0() {
     assert_eq!(code, 0, "the leader exits 0 on SIGTERM");
     let grace = Duration::from_secs(sts.template.grace_seconds);
     assert!(exited < grace, "exit took {exited:?}, grace is {grace:?}");
-    let successor = env.wait_for("a new leader", PROGRESS, || {
+    let successor = wait_for("a new leader", PROGRESS, || {
         Some(env.leader()).filter(|l| *l != leader)
     });
     writer.wait_progress(50, PROGRESS);

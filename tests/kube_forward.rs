@@ -14,8 +14,7 @@
 //! The kubelet dials the pod's port once the WebSocket is open; if that
 //! fails it writes the reason on the error channel and closes.
 
-#[path = "common/cluster.rs"]
-mod harness;
+mod common;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,8 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::cluster::Cluster;
+use common::ctl::Ctl;
+use common::wait::wait_for_async;
 use futures::{SinkExt, StreamExt};
-use harness::{CTL, Cluster, wait_for};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -344,42 +345,37 @@ where
     }
 }
 
-/// `raftctl ARGS --platform kube --kubeconfig K`, as a user outside the
-/// cluster runs it: (exit code, stdout, stderr).
-async fn raftctl(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(CTL)
-        .args(args)
-        .args(["--platform", "kube", "--kubeconfig"])
-        .arg(kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBECONFIG")
-        .env_remove("RAFTKV_ENDPOINTS")
-        .env_remove("RAFTKV_PLATFORM")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// raftctl with `--platform kube --kubeconfig K`, as a user outside the
+/// cluster runs it: nothing from this machine's environment picks another
+/// cluster or a proxy.
+fn kube_ctl(kubeconfig: &Path) -> Ctl {
+    let mut ctl = Ctl::new()
+        .tail(["--platform", "kube", "--kubeconfig"])
+        .tail([kubeconfig]);
+    for key in [
+        "KUBERNETES_SERVICE_HOST",
+        "KUBECONFIG",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        ctl = ctl.env_remove(key);
+    }
+    ctl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reaches_real_nodes_through_port_forward_tunnels() {
     let cluster = Cluster::start("kube_forward", 3);
     let leader = cluster.leader(&[0, 1, 2], Duration::from_secs(20)).await;
-    wait_for("the leader's lease", Duration::from_secs(10), || async {
+    wait_for_async("the leader's lease", Duration::from_secs(10), || async {
         cluster
             .status(leader)
             .await
-            .is_some_and(|s| s.lease_remaining_seconds > 0.0)
+            .filter(|s| s.lease_remaining_seconds > 0.0)
     })
     .await;
     let backends = (0..3)
@@ -392,8 +388,8 @@ async fn status_reaches_real_nodes_through_port_forward_tunnels() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path());
 
-    let (code, table, stderr) = raftctl(&kubeconfig, &["status"]).await;
-    assert_eq!(code, 0, "stdout:\n{table}stderr:\n{stderr}");
+    let kube = kube_ctl(&kubeconfig);
+    let table = kube.run_async(&["status"]).await.ok().stdout;
     // What the nodes say of themselves, asked directly after raftctl did.
     let mut truth = Vec::new();
     for i in 0..3 {
@@ -435,8 +431,7 @@ async fn status_reaches_real_nodes_through_port_forward_tunnels() {
 
     // The JSON rows name the node behind each pod: pod raftkv-i's tunnel
     // reached node i, not just some node.
-    let (code, json, stderr) = raftctl(&kubeconfig, &["status", "-o", "json"]).await;
-    assert_eq!(code, 0, "{json}{stderr}");
+    let json = kube.run_async(&["status", "-o", "json"]).await.ok().stdout;
     let rows: Value = serde_json::from_str(&json).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3, "{json}");
@@ -484,11 +479,9 @@ async fn failed_tunnels_are_one_clear_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path());
 
-    let (code, table, stderr) = raftctl(&kubeconfig, &["status"]).await;
-    assert_eq!(
-        code, 2,
-        "exit 2 (unreachable)\nstdout:\n{table}stderr:\n{stderr}"
-    );
+    // Exit 2: unreachable.
+    let out = kube_ctl(&kubeconfig).run_async(&["status"]).await.expect(2);
+    let (table, stderr) = (out.stdout, out.stderr);
     let rows: Vec<&str> = table.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{table}");
     for (i, row) in rows.iter().enumerate() {
@@ -563,9 +556,10 @@ async fn a_forward_reaches_its_pod_again_after_a_restart() {
     cluster.kill(0);
     // The open connection's tunnel just closes (no reason: nothing failed
     // to open); a later connection's tunnel is refused, with the reason.
-    wait_for("a refused tunnel", Duration::from_secs(10), || async {
-        probe.status(&endpoints[0]).await.is_err()
-            && platform.forward_failure("raftkv-0").await.is_some()
+    wait_for_async("a refused tunnel", Duration::from_secs(10), || async {
+        let refused = probe.status(&endpoints[0]).await.is_err()
+            && platform.forward_failure("raftkv-0").await.is_some();
+        refused.then_some(())
     })
     .await;
     let reason = platform.forward_failure("raftkv-0").await;
@@ -577,14 +571,10 @@ async fn a_forward_reaches_its_pod_again_after_a_restart() {
     );
 
     cluster.spawn(0);
-    wait_for(
+    wait_for_async(
         "node 0 through its forward",
         Duration::from_secs(20),
-        || {
-            let probe = &probe;
-            let endpoint = &endpoints[0];
-            async move { probe.status(endpoint).await.is_ok() }
-        },
+        || async { probe.status(&endpoints[0]).await.ok().map(drop) },
     )
     .await;
     assert_eq!(platform.forward_failure("raftkv-0").await, None);

@@ -17,10 +17,9 @@
 //! (docs/performance.md has the numbers). Both print a `REPORT` line;
 //! `LEASE_TEST_KEEP_LOGS=DIR` keeps the nodes' logs.
 
-#[path = "common/cluster.rs"]
-mod harness;
+mod common;
 
-use harness::{Cluster, http_get};
+use common::cluster::{Cluster, http_get};
 use raftkv::client::{Client, ClientOptions};
 use std::collections::BTreeMap;
 use std::path::Path;

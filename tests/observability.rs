@@ -15,10 +15,9 @@ mod observability {
     pub mod http;
     pub mod prom;
 }
-#[path = "common/local.rs"]
-mod local;
+mod common;
 
-use local::Local;
+use common::local::{self, Local};
 use observability::grafana::{self, Kind};
 use observability::prom::{self, Prometheus, Target};
 use serde_json::{Value, json};
@@ -110,7 +109,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let prom = Prometheus::start(
         &prometheus,
         &prom_dir,
-        local::free_port(),
+        common::ports::free_port(),
         NAMESPACE,
         CLUSTER,
         &targets,
@@ -159,13 +158,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
 
 /// `raftctl bench mixed` for `duration` on a thread; whether it succeeded.
 fn bench(cluster: &Local, duration: &str) -> std::thread::JoinHandle<bool> {
-    let mut command = Command::new(local::RAFTCTL);
-    command
-        .args(["bench", "mixed", "--clients", "4", "--key-space", "300"])
-        .args(["--duration", duration])
-        .args(["--endpoints", &Local::endpoints(cluster.base)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut command = cluster.ctl().command(&[
+        "bench",
+        "mixed",
+        "--clients",
+        "4",
+        "--key-space",
+        "300",
+        "--duration",
+        duration,
+    ]);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
     std::thread::spawn(move || command.status().unwrap().success())
 }
 

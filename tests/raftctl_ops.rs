@@ -3,97 +3,47 @@
 //! reads, a status that does not lie, decoded dumps, and a `raftctl local`
 //! that notices when its nodes are not the ones answering.
 
-#[path = "common/local.rs"]
-mod local;
+mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use local::{Local, RAFTCTL, free_base_port, signal};
-
-const RAFTKV: &str = env!("CARGO_BIN_EXE_raftkv");
-
-/// Runs raftctl with `endpoints` (comma separated).
-fn ctl(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(RAFTCTL)
-        .args(args)
-        .env("RAFTKV_ENDPOINTS", endpoints)
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// raftctl's stdout, asserting exit code `code`.
-fn expect(endpoints: &str, args: &[&str], code: i32) -> String {
-    let out = ctl(endpoints, args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "raftctl {args:?}: stdout {:?} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// raftctl's stderr, asserting exit code `code` and that it mentions `text`
-/// on one line.
-fn expect_err(endpoints: &str, args: &[&str], code: i32, text: &str) -> String {
-    let out = ctl(endpoints, args);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(code), "raftctl {args:?}: {err}");
-    assert!(
-        err.contains(text),
-        "raftctl {args:?}: {err:?} lacks {text:?}"
-    );
-    err
-}
+use common::cluster::Cluster;
+use common::ctl::{Ctl, RAFTKV, raftctl};
+use common::local::{Local, free_base_port, signal};
+use common::ports::free_port;
+use common::wait::{wait_exit, wait_for};
 
 /// Client ports nobody listens on.
 fn dead_endpoints() -> String {
     (0..3)
-        .map(|_| format!("127.0.0.1:{}", local::ports::free_port()))
+        .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn connection_refused_everywhere_fails_in_about_a_second() {
-    let endpoints = dead_endpoints();
+    let ctl = Ctl::new().endpoints(&dead_endpoints());
     let started = Instant::now();
-    let err = expect_err(&endpoints, &["get", "k"], 2, "unreachable");
+    let err = ctl.run(&["get", "k"]).fails(2, "unreachable");
     let took = started.elapsed();
     println!("refused everywhere: exit 2 after {took:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
     // A write too (it would register a session first).
     let started = Instant::now();
-    expect_err(&endpoints, &["set", "k", "v"], 2, "unreachable");
+    ctl.run(&["set", "k", "v"]).fails(2, "unreachable");
     assert!(started.elapsed() < Duration::from_secs(3));
     // --dial-timeout is the knob.
     let started = Instant::now();
-    expect_err(
-        &endpoints,
-        &["get", "k", "--dial-timeout", "2500ms"],
-        2,
-        "unreachable",
-    );
+    ctl.run(&["get", "k", "--dial-timeout", "2500ms"])
+        .fails(2, "unreachable");
     assert!(started.elapsed() >= Duration::from_millis(2400));
 }
 
 #[test]
 fn bad_values_exit_3_with_one_line_and_misuse_exits_128() {
-    let e = dead_endpoints();
+    let ctl = Ctl::new().endpoints(&dead_endpoints());
     for (args, text) in [
         (&["expire", "k", "-5"][..], "must not be negative"),
         (&["expire", "k", "1.5"], "not a whole number"),
@@ -108,16 +58,18 @@ fn bad_values_exit_3_with_one_line_and_misuse_exits_128() {
         (&["get", "k", "--timeout", "1500"], "has no unit"),
         (&["get", "k", "--timeout", "0s"], "above zero"),
     ] {
-        let err = expect_err(&e, args, 3, text);
+        let err = ctl.run(args).fails(3, text);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
     // RAFTKV_ENDPOINTS is checked like --endpoints.
-    expect_err("127.0.0.1", &["get", "k"], 3, "is not HOST:PORT");
+    Ctl::new()
+        .endpoints("127.0.0.1")
+        .run(&["get", "k"])
+        .fails(3, "is not HOST:PORT");
     for args in [&["frobnicate"][..], &["get", "k", "--frob"], &["get"]] {
-        let out = ctl(&e, args);
-        assert_eq!(out.status.code(), Some(128), "{args:?}: {}", stderr(&out));
+        ctl.run(args).expect(128);
     }
-    let help = expect(&e, &["--help"], 0);
+    let help = ctl.run(&["--help"]).expect(0).stdout;
     assert!(help.contains("3    bad input"), "{help}");
 }
 
@@ -126,41 +78,23 @@ fn a_data_dir_that_is_a_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain");
     std::fs::write(&file, "not a directory").unwrap();
+    let mut node = Cluster::plan("data-dir-is-a-file", 1, &[]);
+    node.nodes[0].dir = file.clone();
     let file = file.to_str().unwrap();
-    let ports: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", local::ports::free_port()))
-        .collect();
-    let out = Command::new(RAFTKV)
-        .args(["--id", "0", "--data-dir", file])
-        .args(["--client-addr", &ports[0], "--peer-addr", &ports[1]])
-        .args([
-            "--http-addr",
-            &ports[2],
-            "--peers",
-            &format!("0={}", ports[1]),
-        ])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
+    let out = node.command(0).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("{file} is not a directory")), "{err}");
-    expect_err("127.0.0.1:1", &["dump", file], 3, "is not a directory");
-    expect_err(
-        "127.0.0.1:1",
-        &["local", "--data-dir", file],
-        3,
-        "is not a directory",
-    );
+    let ctl = Ctl::new().endpoints("127.0.0.1:1");
+    ctl.run(&["dump", file]).fails(3, "is not a directory");
+    ctl.run(&["local", "--data-dir", file])
+        .fails(3, "is not a directory");
 }
 
 /// Status rows as JSON.
-fn status_json(endpoints: &str, code: i32) -> Vec<serde_json::Value> {
-    let text = expect(endpoints, &["status", "-o", "json"], code);
-    serde_json::from_str::<serde_json::Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+fn status_json(ctl: &Ctl, code: i32) -> Vec<serde_json::Value> {
+    let rows = ctl.run(&["status", "-o", "json"]).expect(code).json();
+    rows.as_array().unwrap().clone()
 }
 
 fn leader_of(rows: &[serde_json::Value]) -> u64 {
@@ -176,8 +110,7 @@ fn operator_walkthrough_on_a_local_cluster() {
     let base = free_base_port();
     let log = dir.path().join("raftctl-local.stderr");
     let local = Local::start_logged(&dir.path().join("data"), base, Some(&log));
-    let all = Local::endpoints(base);
-    let e = all.as_str();
+    let ctl = local.ctl();
 
     // The start hint works from the repository (the test runs there).
     assert!(
@@ -190,13 +123,14 @@ fn operator_walkthrough_on_a_local_cluster() {
     );
 
     // Negative numbers are values; INCR reads canonical decimals only.
-    assert_eq!(expect(e, &["set", "n", "-5"], 0).trim(), "OK");
-    assert_eq!(expect(e, &["get", "n"], 0), "-5");
-    assert_eq!(expect(e, &["incr", "n"], 0).trim(), "-4");
+    assert_eq!(ctl.run(&["set", "n", "-5"]).expect(0).stdout.trim(), "OK");
+    assert_eq!(ctl.run(&["get", "n"]).expect(0).stdout, "-5");
+    assert_eq!(ctl.run(&["incr", "n"]).expect(0).stdout.trim(), "-4");
     for odd in ["007", "+5", "-0"] {
-        expect(e, &["set", "odd", odd], 0);
-        expect_err(e, &["incr", "odd"], 1, "not a canonical decimal");
-        assert_eq!(expect(e, &["get", "odd"], 0), odd);
+        ctl.run(&["set", "odd", odd]).expect(0);
+        ctl.run(&["incr", "odd"])
+            .fails(1, "not a canonical decimal");
+        assert_eq!(ctl.run(&["get", "odd"]).expect(0).stdout, odd);
     }
 
     // Range reads: keys, get --prefix, a count, pages, JSON.
@@ -206,33 +140,37 @@ fn operator_walkthrough_on_a_local_cluster() {
         ("users", "x"),
         ("other", "y"),
     ] {
-        expect(e, &["set", k, v], 0);
+        ctl.run(&["set", k, v]).expect(0);
     }
-    let out = ctl(e, &["keys", "user/"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "user/a\nuser/b\n");
-    assert_eq!(stderr(&out).trim(), "2 keys");
-    let out = ctl(e, &["keys", "user", "--limit", "2"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "user/a\nuser/b\n");
-    assert_eq!(stderr(&out).trim(), "3 keys (2 shown)");
+    let out = ctl.run(&["keys", "user/"]);
+    assert_eq!(out.stdout, "user/a\nuser/b\n");
+    assert_eq!(out.stderr.trim(), "2 keys");
+    let out = ctl.run(&["keys", "user", "--limit", "2"]);
+    assert_eq!(out.stdout, "user/a\nuser/b\n");
+    assert_eq!(out.stderr.trim(), "3 keys (2 shown)");
     assert_eq!(
-        expect(e, &["get", "--prefix", "user/"], 0),
+        ctl.run(&["get", "--prefix", "user/"]).expect(0).stdout,
         "user/a=1\nuser/b=2\n"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&expect(e, &["keys", "-o", "json"], 0)).unwrap();
+        serde_json::from_str(&ctl.run(&["keys", "-o", "json"]).expect(0).stdout).unwrap();
     assert_eq!(json["count"], 6, "{json}");
     assert_eq!(json["items"][0]["key"], "n");
     // An expired key is hidden at once, by cluster time.
-    expect(e, &["set", "tmp/x", "1"], 0);
-    expect(e, &["expire", "tmp/x", "1"], 0);
-    assert_eq!(expect(e, &["keys", "tmp/"], 0), "tmp/x\n");
-    wait_for(Duration::from_secs(10), "tmp/x to expire", || {
-        expect(e, &["keys", "tmp/"], 0).is_empty()
+    ctl.run(&["set", "tmp/x", "1"]).expect(0);
+    ctl.run(&["expire", "tmp/x", "1"]).expect(0);
+    assert_eq!(ctl.run(&["keys", "tmp/"]).expect(0).stdout, "tmp/x\n");
+    wait_for("tmp/x to expire", Duration::from_secs(10), || {
+        ctl.run(&["keys", "tmp/"])
+            .expect(0)
+            .stdout
+            .is_empty()
+            .then_some(())
     });
 
     // Status: every member, found from one endpoint, with the process
     // behind each; the pids are the ones raftctl local started.
-    let first = format!("127.0.0.1:{base}");
+    let first = Ctl::new().endpoints(&format!("127.0.0.1:{base}"));
     let rows = status_json(&first, 0);
     assert_eq!(rows.len(), 3, "{rows:?}");
     let cluster = rows[0]["cluster_id"].as_str().unwrap().to_string();
@@ -244,7 +182,7 @@ fn operator_walkthrough_on_a_local_cluster() {
         assert_eq!(r["version"], env!("CARGO_PKG_VERSION"));
         assert!(r["last_index"].as_u64().unwrap() > 0);
     }
-    let table = expect(&first, &["status"], 0);
+    let table = first.run(&["status"]).expect(0).stdout;
     assert!(
         table.starts_with(&format!("cluster {cluster}: leader node ")),
         "{table}"
@@ -253,16 +191,18 @@ fn operator_walkthrough_on_a_local_cluster() {
 
     // transfer-leader to the leader says it already leads.
     let leader = leader_of(&rows);
-    let said = expect(e, &["transfer-leader", &leader.to_string()], 0);
+    let said = ctl
+        .run(&["transfer-leader", &leader.to_string()])
+        .expect(0)
+        .stdout;
     assert_eq!(
         said.trim(),
         format!("node {leader} already leads; nothing to transfer")
     );
 
     // --watch without a terminal prints a table per round until Ctrl-C.
-    let watch = Command::new(RAFTCTL)
-        .args(["status", "--watch", "--interval", "300ms"])
-        .env("RAFTKV_ENDPOINTS", e)
+    let watch = ctl
+        .command(&["status", "--watch", "--interval", "300ms"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -278,10 +218,10 @@ fn operator_walkthrough_on_a_local_cluster() {
 
     // check: every member's state hash at one log index, all equal; JSON
     // names the index and each member's hash.
-    let table = expect(e, &["check"], 0);
+    let table = ctl.run(&["check"]).expect(0).stdout;
     assert_eq!(table.lines().count(), 4, "a header and 3 members: {table}");
     let json: serde_json::Value =
-        serde_json::from_str(&expect(e, &["check", "-o", "json"], 0)).unwrap();
+        serde_json::from_str(&ctl.run(&["check", "-o", "json"]).expect(0).stdout).unwrap();
     assert_eq!(json["verdict"], "equal", "{json}");
     let hashes: Vec<&str> = json["members"]
         .as_array()
@@ -299,33 +239,32 @@ fn operator_walkthrough_on_a_local_cluster() {
     // dump refuses a live data directory.
     let node0 = dir.path().join("data/node-0");
     let node0 = node0.to_str().unwrap();
-    expect_err(e, &["dump", node0], 1, "--force");
+    ctl.run(&["dump", node0]).fails(1, "--force");
 
     // A member that does not answer makes status exit 4 (like `etcdctl
     // endpoint health`), so `raftctl status && deploy` is a valid script.
     let victim = (0..3).find(|&i| i != leader).unwrap();
     let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
     signal("-STOP", local.pid(other));
-    let err = expect_err(e, &["status"], 4, "unhealthy: 1 of 3 members unreachable");
+    let err = ctl
+        .run(&["status"])
+        .fails(4, "unhealthy: 1 of 3 members unreachable");
     // A member that cannot be compared is not a pass either.
-    expect_err(
-        e,
-        &["check", "--wait", "2s"],
-        4,
-        "not every member could be compared",
-    );
+    ctl.run(&["check", "--wait", "2s"])
+        .fails(4, "not every member could be compared");
     signal("-CONT", local.pid(other));
     assert_eq!(
         err.lines().count(),
         2,
         "the down node's error and the verdict: {err}"
     );
-    wait_for(Duration::from_secs(10), "a healthy cluster again", || {
-        ctl(e, &["status"]).status.code() == Some(0)
+    wait_for("a healthy cluster again", Duration::from_secs(10), || {
+        ctl.run(&["status"]).success().then_some(())
     });
     // A removed node shows as removed and does not count.
-    expect(e, &["member", "remove", &victim.to_string()], 0);
-    let rows = status_json(e, 0);
+    ctl.run(&["member", "remove", &victim.to_string()])
+        .expect(0);
+    let rows = status_json(&ctl, 0);
     let removed = rows.iter().find(|r| r["id"] == victim).unwrap();
     assert_eq!(removed["role"], "removed", "{rows:?}");
     assert_eq!(removed["membership"], "removed", "{rows:?}");
@@ -341,14 +280,14 @@ fn operator_walkthrough_on_a_local_cluster() {
     assert!(said.contains("all 3 nodes have stopped"), "{said}");
 
     // The dump decodes the commands (one raftctl write = REGISTER + the write).
-    let dump = expect(e, &["dump", node0], 0);
+    let dump = ctl.run(&["dump", node0]).expect(0).stdout;
     assert!(dump.contains("STATE-CHECK"), "{dump}");
     assert!(dump.contains("STATE-REPORT node"), "{dump}");
     assert!(dump.contains(r#"SET "n" = "-5""#), "{dump}");
     assert!(dump.contains(r#"INCR "n""#), "{dump}");
     assert!(dump.contains("REGISTER (opens a client session)"), "{dump}");
     let json: serde_json::Value =
-        serde_json::from_str(&expect(e, &["dump", node0, "-o", "json"], 0)).unwrap();
+        serde_json::from_str(&ctl.run(&["dump", node0, "-o", "json"]).expect(0).stdout).unwrap();
     let entries = json["entries"].as_array().unwrap();
     assert!(entries.iter().any(|x| x["type"] == "config"), "{json}");
     assert!(
@@ -357,7 +296,7 @@ fn operator_walkthrough_on_a_local_cluster() {
             .any(|x| x["command"] == r#"SET "user/a" = "1""#),
         "{json}"
     );
-    let yaml = expect(e, &["dump", node0, "-o", "yaml"], 0);
+    let yaml = ctl.run(&["dump", node0, "-o", "yaml"]).expect(0).stdout;
     assert!(yaml.contains("cluster_id:"), "{yaml}");
 }
 
@@ -370,22 +309,16 @@ fn local_refuses_taken_ports_and_exits_when_every_node_died() {
 
     // A second local cluster on the same ports fails fast, naming the port.
     let started = Instant::now();
-    let out = Command::new(RAFTCTL)
-        .args([
-            "local",
-            "--data-dir",
-            dir.path().join("b").to_str().unwrap(),
-        ])
-        .args(["--base-port", &base.to_string()])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "port conflict: 127.0.0.1:{base} (node 0 client port)"
-        )),
-        "{err}"
+    raftctl(&[
+        "local",
+        "--data-dir",
+        dir.path().join("b").to_str().unwrap(),
+        "--base-port",
+        &base.to_string(),
+    ])
+    .fails(
+        1,
+        &format!("port conflict: 127.0.0.1:{base} (node 0 client port)"),
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -393,12 +326,12 @@ fn local_refuses_taken_ports_and_exits_when_every_node_died() {
     let old = local.pid(1);
     signal("-KILL", old);
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for(Duration::from_secs(10), "node 1 to be seen dead", || {
-        said().contains("node 1 exited")
+    wait_for("node 1 to be seen dead", Duration::from_secs(10), || {
+        said().contains("node 1 exited").then_some(())
     });
     signal("-HUP", local.child.id());
-    wait_for(Duration::from_secs(10), "node 1 restarted", || {
-        said().contains("node 1 restarted: pid ")
+    wait_for("node 1 restarted", Duration::from_secs(10), || {
+        said().contains("node 1 restarted: pid ").then_some(())
     });
     let text = said();
     let line = text
@@ -415,9 +348,10 @@ fn local_refuses_taken_ports_and_exits_when_every_node_died() {
     for pid in pids {
         signal("-KILL", pid);
     }
-    let status = local
-        .wait_exit(Duration::from_secs(10))
-        .expect("raftctl local exits once every node died");
+    let status = local.wait_exit(
+        "raftctl local to exit once every node died",
+        Duration::from_secs(10),
+    );
     assert_eq!(status.code(), Some(1));
     assert!(
         said().contains("every node of the local cluster has exited"),
@@ -426,9 +360,9 @@ fn local_refuses_taken_ports_and_exits_when_every_node_died() {
     );
 }
 
-/// Cluster id of the cluster at `endpoints`.
-fn cluster_id(endpoints: &str) -> String {
-    let rows = status_json(endpoints, 0);
+/// Cluster id of the cluster `ctl` runs against.
+fn cluster_id(ctl: &Ctl) -> String {
+    let rows = status_json(ctl, 0);
     rows[0]["cluster_id"].as_str().unwrap().to_string()
 }
 
@@ -438,10 +372,7 @@ fn a_node_on_another_clusters_data_directory_exits_naming_both_clusters() {
     let (base_a, base_b) = (free_base_port(), free_base_port());
     let a = Local::start(&dir.path().join("a"), base_a);
     let b = Local::start(&dir.path().join("b"), base_b);
-    let (id_a, id_b) = (
-        cluster_id(&Local::endpoints(base_a)),
-        cluster_id(&Local::endpoints(base_b)),
-    );
+    let (id_a, id_b) = (cluster_id(&a.ctl()), cluster_id(&b.ctl()));
     assert_ne!(id_a, id_b);
     b.stop();
 
@@ -466,17 +397,11 @@ fn a_node_on_another_clusters_data_directory_exits_naming_both_clusters() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = node.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = node.kill();
-            panic!("the node of cluster B kept running among cluster A");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(
+        &mut node,
+        "the node of cluster B to exit among cluster A",
+        Duration::from_secs(15),
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err).unwrap();
     println!("mismatch detected after {:?}", started.elapsed());

@@ -4,67 +4,57 @@
 //! on the same data directory finds every key. Exit codes and stderr follow
 //! docs/raftctl.md.
 
-#[path = "common/local.rs"]
-mod local;
+mod common;
 
-use std::process::{Command, Output};
 use std::time::Instant;
 
-use local::{Local, RAFTCTL, free_base_port, signal};
-
-/// Runs raftctl against the cluster at `base`.
-fn ctl(base: u16, args: &[&str]) -> Output {
-    let endpoints: Vec<String> = (0..3)
-        .map(|i| format!("127.0.0.1:{}", base + 10 * i))
-        .collect();
-    Command::new(RAFTCTL)
-        .args(args)
-        .env("RAFTKV_ENDPOINTS", endpoints.join(","))
-        .output()
-        .unwrap()
-}
-
-/// raftctl's stdout, asserting exit code `code`.
-fn expect(base: u16, args: &[&str], code: i32) -> String {
-    let out = ctl(base, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "raftctl {args:?}: {stderr}");
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::local::{Local, free_base_port, signal};
 
 #[test]
 fn readme_walkthrough_with_raftctl_local() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port();
     let local = Local::start(dir.path(), base);
+    let ctl = local.ctl();
 
-    assert_eq!(expect(base, &["set", "greeting", "hello"], 0).trim(), "OK");
-    assert_eq!(expect(base, &["get", "greeting"], 0), "hello");
-    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "1");
-    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "2");
+    assert_eq!(
+        ctl.run(&["set", "greeting", "hello"])
+            .expect(0)
+            .stdout
+            .trim(),
+        "OK"
+    );
+    assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hello");
+    assert_eq!(ctl.run(&["incr", "visits"]).expect(0).stdout.trim(), "1");
+    assert_eq!(ctl.run(&["incr", "visits"]).expect(0).stdout.trim(), "2");
     // A missing key: nothing on stdout, a note on stderr, exit 1.
-    let out = ctl(base, &["get", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    let out = ctl.run(&["get", "nope"]).expect(1);
     assert!(out.stdout.is_empty());
     assert!(!out.stderr.is_empty());
     // CAS: a wrong expectation changes nothing.
-    expect(base, &["cas", "greeting", "bye", "x"], 1);
-    expect(base, &["cas", "greeting", "hello", "hi"], 0);
-    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    ctl.run(&["cas", "greeting", "bye", "x"]).expect(1);
+    ctl.run(&["cas", "greeting", "hello", "hi"]).expect(0);
+    assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // INCR on text is refused (exit 1), an empty key is bad input (exit 3);
     // neither changes anything.
-    expect(base, &["incr", "greeting"], 1);
-    expect(base, &["set", "", "v"], 3);
-    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    ctl.run(&["incr", "greeting"]).expect(1);
+    ctl.run(&["set", "", "v"]).expect(3);
+    assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // Expiry and TTL; DEL.
-    expect(base, &["set", "temp", "t"], 0);
-    expect(base, &["expire", "temp", "100"], 0);
-    let ttl: f64 = expect(base, &["ttl", "temp"], 0).trim().parse().unwrap();
+    ctl.run(&["set", "temp", "t"]).expect(0);
+    ctl.run(&["expire", "temp", "100"]).expect(0);
+    let ttl: f64 = ctl
+        .run(&["ttl", "temp"])
+        .expect(0)
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
     assert!(ttl > 90.0 && ttl <= 100.0, "ttl {ttl}");
-    expect(base, &["del", "temp"], 0);
-    expect(base, &["get", "temp"], 1);
+    ctl.run(&["del", "temp"]).expect(0);
+    ctl.run(&["get", "temp"]).expect(1);
 
-    let table = expect(base, &["status"], 0);
+    let table = ctl.run(&["status"]).expect(0).stdout;
     let roles: Vec<&str> = table
         .lines()
         .skip(2) // "cluster ...: leader node N, ..." and the column headers
@@ -81,21 +71,23 @@ fn readme_walkthrough_with_raftctl_local() {
     let old = local.leader();
     signal("-KILL", local.pid(old));
     let killed = Instant::now();
-    assert_eq!(expect(base, &["set", "after", "kill"], 0).trim(), "OK");
+    assert_eq!(
+        ctl.run(&["set", "after", "kill"]).expect(0).stdout.trim(),
+        "OK"
+    );
     println!(
         "write acknowledged {:?} after the leader's SIGKILL",
         killed.elapsed()
     );
-    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
+    assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
     // One node down: status says unhealthy (exit 4) but still prints the rows.
-    let down = ctl(base, &["status"]);
-    assert_eq!(down.status.code(), Some(4));
+    ctl.run(&["status"]).expect(4);
 
     // Ctrl-C, then the same command on the same directory resumes the data.
     local.stop();
     let local = Local::start(dir.path(), base);
-    assert_eq!(expect(base, &["get", "greeting"], 0), "hi");
-    assert_eq!(expect(base, &["get", "after"], 0), "kill");
-    assert_eq!(expect(base, &["incr", "visits"], 0).trim(), "3");
+    assert_eq!(ctl.run(&["get", "greeting"]).expect(0).stdout, "hi");
+    assert_eq!(ctl.run(&["get", "after"]).expect(0).stdout, "kill");
+    assert_eq!(ctl.run(&["incr", "visits"]).expect(0).stdout.trim(), "3");
     local.stop();
 }

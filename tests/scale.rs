@@ -7,18 +7,16 @@
 //! and a scale-up onto a removed member's retained data (refused, then done
 //! with --delete-data).
 
-#[allow(dead_code)]
-#[path = "containers/docker.rs"]
-mod docker;
-#[path = "containers/image.rs"]
-mod image;
-#[path = "common/local.rs"]
-mod local;
+mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use local::{Local, RAFTCTL};
+use common::ctl::Ctl;
+use common::docker::{self, ClusterObjects};
+use common::image;
+use common::local::{self, Local};
+use common::wait::wait_for_async;
 use raftkv::client::{Client, ClientOptions};
 use raftkv::ctl::chaos::{self, Fault, Report, Workload, WorkloadConfig, workload};
 use raftkv::ctl::platform::docker::Docker;
@@ -34,7 +32,7 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 /// A base port with the ports of five local nodes reserved for this test
 /// process (the cluster starts with three and scales to five).
 fn free_base_port() -> u16 {
-    local::ports::free_base_port(5)
+    common::ports::free_base_port(5)
 }
 
 /// A `raftctl local` cluster of three nodes in a temporary directory, room
@@ -81,36 +79,17 @@ impl LocalSetup {
     }
 }
 
-/// `raftctl ARGS`, its exit code, stdout and stderr.
-async fn raftctl(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(RAFTCTL)
-        .args(args)
-        .env_remove("RAFTKV_PLATFORM")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `raftctl scale N PLATFORM... -o json`, which must succeed; its report.
 async fn scale(target: &str, platform: &[&str]) -> serde_json::Value {
     let args = [&["scale", target, "-o", "json"][..], platform].concat();
-    let (code, stdout, stderr) = raftctl(&args).await;
-    assert_eq!(code, Some(0), "scale {target}: {stderr}");
-    eprint!("{stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("scale {target}: {e}: {stdout}"))
+    let out = Ctl::new().run_async(&args).await.ok();
+    eprint!("{}", out.stderr);
+    out.json()
 }
 
 /// `raftctl scale ...` that must be refused (exit 3); its stderr.
 async fn refused(args: &[&str]) -> String {
-    let (code, stdout, stderr) = raftctl(args).await;
-    assert_eq!(code, Some(3), "{args:?} not refused: {stdout} {stderr}");
-    assert!(stderr.contains("nothing changed"), "{stderr}");
-    stderr
+    Ctl::new().run_async(args).await.fails(3, "nothing changed")
 }
 
 fn client(endpoints: Vec<String>) -> Client {
@@ -325,15 +304,11 @@ async fn local_refusals_change_nothing() {
     wait_until_up(&admin, &[0, 1, 2]).await;
     // Node 4 leads: the scale-down must move leadership off it first.
     admin.transfer_leader(4).await.unwrap();
-    let mut leads = false;
-    for _ in 0..100 {
-        if admin.members().await.is_ok_and(|m| m.leader == Some(4)) {
-            leads = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(leads, "node 4 did not take over within 10 s");
+    wait_for_async("node 4 to take over", Duration::from_secs(10), || async {
+        let members = admin.members().await;
+        members.is_ok_and(|m| m.leader == Some(4)).then_some(())
+    })
+    .await;
     let down = scale("3", &args).await;
     assert_eq!(down["plan"]["transfer_to"], 0, "{down}");
     let first = &down["steps"][0];
@@ -397,24 +372,23 @@ async fn local_pid(platform: &platform::local::Local, id: u64) -> u32 {
 
 /// Waits until none of `down` answers a status request.
 async fn wait_until_down(admin: &Client, down: &[u64]) {
-    for _ in 0..100 {
+    let what = format!("nodes {down:?} to stop answering");
+    wait_for_async(what, Duration::from_secs(10), || async {
         let answering: Vec<u64> = admin
             .status_all()
             .await
             .into_iter()
             .filter_map(|(_, a)| a.ok().map(|s| s.id))
             .collect();
-        if !down.iter().any(|id| answering.contains(id)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nodes {down:?} still answer");
+        (!down.iter().any(|id| answering.contains(id))).then_some(())
+    })
+    .await;
 }
 
 /// Waits until every node of `up` answers and knows a leader.
 async fn wait_until_up(admin: &Client, up: &[u64]) {
-    for _ in 0..300 {
+    let what = format!("nodes {up:?} all up with a leader");
+    wait_for_async(what, Duration::from_secs(30), || async {
         let answers: Vec<_> = admin
             .status_all()
             .await
@@ -424,33 +398,9 @@ async fn wait_until_up(admin: &Client, up: &[u64]) {
         let all = up.iter().all(|id| answers.iter().any(|s| s.id == *id));
         // The leader may be a node outside `admin`'s endpoints: every
         // answer naming one will do.
-        if all && answers.iter().all(|s| s.leader.is_some()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nodes {up:?} are not all up with a leader");
-}
-
-/// The Docker objects of one cluster (all carry its label), removed on
-/// drop even when the test failed.
-struct Objects(String);
-
-impl Drop for Objects {
-    fn drop(&mut self) {
-        let label = format!("label=io.raftkv.cluster={}", self.0);
-        let kinds: [(&[&str], &[&str]); 3] = [
-            (&["ps", "-a"], &["rm", "-f"]),
-            (&["volume", "ls"], &["volume", "rm", "-f"]),
-            (&["network", "ls"], &["network", "rm"]),
-        ];
-        for (list, remove) in kinds {
-            let listed = docker::docker(&[list, &["-q", "--filter", &label]].concat());
-            for id in listed.unwrap_or_default().lines() {
-                let _ = docker::docker(&[remove, &[id]].concat());
-            }
-        }
-    }
+        (all && answers.iter().all(|s| s.leader.is_some())).then_some(())
+    })
+    .await;
 }
 
 /// Whether Docker volume `name` exists.
@@ -465,16 +415,15 @@ async fn docker_3_to_5_to_3_under_the_chaos_workload() {
     };
     let _one = one_at_a_time().await;
     let wall = Instant::now();
-    let name = format!("rks-{}-{:04x}", std::process::id(), rand::random::<u16>());
-    let _objects = Objects(name.clone());
+    let objects = ClusterObjects::unique("rks");
+    let name = objects.name.clone();
     let args = ["--platform", "docker", "--name", &name];
     let deploy = [
         &["deploy", "--image", &image, "--wait-timeout", "120s"][..],
         &args,
     ]
     .concat();
-    let (code, _, stderr) = raftctl(&deploy).await;
-    assert_eq!(code, Some(0), "deploy: {stderr}");
+    Ctl::new().run_async(&deploy).await.ok();
     let platform = Docker { name: name.clone() };
     let endpoints = platform::endpoints(&platform.pods().await.unwrap());
     assert_eq!(endpoints.len(), 3);
@@ -501,11 +450,11 @@ async fn docker_3_to_5_to_3_under_the_chaos_workload() {
     scale("4", &[&["--delete-data"][..], &args].concat()).await;
     assert_eq!(membership(&admin).await, (ids(&[0, 1, 2, 3]), ids(&[])));
     // deploy after a scale keeps the scaled size and the founders' template.
-    let (code, stdout, stderr) = raftctl(&deploy).await;
-    assert_eq!(code, Some(0), "deploy after scale: {stderr}");
+    let out = Ctl::new().run_async(&deploy).await.ok();
     assert!(
-        stdout.contains(&format!("container/{name}-3 unchanged")),
-        "{stdout}"
+        out.stdout
+            .contains(&format!("container/{name}-3 unchanged")),
+        "{out}"
     );
     let down = scale("3", &[&["--delete-data"][..], &args].concat()).await;
     assert!(down["retained"].as_array().unwrap().is_empty(), "{down}");

@@ -14,11 +14,10 @@
 //!    acknowledged: each answer carries the value, ~72 MB kept in all, so the
 //!    state machine must forget the oldest kept answers.
 
-#[path = "common/cluster.rs"]
-mod harness;
+mod common;
 
 use bytes::Bytes;
-use harness::{Cluster, http_get};
+use common::cluster::{Cluster, http_get};
 use raftkv::kv::{MAX_KEPT_BYTES, MAX_KEPT_BYTES_PER_CLIENT, MAX_SESSIONS};
 use raftkv::pb;
 use raftkv::pb::command::Op;
@@ -148,24 +147,9 @@ async fn a_session_flood_past_every_bound_leaves_the_cluster_serving() {
 /// same (the kept answers, the evicted sessions and the byte counts
 /// included).
 fn replicas_hash_alike(c: &Cluster, when: &str) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftctl"))
-        .args([
-            "check",
-            "-o",
-            "json",
-            "--endpoints",
-            &c.endpoints().join(","),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{when}: raftctl check exited {:?}: {text}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let out = c.raftctl(&["check", "-o", "json"]);
+    assert!(out.success(), "{when}: {out}");
+    let json = out.json();
     assert_eq!(json["verdict"], "equal", "{when}: {json}");
     assert_eq!(json["members"].as_array().map(Vec::len), Some(3), "{json}");
 }

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use super::any_platform::AnyPlatform;
 use super::chaos::{self, ChaosPlan, WorkloadConfig};
 use super::cli::{ChaosArgs, DeletePodArgs, KillTarget, Output};
 use super::exit::CtlError;
-use super::platform::{self, AnyPlatform, Platform, Target};
+use super::platform::{self, Platform, Target};
 use super::signals::Signals;
 use crate::client::{Client, ClientOptions};
 

@@ -2,6 +2,7 @@
 //! errors exit 128), runs one subcommand on a tokio runtime, and turns its
 //! error into one stderr line and a documented exit code.
 
+pub mod any_platform;
 pub mod bench;
 pub mod chaos;
 pub mod check;
@@ -27,6 +28,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::client::{Client, ClientOptions};
+use any_platform::AnyPlatform;
 use cli::{Cli, Command, PlatformKind};
 use exit::{CtlError, Exit};
 
@@ -122,7 +124,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Chaos(args) => faults::chaos(args, output).await,
         Command::Manifests(args) => kube::commands::manifests(args, output),
         Command::Deploy(args) => kube::commands::deploy(args, output).await,
-        Command::Scale(args) => platform::scale::command(args, options.clone(), output).await,
+        Command::Scale(args) => {
+            let chosen = AnyPlatform::from_args(&args.platform).await?;
+            let endpoints = chosen.endpoints().await?;
+            platform::scale::command(&chosen, endpoints, args, options.clone(), output).await
+        }
     }
 }
 

@@ -3,25 +3,16 @@
 //! the test process, so no other socket takes them before a node binds
 //! them or while it restarts: ports.rs), killed, paused and restarted,
 //! with logs beside the data directories (`node<i>.log`, kept when the
-//! test fails). Included by path
-//! (`#[path = "common/cluster.rs"] mod harness;`).
+//! test fails).
 
-#![allow(dead_code)]
-
-#[path = "ports.rs"]
-mod ports;
-
-// Not every test that includes this file asks for a port.
-#[allow(unused_imports)]
-pub use ports::free_port;
+use super::ctl::{Ctl, CtlOutput, RAFTKV};
+use super::ports::free_port;
+use super::wait::{Later, wait_exit, wait_for_async};
 use raftkv::client::{Client, ClientOptions};
 use raftkv::pb;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
-pub const CTL: &str = env!("CARGO_BIN_EXE_raftctl");
+use std::time::Duration;
 
 pub struct Node {
     pub id: usize,
@@ -111,10 +102,15 @@ impl Cluster {
     }
 
     pub fn command(&self, i: usize) -> Command {
+        self.command_on(i, &self.nodes[i].dir)
+    }
+
+    /// Node `i`'s command line on the data directory `data`.
+    pub fn command_on(&self, i: usize, data: &Path) -> Command {
         let n = &self.nodes[i];
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(RAFTKV);
         cmd.args(["--id", &n.id.to_string()])
-            .args(["--data-dir", n.dir.to_str().unwrap()])
+            .args(["--data-dir", data.to_str().unwrap()])
             .args([
                 "--client-addr",
                 &n.client,
@@ -188,17 +184,7 @@ impl Cluster {
     /// The exit status of node `i`, which must exit within `limit`.
     pub fn wait_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
         let mut child = self.nodes[i].child.take().unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("node {i} did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut child, format!("node {i} to exit"), limit)
     }
 
     /// Whether node `i`'s process is still running.
@@ -207,19 +193,14 @@ impl Cluster {
         child.try_wait().unwrap().is_none()
     }
 
-    /// Runs `raftctl` against every node's client address; (success, stdout + stderr).
-    pub fn raftctl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(CTL)
-            .args(["--endpoints", &self.endpoints().join(",")])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+    /// raftctl with every node's client address as its endpoints.
+    pub fn ctl(&self) -> Ctl {
+        Ctl::new().endpoints(&self.endpoints().join(","))
+    }
+
+    /// Runs `raftctl ARGS` against every node's client address.
+    pub fn raftctl(&self, args: &[&str]) -> CtlOutput {
+        self.ctl().run(args)
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -246,45 +227,42 @@ impl Cluster {
             ClientOptions::default().with_timeout(Duration::from_millis(500)),
         )
         .unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
+        wait_for_async(format!("a leader among {among:?}"), limit, || async {
             for &i in among {
                 if let Ok(s) = probe.status(&self.nodes[i].client).await {
                     if s.role == "leader" {
-                        return i;
+                        return Some(i);
                     }
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no leader among {among:?} within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            None
+        })
+        .await
     }
 
     /// Hands leadership to node `i`. The call answers once node `i` leads;
     /// a transfer that fails (its TimeoutNow can be lost, e.g. to a peer
     /// stream still reconnecting after a restart) is asked for again.
     pub async fn transfer_to(&self, client: &Client, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match client.transfer_leader(i as u64).await {
-                Ok(_) => break,
-                Err(e) => assert!(Instant::now() < deadline, "node {i} never took over: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let last = std::sync::Mutex::new(String::new());
+        let what = Later(|| format!("node {i} to take over: {}", last.lock().unwrap()));
+        wait_for_async(what, Duration::from_secs(10), || async {
+            let answer = client.transfer_leader(i as u64).await;
+            answer
+                .map_err(|e| *last.lock().unwrap() = e.to_string())
+                .ok()
+        })
+        .await;
         assert_eq!(self.leader(&[i], Duration::from_secs(5)).await, i);
     }
 
     /// Waits until node `i` has applied `applied` and holds a snapshot at or
     /// past `snapshot`.
     pub async fn wait_caught_up(&self, i: usize, applied: u64, snapshot: u64, what: &str) {
-        wait_for(what, Duration::from_secs(10), || async move {
+        wait_for_async(what, Duration::from_secs(10), || async move {
             self.status(i)
                 .await
-                .is_some_and(|s| s.applied_index >= applied && s.snapshot_index >= snapshot)
+                .filter(|s| s.applied_index >= applied && s.snapshot_index >= snapshot)
         })
         .await;
     }
@@ -349,19 +327,4 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
-}
-
-pub async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

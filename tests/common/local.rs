@@ -1,23 +1,16 @@
 //! A `raftctl local` cluster for process tests: started on reserved ports,
 //! waited on until its ready banner, its nodes killed by the pids it
 //! printed and restarted with SIGHUP, stopped with Ctrl-C.
-//! Included by path (`#[path = "common/local.rs"] mod local;`).
-
-#![allow(dead_code)]
-
-#[path = "ports.rs"]
-pub mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-// Not every test that includes this file asks for a port.
-#[allow(unused_imports)]
-pub use ports::free_port;
+use super::ctl::Ctl;
+use super::ports;
+use super::wait::wait_exit;
 
-pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 /// The nodes of a `raftctl local` cluster (its default).
 pub const NODES: u16 = 3;
 
@@ -57,9 +50,10 @@ impl Local {
             ),
             None => Stdio::null(),
         };
-        let mut child = Command::new(RAFTCTL)
-            .args(["local", "--data-dir", dir.to_str().unwrap()])
-            .args(["--base-port", &base.to_string()])
+        let base_port = base.to_string();
+        let mut child = Ctl::new()
+            .command(&["local", "--data-dir", dir.to_str().unwrap()])
+            .args(["--base-port", &base_port])
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -100,6 +94,11 @@ impl Local {
             .unwrap()
     }
 
+    /// raftctl with this cluster's client endpoints.
+    pub fn ctl(&self) -> Ctl {
+        Ctl::new().endpoints(&Local::endpoints(self.base))
+    }
+
     /// The client endpoints of the cluster on `base`, comma separated.
     pub fn endpoints(base: u16) -> String {
         (0..NODES)
@@ -120,17 +119,7 @@ impl Local {
 
     /// The id of the node that reports itself leader (`raftctl status`).
     pub fn leader(&self) -> u64 {
-        let out = Command::new(RAFTCTL)
-            .args(["status", "-o", "json"])
-            .args(["--endpoints", &Local::endpoints(self.base)])
-            .output()
-            .unwrap();
-        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "raftctl status: {e}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let rows = self.ctl().run(&["status", "-o", "json"]).json();
         rows.as_array()
             .unwrap()
             .iter()
@@ -139,24 +128,16 @@ impl Local {
             .expect("a leader in status")
     }
 
-    /// Waits up to `limit` for raftctl local to exit by itself; its status.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+    /// Waits up to `limit` for raftctl local to exit by itself (`what`
+    /// names why it should); its status.
+    pub fn wait_exit(&mut self, what: &str, limit: Duration) -> std::process::ExitStatus {
+        wait_exit(&mut self.child, what, limit)
     }
 
     /// Ctrl-C: every node stops and raftctl exits 0.
     pub fn stop(mut self) {
         signal("-INT", self.child.id());
-        let status = self
-            .wait_exit(Duration::from_secs(15))
-            .expect("raftctl local did not stop");
+        let status = self.wait_exit("raftctl local to stop", Duration::from_secs(15));
         assert!(status.success(), "raftctl local exited with {status}");
     }
 }

@@ -19,9 +19,6 @@
 //! listens on it, because its listener sets SO_REUSEADDR (tokio's, std's
 //! and Go's do) and Linux lets reusable sockets share a port while at most
 //! one of them listens.
-//! Included by path from the other helpers of tests/common.
-
-#![allow(dead_code)]
 
 use std::sync::Mutex;
 use tokio::net::TcpSocket;

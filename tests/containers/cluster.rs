@@ -1,13 +1,14 @@
-//! What the container tests share: the image (tests/containers/image.rs),
+//! What the container tests share: the image (tests/common/image.rs),
 //! a limit on how many tests run containers at once, and questions to the cluster (who leads,
 //! who votes) asked through the Rust client.
 
-use super::image::image;
 use super::sts::StatefulSet;
+use crate::common::image::image;
+use crate::common::wait::{Later, wait_for};
 use raftkv::client::Client;
 use raftkv::pb;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tests running containers at once: two cores shared with other work, and
 /// Raft timeouts of a few hundred milliseconds.
@@ -82,30 +83,18 @@ impl Env {
 
     /// The current leader's id.
     pub fn leader(&self) -> u64 {
-        self.wait_for("a leader", Duration::from_secs(30), || {
+        wait_for("a leader", Duration::from_secs(30), || {
             self.members().leader
         })
     }
 
     /// Waits until the voters are exactly `voters` and nobody is a learner.
     pub fn wait_voters(&self, voters: &[u64], limit: Duration) {
-        self.wait_for(&format!("voters {voters:?}"), limit, || {
+        wait_for(format!("voters {voters:?}"), limit, || {
             let m = self.members();
             let v: Vec<u64> = m.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
             (v == voters && m.members.len() == voters.len()).then_some(())
         })
-    }
-
-    /// Polls `f` every 100 ms until it answers, or fails after `limit`.
-    pub fn wait_for<T>(&self, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(t) = f() {
-                return t;
-            }
-            assert!(start.elapsed() < limit, "no {what} after {limit:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Runs a call on a client of the leader until it succeeds (30 s).
@@ -114,22 +103,17 @@ impl Env {
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, raftkv::client::ClientError>>,
     {
-        let start = Instant::now();
-        loop {
+        let last = std::cell::RefCell::new(String::new());
+        let why = Later(|| format!("{what}: {}", last.borrow()));
+        wait_for(why, Duration::from_secs(30), || {
             let answer = self.rt.block_on(async {
                 match self.sts.leader_client().await {
                     Some(c) => f(c).await.map_err(|e| e.to_string()),
                     None => Err("no pod says it leads".to_string()),
                 }
             });
-            match answer {
-                Ok(t) => return t,
-                Err(e) => {
-                    assert!(start.elapsed() < Duration::from_secs(30), "{what}: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        }
+            answer.map_err(|e| *last.borrow_mut() = e).ok()
+        })
     }
 
     /// One write and its read back.

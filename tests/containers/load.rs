@@ -5,6 +5,7 @@
 //! acknowledgements is the availability gap the test reports.
 
 use super::sts::StatefulSet;
+use crate::common::wait::{Later, wait_for};
 use raftkv::client::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,16 +107,14 @@ impl Writer {
     /// Waits until `more` further writes are acknowledged.
     pub fn wait_progress(&self, more: usize, limit: Duration) {
         let target = self.acked() + more;
-        let start = Instant::now();
-        while self.acked() < target {
-            assert!(
-                start.elapsed() < limit,
-                "writes stalled: {} acknowledged, waiting for {target}; errors: {:?}",
+        let what = Later(|| {
+            format!(
+                "{target} acknowledged writes (writes stalled at {}; errors: {:?})",
                 self.acked(),
                 self.log.lock().unwrap().errors
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        });
+        wait_for(what, limit, || (self.acked() >= target).then_some(()));
     }
 
     /// Stops the writing thread (which holds the StatefulSet).

@@ -5,15 +5,16 @@
 //! never collide; dropping the value removes the containers, volumes and
 //! network even when the test failed.
 
-use super::docker::{self, docker, must};
 use super::pod::PodTemplate;
+use crate::common::docker::{self, docker, must};
+use crate::common::wait::{Later, wait_for};
 use raftkv::client::{Client, ClientOptions};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct StatefulSet {
     /// Unique prefix of every Docker object of this test.
@@ -194,15 +195,8 @@ impl StatefulSet {
 
     /// Waits until pod `i` is ready, as a rollout does.
     pub fn wait_ready(&self, i: u64, limit: Duration) {
-        let start = Instant::now();
-        while !self.ready(i) {
-            assert!(
-                start.elapsed() < limit,
-                "pod {i} not ready after {limit:?}; its log:\n{}",
-                self.logs(i)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = Later(|| format!("pod {i} to be ready; its log:\n{}", self.logs(i)));
+        wait_for(what, limit, || self.ready(i).then_some(()));
     }
 
     /// The last lines of pod `i`'s log (the node logs to stderr).
@@ -222,24 +216,16 @@ impl StatefulSet {
 
     /// Waits until pod `i`'s whole log contains `text`.
     pub fn wait_log(&self, i: u64, text: &str, limit: Duration) {
-        let start = Instant::now();
-        loop {
+        let what = Later(|| format!("pod {i} to log {text:?}:\n{}", self.logs(i)));
+        wait_for(what, limit, || {
             let out = std::process::Command::new("docker")
                 .args(["logs", &self.container(i)])
                 .output()
                 .unwrap();
-            if String::from_utf8_lossy(&out.stderr).contains(text)
-                || String::from_utf8_lossy(&out.stdout).contains(text)
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "pod {i} never logged {text:?}:\n{}",
-                self.logs(i)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (String::from_utf8_lossy(&out.stderr).contains(text)
+                || String::from_utf8_lossy(&out.stdout).contains(text))
+            .then_some(())
+        });
     }
 
     /// Every pod's log tail, for a failure message.

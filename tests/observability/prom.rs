@@ -2,10 +2,11 @@
 //! nodes every second, with raftkv's alert rules loaded, and its HTTP API.
 
 use super::http::{encode, get};
+use crate::common::wait::wait_for;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Prometheus {
     child: Child,
@@ -59,11 +60,9 @@ impl Prometheus {
             .spawn()
             .expect("start prometheus");
         let prom = Prometheus { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !matches!(get(&prom.addr, "/-/ready"), Ok((200, _))) {
-            assert!(Instant::now() < deadline, "prometheus did not get ready");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for("prometheus to get ready", Duration::from_secs(60), || {
+            matches!(get(&prom.addr, "/-/ready"), Ok((200, _))).then_some(())
+        });
         prom
     }
 
@@ -103,17 +102,10 @@ impl Prometheus {
 
     /// Waits until `expr` has a value for which `ok` holds.
     pub fn wait_for(&self, expr: &str, limit: Duration, ok: impl Fn(f64) -> bool) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.value(expr).is_some_and(&ok) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus: `{expr}` not as expected after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let what = format!("prometheus: `{expr}` as expected");
+        wait_for(what, limit, || {
+            self.value(expr).is_some_and(&ok).then_some(())
+        });
     }
 }
 

@@ -1,15 +1,17 @@
 //! The Kubernetes subcommands as raftctl runs them: parse, connect, act,
 //! print (table, JSON or YAML).
 
-use super::deploy::{self, Applied};
-use super::manifests::{Manifests, Values};
+use super::deploy;
+use super::manifests::Manifests;
 use super::{KubePlatform, status};
 use crate::client::{Client, ClientOptions};
 use crate::ctl::cli::{DeployArgs, ManifestsArgs, Output, PlatformKind, StatusArgs, ValuesArgs};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::output::print_structured;
+use crate::ctl::platform::Applied;
 use crate::ctl::platform::docker::deploy as docker_deploy;
 use crate::ctl::platform::docker::run::Layout;
+use crate::ctl::platform::pod::{self, Values};
 use crate::ctl::signals::Signals;
 
 fn values(args: &ValuesArgs, name: &str, namespace: &str) -> Values {
@@ -72,21 +74,16 @@ async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError
     let existing = docker_deploy::existing(&layout).await?;
     let wanted = values(&args.values, &layout.name, &namespace);
     let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
-    let manifests = Manifests::new(&values);
+    let sts = pod::statefulset(&values);
     let replicas = replicas as u64;
-    let applied = docker_deploy::apply(&layout, &manifests, replicas).await?;
+    let applied = docker_deploy::apply(&layout, &sts, replicas).await?;
     report_applied(&applied, output)?;
     if args.no_wait {
         return Ok(());
     }
-    let progress = docker_deploy::wait_ready(
-        &layout,
-        &manifests,
-        replicas,
-        args.wait_timeout,
-        signals.stop(),
-    )
-    .await?;
+    let progress =
+        docker_deploy::wait_ready(&layout, &sts, replicas, args.wait_timeout, signals.stop())
+            .await?;
     if output == Output::Table {
         println!(
             "ready: {}/{} containers, leader node {}",

@@ -20,18 +20,11 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::errors::api_error;
-use super::manifests::{Manifests, Values};
+use super::manifests::Manifests;
 use super::{FIELD_MANAGER, KubePlatform};
 use crate::ctl::exit::{CtlError, Exit};
-
-/// What applying one object did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Applied {
-    /// `statefulset.apps/raftkv`, as kubectl names it.
-    pub object: String,
-    /// `created`, `configured` or `unchanged`.
-    pub action: &'static str,
-}
+use crate::ctl::platform::Applied;
+use crate::ctl::platform::pod::{Values, selector_of};
 
 /// The replica count and founding member count of an existing StatefulSet.
 pub async fn existing(platform: &KubePlatform) -> Result<Option<(i32, i32)>, CtlError> {
@@ -220,7 +213,7 @@ where
                             "no leader with a lease"
                         },
                         platform.namespace,
-                        super::manifests::selector_of(&platform.name)
+                        selector_of(&platform.name)
                     ),
                 ));
             }

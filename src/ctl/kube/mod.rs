@@ -24,10 +24,10 @@ use tokio::sync::Mutex;
 
 use super::cli::KubeArgs;
 use super::exit::{CtlError, Exit};
+use super::platform::pod::{CLIENT_PORT, selector_of};
 use super::platform::{Grace, Platform, PodInfo};
 use errors::api_error;
 use forward::Forwards;
-use manifests::{CLIENT_PORT, selector_of};
 
 /// The field manager of raftctl's server-side applies and patches.
 pub const FIELD_MANAGER: &str = "raftctl";

@@ -9,9 +9,9 @@
 //! supervisor, raftctl itself for Docker) starts it again with the same name
 //! and the same volume.
 
-mod any;
 pub mod docker;
 pub mod local;
+pub mod pod;
 pub mod scale;
 mod target;
 
@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use any::AnyPlatform;
 pub use target::{Target, choose, leader_of, leader_with_lease};
 
 use super::exit::{CtlError, Exit};
@@ -37,6 +36,16 @@ pub struct PodInfo {
     pub running: bool,
     /// Its client address, reachable from this machine, if it has one.
     pub endpoint: Option<String>,
+}
+
+/// What deploying one object did (on Kubernetes, or its Docker stand-in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// `statefulset.apps/raftkv`, as kubectl names it (`container/raftkv-0`
+    /// on Docker).
+    pub object: String,
+    /// `created`, `configured`, `started` or `unchanged`.
+    pub action: &'static str,
 }
 
 /// How a pod is deleted.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{AnyPlatform, Platform};
+use super::Platform;
 use crate::client::{Client, ClientOptions};
 use crate::ctl::cli::{Output, ScaleArgs};
 use crate::ctl::exit::{CtlError, Exit};
@@ -408,18 +408,18 @@ async fn wait_voter(
     }
 }
 
-/// `raftctl scale N`: connects to the platform and the cluster, scales,
-/// prints what it did.
+/// `raftctl scale N` on `platform`, whose cluster answers at `endpoints`:
+/// scales, prints what it did.
 pub async fn command(
+    platform: &impl Platform,
+    endpoints: Vec<String>,
     args: &ScaleArgs,
     options: ClientOptions,
     output: Output,
 ) -> Result<(), CtlError> {
-    let platform = AnyPlatform::from_args(&args.platform).await?;
-    let endpoints = platform.endpoints().await?;
     let client = Client::lazy(endpoints, options)?;
     let scaled = scale(
-        &platform,
+        platform,
         &client,
         args.replicas,
         &ScaleOptions {

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -20,8 +21,7 @@ use super::run::{self, LABEL, Layout};
 use super::{docker, inspect};
 use crate::client::{Client, ClientOptions};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::kube::deploy::Applied;
-use crate::ctl::kube::manifests::Manifests;
+use crate::ctl::platform::Applied;
 
 /// The label carrying a hash of a container's `docker run` arguments.
 const TEMPLATE_LABEL: &str = "io.raftkv.template";
@@ -114,13 +114,13 @@ pub(super) async fn ensure_container(
     })
 }
 
-/// Creates what is missing of `manifests` on Docker, `replicas` pods.
+/// Creates what is missing of the StatefulSet `sts` on Docker, `replicas`
+/// pods.
 pub async fn apply(
     layout: &Layout,
-    manifests: &Manifests,
+    sts: &StatefulSet,
     replicas: u64,
 ) -> Result<Vec<Applied>, CtlError> {
-    let sts = &manifests.statefulset;
     let mut applied = vec![ensure_network(layout).await?];
     if let Some(config_map) = run::config_mounts(sts)?.into_keys().next() {
         return Err(CtlError::error(format!(
@@ -214,12 +214,11 @@ pub struct Progress {
 /// `stop` ends.
 pub async fn wait_ready(
     layout: &Layout,
-    manifests: &Manifests,
+    sts: &StatefulSet,
     replicas: u64,
     limit: Duration,
     stop: impl Future<Output = ()>,
 ) -> Result<Progress, CtlError> {
-    let sts = &manifests.statefulset;
     let (path, http_port) = run::readiness(sts)?;
     let client_port = run::container_port(sts, "client")?;
     let start = Instant::now();

@@ -14,12 +14,10 @@ mod scale;
 use std::time::Duration;
 use tokio::process::Command;
 
+use super::pod::CLIENT_PORT;
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::fault::FaultKind;
-
-/// The client port inside each container.
-const CLIENT_PORT: u16 = 7379;
 
 /// The containers `<name>-<ordinal>`.
 #[derive(Debug, Clone)]

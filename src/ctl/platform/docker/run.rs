@@ -257,10 +257,10 @@ pub(super) fn claim_names(sts: &StatefulSet) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::kube::manifests::{Manifests, Values};
+    use crate::ctl::platform::pod::{Values, statefulset};
 
     fn sts() -> StatefulSet {
-        Manifests::new(&Values {
+        statefulset(&Values {
             name: "kv".into(),
             namespace: "ns".into(),
             replicas: 3,
@@ -268,7 +268,6 @@ mod tests {
             storage_size: "1Gi".into(),
             storage_class: None,
         })
-        .statefulset
     }
 
     #[test]
@@ -305,6 +304,58 @@ mod tests {
         assert_eq!(a.last().unwrap(), "raftkv:t");
         assert_eq!(readiness(&sts).unwrap(), ("/readyz".into(), 7381));
         assert_eq!(container_port(&sts, "client").unwrap(), 7379);
+    }
+
+    /// Every argument, in order: the container a deploy made must match
+    /// what a later deploy or scale makes (its template hash is of these).
+    #[test]
+    fn the_run_arguments_are_exactly_these() {
+        let layout = Layout {
+            name: "kv".into(),
+            namespace: "ns".into(),
+        };
+        let expected = [
+            "-d",
+            "--name",
+            "kv-2",
+            "--label",
+            "io.raftkv.cluster=kv",
+            "--hostname",
+            "kv-2",
+            "--network",
+            "kv-net",
+            "--network-alias",
+            "kv-2.kv-headless.ns.svc.cluster.local",
+            "--stop-timeout",
+            "30",
+            "-v",
+            "kv-data-2:/var/lib/raftkv",
+            "-e",
+            "POD_NAME=kv-2",
+            "-e",
+            "RAFTKV_NAMESPACE=ns",
+            "-e",
+            "RAFTKV_STATEFULSET=kv",
+            "-e",
+            "RAFTKV_SERVICE=kv-headless",
+            "-e",
+            "RAFTKV_REPLICAS=3",
+            "-e",
+            "RAFTKV_AUTO_JOIN=true",
+            "-e",
+            "RAFTKV_DATA_DIR=/var/lib/raftkv",
+            "-e",
+            "RAFTKV_LOG_FORMAT=json",
+            "--user",
+            "65532:65532",
+            "--read-only",
+            "--security-opt",
+            "no-new-privileges",
+            "--cap-drop",
+            "ALL",
+            "raftkv:t",
+        ];
+        assert_eq!(run_args(&layout, &sts(), 2).unwrap(), expected);
     }
 
     #[test]

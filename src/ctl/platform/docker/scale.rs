@@ -11,7 +11,9 @@ use super::deploy::{ensure_container, ensure_volume};
 use super::run::{self, Layout};
 use super::{Docker, docker, inspect};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::kube::manifests::{Manifests, Values};
+use k8s_openapi::api::apps::v1::StatefulSet;
+
+use crate::ctl::platform::pod::{self, Values};
 
 /// What a container of the cluster says about the template it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +70,13 @@ impl Docker {
     }
 
     /// The layout and StatefulSet the cluster's containers come from.
-    async fn statefulset(&self) -> Result<(Layout, Manifests), CtlError> {
+    async fn statefulset(&self) -> Result<(Layout, StatefulSet), CtlError> {
         let template = self.template().await?;
         let layout = Layout {
             name: self.name.clone(),
             namespace: template.namespace.clone(),
         };
-        let manifests = Manifests::new(&Values {
+        let sts = pod::statefulset(&Values {
             name: self.name.clone(),
             namespace: template.namespace,
             replicas: template.founders,
@@ -83,7 +85,7 @@ impl Docker {
             storage_size: "1Gi".into(),
             storage_class: None,
         });
-        Ok((layout, manifests))
+        Ok((layout, sts))
     }
 
     /// The named volumes of ordinal `id` (one per volume claim).
@@ -92,15 +94,14 @@ impl Docker {
             name: self.name.clone(),
             namespace: String::new(),
         };
-        let sts = Manifests::new(&Values {
+        let sts = pod::statefulset(&Values {
             name: self.name.clone(),
             namespace: String::new(),
             replicas: 1,
             image: String::new(),
             storage_size: "1Gi".into(),
             storage_class: None,
-        })
-        .statefulset;
+        });
         run::claim_names(&sts)
             .iter()
             .map(|claim| layout.claim_volume(claim, id))
@@ -108,12 +109,11 @@ impl Docker {
     }
 
     pub(super) async fn start(&self, id: u64) -> Result<(), CtlError> {
-        let (layout, manifests) = self.statefulset().await?;
-        let sts = &manifests.statefulset;
-        for claim in run::claim_names(sts) {
+        let (layout, sts) = self.statefulset().await?;
+        for claim in run::claim_names(&sts) {
             ensure_volume(&layout, &layout.claim_volume(&claim, id)).await?;
         }
-        let args = run::run_args(&layout, sts, id)?;
+        let args = run::run_args(&layout, &sts, id)?;
         ensure_container(&layout, args, id).await?;
         Ok(())
     }

@@ -40,3 +40,39 @@ pub fn ip(container: &str, network: &str) -> Option<String> {
         .ok()
         .filter(|ip| !ip.is_empty())
 }
+
+/// The Docker objects of one cluster made by `raftctl deploy --platform
+/// docker` (all carry its label), removed on drop even when the test failed.
+pub struct ClusterObjects {
+    pub name: String,
+}
+
+impl ClusterObjects {
+    /// A cluster name no other test run uses: `PREFIX-PID-RANDOM`.
+    pub fn unique(prefix: &str) -> ClusterObjects {
+        ClusterObjects {
+            name: format!(
+                "{prefix}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            ),
+        }
+    }
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        let label = format!("label=io.raftkv.cluster={}", self.name);
+        let kinds: [(&[&str], &[&str]); 3] = [
+            (&["ps", "-a"], &["rm", "-f"]),
+            (&["volume", "ls"], &["volume", "rm", "-f"]),
+            (&["network", "ls"], &["network", "rm"]),
+        ];
+        for (list, remove) in kinds {
+            let listed = docker(&[list, &["-q", "--filter", &label]].concat());
+            for id in listed.unwrap_or_default().lines() {
+                let _ = docker(&[remove, &[id]].concat());
+            }
+        }
+    }
+}

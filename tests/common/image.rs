@@ -1,6 +1,5 @@
 //! The image under test: built once per test binary with scripts/image.sh
-//! from the binaries cargo built (tests/containers.rs, tests/chaos.rs).
-//! Included by path next to `docker.rs` (`mod docker; mod image;`).
+//! from the binaries cargo built (tests/containers.rs, chaos.rs, scale.rs).
 
 use super::docker;
 use std::path::PathBuf;

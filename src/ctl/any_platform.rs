@@ -1,11 +1,14 @@
 //! The platform chosen on the command line (`--platform`), as one type.
+//! It sits above both `platform` (the trait, Docker, local processes) and
+//! `kube`, which implements the trait, so that neither imports the other
+//! for it.
 
-use super::docker::Docker;
-use super::local::Local;
-use super::{Grace, Platform, PodInfo};
-use crate::ctl::cli::{PlatformArgs, PlatformKind};
-use crate::ctl::exit::CtlError;
-use crate::ctl::kube::KubePlatform;
+use super::cli::{PlatformArgs, PlatformKind};
+use super::exit::CtlError;
+use super::kube::KubePlatform;
+use super::platform::docker::Docker;
+use super::platform::local::Local;
+use super::platform::{self, Grace, Platform, PodInfo};
 
 /// One of the three platforms.
 pub enum AnyPlatform {
@@ -35,7 +38,7 @@ impl AnyPlatform {
             AnyPlatform::Kube(k) => k.forward_all().await,
             _ => {
                 let pods = self.pods().await?;
-                Ok(super::endpoints(&pods))
+                Ok(platform::endpoints(&pods))
             }
         }
     }
