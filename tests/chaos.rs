@@ -94,6 +94,62 @@ fn chaos_on_a_local_cluster_loses_nothing() {
     local.stop();
 }
 
+/// The leader's process frozen (SIGSTOP) for 900 ms, three election
+/// timeouts, while it holds its lease: the others elect a new leader, and
+/// the old one, when it runs again, must serve no stale read and lose no
+/// write. A pause is refused where it cannot be done, before the run.
+#[test]
+fn chaos_pausing_the_leader_on_a_local_cluster_stays_linearizable() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let local = Local::start(dir.path(), free_base_port());
+    let platform = ["--platform", "local", "--data-dir", d];
+    let first_term = local.ctl().run(&["status", "-o", "json"]).json()[0]["term"]
+        .as_u64()
+        .unwrap();
+    let chaos = [
+        "chaos",
+        "--duration",
+        "20s",
+        "--interval",
+        "4s",
+        "--fault",
+        "pause=900ms",
+        "-o",
+        "json",
+    ];
+    let report = raftctl(&[&chaos[..], &platform].concat()).ok().json();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["lost_writes"], 0);
+    assert_eq!(report["linearizability"]["verdict"], "linearizable");
+    assert_eq!(report["incr"]["ok"], true);
+    assert_eq!(report["replica_states"]["verdict"], "equal", "{report:#}");
+    let faults = report["faults"].as_array().unwrap();
+    assert!(faults.len() >= 3, "{report:#}");
+    for f in faults {
+        assert_eq!(f["fault"], "pause 900ms", "{report:#}");
+        assert_eq!(f["grace"], "-");
+        assert_eq!(f["was_leader"], true, "{report:#}");
+    }
+    // Each pause outlasted the election timeout: the frozen leader was
+    // replaced, so the term moved past the first leader's.
+    let terms: Vec<u64> = local
+        .ctl()
+        .run(&["status", "-o", "json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["term"].as_u64())
+        .collect();
+    assert!(
+        terms.iter().all(|&t| t > first_term),
+        "terms {terms:?}, first {first_term}"
+    );
+    local.stop();
+}
+
 #[test]
 fn deploy_on_the_local_platform_names_raftctl_local() {
     let out = raftctl(&["deploy", "--platform", "local"]);

@@ -526,3 +526,27 @@ async fn port_forward_asks_the_api_server_for_the_pods_client_port() {
         "no byte comes from a tunnel that never opened"
     );
 }
+
+/// A pause needs the pod's process, which the API does not reach: the
+/// platform refuses it (before a chaos run starts), and pausing anyway
+/// sends no request (the mock would fail on any).
+#[tokio::test]
+async fn kube_refuses_to_pause_a_pod_and_asks_the_api_nothing() {
+    use raftkv::ctl::fault::FaultKind;
+    let (platform, server) = mock_platform(vec![]);
+    let pause = FaultKind::Pause(std::time::Duration::from_millis(900));
+    let why = platform.refuses(pause).expect("kube refuses a pause");
+    assert!(
+        why.contains("cannot pause") && why.contains("--platform local or docker"),
+        "{why}"
+    );
+    assert_eq!(platform.refuses(FaultKind::Kill), None);
+    let err = platform
+        .pause_pod(0, std::time::Duration::from_millis(900))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit, Exit::BadInput);
+    assert_eq!(err.message, why);
+    drop(platform);
+    server.await.unwrap();
+}
