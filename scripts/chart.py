@@ -170,7 +170,8 @@ def check():
     other = render(NON_DEFAULT)
     validate(other, "non-default render")
     check_non_default(other)
-    ok(f"non-default render: {len(other)} objects valid (strict)")
+    check_user_rules()
+    ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim")
 
     # Scaling must not change the pod template (no rolling restart on scale).
     sts3 = find(render({"replicas": 3}), "StatefulSet")
@@ -288,6 +289,22 @@ def check_non_default(objs):
     for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
         relabel = find(objs, kind)["spec"][key][0]["relabelings"]
         assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
+
+
+def check_user_rules():
+    """monitoring.prometheusRule.groups reach the PrometheusRule as given:
+    Prometheus, not Helm, expands the templates in their annotations."""
+    groups = [{"name": "mine", "rules": [{
+        "alert": "MineDown",
+        "expr": 'up{job="mine"} == 0',
+        "labels": {"severity": "page"},
+        "annotations": {"summary": "{{ $labels.pod }} is down ({{ $value }})",
+                        "description": '{{ printf "%s" $labels.namespace }}'},
+    }]}]
+    values = {"monitoring": {"prometheusRule": {"enabled": True, "groups": groups}}}
+    err = render_error(values)
+    assert err is None, f"user alert rules with Prometheus templates refused: {err}"
+    assert find(render(values), "PrometheusRule")["spec"]["groups"] == groups, "user rules changed"
 
 
 def write_k8s():
