@@ -165,7 +165,8 @@ def check():
     kinds = sorted({o["kind"] for o in default})
     ok(f"default render: {len(default)} objects valid (strict): {', '.join(kinds)}")
     check_default(default)
-    ok("default render: StatefulSet/Services/PDB/probes/security as designed")
+    check_update_strategy()
+    ok("default render: StatefulSet/Services/PDB/probes/security as designed; update strategy from values")
 
     other = render(NON_DEFAULT)
     validate(other, "non-default render")
@@ -198,6 +199,10 @@ def check():
         "bad enum": ({"log": {"format": "xml"}}, "format"),
         "bad port": ({"ports": {"peer": 70000}}, "peer"),
         "lease not below election": ({"raft": {"leaseMs": 400}}, "leaseMs"),
+        "rolling update settings with OnDelete": (
+            {"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 1}}}, "rollingUpdate"),
+        "negative partition": ({"updateStrategy": {"rollingUpdate": {"partition": -1}}}, "partition"),
+        "negative minReadySeconds": ({"minReadySeconds": -1}, "minReadySeconds"),
     }
     for what, (values, needle) in guards.items():
         err = render_error(values)
@@ -289,6 +294,25 @@ def check_non_default(objs):
     for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
         relabel = find(objs, kind)["spec"][key][0]["relabelings"]
         assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
+
+
+def check_update_strategy():
+    """updateStrategy and minReadySeconds come from values; the defaults
+    render what the chart always rendered (a plain RollingUpdate)."""
+    spec = find(render(), "StatefulSet")["spec"]
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}, spec["updateStrategy"]
+    assert "minReadySeconds" not in spec, spec
+    canary = {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+              "minReadySeconds": 10}
+    err = render_error(canary)
+    assert err is None, f"a canary update strategy refused: {err}"
+    objs = render(canary)
+    validate(objs, "canary render")
+    spec = find(objs, "StatefulSet")["spec"]
+    assert spec["updateStrategy"] == canary["updateStrategy"], spec["updateStrategy"]
+    assert spec["minReadySeconds"] == 10, spec
+    assert find(render({"updateStrategy": {"type": "OnDelete"}}), "StatefulSet")["spec"]["updateStrategy"] \
+        == {"type": "OnDelete"}
 
 
 def check_user_rules():

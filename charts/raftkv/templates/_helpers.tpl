@@ -83,6 +83,9 @@ cluster that cannot work. The schema catches types; these catch meaning.
 {{- fail (printf "persistence.size: %q is not a Kubernetes quantity (like 1Gi or 500Mi)" $size) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq .Values.updateStrategy.type "OnDelete") .Values.updateStrategy.rollingUpdate -}}
+{{- fail "updateStrategy.rollingUpdate applies to type RollingUpdate only; remove it for OnDelete" -}}
+{{- end -}}
 {{- if ge (int .Values.raft.leaseMs) (int .Values.raft.electionTimeoutMs) -}}
 {{- fail "raft.leaseMs must be shorter than raft.electionTimeoutMs" -}}
 {{- end -}}
