@@ -179,13 +179,12 @@ def check():
     sts5 = find(render({"replicas": 5}), "StatefulSet")
     assert sts3["spec"]["template"] == sts5["spec"]["template"], "replicas changed the pod template"
     assert sts5["spec"]["replicas"] == 5
-    pdb5 = find(render({"replicas": 5}), "PodDisruptionBudget")
-    assert pdb5["spec"]["maxUnavailable"] == 2, pdb5
+    check_pdb()
     # A settings change does change it (checksum annotation rolls the pods).
     changed = find(render({"raft": {"snapshotThreshold": 5}}), "StatefulSet")
     assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != \
         sts3["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    ok("scaling keeps the pod template; a config change rolls it; PDB keeps quorum at 5")
+    ok("scaling keeps the pod template; a config change rolls it; PDB keeps quorum at 1, 3, 5, 7 live replicas")
 
     guards = {
         "even replicas": ({"replicas": 4}, "is even"),
@@ -261,7 +260,6 @@ def check_default(objs):
     headless = find(objs, "Service", "raftkv-headless")
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     assert find(objs, "Service", "raftkv")["spec"]["type"] == "ClusterIP"
-    assert find(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     cfg = yaml.safe_load(find(objs, "ConfigMap")["data"]["config.yaml"])
     assert cfg["replicas"] == 3 and cfg["statefulset"] == "raftkv" and cfg["auto_join"] is True, cfg
     test = [o for o in objs if is_hook(o)]
@@ -276,7 +274,6 @@ def check_non_default(objs):
     assert sts["spec"]["replicas"] == 5 and "volumeClaimTemplates" not in sts["spec"]
     assert any("emptyDir" in v for v in sts["spec"]["template"]["spec"]["volumes"])
     assert "requiredDuringSchedulingIgnoredDuringExecution" in sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
-    assert find(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
     np = find(objs, "NetworkPolicy")
     peer_rule = np["spec"]["ingress"][0]
     assert peer_rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "raftkv"
@@ -294,6 +291,44 @@ def check_non_default(objs):
     for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
         relabel = find(objs, kind)["spec"][key][0]["relabelings"]
         assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
+
+
+def quorum(n):
+    return n // 2 + 1
+
+
+def _scaled(value, total):
+    """An int-or-percent PDB value against `total` pods, rounded up as the
+    disruption controller does (GetScaledValueFromIntOrPercent, roundUp)."""
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-int(value[:-1]) * total // 100)
+    return int(value)
+
+
+def disruptions_allowed(pdb, expected, healthy):
+    """status.disruptionsAllowed the disruption controller computes for
+    `pdb` when the StatefulSet asks for `expected` pods and `healthy` are
+    ready: healthy - desiredHealthy, never negative."""
+    spec = pdb["spec"]
+    if "minAvailable" in spec:
+        desired = _scaled(spec["minAvailable"], expected)
+    else:
+        desired = expected - _scaled(spec["maxUnavailable"], expected)
+    return max(0, healthy - desired)
+
+
+def check_pdb():
+    """The PDB must keep a quorum of the replicas that run now, which
+    `raftctl scale` changes without touching the PDB: one rendered budget,
+    applied to 1, 3, 5 and 7 ready members, allows n - quorum(n) evictions."""
+    for values in ({}, {"replicas": 5, "cluster": {"initialMembers": 5}}):
+        pdb = find(render(values), "PodDisruptionBudget")
+        got = {n: disruptions_allowed(pdb, n, n) for n in (1, 3, 5, 7)}
+        want = {n: n - quorum(n) for n in (1, 3, 5, 7)}
+        assert got == want, f"PDB {pdb['spec']} (values {values}) allows {got} disruptions, quorum needs {want}"
+        # One member down already: no further eviction may take a vote.
+        for n in (3, 5, 7):
+            assert disruptions_allowed(pdb, n, n - 1) == n - 1 - quorum(n), (pdb["spec"], n)
 
 
 def check_update_strategy():
@@ -391,7 +426,13 @@ def compare(path):
                 assert o["spec"].get(k) == c["spec"].get(k), f"{where} {k}: {o['spec'].get(k)} != {c['spec'].get(k)}"
             assert _ports(o["spec"]["ports"]) == _ports(c["spec"]["ports"]), f"{where} ports"
         elif o["kind"] == "PodDisruptionBudget":
-            assert o["spec"] == c["spec"], f"{where}: {o['spec']} != {c['spec']}"
+            # raftctl writes maxUnavailable for the replica count it deploys;
+            # the chart a percentage that follows later scaling. At the
+            # deployed count they must allow the same evictions.
+            assert o["spec"]["selector"] == c["spec"]["selector"], f"{where} selector"
+            for healthy in range(replicas + 1):
+                assert disruptions_allowed(o, replicas, healthy) == disruptions_allowed(c, replicas, healthy), \
+                    f"{where}: {o['spec']} and {c['spec']} allow different evictions with {healthy}/{replicas} ready"
         elif o["kind"] == "StatefulSet":
             for k in ("replicas", "serviceName", "podManagementPolicy", "selector",
                       "updateStrategy", "persistentVolumeClaimRetentionPolicy"):

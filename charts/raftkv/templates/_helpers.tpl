@@ -52,16 +52,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-maxUnavailable keeping a quorum of the founding-size cluster:
-max(1, N - (N/2 + 1)). With 3 members: 1; with 5: 2; with 1: 1 (a
-one-member cluster has nothing to keep).
-*/}}
-{{- define "raftkv.pdbMaxUnavailable" -}}
-{{- $n := int .Values.replicas -}}
-{{- max 1 (sub $n (add (div $n 2) 1)) -}}
-{{- end -}}
-
-{{/*
 Guards: fail the render, with the reason, on values that would install a
 cluster that cannot work. The schema catches types; these catch meaning.
 */}}
