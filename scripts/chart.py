@@ -91,10 +91,10 @@ def validate(objects, where):
             raise SystemExit(f"{name} is invalid for Kubernetes {KUBE_VERSION}: {e.message} at {list(e.path)}")
 
 
-def render_error(values):
+def render_error(values, is_upgrade=False):
     """The error message of a render that must fail, or None if it rendered."""
     try:
-        render(values)
+        render(values, revision=2 if is_upgrade else 1, is_upgrade=is_upgrade)
     except helm.HelmError as e:
         return str(e)
     return None
@@ -198,6 +198,7 @@ def check():
         "bad enum": ({"log": {"format": "xml"}}, "format"),
         "bad port": ({"ports": {"peer": 70000}}, "peer"),
         "lease not below election": ({"raft": {"leaseMs": 400}}, "leaseMs"),
+        "fewer pods than founders at install": ({"replicas": 1}, "cluster.initialMembers (3)"),
         "rolling update settings with OnDelete": (
             {"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 1}}}, "rollingUpdate"),
         "negative partition": ({"updateStrategy": {"rollingUpdate": {"partition": -1}}}, "partition"),
@@ -215,6 +216,11 @@ def check():
     for what, values in accepted.items():
         err = render_error(values)
         assert err is None, f"{what}: refused, should render: {err}"
+    # Below the founders after install: a scale-down once members were
+    # removed (raftctl scale 1, then the same replicas on the next upgrade).
+    err = render_error({"replicas": 1}, is_upgrade=True)
+    assert err is None, f"an upgrade to fewer replicas than founders refused: {err}"
+    accepted["upgrade below the founders"] = {"replicas": 1}
     ok(f"{len(guards)} bad value sets refused with a clear message, {len(accepted)} good ones rendered")
 
     text = notes()

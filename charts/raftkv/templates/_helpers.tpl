@@ -67,6 +67,13 @@ cluster that cannot work. The schema catches types; these catch meaning.
 {{- if or (lt $f 1) (eq (mod $f 2) 0) -}}
 {{- fail (printf "cluster.initialMembers: %d must be odd and at least 1" $f) -}}
 {{- end -}}
+{{- /* At install every founder needs a pod, or the founders never reach
+the quorum they bootstrap with. After install fewer pods than founders is a
+legitimate scale-down once the members were removed (raftctl scale does it
+in that order; the upgrade must then carry the new count). */ -}}
+{{- if and .Release.IsInstall (lt $r $f) -}}
+{{- fail (printf "replicas: %d is fewer than cluster.initialMembers (%d): the founding members bootstrap together, so every one of them needs a pod at install; lower cluster.initialMembers or raise replicas" $r $f) -}}
+{{- end -}}
 {{- if .Values.persistence.enabled -}}
 {{- $size := toString .Values.persistence.size -}}
 {{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $size) -}}
