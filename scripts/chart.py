@@ -172,7 +172,9 @@ def check():
     validate(other, "non-default render")
     check_non_default(other)
     check_user_rules()
-    ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim")
+    check_test_pod()
+    ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim; "
+       "the test pod selected by nothing but the client port's policy")
 
     # Scaling must not change the pod template (no rolling restart on scale).
     sts3 = find(render({"replicas": 3}), "StatefulSet")
@@ -354,6 +356,81 @@ def check_update_strategy():
     assert spec["minReadySeconds"] == 10, spec
     assert find(render({"updateStrategy": {"type": "OnDelete"}}), "StatefulSet")["spec"]["updateStrategy"] \
         == {"type": "OnDelete"}
+
+
+def selector_matches(selector, labels):
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against
+    a label set; an empty selector matches everything."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def pod_selectors(objs):
+    """Every selector of pods in `objs`, as (where, LabelSelector): workload,
+    PDB, Service and PodMonitor selectors, affinity and spread terms,
+    NetworkPolicy targets and peers. ServiceMonitors select Services and are
+    checked by check_monitors."""
+    found = []
+
+    def walk(node, path, kind):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                here = f"{path}.{k}"
+                if k in ("selector", "labelSelector", "podSelector") and isinstance(v, dict) \
+                        and kind != "ServiceMonitor":
+                    if kind == "Service" and k == "selector":
+                        v = {"matchLabels": v}  # a Service's selector is a plain map
+                    found.append((here, v))
+                else:
+                    walk(v, here, kind)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]", kind)
+
+    for o in objs:
+        walk(o.get("spec"), f"{o['kind']}/{o['metadata']['name']}.spec", o["kind"])
+    return found
+
+
+def check_test_pod():
+    """The helm test pod has labels of its own: no workload selector (the
+    StatefulSet's, the PDB's, a Service's, a monitor's, an anti-affinity or
+    spread term, the NetworkPolicy's target or its members-only peer rule)
+    selects it. Only the NetworkPolicy rule for the client port admits it,
+    also when clients are limited to selected namespaces. It is scheduled
+    and pulled like the workload."""
+    extra = {"imagePullSecrets": [{"name": "regcred"}], "nodeSelector": {"pool": "db"},
+             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}
+    for policy in ({}, {"clientNamespaceSelector": {"matchLabels": {"team": "apps"}}}):
+        values = json.loads(json.dumps(NON_DEFAULT))
+        values["networkPolicy"].update(policy)
+        values.update(extra)
+        objs = render(values)
+        validate(objs, "test pod render")
+        test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+        labels = test["metadata"].get("labels") or {}
+        np = find(objs, "NetworkPolicy")
+        client_rules = [f"NetworkPolicy/{np['metadata']['name']}.spec.ingress[{i}].from[{j}].podSelector"
+                        for i, r in enumerate(np["spec"]["ingress"])
+                        if [p["port"] for p in r["ports"]] == [values.get("ports", {}).get("client", 7379)]
+                        for j, peer in enumerate(r["from"]) if "podSelector" in peer]
+        selecting = [where for where, sel in pod_selectors(objs) if selector_matches(sel, labels)]
+        assert selecting and set(selecting) <= set(client_rules), \
+            f"test pod {labels} selected by {selecting}; only a client-port rule of the policy may ({client_rules})"
+        for k, v in extra.items():
+            assert test["spec"].get(k) == v, f"test pod {k}: {test['spec'].get(k)} != {v}"
 
 
 def check_user_rules():

@@ -47,6 +47,25 @@ app.kubernetes.io/part-of: raftkv
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/*
+Labels of the `helm test` pod: its own name and component, so that none of
+the workload's selectors (StatefulSet, PDB, Services, monitors, affinity,
+NetworkPolicy) takes it for a member.
+*/}}
+{{- define "raftkv.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "raftkv.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "raftkv.testLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "raftkv.testSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: raftkv
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
 {{- define "raftkv.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
