@@ -35,15 +35,14 @@ KUBE_VERSION = kubernetes_validate.latest_version()
 # Kinds of the Prometheus Operator: no Kubernetes schema covers them.
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
-# The non-default set the issue asks for: 5 replicas, no persistence,
-# monitoring and the network policy on (dashboards too).
+# A non-default set: 5 replicas, no persistence, monitoring (ServiceMonitor,
+# rules, dashboards) and the network policy on, hard anti-affinity.
 NON_DEFAULT = {
     "replicas": 5,
     "cluster": {"initialMembers": 5},
     "persistence": {"enabled": False},
     "monitoring": {
         "serviceMonitor": {"enabled": True},
-        "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboards": {"enabled": True},
     },
@@ -173,8 +172,9 @@ def check():
     check_non_default(other)
     check_user_rules()
     check_test_pod()
+    check_monitors()
     ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim; "
-       "the test pod selected by nothing but the client port's policy")
+       "the test pod selected by nothing but the client port's policy; each monitor scrapes each pod once")
 
     # Scaling must not change the pod template (no rolling restart on scale).
     sts3 = find(render({"replicas": 3}), "StatefulSet")
@@ -277,7 +277,8 @@ def check_default(objs):
 
 def check_non_default(objs):
     kinds = {o["kind"] for o in objs}
-    assert CRD_KINDS <= kinds and "NetworkPolicy" in kinds, kinds
+    # The PodMonitor is the ServiceMonitor's alternative (check_monitors).
+    assert CRD_KINDS - {"PodMonitor"} <= kinds and "NetworkPolicy" in kinds, kinds
     sts = find(objs, "StatefulSet")
     assert sts["spec"]["replicas"] == 5 and "volumeClaimTemplates" not in sts["spec"]
     assert any("emptyDir" in v for v in sts["spec"]["template"]["spec"]["volumes"])
@@ -291,14 +292,11 @@ def check_non_default(objs):
     want = len([f for f in os.listdir(dashboards) if f.endswith(".json")]) if os.path.isdir(dashboards) else 0
     got = [o for o in objs if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]]
     assert len(got) == want, (len(got), want)
-    # The PrometheusRule carries the plain rules file's groups unchanged, and
-    # the monitors give every series the `cluster` label the rules key by.
+    # The PrometheusRule carries the plain rules file's groups unchanged
+    # (check_monitors: the monitors give every series the labels they key by).
     with open(os.path.join(CHART, "rules", "raftkv-alerts.yaml")) as f:
         rules_file = yaml.safe_load(f)
     assert find(objs, "PrometheusRule")["spec"]["groups"] == rules_file["groups"]
-    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
-        relabel = find(objs, kind)["spec"][key][0]["relabelings"]
-        assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
 
 
 def quorum(n):
@@ -431,6 +429,132 @@ def check_test_pod():
             f"test pod {labels} selected by {selecting}; only a client-port rule of the policy may ({client_rules})"
         for k, v in extra.items():
             assert test["spec"].get(k) == v, f"test pod {k}: {test['spec'].get(k)} != {v}"
+
+
+# The labels every target of the chart's monitors carries in Prometheus,
+# release `raftkv` in `default`, for pod raftkv-0 (plus `instance`, the
+# pod's IP and port): what the Prometheus Operator's generated scrape config
+# sets, then the monitor's relabelings. check_monitors derives them from the
+# render and compares; dashboards and alert rules key by these.
+#   ServiceMonitor: job = the Service's name (or the value of the Service
+#   label named by spec.jobLabel), namespace, service, pod, container,
+#   endpoint = the port's name.
+#   PodMonitor: job = <namespace>/<PodMonitor name> (or the pod label named
+#   by spec.jobLabel), namespace, pod, container, endpoint.
+MONITOR_TARGET_LABELS = {
+    "ServiceMonitor": {"job": "raftkv-headless", "namespace": "default", "service": "raftkv-headless",
+                       "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
+    "PodMonitor": {"job": "default/raftkv", "namespace": "default",
+                   "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
+}
+
+
+def _meta_name(label):
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in label)
+
+
+def relabel(labels, rules):
+    """Prometheus relabelling, `replace` and `labelmap` actions (the ones
+    the chart uses), on a dict of labels."""
+    import re
+    labels = dict(labels)
+    for r in rules:
+        action = r.get("action", "replace").lower()
+        regex = re.compile(r.get("regex", "(.*)"))
+        if action == "replace":
+            value = (r.get("separator", ";")).join(labels.get(x, "") for x in r.get("sourceLabels", []))
+            m = regex.fullmatch(value)
+            if m:
+                out = re.sub(r"\$\{?(\w+)\}?", lambda g: m.group(int(g.group(1))) or ""
+                             if g.group(1).isdigit() else "", r.get("replacement", "$1"))
+                if out:
+                    labels[r["targetLabel"]] = out
+                else:
+                    labels.pop(r["targetLabel"], None)
+        elif action == "labelmap":
+            for k, v in list(labels.items()):
+                m = regex.fullmatch(k)
+                if m:
+                    labels[m.expand(r.get("replacement", "$1").replace("$", "\\"))] = v
+        else:
+            raise AssertionError(f"relabel action {action} not emulated")
+    return {k: v for k, v in labels.items() if not k.startswith("__")}
+
+
+def monitor_targets(mon, objs):
+    """What the Prometheus Operator makes of `mon` over the objects in
+    `objs`: [(endpoint, Service or None, target labels of pod ordinal 0)].
+    ServiceMonitor: the Services in its namespaces whose labels match its
+    selector and that have the endpoint's named port. PodMonitor: the
+    StatefulSet's pods if its selector matches their template labels."""
+    spec, ns = mon["spec"], mon["metadata"]["namespace"]
+    nss = spec.get("namespaceSelector") or {}
+    in_ns = (lambda o: True) if nss.get("any") else \
+        (lambda o: o["metadata"].get("namespace") in (nss.get("matchNames") or [ns]))
+    sts = find(objs, "StatefulSet")
+    template = sts["spec"]["template"]
+    pod = f"{sts['metadata']['name']}-0"
+    pod_meta = {f"__meta_kubernetes_pod_label_{_meta_name(k)}": v
+                for k, v in template["metadata"]["labels"].items()}
+    out = []
+    if mon["kind"] == "ServiceMonitor":
+        for ep in spec["endpoints"]:
+            for svc in objs:
+                if svc["kind"] != "Service" or not in_ns(svc):
+                    continue
+                if not selector_matches(spec["selector"], svc["metadata"].get("labels") or {}):
+                    continue
+                if ep["port"] not in [p.get("name") for p in svc["spec"]["ports"]]:
+                    continue
+                svc_labels = svc["metadata"]["labels"]
+                job = svc_labels.get(spec["jobLabel"], "") if spec.get("jobLabel") else svc["metadata"]["name"]
+                container = next(c["name"] for c in template["spec"]["containers"]
+                                 if ep["port"] in [p.get("name") for p in c.get("ports", [])])
+                labels = {"job": job, "namespace": svc["metadata"]["namespace"],
+                          "service": svc["metadata"]["name"], "pod": pod,
+                          "container": container, "endpoint": ep["port"], **pod_meta}
+                out.append((ep["port"], svc, relabel(labels, ep.get("relabelings", []))))
+    else:
+        for ep in spec["podMetricsEndpoints"]:
+            if not (in_ns(sts) and selector_matches(spec["selector"], template["metadata"]["labels"])):
+                continue
+            container = next((c["name"] for c in template["spec"]["containers"]
+                              if ep["port"] in [p.get("name") for p in c.get("ports", [])]), None)
+            assert container, f"PodMonitor port {ep['port']} is no container port"
+            job = template["metadata"]["labels"].get(spec["jobLabel"], "") if spec.get("jobLabel") \
+                else f"{ns}/{mon['metadata']['name']}"
+            labels = {"job": job, "namespace": ns, "pod": pod, "container": container,
+                      "endpoint": ep["port"], **pod_meta}
+            out.append((ep["port"], None, relabel(labels, ep.get("relabelings", []))))
+    return out
+
+
+def check_monitors():
+    """Each pod is scraped once: a ServiceMonitor's endpoint matches
+    exactly one Service (the headless one, which lists not-ready members
+    too); a PodMonitor selects the members' pods and not the helm test pod;
+    enabling both monitors is refused. The target labels are the ones
+    written down in MONITOR_TARGET_LABELS."""
+    for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor")):
+        objs = render({"monitoring": {key: {"enabled": True}}})
+        validate(objs, f"{kind} render")
+        mon = find(objs, kind)
+        targets = monitor_targets(mon, objs)
+        assert len(targets) == 1, f"{kind} scrapes each pod {len(targets)} times: " \
+            f"{[(ep, svc and svc['metadata']['name']) for ep, svc, _ in targets]}"
+        ep, svc, labels = targets[0]
+        if svc is not None:
+            assert svc["spec"].get("clusterIP") == "None" and svc["spec"].get("publishNotReadyAddresses"), \
+                f"{kind} selects {svc['metadata']['name']}, which does not list not-ready members"
+        else:
+            test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+            assert not selector_matches(mon["spec"]["selector"], test["metadata"]["labels"]), \
+                f"{kind} selects the helm test pod"
+        assert labels == MONITOR_TARGET_LABELS[kind], \
+            f"{kind} target labels {labels} != the documented {MONITOR_TARGET_LABELS[kind]}"
+    both = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+    err = render_error(both)
+    assert err and "podMonitor" in err, f"both monitors on (every pod scraped twice): {err or 'rendered'}"
 
 
 def check_user_rules():

@@ -102,6 +102,9 @@ in that order; the upgrade must then carry the new count). */ -}}
 {{- if and (eq .Values.updateStrategy.type "OnDelete") .Values.updateStrategy.rollingUpdate -}}
 {{- fail "updateStrategy.rollingUpdate applies to type RollingUpdate only; remove it for OnDelete" -}}
 {{- end -}}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled -}}
+{{- fail "monitoring.serviceMonitor and monitoring.podMonitor are both enabled: every pod would be scraped twice (and the alert rules count members twice); enable one" -}}
+{{- end -}}
 {{- if ge (int .Values.raft.leaseMs) (int .Values.raft.electionTimeoutMs) -}}
 {{- fail "raft.leaseMs must be shorter than raft.electionTimeoutMs" -}}
 {{- end -}}
