@@ -18,6 +18,9 @@ containers exactly as the rendered pod template says.
 import argparse
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -51,10 +54,10 @@ NON_DEFAULT = {
 }
 
 
-def render(values=None, revision=1, is_upgrade=False):
+def render(values=None, revision=1, is_upgrade=False, name=RELEASE):
     """Rendered objects (dicts), hooks included, in a stable order."""
     chart = helm.Chart.load(CHART)
-    out = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE,
+    out = chart.render(values or {}, name=name, namespace=NAMESPACE,
                        revision=revision, is_install=not is_upgrade, is_upgrade=is_upgrade)
     objects = []
     for path in sorted(out):
@@ -173,8 +176,10 @@ def check():
     check_user_rules()
     check_test_pod()
     check_monitors()
+    check_rules_see_targets()
     ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim; "
-       "the test pod selected by nothing but the client port's policy; each monitor scrapes each pod once")
+       "the test pod selected by nothing but the client port's policy; each monitor scrapes each pod once; "
+       "the alert rules select and group by labels the monitors set")
 
     # Scaling must not change the pod template (no rolling restart on scale).
     sts3 = find(render({"replicas": 3}), "StatefulSet")
@@ -441,10 +446,13 @@ def check_test_pod():
 #   endpoint = the port's name.
 #   PodMonitor: job = <namespace>/<PodMonitor name> (or the pod label named
 #   by spec.jobLabel), namespace, pod, container, endpoint.
+#   Then the chart's relabelings: job = raftkv (the alert rules find raftkv's
+#   `up` by it, whatever the objects are called) and the cluster label
+#   (monitoring.clusterLabel, default `cluster`) = the release.
 MONITOR_TARGET_LABELS = {
-    "ServiceMonitor": {"job": "raftkv-headless", "namespace": "default", "service": "raftkv-headless",
+    "ServiceMonitor": {"job": "raftkv", "namespace": "default", "service": "raftkv-headless",
                        "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
-    "PodMonitor": {"job": "default/raftkv", "namespace": "default",
+    "PodMonitor": {"job": "raftkv", "namespace": "default",
                    "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
 }
 
@@ -456,7 +464,6 @@ def _meta_name(label):
 def relabel(labels, rules):
     """Prometheus relabelling, `replace` and `labelmap` actions (the ones
     the chart uses), on a dict of labels."""
-    import re
     labels = dict(labels)
     for r in rules:
         action = r.get("action", "replace").lower()
@@ -555,6 +562,88 @@ def check_monitors():
     both = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
     err = render_error(both)
     assert err and "podMonitor" in err, f"both monitors on (every pod scraped twice): {err or 'rendered'}"
+
+
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def series_selected(expr, metric, labels):
+    """Whether every `metric{...}` selector in the PromQL `expr` matches a
+    series with `labels` (Prometheus anchors the regexes). None: `expr`
+    does not select `metric`."""
+    found = None
+    for m in re.finditer(r"(?<![\w:])" + metric + r"\{([^}]*)\}", expr):
+        found = True
+        for name, op, value in MATCHER.findall(m.group(1)):
+            have = labels.get(name, "")
+            hit = re.fullmatch(value, have) is not None if op in ("=~", "!~") else have == value
+            if hit != (op in ("=", "=~")):
+                return False
+    return found
+
+
+def grouping_labels(expr):
+    """The label names of every by (...) / on (...) / without / ignoring
+    clause of a PromQL expression."""
+    names = set()
+    for m in re.finditer(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+        names |= {n.strip() for n in m.group(1).split(",") if n.strip()}
+    return names
+
+
+def rule_exprs(groups):
+    return [(r.get("alert") or r.get("record"), r["expr"], r.get("annotations") or {})
+            for g in groups for r in g["rules"]]
+
+
+# Labels the rules group by that the node itself exports on its series
+# (the histogram's buckets; the leader's per-follower lag).
+EXPORTED_LABELS = {"le", "peer"}
+
+
+def check_rules_see_targets():
+    """The chart's PrometheusRule finds the targets of the chart's monitors
+    whatever the release and its objects are called (here release `orders`,
+    objects `orders-kv`, nothing named raftkv): every `up{...}` selector in the rules
+    matches the targets' labels, and every label the rules group or join by
+    is one the monitors set (or the node exports). The label naming the
+    cluster is configurable (monitoring.clusterLabel): the monitors, the
+    rules and the dashboards then use that name and no longer `cluster`,
+    the label multi-cluster Prometheus setups reserve for the Kubernetes
+    cluster."""
+    for cluster_label in ("cluster", "raftkv_cluster"):
+        for key in ("serviceMonitor", "podMonitor"):
+            values = {"fullnameOverride": "orders-kv",
+                      "monitoring": {"clusterLabel": cluster_label, key: {"enabled": True},
+                                     "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}}}
+            objs = render(values, name="orders")
+            validate(objs, f"release orders, {key}, cluster label {cluster_label}")
+            mon = find(objs, "ServiceMonitor" if key == "serviceMonitor" else "PodMonitor")
+            (_, _, labels), = monitor_targets(mon, objs)
+            assert labels.get(cluster_label) == "orders", (key, labels)
+            groups = find(objs, "PrometheusRule")["spec"]["groups"]
+            for alert, expr, annotations in rule_exprs(groups):
+                assert series_selected(expr, "up", labels) is not False, \
+                    f"{alert} does not see the {mon['kind']} targets of release orders ({labels}): {expr}"
+                missing = grouping_labels(expr) - set(labels) - EXPORTED_LABELS
+                assert not missing, f"{alert} groups by {missing}, which the {mon['kind']} targets lack"
+                if cluster_label != "cluster":
+                    assert not re.search(r"(?<![\w$.])cluster(?!\w)", expr), f"{alert} still uses `cluster`: {expr}"
+                    assert not any("$labels.cluster" in a for a in annotations.values()), alert
+            if cluster_label != "cluster":
+                for cm in (o for o in objs if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]):
+                    for text in cm["data"].values():
+                        queries = re.findall(r'"(?:expr|query|definition|legendFormat)": "((?:[^"\\]|\\.)*)"', text)
+                        assert queries, cm["metadata"]["name"]
+                        for q in queries:
+                            assert not re.search(r"(?<![\w$.-])cluster(?![\w-])", q), \
+                                f"{cm['metadata']['name']} still queries `cluster`: {q}"
+            if cluster_label != "cluster" and key == "serviceMonitor" and shutil.which("promtool"):
+                with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                    yaml.safe_dump({"groups": groups}, f)
+                    f.flush()
+                    run = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+                    assert run.returncode == 0, f"promtool: rules with {cluster_label}: {run.stdout}{run.stderr}"
 
 
 def check_user_rules():

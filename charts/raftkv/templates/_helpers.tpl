@@ -71,6 +71,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
+The rules file or a dashboard (list TEXT $) with the label `cluster` renamed
+to monitoring.clusterLabel, where they use it as a label: grouping and join
+lists, matchers, label_values, legends and $labels in annotations. Prose
+("raftkv cluster") and the $cluster variable stay. Unchanged by default.
+*/}}
+{{- define "raftkv.withClusterLabel" -}}
+{{- $text := index . 0 -}}
+{{- $l := (index . 1).Values.monitoring.clusterLabel -}}
+{{- if eq $l "cluster" -}}
+{{- $text -}}
+{{- else -}}
+{{- $text | replace "(namespace, cluster" (printf "(namespace, %s" $l) | replace "cluster=\\\"$cluster" (printf "%s=\\\"$cluster" $l) | replace "}, cluster)" (printf "}, %s)" $l) | replace "{{cluster}}" (printf "{{%s}}" $l) | replace "$labels.cluster" (printf "$labels.%s" $l) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Guards: fail the render, with the reason, on values that would install a
 cluster that cannot work. The schema catches types; these catch meaning.
 */}}
