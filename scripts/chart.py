@@ -232,7 +232,8 @@ def check():
 
     text = notes()
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
-    ok("NOTES.txt tells how to reach the cluster with raftctl")
+    assert "CANARY" not in text and "CANARY" in notes({"updateStrategy": {"rollingUpdate": {"partition": 2}}})
+    ok("NOTES.txt tells how to reach the cluster with raftctl, and when a canary partition holds a rollout")
 
     kustomization, base = k8s_objects()
     validate(base, "k8s/")
