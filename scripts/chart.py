@@ -18,6 +18,9 @@ containers exactly as the rendered pod template says.
 import argparse
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -35,15 +38,14 @@ KUBE_VERSION = kubernetes_validate.latest_version()
 # Kinds of the Prometheus Operator: no Kubernetes schema covers them.
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
-# The non-default set the issue asks for: 5 replicas, no persistence,
-# monitoring and the network policy on (dashboards too).
+# A non-default set: 5 replicas, no persistence, monitoring (ServiceMonitor,
+# rules, dashboards) and the network policy on, hard anti-affinity.
 NON_DEFAULT = {
     "replicas": 5,
     "cluster": {"initialMembers": 5},
     "persistence": {"enabled": False},
     "monitoring": {
         "serviceMonitor": {"enabled": True},
-        "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboards": {"enabled": True},
     },
@@ -52,10 +54,10 @@ NON_DEFAULT = {
 }
 
 
-def render(values=None, revision=1, is_upgrade=False):
+def render(values=None, revision=1, is_upgrade=False, name=RELEASE):
     """Rendered objects (dicts), hooks included, in a stable order."""
     chart = helm.Chart.load(CHART)
-    out = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE,
+    out = chart.render(values or {}, name=name, namespace=NAMESPACE,
                        revision=revision, is_install=not is_upgrade, is_upgrade=is_upgrade)
     objects = []
     for path in sorted(out):
@@ -91,10 +93,10 @@ def validate(objects, where):
             raise SystemExit(f"{name} is invalid for Kubernetes {KUBE_VERSION}: {e.message} at {list(e.path)}")
 
 
-def render_error(values):
+def render_error(values, is_upgrade=False):
     """The error message of a render that must fail, or None if it rendered."""
     try:
-        render(values)
+        render(values, revision=2 if is_upgrade else 1, is_upgrade=is_upgrade)
     except helm.HelmError as e:
         return str(e)
     return None
@@ -165,25 +167,31 @@ def check():
     kinds = sorted({o["kind"] for o in default})
     ok(f"default render: {len(default)} objects valid (strict): {', '.join(kinds)}")
     check_default(default)
-    ok("default render: StatefulSet/Services/PDB/probes/security as designed")
+    check_update_strategy()
+    ok("default render: StatefulSet/Services/PDB/probes/security as designed; update strategy from values")
 
     other = render(NON_DEFAULT)
     validate(other, "non-default render")
     check_non_default(other)
-    ok(f"non-default render: {len(other)} objects valid (strict)")
+    check_user_rules()
+    check_test_pod()
+    check_monitors()
+    check_rules_see_targets()
+    ok(f"non-default render: {len(other)} objects valid (strict); user alert rules kept verbatim; "
+       "the test pod selected by nothing but the client port's policy; each monitor scrapes each pod once; "
+       "the alert rules select and group by labels the monitors set")
 
     # Scaling must not change the pod template (no rolling restart on scale).
     sts3 = find(render({"replicas": 3}), "StatefulSet")
     sts5 = find(render({"replicas": 5}), "StatefulSet")
     assert sts3["spec"]["template"] == sts5["spec"]["template"], "replicas changed the pod template"
     assert sts5["spec"]["replicas"] == 5
-    pdb5 = find(render({"replicas": 5}), "PodDisruptionBudget")
-    assert pdb5["spec"]["maxUnavailable"] == 2, pdb5
+    check_pdb()
     # A settings change does change it (checksum annotation rolls the pods).
     changed = find(render({"raft": {"snapshotThreshold": 5}}), "StatefulSet")
     assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != \
         sts3["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    ok("scaling keeps the pod template; a config change rolls it; PDB keeps quorum at 5")
+    ok("scaling keeps the pod template; a config change rolls it; PDB keeps quorum at 1, 3, 5, 7 live replicas")
 
     guards = {
         "even replicas": ({"replicas": 4}, "is even"),
@@ -197,16 +205,35 @@ def check():
         "bad enum": ({"log": {"format": "xml"}}, "format"),
         "bad port": ({"ports": {"peer": 70000}}, "peer"),
         "lease not below election": ({"raft": {"leaseMs": 400}}, "leaseMs"),
+        "fewer pods than founders at install": ({"replicas": 1}, "cluster.initialMembers (3)"),
+        "rolling update settings with OnDelete": (
+            {"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 1}}}, "rollingUpdate"),
+        "negative partition": ({"updateStrategy": {"rollingUpdate": {"partition": -1}}}, "partition"),
+        "negative minReadySeconds": ({"minReadySeconds": -1}, "minReadySeconds"),
     }
     for what, (values, needle) in guards.items():
         err = render_error(values)
         assert err is not None, f"{what}: rendered, should have been refused"
         assert needle in err, f"{what}: refused, but the message does not say why: {err}"
-    ok(f"{len(guards)} bad value sets refused with a clear message")
+    # Value sets that must render (each one was refused once).
+    accepted = {
+        # As a subchart, Helm hands the parent's `global` to this chart.
+        "subchart globals": {"global": {"imageRegistry": "x"}},
+    }
+    for what, values in accepted.items():
+        err = render_error(values)
+        assert err is None, f"{what}: refused, should render: {err}"
+    # Below the founders after install: a scale-down once members were
+    # removed (raftctl scale 1, then the same replicas on the next upgrade).
+    err = render_error({"replicas": 1}, is_upgrade=True)
+    assert err is None, f"an upgrade to fewer replicas than founders refused: {err}"
+    accepted["upgrade below the founders"] = {"replicas": 1}
+    ok(f"{len(guards)} bad value sets refused with a clear message, {len(accepted)} good ones rendered")
 
     text = notes()
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
-    ok("NOTES.txt tells how to reach the cluster with raftctl")
+    assert "CANARY" not in text and "CANARY" in notes({"updateStrategy": {"rollingUpdate": {"partition": 2}}})
+    ok("NOTES.txt tells how to reach the cluster with raftctl, and when a canary partition holds a rollout")
 
     kustomization, base = k8s_objects()
     validate(base, "k8s/")
@@ -247,7 +274,6 @@ def check_default(objs):
     headless = find(objs, "Service", "raftkv-headless")
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     assert find(objs, "Service", "raftkv")["spec"]["type"] == "ClusterIP"
-    assert find(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     cfg = yaml.safe_load(find(objs, "ConfigMap")["data"]["config.yaml"])
     assert cfg["replicas"] == 3 and cfg["statefulset"] == "raftkv" and cfg["auto_join"] is True, cfg
     test = [o for o in objs if is_hook(o)]
@@ -257,12 +283,12 @@ def check_default(objs):
 
 def check_non_default(objs):
     kinds = {o["kind"] for o in objs}
-    assert CRD_KINDS <= kinds and "NetworkPolicy" in kinds, kinds
+    # The PodMonitor is the ServiceMonitor's alternative (check_monitors).
+    assert CRD_KINDS - {"PodMonitor"} <= kinds and "NetworkPolicy" in kinds, kinds
     sts = find(objs, "StatefulSet")
     assert sts["spec"]["replicas"] == 5 and "volumeClaimTemplates" not in sts["spec"]
     assert any("emptyDir" in v for v in sts["spec"]["template"]["spec"]["volumes"])
     assert "requiredDuringSchedulingIgnoredDuringExecution" in sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
-    assert find(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
     np = find(objs, "NetworkPolicy")
     peer_rule = np["spec"]["ingress"][0]
     assert peer_rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "raftkv"
@@ -272,14 +298,369 @@ def check_non_default(objs):
     want = len([f for f in os.listdir(dashboards) if f.endswith(".json")]) if os.path.isdir(dashboards) else 0
     got = [o for o in objs if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]]
     assert len(got) == want, (len(got), want)
-    # The PrometheusRule carries the plain rules file's groups unchanged, and
-    # the monitors give every series the `cluster` label the rules key by.
+    # The PrometheusRule carries the plain rules file's groups unchanged
+    # (check_monitors: the monitors give every series the labels they key by).
     with open(os.path.join(CHART, "rules", "raftkv-alerts.yaml")) as f:
         rules_file = yaml.safe_load(f)
     assert find(objs, "PrometheusRule")["spec"]["groups"] == rules_file["groups"]
-    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
-        relabel = find(objs, kind)["spec"][key][0]["relabelings"]
-        assert any(r.get("targetLabel") == "cluster" for r in relabel), kind
+
+
+def quorum(n):
+    return n // 2 + 1
+
+
+def _scaled(value, total):
+    """An int-or-percent PDB value against `total` pods, rounded up as the
+    disruption controller does (GetScaledValueFromIntOrPercent, roundUp)."""
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-int(value[:-1]) * total // 100)
+    return int(value)
+
+
+def disruptions_allowed(pdb, expected, healthy):
+    """status.disruptionsAllowed the disruption controller computes for
+    `pdb` when the StatefulSet asks for `expected` pods and `healthy` are
+    ready: healthy - desiredHealthy, never negative."""
+    spec = pdb["spec"]
+    if "minAvailable" in spec:
+        desired = _scaled(spec["minAvailable"], expected)
+    else:
+        desired = expected - _scaled(spec["maxUnavailable"], expected)
+    return max(0, healthy - desired)
+
+
+def check_pdb():
+    """The PDB must keep a quorum of the replicas that run now, which
+    `raftctl scale` changes without touching the PDB: one rendered budget,
+    applied to 1, 3, 5 and 7 ready members, allows n - quorum(n) evictions."""
+    for values in ({}, {"replicas": 5, "cluster": {"initialMembers": 5}}):
+        pdb = find(render(values), "PodDisruptionBudget")
+        got = {n: disruptions_allowed(pdb, n, n) for n in (1, 3, 5, 7)}
+        want = {n: n - quorum(n) for n in (1, 3, 5, 7)}
+        assert got == want, f"PDB {pdb['spec']} (values {values}) allows {got} disruptions, quorum needs {want}"
+        # One member down already: no further eviction may take a vote.
+        for n in (3, 5, 7):
+            assert disruptions_allowed(pdb, n, n - 1) == n - 1 - quorum(n), (pdb["spec"], n)
+
+
+def check_update_strategy():
+    """updateStrategy and minReadySeconds come from values; the defaults
+    render what the chart always rendered (a plain RollingUpdate)."""
+    spec = find(render(), "StatefulSet")["spec"]
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}, spec["updateStrategy"]
+    assert "minReadySeconds" not in spec, spec
+    canary = {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+              "minReadySeconds": 10}
+    err = render_error(canary)
+    assert err is None, f"a canary update strategy refused: {err}"
+    objs = render(canary)
+    validate(objs, "canary render")
+    spec = find(objs, "StatefulSet")["spec"]
+    assert spec["updateStrategy"] == canary["updateStrategy"], spec["updateStrategy"]
+    assert spec["minReadySeconds"] == 10, spec
+    assert find(render({"updateStrategy": {"type": "OnDelete"}}), "StatefulSet")["spec"]["updateStrategy"] \
+        == {"type": "OnDelete"}
+
+
+def selector_matches(selector, labels):
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against
+    a label set; an empty selector matches everything."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def pod_selectors(objs):
+    """Every selector of pods in `objs`, as (where, LabelSelector): workload,
+    PDB, Service and PodMonitor selectors, affinity and spread terms,
+    NetworkPolicy targets and peers. ServiceMonitors select Services and are
+    checked by check_monitors."""
+    found = []
+
+    def walk(node, path, kind):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                here = f"{path}.{k}"
+                if k in ("selector", "labelSelector", "podSelector") and isinstance(v, dict) \
+                        and kind != "ServiceMonitor":
+                    if kind == "Service" and k == "selector":
+                        v = {"matchLabels": v}  # a Service's selector is a plain map
+                    found.append((here, v))
+                else:
+                    walk(v, here, kind)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]", kind)
+
+    for o in objs:
+        walk(o.get("spec"), f"{o['kind']}/{o['metadata']['name']}.spec", o["kind"])
+    return found
+
+
+def check_test_pod():
+    """The helm test pod has labels of its own: no workload selector (the
+    StatefulSet's, the PDB's, a Service's, a monitor's, an anti-affinity or
+    spread term, the NetworkPolicy's target or its members-only peer rule)
+    selects it. Only the NetworkPolicy rule for the client port admits it,
+    also when clients are limited to selected namespaces. It is scheduled
+    and pulled like the workload."""
+    extra = {"imagePullSecrets": [{"name": "regcred"}], "nodeSelector": {"pool": "db"},
+             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}
+    for policy in ({}, {"clientNamespaceSelector": {"matchLabels": {"team": "apps"}}}):
+        values = json.loads(json.dumps(NON_DEFAULT))
+        values["networkPolicy"].update(policy)
+        values.update(extra)
+        objs = render(values)
+        validate(objs, "test pod render")
+        test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+        labels = test["metadata"].get("labels") or {}
+        np = find(objs, "NetworkPolicy")
+        client_rules = [f"NetworkPolicy/{np['metadata']['name']}.spec.ingress[{i}].from[{j}].podSelector"
+                        for i, r in enumerate(np["spec"]["ingress"])
+                        if [p["port"] for p in r["ports"]] == [values.get("ports", {}).get("client", 7379)]
+                        for j, peer in enumerate(r["from"]) if "podSelector" in peer]
+        selecting = [where for where, sel in pod_selectors(objs) if selector_matches(sel, labels)]
+        assert selecting and set(selecting) <= set(client_rules), \
+            f"test pod {labels} selected by {selecting}; only a client-port rule of the policy may ({client_rules})"
+        for k, v in extra.items():
+            assert test["spec"].get(k) == v, f"test pod {k}: {test['spec'].get(k)} != {v}"
+
+
+# The labels every target of the chart's monitors carries in Prometheus,
+# release `raftkv` in `default`, for pod raftkv-0 (plus `instance`, the
+# pod's IP and port): what the Prometheus Operator's generated scrape config
+# sets, then the monitor's relabelings. check_monitors derives them from the
+# render and compares; dashboards and alert rules key by these.
+#   ServiceMonitor: job = the Service's name (or the value of the Service
+#   label named by spec.jobLabel), namespace, service, pod, container,
+#   endpoint = the port's name.
+#   PodMonitor: job = <namespace>/<PodMonitor name> (or the pod label named
+#   by spec.jobLabel), namespace, pod, container, endpoint.
+#   Then the chart's relabelings: job = raftkv (the alert rules find raftkv's
+#   `up` by it, whatever the objects are called) and the cluster label
+#   (monitoring.clusterLabel, default `cluster`) = the release.
+MONITOR_TARGET_LABELS = {
+    "ServiceMonitor": {"job": "raftkv", "namespace": "default", "service": "raftkv-headless",
+                       "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
+    "PodMonitor": {"job": "raftkv", "namespace": "default",
+                   "pod": "raftkv-0", "container": "raftkv", "endpoint": "http", "cluster": "raftkv"},
+}
+
+
+def _meta_name(label):
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in label)
+
+
+def relabel(labels, rules):
+    """Prometheus relabelling, `replace` and `labelmap` actions (the ones
+    the chart uses), on a dict of labels."""
+    labels = dict(labels)
+    for r in rules:
+        action = r.get("action", "replace").lower()
+        regex = re.compile(r.get("regex", "(.*)"))
+        if action == "replace":
+            value = (r.get("separator", ";")).join(labels.get(x, "") for x in r.get("sourceLabels", []))
+            m = regex.fullmatch(value)
+            if m:
+                out = re.sub(r"\$\{?(\w+)\}?", lambda g: m.group(int(g.group(1))) or ""
+                             if g.group(1).isdigit() else "", r.get("replacement", "$1"))
+                if out:
+                    labels[r["targetLabel"]] = out
+                else:
+                    labels.pop(r["targetLabel"], None)
+        elif action == "labelmap":
+            for k, v in list(labels.items()):
+                m = regex.fullmatch(k)
+                if m:
+                    labels[m.expand(r.get("replacement", "$1").replace("$", "\\"))] = v
+        else:
+            raise AssertionError(f"relabel action {action} not emulated")
+    return {k: v for k, v in labels.items() if not k.startswith("__")}
+
+
+def monitor_targets(mon, objs):
+    """What the Prometheus Operator makes of `mon` over the objects in
+    `objs`: [(endpoint, Service or None, target labels of pod ordinal 0)].
+    ServiceMonitor: the Services in its namespaces whose labels match its
+    selector and that have the endpoint's named port. PodMonitor: the
+    StatefulSet's pods if its selector matches their template labels."""
+    spec, ns = mon["spec"], mon["metadata"]["namespace"]
+    nss = spec.get("namespaceSelector") or {}
+    in_ns = (lambda o: True) if nss.get("any") else \
+        (lambda o: o["metadata"].get("namespace") in (nss.get("matchNames") or [ns]))
+    sts = find(objs, "StatefulSet")
+    template = sts["spec"]["template"]
+    pod = f"{sts['metadata']['name']}-0"
+    pod_meta = {f"__meta_kubernetes_pod_label_{_meta_name(k)}": v
+                for k, v in template["metadata"]["labels"].items()}
+    out = []
+    if mon["kind"] == "ServiceMonitor":
+        for ep in spec["endpoints"]:
+            for svc in objs:
+                if svc["kind"] != "Service" or not in_ns(svc):
+                    continue
+                if not selector_matches(spec["selector"], svc["metadata"].get("labels") or {}):
+                    continue
+                if ep["port"] not in [p.get("name") for p in svc["spec"]["ports"]]:
+                    continue
+                svc_labels = svc["metadata"]["labels"]
+                job = svc_labels.get(spec["jobLabel"], "") if spec.get("jobLabel") else svc["metadata"]["name"]
+                container = next(c["name"] for c in template["spec"]["containers"]
+                                 if ep["port"] in [p.get("name") for p in c.get("ports", [])])
+                labels = {"job": job, "namespace": svc["metadata"]["namespace"],
+                          "service": svc["metadata"]["name"], "pod": pod,
+                          "container": container, "endpoint": ep["port"], **pod_meta}
+                out.append((ep["port"], svc, relabel(labels, ep.get("relabelings", []))))
+    else:
+        for ep in spec["podMetricsEndpoints"]:
+            if not (in_ns(sts) and selector_matches(spec["selector"], template["metadata"]["labels"])):
+                continue
+            container = next((c["name"] for c in template["spec"]["containers"]
+                              if ep["port"] in [p.get("name") for p in c.get("ports", [])]), None)
+            assert container, f"PodMonitor port {ep['port']} is no container port"
+            job = template["metadata"]["labels"].get(spec["jobLabel"], "") if spec.get("jobLabel") \
+                else f"{ns}/{mon['metadata']['name']}"
+            labels = {"job": job, "namespace": ns, "pod": pod, "container": container,
+                      "endpoint": ep["port"], **pod_meta}
+            out.append((ep["port"], None, relabel(labels, ep.get("relabelings", []))))
+    return out
+
+
+def check_monitors():
+    """Each pod is scraped once: a ServiceMonitor's endpoint matches
+    exactly one Service (the headless one, which lists not-ready members
+    too); a PodMonitor selects the members' pods and not the helm test pod;
+    enabling both monitors is refused. The target labels are the ones
+    written down in MONITOR_TARGET_LABELS."""
+    for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor")):
+        objs = render({"monitoring": {key: {"enabled": True}}})
+        validate(objs, f"{kind} render")
+        mon = find(objs, kind)
+        targets = monitor_targets(mon, objs)
+        assert len(targets) == 1, f"{kind} scrapes each pod {len(targets)} times: " \
+            f"{[(ep, svc and svc['metadata']['name']) for ep, svc, _ in targets]}"
+        ep, svc, labels = targets[0]
+        if svc is not None:
+            assert svc["spec"].get("clusterIP") == "None" and svc["spec"].get("publishNotReadyAddresses"), \
+                f"{kind} selects {svc['metadata']['name']}, which does not list not-ready members"
+        else:
+            test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+            assert not selector_matches(mon["spec"]["selector"], test["metadata"]["labels"]), \
+                f"{kind} selects the helm test pod"
+        assert labels == MONITOR_TARGET_LABELS[kind], \
+            f"{kind} target labels {labels} != the documented {MONITOR_TARGET_LABELS[kind]}"
+    both = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+    err = render_error(both)
+    assert err and "podMonitor" in err, f"both monitors on (every pod scraped twice): {err or 'rendered'}"
+
+
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def series_selected(expr, metric, labels):
+    """Whether every `metric{...}` selector in the PromQL `expr` matches a
+    series with `labels` (Prometheus anchors the regexes). None: `expr`
+    does not select `metric`."""
+    found = None
+    for m in re.finditer(r"(?<![\w:])" + metric + r"\{([^}]*)\}", expr):
+        found = True
+        for name, op, value in MATCHER.findall(m.group(1)):
+            have = labels.get(name, "")
+            hit = re.fullmatch(value, have) is not None if op in ("=~", "!~") else have == value
+            if hit != (op in ("=", "=~")):
+                return False
+    return found
+
+
+def grouping_labels(expr):
+    """The label names of every by (...) / on (...) / without / ignoring
+    clause of a PromQL expression."""
+    names = set()
+    for m in re.finditer(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+        names |= {n.strip() for n in m.group(1).split(",") if n.strip()}
+    return names
+
+
+def rule_exprs(groups):
+    return [(r.get("alert") or r.get("record"), r["expr"], r.get("annotations") or {})
+            for g in groups for r in g["rules"]]
+
+
+# Labels the rules group by that the node itself exports on its series
+# (the histogram's buckets; the leader's per-follower lag).
+EXPORTED_LABELS = {"le", "peer"}
+
+
+def check_rules_see_targets():
+    """The chart's PrometheusRule finds the targets of the chart's monitors
+    whatever the release and its objects are called (here release `orders`,
+    objects `orders-kv`, nothing named raftkv): every `up{...}` selector in the rules
+    matches the targets' labels, and every label the rules group or join by
+    is one the monitors set (or the node exports). The label naming the
+    cluster is configurable (monitoring.clusterLabel): the monitors, the
+    rules and the dashboards then use that name and no longer `cluster`,
+    the label multi-cluster Prometheus setups reserve for the Kubernetes
+    cluster."""
+    for cluster_label in ("cluster", "raftkv_cluster"):
+        for key in ("serviceMonitor", "podMonitor"):
+            values = {"fullnameOverride": "orders-kv",
+                      "monitoring": {"clusterLabel": cluster_label, key: {"enabled": True},
+                                     "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}}}
+            objs = render(values, name="orders")
+            validate(objs, f"release orders, {key}, cluster label {cluster_label}")
+            mon = find(objs, "ServiceMonitor" if key == "serviceMonitor" else "PodMonitor")
+            (_, _, labels), = monitor_targets(mon, objs)
+            assert labels.get(cluster_label) == "orders", (key, labels)
+            groups = find(objs, "PrometheusRule")["spec"]["groups"]
+            for alert, expr, annotations in rule_exprs(groups):
+                assert series_selected(expr, "up", labels) is not False, \
+                    f"{alert} does not see the {mon['kind']} targets of release orders ({labels}): {expr}"
+                missing = grouping_labels(expr) - set(labels) - EXPORTED_LABELS
+                assert not missing, f"{alert} groups by {missing}, which the {mon['kind']} targets lack"
+                if cluster_label != "cluster":
+                    assert not re.search(r"(?<![\w$.])cluster(?!\w)", expr), f"{alert} still uses `cluster`: {expr}"
+                    assert not any("$labels.cluster" in a for a in annotations.values()), alert
+            if cluster_label != "cluster":
+                for cm in (o for o in objs if o["kind"] == "ConfigMap" and "-dashboard-" in o["metadata"]["name"]):
+                    for text in cm["data"].values():
+                        queries = re.findall(r'"(?:expr|query|definition|legendFormat)": "((?:[^"\\]|\\.)*)"', text)
+                        assert queries, cm["metadata"]["name"]
+                        for q in queries:
+                            assert not re.search(r"(?<![\w$.-])cluster(?![\w-])", q), \
+                                f"{cm['metadata']['name']} still queries `cluster`: {q}"
+            if cluster_label != "cluster" and key == "serviceMonitor" and shutil.which("promtool"):
+                with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                    yaml.safe_dump({"groups": groups}, f)
+                    f.flush()
+                    run = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+                    assert run.returncode == 0, f"promtool: rules with {cluster_label}: {run.stdout}{run.stderr}"
+
+
+def check_user_rules():
+    """monitoring.prometheusRule.groups reach the PrometheusRule as given:
+    Prometheus, not Helm, expands the templates in their annotations."""
+    groups = [{"name": "mine", "rules": [{
+        "alert": "MineDown",
+        "expr": 'up{job="mine"} == 0',
+        "labels": {"severity": "page"},
+        "annotations": {"summary": "{{ $labels.pod }} is down ({{ $value }})",
+                        "description": '{{ printf "%s" $labels.namespace }}'},
+    }]}]
+    values = {"monitoring": {"prometheusRule": {"enabled": True, "groups": groups}}}
+    err = render_error(values)
+    assert err is None, f"user alert rules with Prometheus templates refused: {err}"
+    assert find(render(values), "PrometheusRule")["spec"]["groups"] == groups, "user rules changed"
 
 
 def write_k8s():
@@ -342,7 +723,13 @@ def compare(path):
                 assert o["spec"].get(k) == c["spec"].get(k), f"{where} {k}: {o['spec'].get(k)} != {c['spec'].get(k)}"
             assert _ports(o["spec"]["ports"]) == _ports(c["spec"]["ports"]), f"{where} ports"
         elif o["kind"] == "PodDisruptionBudget":
-            assert o["spec"] == c["spec"], f"{where}: {o['spec']} != {c['spec']}"
+            # raftctl writes maxUnavailable for the replica count it deploys;
+            # the chart a percentage that follows later scaling. At the
+            # deployed count they must allow the same evictions.
+            assert o["spec"]["selector"] == c["spec"]["selector"], f"{where} selector"
+            for healthy in range(replicas + 1):
+                assert disruptions_allowed(o, replicas, healthy) == disruptions_allowed(c, replicas, healthy), \
+                    f"{where}: {o['spec']} and {c['spec']} allow different evictions with {healthy}/{replicas} ready"
         elif o["kind"] == "StatefulSet":
             for k in ("replicas", "serviceName", "podManagementPolicy", "selector",
                       "updateStrategy", "persistentVolumeClaimRetentionPolicy"):

@@ -47,18 +47,43 @@ app.kubernetes.io/part-of: raftkv
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/*
+Labels of the `helm test` pod: its own name and component, so that none of
+the workload's selectors (StatefulSet, PDB, Services, monitors, affinity,
+NetworkPolicy) takes it for a member.
+*/}}
+{{- define "raftkv.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "raftkv.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "raftkv.testLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "raftkv.testSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: raftkv
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
 {{- define "raftkv.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
 {{/*
-maxUnavailable keeping a quorum of the founding-size cluster:
-max(1, N - (N/2 + 1)). With 3 members: 1; with 5: 2; with 1: 1 (a
-one-member cluster has nothing to keep).
+The rules file or a dashboard (list TEXT $) with the label `cluster` renamed
+to monitoring.clusterLabel, where they use it as a label: grouping and join
+lists, matchers, label_values, legends and $labels in annotations. Prose
+("raftkv cluster") and the $cluster variable stay. Unchanged by default.
 */}}
-{{- define "raftkv.pdbMaxUnavailable" -}}
-{{- $n := int .Values.replicas -}}
-{{- max 1 (sub $n (add (div $n 2) 1)) -}}
+{{- define "raftkv.withClusterLabel" -}}
+{{- $text := index . 0 -}}
+{{- $l := (index . 1).Values.monitoring.clusterLabel -}}
+{{- if eq $l "cluster" -}}
+{{- $text -}}
+{{- else -}}
+{{- $text | replace "(namespace, cluster" (printf "(namespace, %s" $l) | replace "cluster=\\\"$cluster" (printf "%s=\\\"$cluster" $l) | replace "}, cluster)" (printf "}, %s)" $l) | replace "{{cluster}}" (printf "{{%s}}" $l) | replace "$labels.cluster" (printf "$labels.%s" $l) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -77,11 +102,24 @@ cluster that cannot work. The schema catches types; these catch meaning.
 {{- if or (lt $f 1) (eq (mod $f 2) 0) -}}
 {{- fail (printf "cluster.initialMembers: %d must be odd and at least 1" $f) -}}
 {{- end -}}
+{{- /* At install every founder needs a pod, or the founders never reach
+the quorum they bootstrap with. After install fewer pods than founders is a
+legitimate scale-down once the members were removed (raftctl scale does it
+in that order; the upgrade must then carry the new count). */ -}}
+{{- if and .Release.IsInstall (lt $r $f) -}}
+{{- fail (printf "replicas: %d is fewer than cluster.initialMembers (%d): the founding members bootstrap together, so every one of them needs a pod at install; lower cluster.initialMembers or raise replicas" $r $f) -}}
+{{- end -}}
 {{- if .Values.persistence.enabled -}}
 {{- $size := toString .Values.persistence.size -}}
 {{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $size) -}}
 {{- fail (printf "persistence.size: %q is not a Kubernetes quantity (like 1Gi or 500Mi)" $size) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (eq .Values.updateStrategy.type "OnDelete") .Values.updateStrategy.rollingUpdate -}}
+{{- fail "updateStrategy.rollingUpdate applies to type RollingUpdate only; remove it for OnDelete" -}}
+{{- end -}}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled -}}
+{{- fail "monitoring.serviceMonitor and monitoring.podMonitor are both enabled: every pod would be scraped twice (and the alert rules count members twice); enable one" -}}
 {{- end -}}
 {{- if ge (int .Values.raft.leaseMs) (int .Values.raft.electionTimeoutMs) -}}
 {{- fail "raft.leaseMs must be shorter than raft.electionTimeoutMs" -}}
