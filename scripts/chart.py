@@ -723,10 +723,12 @@ def compare(path):
                 assert o["spec"].get(k) == c["spec"].get(k), f"{where} {k}: {o['spec'].get(k)} != {c['spec'].get(k)}"
             assert _ports(o["spec"]["ports"]) == _ports(c["spec"]["ports"]), f"{where} ports"
         elif o["kind"] == "PodDisruptionBudget":
-            # raftctl writes maxUnavailable for the replica count it deploys;
-            # the chart a percentage that follows later scaling. At the
-            # deployed count they must allow the same evictions.
+            # Both write the same percentage, which follows later scaling;
+            # whatever either writes, at every count they must allow the
+            # same evictions.
             assert o["spec"]["selector"] == c["spec"]["selector"], f"{where} selector"
+            assert o["spec"].get("minAvailable") == c["spec"].get("minAvailable"), \
+                f"{where} minAvailable: {o['spec']} != {c['spec']}"
             for healthy in range(replicas + 1):
                 assert disruptions_allowed(o, replicas, healthy) == disruptions_allowed(c, replicas, healthy), \
                     f"{where}: {o['spec']} and {c['spec']} allow different evictions with {healthy}/{replicas} ready"

@@ -90,12 +90,18 @@ fn client_service(v: &Values) -> Service {
     }
 }
 
+/// The budget's `minAvailable`: Kubernetes rounds a percentage up, and
+/// ceil(0.51 × n) is a quorum for every n (1 of 1, 2 of 3, 3 of 5, 4 of 7).
+pub const QUORUM_PERCENT: &str = "51%";
+
 fn disruption_budget(v: &Values) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: v.meta(v.name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
-            // As the chart: max(1, N - quorum), so a quorum always remains.
-            max_unavailable: Some(IntOrString::Int((v.replicas - (v.replicas / 2 + 1)).max(1))),
+            // As the chart: a percentage is rounded up to a quorum of the
+            // StatefulSet's replica count of the moment, so the budget stays
+            // right after `raftctl scale` (a count computed here would not).
+            min_available: Some(IntOrString::String(QUORUM_PERCENT.into())),
             selector: Some(LabelSelector {
                 match_labels: Some(v.selector_labels()),
                 ..LabelSelector::default()

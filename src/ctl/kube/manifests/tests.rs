@@ -8,19 +8,17 @@ fn peers_find_each_other_before_they_are_ready() {
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     assert_eq!(m.client.metadata.name.as_deref(), Some("raftkv"));
-    assert_eq!(
-        m.budget.spec.unwrap().max_unavailable,
-        Some(IntOrString::Int(1))
-    );
-    // Five members may lose two to drains and keep a quorum (the chart's rule).
-    let five = Manifests::new(&Values {
-        replicas: 5,
-        ..values()
-    });
-    assert_eq!(
-        five.budget.spec.unwrap().max_unavailable,
-        Some(IntOrString::Int(2))
-    );
+    let budget = m.budget.spec.unwrap();
+    assert_eq!(budget.min_available, Some(IntOrString::String("51%".into())));
+    assert_eq!(budget.max_unavailable, None);
+    // What the disruption controller makes of it (a percentage rounds up):
+    // every count keeps a quorum, and loses no more than it can spare.
+    let percent: u32 = QUORUM_PERCENT.trim_end_matches('%').parse().unwrap();
+    for (n, evictable) in [(1, 0), (3, 1), (5, 2), (7, 3)] {
+        let keep = (n * percent).div_ceil(100);
+        assert_eq!(keep, n / 2 + 1, "{n} replicas");
+        assert_eq!(n - keep, evictable, "{n} replicas");
+    }
 }
 
 #[test]
