@@ -68,9 +68,17 @@ fn config() {
 }
 
 #[test]
+fn kv_apply() {
+    replay("kv_apply");
+}
+
+#[test]
 fn every_target_is_replayed() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["wal", "snapshot", "peer_message", "config"]);
+    assert_eq!(
+        names,
+        ["wal", "snapshot", "peer_message", "config", "kv_apply"]
+    );
 }
 
 /// The seeds are valid inputs that pass; written into the corpus only on

@@ -5,11 +5,17 @@ use crate::raft::{Instant, Membership, NodeId, Raft, bootstrap};
 use crate::server::config::{Args, Config};
 use crate::server::startup;
 
-/// Reading and validating a configuration file never panics.
+/// Reading and validating a configuration file never panics, and what it
+/// accepts is within what the node can run with.
 ///
 /// Input: the file's bytes, named by `--config` with no other flag set.
 /// What must hold: `Config::from_args` accepts or refuses it without a
-/// panic, and from an accepted one the node derives, without a panic, what
+/// panic; an accepted one satisfies every rule the validation states
+/// (`valid`): the timing order heartbeat < lease < election timeout, the
+/// drift and snapshot ratio ranges, positive thresholds and size limits,
+/// key and value limits that fit a WAL record, a scheduled state check
+/// interval that is not zero, a sorted peer list without duplicates that
+/// names this node. From an accepted one the node derives, without a panic, what
 /// it derives at start before it touches the disk or the network: its own
 /// peer entry, the core's configuration (which may still refuse), the
 /// lease parameters and the peer message limit, and a core built from
@@ -25,6 +31,9 @@ pub fn config(data: &[u8]) {
     let Ok(config) = Config::from_args(args, &|_| None) else {
         return;
     };
+    if let Err(e) = valid(&config) {
+        panic!("an accepted configuration breaks a limit: {e}\n{config:#?}");
+    }
     assert_eq!(config.me().id, config.id);
     let _ = startup::params(&config);
     let Ok(mut rc) = startup::raft_config(&config) else {
@@ -39,6 +48,61 @@ pub fn config(data: &[u8]) {
     let ready = raft.ready();
     raft.advance(ready.durable);
 }
+
+/// The rules an accepted configuration must satisfy, or the first broken.
+fn valid(c: &Config) -> Result<(), String> {
+    let rule = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
+    rule(!c.heartbeat.is_zero(), "the heartbeat is zero")?;
+    rule(
+        c.heartbeat < c.lease,
+        "the heartbeat is not shorter than the lease",
+    )?;
+    rule(
+        c.lease < c.election_timeout,
+        "the lease is not shorter than the election timeout",
+    )?;
+    rule(
+        (0.0..0.5).contains(&c.max_clock_drift),
+        "the drift bound is not in [0, 0.5)",
+    )?;
+    rule(c.snapshot_threshold > 0, "the snapshot threshold is zero")?;
+    rule(
+        (0.0..=10.0).contains(&c.snapshot_log_ratio),
+        "the snapshot log ratio is not in [0, 10]",
+    )?;
+    rule(
+        c.max_key_bytes > 0 && c.max_value_bytes > 0,
+        "a size limit is zero",
+    )?;
+    // A key and a value at their limits, with the proposal around them,
+    // must fit one WAL record: storage refuses a larger entry, and a node
+    // that cannot persist a committed entry stops.
+    let entry = c
+        .max_key_bytes
+        .checked_add(c.max_value_bytes)
+        .and_then(|n| n.checked_add(PROPOSAL_OVERHEAD));
+    rule(
+        entry.is_some_and(|n| n <= crate::storage::MAX_RECORD_BYTES),
+        "a key and a value at their limits do not fit a WAL record",
+    )?;
+    rule(
+        c.state_check_interval.is_none_or(|d| !d.is_zero()),
+        "the state check interval is zero",
+    )?;
+    rule(
+        c.peers.windows(2).all(|w| w[0].id < w[1].id),
+        "the peers are not sorted by distinct ids",
+    )?;
+    rule(
+        c.peers.iter().any(|p| p.id == c.id),
+        "the peers do not name this node",
+    )?;
+    Ok(())
+}
+
+/// More than the framing around a command's key and value (entry, proposal,
+/// session, command and record headers).
+const PROPOSAL_OVERHEAD: usize = 4096;
 
 /// The chart's configuration with an id, a static peer list, and a few
 /// variations.

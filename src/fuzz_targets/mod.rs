@@ -6,11 +6,14 @@
 //! hold. What each one checks: docs/testing.md.
 
 mod config;
+mod kv_apply;
 mod peer_message;
+mod repair;
 mod snapshot;
 mod wal;
 
 pub use config::config;
+pub use kv_apply::kv_apply;
 pub use peer_message::peer_message;
 pub use snapshot::snapshot;
 pub use wal::wal;
@@ -28,7 +31,21 @@ pub const TARGETS: &[Target] = &[
     ("snapshot", snapshot),
     ("peer_message", peer_message),
     ("config", config),
+    ("kv_apply", kv_apply),
 ];
+
+/// State machine limits as small as the simulator's, so that a short input
+/// reaches every bound: session evictions, forgotten answers, refusals of
+/// long keys and values.
+fn small_limits() -> crate::kv::Limits {
+    crate::kv::Limits {
+        max_key_bytes: 8,
+        max_value_bytes: 64,
+        max_sessions: 3,
+        max_kept_bytes_per_client: 300,
+        max_kept_bytes: 500,
+    }
+}
 
 /// A fresh directory for one input, removed on drop. Under `/dev/shm`
 /// where it exists: storage fsyncs on every open, which a RAM disk makes
@@ -110,6 +127,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "wal" => wal::seeds(),
         "snapshot" => snapshot::seeds(),
         "config" => config::seeds(),
+        "kv_apply" => kv_apply::seeds(),
         _ => Vec::new(),
     }
 }

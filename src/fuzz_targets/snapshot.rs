@@ -1,7 +1,7 @@
 //! The `snapshot` target: the state machine's snapshot decoder and the
 //! storage's snapshot file reader.
 
-use super::Scratch;
+use super::{Scratch, repair};
 use crate::kv::{Limits, StateMachine};
 use crate::raft::LogId;
 use crate::storage::{Storage, write_snapshot_file};
@@ -9,32 +9,61 @@ use crate::storage::{Storage, write_snapshot_file};
 /// The name the input's snapshot file gets: its metadata must match it.
 const FILE: &str = "00000000000000000002-00000000000000000009.snap";
 
-/// Decoding a snapshot never panics, and what decodes round-trips.
+/// Decoding a snapshot never panics, and what decodes is a valid state
+/// that round-trips.
 ///
-/// Input: a selector byte, then the bytes. Even selector: the bytes are a
-/// state machine snapshot for `StateMachine::restore`. Odd: they are a
-/// snapshot file in a data directory, read as the node reads it at start;
-/// its data then goes through the same check. What must hold: a restored
-/// state machine snapshots to bytes that restore to an equal state and
-/// encode to the same bytes again; a snapshot file that reads back is
-/// written and read again unchanged.
+/// Input: a selector byte, then the bytes. Selector bit 0 clear: the bytes
+/// are a state machine snapshot for `StateMachine::restore`; set: they are
+/// a snapshot file in a data directory, read as the node reads it at start,
+/// and its data then goes through the same check. Bit 1: recompute the
+/// checksums first (the file's and the state machine's), so that mutations
+/// reach the decoders behind them. Bit 2: restore under the small session
+/// bounds the simulator uses instead of the product's. What must hold: a
+/// restored state machine satisfies `check_invariants` (a restore must
+/// refuse a snapshot that breaks them), snapshots to bytes that restore to
+/// an equal state with the same `state_hash` and encode to the same bytes
+/// again; a snapshot file that reads back is written and read again
+/// unchanged.
 pub fn snapshot(data: &[u8]) {
-    match data.split_first() {
-        Some((selector, rest)) if selector % 2 == 0 => restore(rest),
-        Some((_, rest)) => snapshot_file(rest),
-        None => {}
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    let limits = if selector & 4 == 0 {
+        Limits::default()
+    } else {
+        super::small_limits()
+    };
+    let repair = selector & 2 != 0;
+    if selector & 1 == 0 {
+        if repair {
+            repair::kv_snapshot(&mut bytes);
+        }
+        restore(limits, &bytes);
+    } else {
+        if repair {
+            repair::snapshot_file(&mut bytes);
+        }
+        snapshot_file(limits, &bytes);
     }
 }
 
-fn restore(data: &[u8]) {
-    let limits = Limits::default();
+fn restore(limits: Limits, data: &[u8]) {
     let Ok(sm) = StateMachine::restore(limits, data) else {
         return;
     };
+    if let Err(e) = sm.check_invariants() {
+        panic!("a restored snapshot breaks the invariants: {e}");
+    }
     let bytes = sm.snapshot();
     let again = StateMachine::restore(limits, &bytes)
         .unwrap_or_else(|e| panic!("a snapshot of a restored state does not restore: {e:?}"));
     assert_eq!(again, sm, "a snapshot does not restore to the same state");
+    assert_eq!(
+        again.state_hash(),
+        sm.state_hash(),
+        "the same state hashes differently after a round trip"
+    );
     assert_eq!(
         again.snapshot(),
         bytes,
@@ -42,7 +71,7 @@ fn restore(data: &[u8]) {
     );
 }
 
-fn snapshot_file(data: &[u8]) {
+fn snapshot_file(limits: Limits, data: &[u8]) {
     let scratch = Scratch::new("snapshot");
     let dir = scratch.path();
     for sub in ["wal", "snap"] {
@@ -66,7 +95,7 @@ fn snapshot_file(data: &[u8]) {
     let again = Storage::inspect(dir)
         .unwrap_or_else(|e| panic!("a snapshot written does not read back: {e}"));
     assert_eq!(again.persisted.snapshot.as_ref(), Some(&snap));
-    restore(&snap.data);
+    restore(limits, &snap.data);
 }
 
 /// A state machine snapshot with keys, deadlines, sessions and member
@@ -124,5 +153,15 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
     };
     let path = write_snapshot_file(scratch.path(), &snap).expect("scratch directory");
     let file = std::fs::read(path).expect("just written");
-    vec![[&[0], &data[..]].concat(), [&[1], &file[..]].concat()]
+    // Every selector: both layouts, with and without repair, both limits.
+    (0..8u8)
+        .map(|selector| {
+            let bytes = if selector & 1 == 0 {
+                &data[..]
+            } else {
+                &file[..]
+            };
+            [&[selector], bytes].concat()
+        })
+        .collect()
 }

@@ -1,8 +1,8 @@
 //! The `wal` target: a data directory made of the fuzzer's files.
 
-use super::{Scratch, number};
+use super::{Scratch, number, repair};
 use crate::raft::{Config, Entry, Instant, LogId, NodeId, Payload, Raft};
-use crate::storage::{Options, Recovered, Storage};
+use crate::storage::{MAX_STORED, Options, Recovered, Storage};
 use arbitrary::Unstructured;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -11,9 +11,14 @@ use std::time::Duration;
 
 /// Opening a data directory never panics: it recovers or it refuses.
 ///
-/// Input: one options byte (segment size), then files, each
+/// Input: one options byte (bits 0-2: segment size; bit 3: repair the
+/// checksums), then files, each
 /// `[kind][name: one or two numbers][length: u16 LE][bytes]`: WAL segments,
-/// snapshots, the identity file, leftover temp files, stray files. What
+/// snapshots, the identity file, leftover temp files, stray files. With
+/// the repair bit, every record's, snapshot file's and identity file's
+/// checksum is recomputed before the directory is opened, so that the
+/// decoders behind the checksums see the mutated bytes; without it a
+/// mutation is mostly refused at a checksum, which must be clean too. What
 /// must hold:
 /// - `inspect` and `open` agree: both refuse, or both recover the same state;
 /// - a refused open leaves every file as it was;
@@ -23,16 +28,21 @@ use std::time::Duration;
 ///   left to repair, and takes the next entry, which a reopen then holds.
 pub fn wal(data: &[u8]) {
     let mut u = Unstructured::new(data);
+    let options_byte = u.arbitrary::<u8>().unwrap_or(0);
     let options = Options {
-        segment_bytes: 32 << (u.arbitrary::<u8>().unwrap_or(0) & 7),
+        segment_bytes: 32 << (options_byte & 7),
     };
+    let repair = options_byte & REPAIR != 0;
     let scratch = Scratch::new("wal");
     let dir = scratch.path();
     for sub in ["wal", "snap"] {
         std::fs::create_dir(dir.join(sub)).expect("scratch directory");
     }
     while !u.is_empty() {
-        let (name, bytes) = file(&mut u);
+        let (name, mut bytes) = file(&mut u);
+        if repair {
+            repair_file(&name, &mut bytes);
+        }
         std::fs::write(dir.join(name), bytes).expect("scratch file");
     }
     let before = files(dir);
@@ -67,7 +77,8 @@ pub fn wal(data: &[u8]) {
         .map(|e| e.id)
         .or(p.snapshot.as_ref().map(|s| s.meta.last))
         .unwrap_or_default();
-    let Some(index) = last.index.0.checked_add(1) else {
+    // Storage takes no index above MAX_STORED.
+    let Some(index) = last.index.0.checked_add(1).filter(|&i| i <= MAX_STORED) else {
         return;
     };
     let next = Entry {
@@ -87,6 +98,21 @@ pub fn wal(data: &[u8]) {
         extended.persisted.entries, want,
         "the appended entry is lost"
     );
+}
+
+/// The options bit that asks for the checksums to be recomputed.
+const REPAIR: u8 = 0x08;
+
+/// Recomputes the checksums of a file named as `file` names it.
+fn repair_file(name: &Path, bytes: &mut [u8]) {
+    let name = name.to_string_lossy();
+    if name.starts_with("wal/") {
+        repair::wal_segment(bytes);
+    } else if name.starts_with("snap/") {
+        repair::snapshot_file(bytes);
+    } else if name == "identity" {
+        repair::identity(bytes);
+    }
 }
 
 /// One file of the input: its path in the data directory and its bytes.
@@ -206,6 +232,13 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
         }
         seeds.push(input);
     }
+    // The same directories with the repair bit: mutations of them reach
+    // the record decoders.
+    let repaired: Vec<Vec<u8>> = seeds
+        .iter()
+        .map(|s| [&[s[0] | REPAIR][..], &s[1..]].concat())
+        .collect();
+    seeds.extend(repaired);
     seeds
 }
 

@@ -12,6 +12,22 @@ use crate::raft::{
 };
 use std::collections::BTreeSet;
 
+/// Every term and index the data directory holds is below this (2^63).
+/// Beyond it `index + 1` and the conversions to signed or narrower types
+/// elsewhere could overflow; no honest log gets near it (the wire refuses
+/// anything above 2^62), so a larger value read from disk is corruption.
+pub const MAX_STORED: u64 = (1 << 63) - 1;
+
+/// `value` if it is at most [`MAX_STORED`]; else why not, naming `what`.
+pub fn stored(value: u64, what: &str) -> Result<u64, CodecError> {
+    if value > MAX_STORED {
+        return Err(CodecError(format!(
+            "{what} {value} is out of range (at most {MAX_STORED})"
+        )));
+    }
+    Ok(value)
+}
+
 /// Why a protobuf message does not describe a valid core value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -29,6 +29,9 @@ pub use codec::*;
 pub use dump::dump;
 pub use error::StorageError;
 pub use lock::{Holder, LOCK_FILE, holder};
+/// The largest WAL record payload: an entry (its command with its key and
+/// value) beyond it cannot be stored.
+pub use record::MAX_PAYLOAD as MAX_RECORD_BYTES;
 
 use crate::raft::{Entry, HardState, Snapshot};
 use error::io_err;
@@ -152,6 +155,9 @@ impl Storage {
     /// `entries[0].index()` on. Durable only after `sync`.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check()?;
+        for e in entries {
+            writable(e.id, "entry")?;
+        }
         let r = self.wal.append(entries);
         self.poison_on_io(r)
     }
@@ -159,6 +165,10 @@ impl Storage {
     /// Buffers the hard state; durable only after `sync`.
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
         self.check()?;
+        writable(
+            crate::raft::LogId::new(hs.term.0, hs.commit.0),
+            "hard state",
+        )?;
         let r = self.wal.set_hard_state(hs);
         self.poison_on_io(r)
     }
@@ -175,6 +185,7 @@ impl Storage {
     /// it covers the whole log, the log restarts right after it.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
         self.check()?;
+        writable(snap.meta.last, "snapshot")?;
         let index = snap.meta.last.index.0;
         if index == 0 || index < self.wal.floor() {
             return Err(StorageError::Invalid(format!(
@@ -248,6 +259,7 @@ impl Storage {
     /// step 1 leaves an empty or torn fresh segment, handled as after a roll.
     pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
         self.check()?;
+        writable(snap.meta.last, "snapshot")?;
         let index = snap.meta.last.index.0;
         if index == 0 || index < self.wal.floor() {
             return Err(StorageError::Invalid(format!(
@@ -301,7 +313,17 @@ impl std::fmt::Debug for Storage {
 /// runs beside WAL writes; a crash in between leaves a complete snapshot
 /// file that recovery uses (its entries are still in the WAL too).
 pub fn write_snapshot_file(dir: &Path, snap: &Snapshot) -> Result<PathBuf, StorageError> {
+    writable(snap.meta.last, "snapshot")?;
     snapshot::write(dir, snap)
+}
+
+/// Refuses to write a term or index that recovery would refuse to read
+/// back (see [`MAX_STORED`]).
+fn writable(id: crate::raft::LogId, what: &str) -> Result<(), StorageError> {
+    stored(id.term.0, &format!("{what} term"))
+        .and_then(|_| stored(id.index.0, &format!("{what} index")))
+        .map(|_| ())
+        .map_err(|e| StorageError::Invalid(e.0))
 }
 
 /// Cuts a torn tail off the last segment, durably.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 pub(crate) const HEADER_LEN: usize = 8;
 /// Far above any real entry; a larger length field can only be corruption.
-pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
+pub const MAX_PAYLOAD: usize = 1 << 30;
 /// Intact records searched for after a suspected torn tail are at most this
 /// long; bounds the cost of that search (small records are the common case).
 const RESYNC_MAX_PAYLOAD: usize = 1 << 20;
@@ -72,23 +72,40 @@ fn decode_payload(payload: &[u8]) -> Result<Record, String> {
         None => Err("empty record payload".into()),
         Some((&KIND_ENTRY, body)) => {
             let e = pb::Entry::decode(body).map_err(|e| format!("undecodable entry: {e}"))?;
-            codec::entry_from_pb(e)
-                .map(Record::Entry)
-                .map_err(|e| format!("invalid entry: {e}"))
+            let e = codec::entry_from_pb(e).map_err(|e| format!("invalid entry: {e}"))?;
+            log_id_in_range(e.id, "entry")?;
+            Ok(Record::Entry(e))
         }
-        Some((&KIND_HARD_STATE, body)) => pb::HardState::decode(body)
-            .map(|hs| Record::HardState(codec::hard_state_from_pb(hs)))
-            .map_err(|e| format!("undecodable hard state: {e}")),
+        Some((&KIND_HARD_STATE, body)) => {
+            let hs = pb::HardState::decode(body)
+                .map(codec::hard_state_from_pb)
+                .map_err(|e| format!("undecodable hard state: {e}"))?;
+            in_range(hs.term.0, "hard state term")?;
+            in_range(hs.commit.0, "hard state commit index")?;
+            Ok(Record::HardState(hs))
+        }
         Some((&KIND_RESTART, body)) => match <[u8; 16]>::try_from(body) {
             Ok(b) => {
                 let term = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
                 let index = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
-                Ok(Record::Restart(LogId::new(term, index)))
+                let id = LogId::new(term, index);
+                log_id_in_range(id, "restart marker")?;
+                Ok(Record::Restart(id))
             }
             Err(_) => Err(format!("restart marker of {} bytes, not 16", body.len())),
         },
         Some((k, _)) => Err(format!("unknown record kind {k}")),
     }
+}
+
+fn in_range(value: u64, what: &str) -> Result<u64, String> {
+    codec::stored(value, what).map_err(|e| e.0)
+}
+
+fn log_id_in_range(id: LogId, what: &str) -> Result<(), String> {
+    in_range(id.term.0, &format!("{what} term"))?;
+    in_range(id.index.0, &format!("{what} index"))?;
+    Ok(())
 }
 
 /// A bad spot at the end of the last segment, presumed to be an interrupted write.

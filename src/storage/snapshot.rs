@@ -73,6 +73,12 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<(LogId, PathBuf)>, StorageError> {
                 ent.path().display()
             ))
         })?;
+        // The name is the snapshot's identity before its contents are read.
+        for (value, what) in [(id.term.0, "term"), (id.index.0, "index")] {
+            codec::stored(value, what).map_err(|e| {
+                StorageError::Invalid(format!("snapshot file {}: {e}", ent.path().display()))
+            })?;
+        }
         found.push((id, ent.path()));
     }
     found.sort_by_key(|(id, _)| (id.index, id.term));

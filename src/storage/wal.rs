@@ -48,7 +48,13 @@ pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<u64>, StorageError> {
             continue;
         }
         match parse_segment_name(&name) {
-            Some(first) => firsts.push(first),
+            // Segments are named by index, and the next one past the last.
+            Some(first) => {
+                super::codec::stored(first, "first index").map_err(|e| {
+                    StorageError::Invalid(format!("WAL segment {}: {e}", ent.path().display()))
+                })?;
+                firsts.push(first);
+            }
             None => {
                 return Err(StorageError::Invalid(format!(
                     "unexpected WAL file {}: not named <20-digit index>.log",

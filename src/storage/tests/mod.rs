@@ -3,6 +3,7 @@
 mod damage;
 mod install;
 mod log;
+mod range;
 mod snapshots;
 
 use super::*;
