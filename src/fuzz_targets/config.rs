@@ -74,16 +74,18 @@ fn valid(c: &Config) -> Result<(), String> {
         c.max_key_bytes > 0 && c.max_value_bytes > 0,
         "a size limit is zero",
     )?;
-    // A key and a value at their limits, with the proposal around them,
-    // must fit one WAL record: storage refuses a larger entry, and a node
-    // that cannot persist a committed entry stops.
+    // The largest command (a CAS: a key and two values) at the limits,
+    // with the proposal around it, must fit one WAL record: storage
+    // refuses a larger entry, and a node that cannot persist a committed
+    // entry stops.
     let entry = c
-        .max_key_bytes
-        .checked_add(c.max_value_bytes)
+        .max_value_bytes
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(c.max_key_bytes))
         .and_then(|n| n.checked_add(PROPOSAL_OVERHEAD));
     rule(
         entry.is_some_and(|n| n <= crate::storage::MAX_RECORD_BYTES),
-        "a key and a value at their limits do not fit a WAL record",
+        "a CAS at the key and value limits does not fit a WAL record",
     )?;
     rule(
         c.state_check_interval.is_none_or(|d| !d.is_zero()),

@@ -417,6 +417,7 @@ fn resolve(
     if max_key_bytes == 0 || max_value_bytes == 0 {
         return Err("max-key-bytes/max-value-bytes: must be positive".into());
     }
+    check_entry_fits(max_key_bytes, max_value_bytes)?;
     let state_check_interval = match pick!(args, file, state_check_interval_s) {
         Some(0) => None,
         Some(s) => Some(Duration::from_secs(s)),
@@ -509,6 +510,27 @@ fn parse_peer_list(setting: &str, list: &str) -> Result<Vec<(u64, String)>, Stri
         return Err(format!("{setting}: empty list"));
     }
     Ok(out)
+}
+
+/// The largest command (a CAS: a key and two values) with its framing must
+/// fit one WAL record: storage refuses a larger entry, and a node that
+/// cannot persist a committed entry must stop. The client port's message
+/// limit is the same sum (`status::client_message_limit`), computed here
+/// without overflow.
+fn check_entry_fits(max_key_bytes: usize, max_value_bytes: usize) -> Result<(), String> {
+    let largest = max_value_bytes
+        .checked_mul(2)
+        .and_then(|v| v.checked_add(max_key_bytes))
+        .and_then(|n| n.checked_add(crate::status::client_message_limit(0, 0)));
+    let limit = crate::storage::MAX_RECORD_BYTES;
+    match largest {
+        Some(n) if n <= limit => Ok(()),
+        _ => Err(format!(
+            "max-key-bytes/max-value-bytes: a CAS at these limits (a key of {max_key_bytes} \
+             bytes and two values of {max_value_bytes}) would not fit one log record \
+             ({limit} bytes); lower --max-value-bytes"
+        )),
+    }
 }
 
 #[cfg(test)]

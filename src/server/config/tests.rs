@@ -238,3 +238,22 @@ fn snapshot_log_ratio_from_a_flag_and_refused_out_of_range() {
     }
     assert!(with("half").unwrap_err().contains("snapshot-log-ratio"));
 }
+
+#[test]
+fn limits_whose_largest_command_cannot_be_logged_are_refused() {
+    let _g = ENV.lock().unwrap();
+    let base = ["--id", "0", "--peers", PEERS];
+    for value in ["2000000000", "600000000", "18446744073709551615"] {
+        let err = parse(&[&base[..], &["--max-value-bytes", value]].concat()).unwrap_err();
+        assert!(
+            err.contains("would not fit one log record"),
+            "{value}: {err}"
+        );
+    }
+    let err =
+        parse(&[&base[..], &["--max-key-bytes", "18446744073709551615"]].concat()).unwrap_err();
+    assert!(err.contains("would not fit one log record"), "{err}");
+    // 256 MiB values: a CAS carries two and still fits a 1 GiB record.
+    let c = parse(&[&base[..], &["--max-value-bytes", "268435456"]].concat()).unwrap();
+    assert_eq!(c.max_value_bytes, 256 << 20);
+}

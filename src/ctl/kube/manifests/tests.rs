@@ -9,7 +9,10 @@ fn peers_find_each_other_before_they_are_ready() {
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     assert_eq!(m.client.metadata.name.as_deref(), Some("raftkv"));
     let budget = m.budget.spec.unwrap();
-    assert_eq!(budget.min_available, Some(IntOrString::String("51%".into())));
+    assert_eq!(
+        budget.min_available,
+        Some(IntOrString::String("51%".into()))
+    );
     assert_eq!(budget.max_unavailable, None);
     // What the disruption controller makes of it (a percentage rounds up):
     // every count keeps a quorum, and loses no more than it can spare.
