@@ -429,20 +429,44 @@ async fn scale_patches_only_the_replica_count() {
     server.await.unwrap();
 }
 
+/// What kube's wait helper asks: a list of the StatefulSet by name, then
+/// a watch from the list's resource version.
+const STS_LIST: &str =
+    "/apis/apps/v1/namespaces/db/statefulsets?&fieldSelector=metadata.name%3Draftkv&limit=500";
+const STS_WATCH: &str = "/apis/apps/v1/namespaces/db/statefulsets?&watch=true&timeoutSeconds=290&fieldSelector=metadata.name%3Draftkv&allowWatchBookmarks=true&resourceVersion=10";
+
+/// The StatefulSet `raftkv` as the API server shows it with `ready` pods.
+fn statefulset(ready: i32, resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "raftkv", "namespace": "db", "resourceVersion": resource_version},
+        "spec": {"replicas": 2, "selector": {}, "serviceName": "raftkv-headless", "template": {}},
+        "status": {"replicas": 2, "readyReplicas": ready}
+    })
+}
+
 #[tokio::test]
 async fn deploy_waits_for_ready_pods_and_a_leader_and_stops_on_ctrl_c() {
+    // kube's wait helper lists the StatefulSet by name, then watches it:
+    // one pod ready at first, the second one in the watch's first event.
     let steps = vec![
         step(
             Method::GET,
-            PODS,
+            STS_LIST,
             200,
-            pod_list(vec![pod(0, "Running", true), pod(1, "Pending", false)]),
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSetList",
+                "metadata": {"resourceVersion": "10"},
+                "items": [statefulset(1, "10")]
+            }),
         ),
         step(
             Method::GET,
-            PODS,
+            STS_WATCH,
             200,
-            pod_list(vec![pod(0, "Running", true), pod(1, "Running", true)]),
+            json!({"type": "MODIFIED", "object": statefulset(2, "11")}),
         ),
     ];
     let (platform, server) = mock_platform(steps);

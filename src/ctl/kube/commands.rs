@@ -114,7 +114,7 @@ async fn deploy_kube(args: &DeployArgs, output: Output) -> Result<(), CtlError> 
     };
     let progress = deploy::wait_ready(
         &platform,
-        replicas,
+        u64::try_from(replicas).unwrap_or(0),
         leader,
         args.wait_timeout,
         signals.stop(),

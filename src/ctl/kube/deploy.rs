@@ -23,8 +23,8 @@ use super::errors::api_error;
 use super::manifests::Manifests;
 use super::{FIELD_MANAGER, KubePlatform};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::platform::Applied;
 use crate::ctl::platform::pod::{Values, selector_of};
+use crate::ctl::platform::{Applied, Progress};
 
 /// The replica count and founding member count of an existing StatefulSet.
 pub async fn existing(platform: &KubePlatform) -> Result<Option<(i32, i32)>, CtlError> {
@@ -149,25 +149,13 @@ pub fn reconcile(
     }
 }
 
-/// How far a rollout is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    pub ready: i32,
-    pub replicas: i32,
-    pub leader: Option<u64>,
-}
-
-impl Progress {
-    pub fn done(&self) -> bool {
-        self.ready >= self.replicas && self.leader.is_some()
-    }
-}
-
-/// Waits until `replicas` pods are ready and `leader()` names a leader with
-/// a lease, printing progress; gives up after `limit` or when `stop` ends.
+/// Waits until the StatefulSet reports `replicas` ready pods (watched with
+/// kube's runtime wait helpers, not polled) and then until `leader()` names
+/// a leader with a lease, printing progress; gives up after `limit` or when
+/// `stop` ends. The rule is the Docker path's: `Progress::done`.
 pub async fn wait_ready<L, F>(
     platform: &KubePlatform,
-    replicas: i32,
+    replicas: u64,
     mut leader: L,
     limit: Duration,
     stop: impl Future<Output = ()>,
@@ -177,51 +165,81 @@ where
     F: Future<Output = Option<u64>>,
 {
     let start = Instant::now();
-    let poll = async {
+    let report = |ready: u64, leader: Option<u64>| {
+        eprint!(
+            "\rwaiting: {ready}/{replicas} pods ready, leader: {} ({:.0}s)   ",
+            leader.map_or("none".into(), |l| format!("node {l}")),
+            start.elapsed().as_secs_f64()
+        );
+    };
+    let not_ready = |ready: u64, leader: Option<u64>| {
+        eprintln!();
+        CtlError::new(
+            Exit::Unhealthy,
+            format!(
+                "not ready after {}s: {ready}/{replicas} pods ready, {}; see `kubectl -n {} describe pods -l {}` and the pods' logs",
+                limit.as_secs(),
+                if leader.is_some() {
+                    "a leader"
+                } else {
+                    "no leader with a lease"
+                },
+                platform.namespace,
+                selector_of(&platform.name)
+            ),
+        )
+    };
+    let wait = async {
+        // The pods: every change of the StatefulSet's ready count arrives
+        // as a watch event.
+        let api: Api<StatefulSet> = Api::namespaced(platform.client.clone(), &platform.namespace);
+        let ready_pods = std::sync::atomic::AtomicU64::new(0);
+        let all_ready = |sts: Option<&StatefulSet>| {
+            let ready = sts
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                .map_or(0, |r| u64::try_from(r).unwrap_or(0));
+            ready_pods.store(ready, std::sync::atomic::Ordering::Relaxed);
+            report(ready, None);
+            ready >= replicas
+        };
+        let left = limit.saturating_sub(start.elapsed());
+        let watched = tokio::time::timeout(
+            left,
+            kube::runtime::wait::await_condition(api, &platform.name, all_ready),
+        )
+        .await;
+        let ready = ready_pods.load(std::sync::atomic::Ordering::Relaxed);
+        match watched {
+            Err(_) => return Err(not_ready(ready, None)),
+            Ok(Err(e)) => {
+                return Err(CtlError::new(
+                    Exit::Unreachable,
+                    format!("watch statefulset {}: {e}", platform.name),
+                ));
+            }
+            Ok(Ok(_)) => {}
+        }
+        // The leader: asked over gRPC, which no API condition can express.
         loop {
-            let pods = platform.list_pods().await?;
-            let ready = pods.iter().filter(|p| super::pod_ready(p)).count() as i32;
-            let leader = if ready > replicas / 2 {
-                leader().await
-            } else {
-                None
-            };
             let progress = Progress {
                 ready,
                 replicas,
-                leader,
+                leader: leader().await,
             };
-            eprint!(
-                "\rwaiting: {ready}/{replicas} pods ready, leader: {} ({:.0}s)   ",
-                leader.map_or("none".into(), |l| format!("node {l}")),
-                start.elapsed().as_secs_f64()
-            );
+            report(ready, progress.leader);
             if progress.done() {
                 eprintln!();
                 return Ok(progress);
             }
             if start.elapsed() > limit {
-                eprintln!();
-                return Err(CtlError::new(
-                    Exit::Unhealthy,
-                    format!(
-                        "not ready after {}s: {ready}/{replicas} pods ready, {}; see `kubectl -n {} describe pods -l {}` and the pods' logs",
-                        limit.as_secs(),
-                        if leader.is_some() {
-                            "a leader"
-                        } else {
-                            "no leader with a lease"
-                        },
-                        platform.namespace,
-                        selector_of(&platform.name)
-                    ),
-                ));
+                return Err(not_ready(ready, progress.leader));
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
     crate::ctl::signals::wait_or_stop(
-        poll,
+        wait,
         stop,
         "the objects are applied and the pods keep starting; `raftctl status --platform kube` shows them",
     )

@@ -158,6 +158,24 @@ pub trait Platform {
     }
 }
 
+/// How far the start of a deployed cluster is, on any platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Pods (containers) that pass their readiness probe, `/readyz`.
+    pub ready: u64,
+    pub replicas: u64,
+    /// A node that leads with a lease, if one was found.
+    pub leader: Option<u64>,
+}
+
+impl Progress {
+    /// The one rule `raftctl deploy` waits for on every platform: every
+    /// pod ready, and a leader holding its lease.
+    pub fn done(&self) -> bool {
+        self.ready >= self.replicas && self.leader.is_some()
+    }
+}
+
 /// The client endpoints of `pods` that have one, in id order.
 pub fn endpoints(pods: &[PodInfo]) -> Vec<String> {
     pods.iter().filter_map(|p| p.endpoint.clone()).collect()

@@ -21,7 +21,7 @@ use super::run::{self, LABEL, Layout};
 use super::{docker, inspect};
 use crate::client::{Client, ClientOptions};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::platform::Applied;
+use crate::ctl::platform::{Applied, Progress};
 
 /// The label carrying a hash of a container's `docker run` arguments.
 const TEMPLATE_LABEL: &str = "io.raftkv.template";
@@ -201,14 +201,6 @@ async fn ip_of(layout: &Layout, name: &str) -> Option<String> {
         .filter(|ip| !ip.is_empty())
 }
 
-/// How far the start is: ready containers, and a leader with a lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    pub ready: u64,
-    pub replicas: u64,
-    pub leader: Option<u64>,
-}
-
 /// Waits until `replicas` containers pass the readiness probe and one node
 /// leads with a lease, printing progress; gives up after `limit` or when
 /// `stop` ends.
@@ -250,7 +242,7 @@ pub async fn wait_ready(
                 replicas,
                 leader,
             };
-            if ready >= replicas && leader.is_some() {
+            if progress.done() {
                 eprintln!();
                 return Ok(progress);
             }
