@@ -586,11 +586,14 @@ impl<C: Callers> Replica<C> {
     /// applying half back to [`Replica::advance`].
     pub fn ready(&mut self) -> Ready {
         let ready = self.raft.ready();
-        let aborted = ready
-            .events
-            .iter()
-            .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
-        self.settle_transfer(aborted, None);
+        // Only while a caller waits for a transfer: not a scan per batch.
+        if self.transfer.is_some() {
+            let aborted = ready
+                .events
+                .iter()
+                .any(|e| matches!(e, raft::Event::TransferAborted { .. }));
+            self.settle_transfer(aborted, None);
+        }
         ready
     }
 

@@ -5,6 +5,8 @@ pub mod control;
 mod nodes;
 mod procs;
 
+pub(crate) use procs::send_signal;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -209,10 +209,11 @@ fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_: &mut Command) {}
 
-fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
+/// kill(2) of process `pid` (a node process: one of our children, or, for
+/// `chaos --fault pause`, one of the supervisor's).
+pub(crate) fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
-    // `pid` is our own child, not yet reaped, so it names that process.
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {
         Ok(())

@@ -173,12 +173,10 @@ impl Platform for Local {
 
 /// A process stopped with SIGSTOP; continued on `resume` or on drop, so
 /// that no way out of a pause (an error, Ctrl-C) leaves a node frozen.
-struct Frozen(Option<i32>);
+struct Frozen(Option<u32>);
 
 impl Frozen {
     fn stop(pid: u32) -> Result<Frozen, CtlError> {
-        let pid = i32::try_from(pid)
-            .map_err(|_| CtlError::error(format!("process id {pid} is out of range")))?;
         signal(pid, libc::SIGSTOP)?;
         Ok(Frozen(Some(pid)))
     }
@@ -199,12 +197,7 @@ impl Drop for Frozen {
     }
 }
 
-fn signal(pid: i32, sig: libc::c_int) -> Result<(), CtlError> {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, sig) } == 0 {
-        Ok(())
-    } else {
-        let e = std::io::Error::last_os_error();
-        Err(CtlError::error(format!("cannot signal process {pid}: {e}")))
-    }
+fn signal(pid: u32, sig: libc::c_int) -> Result<(), CtlError> {
+    crate::ctl::local::send_signal(pid, sig)
+        .map_err(|e| CtlError::error(format!("cannot signal process {pid}: {e}")))
 }
