@@ -706,7 +706,9 @@ def check_monitors():
     exactly one Service (the headless one, which lists not-ready members
     too); a PodMonitor selects the members' pods and not the helm test pod;
     enabling both monitors is refused. The target labels are the ones
-    written down in MONITOR_TARGET_LABELS."""
+    written down in MONITOR_TARGET_LABELS. The scrape config handed to the
+    real Prometheus of tests/observability.rs scrapes every member once and
+    passes `promtool check config`."""
     for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor")):
         objs = render({"monitoring": {key: {"enabled": True}}})
         validate(objs, f"{kind} render")
@@ -724,6 +726,21 @@ def check_monitors():
                 f"{kind} selects the helm test pod"
         assert labels == MONITOR_TARGET_LABELS[kind], \
             f"{kind} target labels {labels} != the documented {MONITOR_TARGET_LABELS[kind]}"
+        # Every member once (5 of them), in the config `scrape-config`
+        # gives a real Prometheus, which promtool accepts.
+        values = {"replicas": 5, "cluster": {"initialMembers": 5}, "monitoring": {key: {"enabled": True}}}
+        pods = pod_ips(render(values))
+        configs = scrape_configs(values, RELEASE, pods)
+        scraped = sorted(t["pod"] for c in configs
+                         for t in scrape(c, [{"__address__": g["targets"][0], **g["labels"]}
+                                             for g in c["static_configs"]]))
+        assert scraped == sorted(pods), f"{kind}: 5 members scraped as {scraped}"
+        if shutil.which("promtool"):
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                yaml.safe_dump({"scrape_configs": configs}, f)
+                f.flush()
+                run = subprocess.run(["promtool", "check", "config", f.name], capture_output=True, text=True)
+                assert run.returncode == 0, f"promtool: the {kind}'s scrape config: {run.stdout}{run.stderr}"
     both = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
     err = render_error(both)
     assert err and "podMonitor" in err, f"both monitors on (every pod scraped twice): {err or 'rendered'}"
