@@ -680,6 +680,17 @@ def scrape(config, targets):
     return [dict(t) for t in {tuple(sorted(t.items())) for t in out}]
 
 
+def in_discovery_namespaces(mon, targets):
+    """The targets in the namespaces the Operator has Prometheus discover
+    for `mon`: its spec.namespaceSelector (any, or matchNames), else its own
+    namespace."""
+    nss = mon["spec"].get("namespaceSelector") or {}
+    if nss.get("any"):
+        return targets
+    names = nss.get("matchNames") or [mon["metadata"]["namespace"]]
+    return [t for t in targets if t["__meta_kubernetes_namespace"] in names]
+
+
 def monitor_targets(mon, objs):
     """What the Prometheus Operator and Prometheus make of `mon` over the
     rendered objects: [(endpoint, Service or None, labels)] of each target
@@ -687,7 +698,7 @@ def monitor_targets(mon, objs):
     sts = find(objs, "StatefulSet")
     pod = f"{sts['metadata']['name']}-0"
     role = "endpoints" if mon["kind"] == "ServiceMonitor" else "pod"
-    targets = discovered(role, objs, pod_ips(objs))
+    targets = in_discovery_namespaces(mon, discovered(role, objs, pod_ips(objs)))
     out = []
     for config, ep in zip(operator_scrape_configs(mon),
                           mon["spec"].get("endpoints") or mon["spec"].get("podMetricsEndpoints")):
@@ -953,7 +964,7 @@ def scrape_configs(values, release, pods):
         config = dict(config)
         config["static_configs"] = [
             {"targets": [t["__address__"]], "labels": {k: v for k, v in t.items() if k != "__address__"}}
-            for t in discovered(role, objs, pods)]
+            for t in in_discovery_namespaces(mon, discovered(role, objs, pods))]
         out.append(config)
     return out
 
