@@ -29,6 +29,8 @@ fn checked_workload(c: &Cluster, prefix: &str) -> Workload {
         pause: Duration::from_millis(20),
         prefix: prefix.to_string(),
         op_timeout: Duration::from_secs(10),
+
+        tls: None,
     };
     Workload::start(config, c.endpoints(), tokio::time::Instant::now()).unwrap()
 }

@@ -142,6 +142,8 @@ async fn scale_under_workload<P: Platform>(
         pause: Duration::from_millis(10),
         prefix: format!("scale-{:08x}", rand::random::<u32>()),
         op_timeout: Duration::from_secs(5),
+
+        tls: None,
     };
     let epoch = tokio::time::Instant::now();
     let running = Workload::start(config, endpoints.clone(), epoch).unwrap();

@@ -52,8 +52,66 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "1s", value_parser = parse_timeout)]
     pub dial_timeout: Duration,
 
+    /// CA certificate (PEM) the nodes' certificates must chain to: TLS to
+    /// the client port.
+    #[arg(
+        long,
+        id = "tls_cacert",
+        value_name = "FILE",
+        global = true,
+        env = "RAFTKV_CACERT"
+    )]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM), for nodes that require one (with --key).
+    #[arg(
+        long,
+        id = "tls_cert",
+        value_name = "FILE",
+        global = true,
+        env = "RAFTKV_CERT"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long,
+        id = "tls_key",
+        value_name = "FILE",
+        global = true,
+        env = "RAFTKV_KEY"
+    )]
+    pub key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// TLS to the client port from --cacert, --cert and --key (None:
+    /// plaintext). Half a setting is refused rather than ignored.
+    pub fn client_tls(&self) -> Result<Option<crate::tls::ClientTls>, String> {
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("--cert and --key go together".into()),
+        };
+        let Some(ca) = &self.cacert else {
+            return match identity {
+                Some(_) => {
+                    Err("--cert and --key need --cacert (the CA of the nodes' certificates)".into())
+                }
+                None => Ok(None),
+            };
+        };
+        let files = crate::tls::ClientFiles {
+            ca: ca.clone(),
+            identity,
+        };
+        crate::tls::ClientTls::new(files)
+            .map(Some)
+            .map_err(|e| format!("TLS: {e}"))
+    }
 }
 
 /// Output formats.
@@ -416,6 +474,11 @@ pub struct LocalArgs {
     /// Restart a node 1 s after it exits (default: report it and leave it down).
     #[arg(long)]
     pub restart: bool,
+    /// TLS on every port, client certificates required: makes a CA and
+    /// certificates in DATA_DIR/tls (kept for the next run) and prints the
+    /// exports that point raftctl at them.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -451,11 +514,13 @@ pub enum Workload {
     Mixed,
 }
 
-/// `HOST:PORT` (an `http://` prefix is dropped): a host and a port number.
+/// `HOST:PORT` (an `http://` or `https://` prefix is dropped: --cacert
+/// decides TLS): a host and a port number.
 pub fn parse_endpoint(text: &str) -> Result<String, String> {
     let addr = text.trim();
     let addr = addr
         .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
         .unwrap_or(addr)
         .trim_end_matches('/');
     let bad = |why: &str| format!("endpoint {text:?} is not HOST:PORT ({why})");

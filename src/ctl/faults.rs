@@ -9,9 +9,14 @@ use super::exit::CtlError;
 use super::platform::{self, Platform, Target};
 use super::signals::Signals;
 use crate::client::{Client, ClientOptions};
+use crate::tls::ClientTls;
 
 /// `raftctl delete-pod`: resolves the target, deletes it, says what it did.
-pub async fn delete_pod(args: &DeletePodArgs, output: Output) -> Result<(), CtlError> {
+pub async fn delete_pod(
+    args: &DeletePodArgs,
+    output: Output,
+    tls: Option<ClientTls>,
+) -> Result<(), CtlError> {
     let platform = AnyPlatform::from_args(&args.platform).await?;
     let target = match (&args.pod, args.leader) {
         (Some(name), _) => Target::Name(name.clone()),
@@ -21,7 +26,11 @@ pub async fn delete_pod(args: &DeletePodArgs, output: Output) -> Result<(), CtlE
     let pods = platform.pods().await?;
     let leader = if target == Target::Leader {
         let endpoints = platform.endpoints().await?;
-        platform::leader_of(&Client::lazy(endpoints, ClientOptions::default())?).await
+        let options = ClientOptions {
+            tls,
+            ..ClientOptions::default()
+        };
+        platform::leader_of(&Client::lazy(endpoints, options)?).await
     } else {
         None
     };
@@ -48,7 +57,11 @@ pub async fn delete_pod(args: &DeletePodArgs, output: Output) -> Result<(), CtlE
 }
 
 /// `raftctl chaos`.
-pub async fn chaos(args: &ChaosArgs, output: Output) -> Result<(), CtlError> {
+pub async fn chaos(
+    args: &ChaosArgs,
+    output: Output,
+    tls: Option<ClientTls>,
+) -> Result<(), CtlError> {
     let mut signals = Signals::install()?;
     let platform = AnyPlatform::from_args(&args.platform).await?;
     let endpoints = platform.endpoints().await?;
@@ -67,6 +80,7 @@ pub async fn chaos(args: &ChaosArgs, output: Output) -> Result<(), CtlError> {
             pause: args.pause,
             prefix: format!("chaos-{:08x}", rand::random::<u32>()),
             op_timeout: Duration::from_secs(5),
+            tls,
         },
         settle: Duration::from_secs(60),
     };

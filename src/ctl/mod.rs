@@ -48,10 +48,23 @@ pub fn main() -> ExitCode {
             return Exit::Error.into();
         }
     };
+    let plaintext = cli.cacert.is_none();
     match runtime.block_on(run(cli)) {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             eprintln!("{e}");
+            if plaintext && e.exit == Exit::Unreachable && e.message.contains("connection reset") {
+                // A TLS port drops a plaintext client without a word.
+                eprintln!("hint: if the cluster uses TLS, give --cacert (and --cert, --key)");
+            }
+            if !plaintext && e.exit == Exit::Unreachable && e.message.contains("connection closed")
+            {
+                // With TLS 1.3 a node judges our certificate after we finished.
+                eprintln!(
+                    "hint: a node that closes the connection after the TLS handshake may refuse \
+                     the client certificate (--cert): its log says why"
+                );
+            }
             e.exit.into()
         }
     }
@@ -93,9 +106,15 @@ fn one_line(e: &clap::Error) -> String {
 
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
-    let options = ClientOptions::default()
-        .with_timeout(cli.timeout)
-        .with_dial_timeout(cli.dial_timeout);
+    let tls = cli
+        .client_tls()
+        .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+    let options = ClientOptions {
+        tls,
+        ..ClientOptions::default()
+    }
+    .with_timeout(cli.timeout)
+    .with_dial_timeout(cli.dial_timeout);
     let output = cli.output;
     let client = || Client::lazy(cli.endpoints.clone(), options.clone());
     match &cli.command {
@@ -120,8 +139,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Bench(args) => {
             bench::run(args, cli.endpoints.clone(), options.clone(), output).await
         }
-        Command::DeletePod(args) => faults::delete_pod(args, output).await,
-        Command::Chaos(args) => faults::chaos(args, output).await,
+        Command::DeletePod(args) => faults::delete_pod(args, output, options.tls.clone()).await,
+        Command::Chaos(args) => faults::chaos(args, output, options.tls.clone()).await,
         Command::Manifests(args) => kube::commands::manifests(args, output),
         Command::Deploy(args) => kube::commands::deploy(args, output).await,
         Command::Scale(args) => {

@@ -369,8 +369,8 @@ async fn hello(
 /// The innermost cause of a connection error: tonic's own message is only
 /// "transport error".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(h) = crate::tls::handshake_failure(e) {
-        return h.to_string();
+    if let Some(why) = crate::tls::handshake_failure(e) {
+        return why;
     }
     let mut cause = e;
     while let Some(next) = cause.source() {

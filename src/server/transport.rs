@@ -203,7 +203,7 @@ async fn stream_to(
     let channel = crate::tls::channel(endpoint, sender.tls.as_ref())
         .await
         .map_err(|e| match crate::tls::handshake_failure(&e) {
-            Some(h) => Status::unauthenticated(h.to_string()),
+            Some(why) => Status::unauthenticated(why),
             None => Status::unavailable(e.to_string()),
         })?;
     let (tx, stream_rx) = mpsc::channel::<pb::PeerBatch>(8);

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -41,23 +42,28 @@ pub struct HandshakeFailed {
     pub why: String,
 }
 
-/// The [`HandshakeFailed`] somewhere in `e`'s source chain (tonic and
-/// hyper wrap it in their own errors and in `io::Error`).
-pub fn handshake_failure<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a HandshakeFailed> {
+/// A TLS refusal somewhere in `e`'s source chain, in words: a
+/// [`HandshakeFailed`] from our connector, or an alert the node sent after
+/// the handshake (with TLS 1.3 a server judges the client's certificate
+/// after the client has finished). tonic and hyper wrap both in their own
+/// errors and in `io::Error`.
+pub fn handshake_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(e) = next {
-        if let Some(h) = e.downcast_ref::<HandshakeFailed>() {
-            return Some(h);
-        }
-        // io::Error's `source` skips the error it wraps.
-        if let Some(h) = e
+        // io::Error's `source` skips the error it wraps: look inside.
+        let inner = e
             .downcast_ref::<io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
-        {
-            return Some(h);
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for e in [Some(e), inner].into_iter().flatten() {
+            if let Some(h) = e.downcast_ref::<HandshakeFailed>() {
+                return Some(h.to_string());
+            }
+            if let Some(tls) = e.downcast_ref::<rustls::Error>()
+                && is_verdict(tls)
+            {
+                return Some(format!("TLS: {}", explain(tls, Side::Dialer)));
+            }
         }
         next = e.source();
     }
@@ -123,16 +129,53 @@ async fn dial(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{bare}: {e}")))?;
     let tcp = TcpStream::connect(&addr).await?;
     tcp.set_nodelay(true)?;
-    TlsConnector::from(tls.0.get())
+    let mut config = tls.0.get();
+    let asked = Arc::new(AskedForCertificate::default());
+    if tls.0.files().identity.is_none() {
+        let mut own = (*config).clone();
+        own.client_auth_cert_resolver = asked.clone();
+        config = Arc::new(own);
+    }
+    let refused = |why: String| {
+        io::Error::other(HandshakeFailed {
+            addr: addr.clone(),
+            why,
+        })
+    };
+    let stream = TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(
             |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(verdict) if is_verdict(verdict) => io::Error::other(HandshakeFailed {
-                    addr: addr.clone(),
-                    why: explain(verdict, Side::Dialer),
-                }),
+                Some(verdict) if is_verdict(verdict) => refused(explain(verdict, Side::Dialer)),
                 _ => e,
             },
-        )
+        )?;
+    // With TLS 1.3 our side finishes before the node judges our (missing)
+    // certificate; its alert would then reach hyper as a closed connection.
+    if asked.0.load(Ordering::Relaxed) {
+        return Err(refused(
+            "the node requires a client certificate (raftctl: --cert and --key)".into(),
+        ));
+    }
+    Ok(stream)
+}
+
+/// Presents no certificate, and remembers whether the node asked for one.
+#[derive(Debug, Default)]
+struct AskedForCertificate(AtomicBool);
+
+impl rustls::client::ResolvesClientCert for AskedForCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }

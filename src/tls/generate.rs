@@ -101,6 +101,16 @@ impl Authority {
         })
     }
 
+    /// A CA from its PEM certificate and key (as [`Authority::new`] wrote them).
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Authority, rcgen::Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Authority {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
+    }
+
     /// Signs a new key pair's certificate as `leaf` says.
     pub fn issue(&self, leaf: &Leaf) -> Result<Pair, rcgen::Error> {
         let mut params = CertificateParams::default();

@@ -169,6 +169,11 @@ struct State<T> {
 }
 
 impl<F: Load> Reloadable<F> {
+    /// The files this configuration is built from.
+    pub fn files(&self) -> &F {
+        &self.files
+    }
+
     /// Loads the files; an error names the file and what is wrong with it.
     pub fn new(files: F) -> Result<Self, TlsError> {
         let (hash, contents) = read_all(&files.paths())?;

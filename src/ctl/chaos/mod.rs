@@ -110,6 +110,7 @@ pub async fn run<P: Platform>(
         ClientOptions {
             attempt_timeout: Duration::from_millis(700),
             connect_timeout: Duration::from_millis(300),
+            tls: plan.workload.tls.clone(),
             ..ClientOptions::default()
         },
     )?;

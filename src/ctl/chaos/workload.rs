@@ -33,6 +33,8 @@ pub struct WorkloadConfig {
     pub prefix: String,
     /// Deadline of one operation, retries included.
     pub op_timeout: Duration,
+    /// TLS to the client port (`raftctl --cacert ...`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl WorkloadConfig {
@@ -108,7 +110,11 @@ impl Workload {
         let recording = Arc::new(Mutex::new(Recording::default()));
         let running = Arc::new(AtomicBool::new(true));
         let done = Arc::new(AtomicU64::new(0));
-        let options = ClientOptions::default().with_timeout(config.op_timeout);
+        let options = ClientOptions {
+            tls: config.tls.clone(),
+            ..ClientOptions::default()
+        }
+        .with_timeout(config.op_timeout);
         let mut tasks = Vec::new();
         for worker in 0..config.clients {
             let client = Client::lazy(endpoints.clone(), options.clone())?;
@@ -316,7 +322,11 @@ pub async fn final_reads(
     epoch: Instant,
     limit: Duration,
 ) -> Result<Vec<Op>, ClientError> {
-    let client = Client::lazy(endpoints, ClientOptions::default().with_timeout(limit))?;
+    let options = ClientOptions {
+        tls: config.tls.clone(),
+        ..ClientOptions::default()
+    };
+    let client = Client::lazy(endpoints, options.with_timeout(limit))?;
     let mut reads = Vec::new();
     for key in config.keys() {
         let call = nanos_since(epoch);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::nodes::{self, Placement};
+use super::nodes::Placement;
 use super::procs::LocalCluster;
 
 /// The socket's file name inside the data directory.
@@ -187,7 +187,7 @@ fn start(cluster: &mut LocalCluster, placement: &Placement, id: u64) -> Answer {
             pid: cluster.pid(index),
         };
     }
-    let mut node = match nodes::node(id, placement.base_port, &placement.dir) {
+    let mut node = match placement.node(id) {
         Ok(node) => node,
         Err(e) => return Answer::Error(e),
     };

@@ -1,6 +1,7 @@
 //! `raftctl local`: a cluster of `raftkv` processes on 127.0.0.1, started,
 //! waited on until a leader holds its lease, and supervised until Ctrl-C.
 
+mod certs;
 pub mod control;
 mod nodes;
 mod procs;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use certs::LocalCerts;
 pub use nodes::{LocalNode, Placement, data_dir, endpoints, peers_flag, plan, server_args};
 pub use procs::LocalCluster;
 
@@ -52,7 +54,8 @@ fn save_nodes(cluster: &LocalCluster, placement: &Placement) -> Result<(), Strin
 
 /// The nodes to supervise: those a scale recorded, else `founders` of them.
 fn nodes_to_run(founders: u64, placement: &Placement) -> Result<Vec<LocalNode>, CtlError> {
-    let founding = plan(founders, placement.base_port, &placement.dir)
+    let founding = placement
+        .plan(founders)
         .map_err(|e| CtlError::new(Exit::BadInput, e))?;
     let path = placement.dir.join(NODES_FILE);
     let text = match std::fs::read_to_string(&path) {
@@ -73,7 +76,8 @@ fn nodes_to_run(founders: u64, placement: &Placement) -> Result<Vec<LocalNode>, 
     })?;
     let mut nodes = Vec::new();
     for id in saved.nodes {
-        let mut node = nodes::node(id, placement.base_port, &placement.dir)
+        let mut node = placement
+            .node(id)
             .map_err(|e| CtlError::new(Exit::BadInput, e))?;
         node.joins = id >= founders;
         nodes.push(node);
@@ -109,16 +113,25 @@ pub fn server_binary() -> Result<PathBuf, CtlError> {
 }
 
 pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
-    let placement = Placement {
-        base_port: args.base_port,
-        dir: args.data_dir.clone(),
-    };
     if args.data_dir.exists() && !args.data_dir.is_dir() {
         return Err(CtlError::new(
             Exit::BadInput,
             format!("--data-dir {} is not a directory", args.data_dir.display()),
         ));
     }
+    // Absolute, so the nodes' flags and the printed exports work from
+    // any directory.
+    let data_dir = std::path::absolute(&args.data_dir)
+        .map_err(|e| CtlError::error(format!("--data-dir {}: {e}", args.data_dir.display())))?;
+    let tls = match args.tls {
+        false => None,
+        true => Some(LocalCerts::open(&data_dir).map_err(CtlError::error)?),
+    };
+    let placement = Placement {
+        base_port: args.base_port,
+        dir: args.data_dir.clone(),
+        tls,
+    };
     let nodes = nodes_to_run(args.nodes.into(), &placement)?;
     let binary = server_binary()?;
     std::fs::create_dir_all(&args.data_dir)
@@ -129,7 +142,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
     let mut cluster = LocalCluster::start(&binary, nodes)?;
 
     let started = tokio::select! {
-        waited = wait_for_leader(&mut cluster) => Some(waited),
+        waited = wait_for_leader(&mut cluster, placement.tls.as_ref()) => Some(waited),
         _ = signals.stop() => None,
     };
     eprintln!();
@@ -145,7 +158,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
             return Ok(());
         }
     };
-    print_ready(&cluster, leader, args);
+    print_ready(&cluster, leader, args, placement.tls.as_ref());
     let supervised = supervise(
         &mut cluster,
         &mut signals,
@@ -210,7 +223,10 @@ fn check_identity(
 
 /// Polls every node's status until one is leader with a lease; its id.
 /// A node that exits meanwhile aborts the start (its log says why).
-async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<u64, CtlError> {
+async fn wait_for_leader(
+    cluster: &mut LocalCluster,
+    tls: Option<&LocalCerts>,
+) -> Result<u64, CtlError> {
     let endpoints = cluster
         .nodes()
         .iter()
@@ -219,6 +235,10 @@ async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<u64, CtlError> {
     let options = ClientOptions {
         attempt_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(300),
+        tls: tls
+            .map(LocalCerts::client_tls)
+            .transpose()
+            .map_err(CtlError::error)?,
         ..ClientOptions::default()
     };
     let client = Client::lazy(endpoints, options)?;
@@ -274,7 +294,7 @@ fn log_dir(cluster: &LocalCluster) -> String {
         .map_or_else(|| ".".into(), |d| d.display().to_string())
 }
 
-fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
+fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs, tls: Option<&LocalCerts>) {
     let nodes = cluster.nodes();
     let endpoints = endpoints(nodes);
     println!(
@@ -295,6 +315,16 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
         println!("  these are not raftctl's default endpoints; first run:");
         println!("    export RAFTKV_ENDPOINTS={endpoints}");
     }
+    if let Some(certs) = tls {
+        let (cert, key) = certs.client();
+        println!("  TLS with client certificates (user root); first run:");
+        println!(
+            "    export RAFTKV_CACERT={} RAFTKV_CERT={} RAFTKV_KEY={}",
+            certs.ca().display(),
+            cert.display(),
+            key.display()
+        );
+    }
     let ctl = command_name();
     println!("Try:");
     println!("  {ctl} set greeting hello");
@@ -306,6 +336,9 @@ fn print_ready(cluster: &LocalCluster, leader: u64, args: &LocalArgs) {
     }
     if args.base_port != 7379 {
         rerun.push_str(&format!(" --base-port {}", args.base_port));
+    }
+    if args.tls {
+        rerun.push_str(" --tls");
     }
     println!("Ctrl-C stops the cluster; `{rerun}` resumes it.");
     if args.restart {
@@ -474,6 +507,7 @@ mod tests {
         let placement = Placement {
             base_port: 17679,
             dir: dir.path().to_path_buf(),
+            tls: None,
         };
         let ids = |nodes: Vec<LocalNode>| -> Vec<(u64, bool)> {
             nodes.into_iter().map(|n| (n.id, n.joins)).collect()

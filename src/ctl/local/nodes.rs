@@ -3,12 +3,36 @@
 
 use std::path::{Path, PathBuf};
 
+use super::certs::LocalCerts;
+
 /// Where a local cluster's nodes live: node i's ports from `base_port`, its
 /// data and log under `dir` (see [`plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub base_port: u16,
     pub dir: PathBuf,
+    /// `raftctl local --tls`: the certificates of every node.
+    pub tls: Option<LocalCerts>,
+}
+
+impl Placement {
+    /// Node `id` of this cluster (a founder; set `joins` for a node added
+    /// later), with its certificate when the cluster uses TLS.
+    pub fn node(&self, id: u64) -> Result<LocalNode, String> {
+        let mut node = node(id, self.base_port, &self.dir)?;
+        if let Some(certs) = &self.tls {
+            node.tls_args = certs.server_args(id)?;
+        }
+        Ok(node)
+    }
+
+    /// The founding nodes (see [`plan`]), with their certificates.
+    pub fn plan(&self, nodes: u64) -> Result<Vec<LocalNode>, String> {
+        plan(nodes, self.base_port, &self.dir)?
+            .into_iter()
+            .map(|n| self.node(n.id))
+            .collect()
+    }
 }
 
 /// One node of a local cluster on 127.0.0.1.
@@ -24,6 +48,8 @@ pub struct LocalNode {
     /// Not a founder: added by `raftctl scale`, it joins the founders'
     /// cluster by itself (`--auto-join`) and never bootstraps.
     pub joins: bool,
+    /// The TLS flags of `raftctl local --tls` (empty: plaintext).
+    pub tls_args: Vec<String>,
 }
 
 /// Node i listens on client BASE+10i, peer BASE+10i+1, HTTP BASE+10i+2;
@@ -55,6 +81,7 @@ pub fn node(id: u64, base_port: u16, dir: &Path) -> Result<LocalNode, String> {
         data_dir: data_dir(dir, id),
         log_file: dir.join(format!("node-{id}.log")),
         joins: false,
+        tls_args: Vec::new(),
     })
 }
 
@@ -103,6 +130,7 @@ pub fn server_args(node: &LocalNode, peers: &str) -> Vec<String> {
     if node.joins {
         args.push("--auto-join".into());
     }
+    args.extend(node.tls_args.iter().cloned());
     args
 }
 
