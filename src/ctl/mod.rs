@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             eprintln!("{e}");
-            if plaintext && e.exit == Exit::Unreachable && e.message.contains("connection reset") {
+            if plaintext && e.exit == Exit::Unreachable && dropped_after_connect(&e.message) {
                 // A TLS port drops a plaintext client without a word.
                 eprintln!("hint: if the cluster uses TLS, give --cacert (and --cert, --key)");
             }
@@ -68,6 +68,20 @@ pub fn main() -> ExitCode {
             e.exit.into()
         }
     }
+}
+
+/// Whether an unreachable node accepted the connection and then dropped
+/// it, as a TLS port does with a plaintext client (the words vary with the
+/// moment it happened).
+fn dropped_after_connect(message: &str) -> bool {
+    [
+        "connection reset",
+        "broken pipe",
+        "connection closed",
+        "stream closed",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Reports a command line clap refused: a value that does not parse is bad

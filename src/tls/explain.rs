@@ -77,7 +77,9 @@ fn certificate(c: &CertificateError, whose: &str) -> String {
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             format!("{whose} is not meant for this use (its extended key usage)")
         }
-        CertificateError::BadSignature => format!("{whose} has a bad signature"),
+        CertificateError::BadSignature => format!(
+            "{whose} has a bad signature (signed by another CA of the same name? check the CA file)"
+        ),
         c => format!("{whose} is refused: {c}"),
     }
 }

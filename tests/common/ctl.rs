@@ -12,7 +12,13 @@ pub const RAFTKV: &str = env!("CARGO_BIN_EXE_raftkv");
 
 /// Variables raftctl reads instead of a flag: removed unless a test sets
 /// them, so the shell that runs the tests does not pick the cluster.
-const OWN_ENV: [&str; 2] = ["RAFTKV_ENDPOINTS", "RAFTKV_PLATFORM"];
+const OWN_ENV: [&str; 5] = [
+    "RAFTKV_ENDPOINTS",
+    "RAFTKV_PLATFORM",
+    "RAFTKV_CACERT",
+    "RAFTKV_CERT",
+    "RAFTKV_KEY",
+];
 
 /// `raftctl ARGS` in a clean environment.
 pub fn raftctl(args: &[&str]) -> CtlOutput {
