@@ -342,7 +342,10 @@ async fn a_backup_follows_the_redirect_and_streams_to_the_trailer() {
     let client = Client::lazy(vec![follower_addr], fast(Duration::from_secs(5))).unwrap();
     let mut download = client.snapshot(Duration::from_secs(5)).await.unwrap();
     assert_eq!((download.header.index, download.header.term), (7, 2));
-    assert!(*follower.hits.lock().unwrap() >= 1, "the follower redirected");
+    assert!(
+        *follower.hits.lock().unwrap() >= 1,
+        "the follower redirected"
+    );
     let mut data = Vec::new();
     let trailer = loop {
         match download.next().await.unwrap() {

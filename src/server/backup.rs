@@ -47,7 +47,9 @@ pub async fn snapshot(node: &NodeHandle) -> Result<SnapshotStream, NodeError> {
     let identity = (status.cluster_id, status.id);
     // The receiver only reports a failure to start the thread: the stream
     // then ends without its trailer, which the reader refuses.
-    let _ = super::driver::in_background("backup", move || stream_state(*copy, identity, &tx));
+    drop(super::driver::in_background("backup", move || {
+        stream_state(*copy, identity, &tx)
+    }));
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 

@@ -76,7 +76,7 @@ impl FileError {
     }
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
     move |source| FileError::Io {
         action,
         path: path.to_path_buf(),
@@ -178,7 +178,10 @@ impl Writer {
         let sum = self.file_hash.clone().finalize();
         self.out.write_all(&sum).map_err(io("write", &self.tmp))?;
         self.out.flush().map_err(io("write", &self.tmp))?;
-        self.out.get_ref().sync_all().map_err(io("fsync", &self.tmp))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(io("fsync", &self.tmp))?;
         let file_bytes = self
             .out
             .get_ref()
@@ -449,10 +452,7 @@ mod tests {
             assert!(e.is_bad_data(), "byte {i}: {e}");
             if i >= PREFIX {
                 assert!(
-                    matches!(
-                        e,
-                        FileError::Corrupt { .. } | FileError::Truncated { .. }
-                    ),
+                    matches!(e, FileError::Corrupt { .. } | FileError::Truncated { .. }),
                     "byte {i}: {e}"
                 );
             }
