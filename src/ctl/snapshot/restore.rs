@@ -399,6 +399,72 @@ mod tests {
         assert!(!tmp.path().join("new/.node-0.restoring").exists());
     }
 
+    /// Writes a backup of `RAFTKV_BACKUP_KEYS` keys (default 1,000,000) of
+    /// 100-byte values to `RAFTKV_BACKUP_OUT`, timing the write, the read
+    /// and one member's restore, for docs/performance.md ("Backup and
+    /// restore"): restore it into a `raftctl local` directory to time a
+    /// save of that many keys.
+    #[test]
+    #[ignore = "a measurement, not a check: RAFTKV_BACKUP_OUT=/tmp/1m.backup cargo test \
+                --release --lib ctl::snapshot::restore::tests::a_large_backup -- --ignored --nocapture"]
+    fn a_large_backup() {
+        let n: u64 = std::env::var("RAFTKV_BACKUP_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let out = PathBuf::from(std::env::var("RAFTKV_BACKUP_OUT").expect("RAFTKV_BACKUP_OUT"));
+        let time = |what: &str, started: std::time::Instant, bytes: u64| {
+            let s = started.elapsed().as_secs_f64();
+            println!(
+                "{n} keys: {what} took {s:.2}s ({:.0} MB/s)",
+                bytes as f64 / 1e6 / s
+            );
+        };
+        let mut sm = StateMachine::new(Limits::default());
+        for i in 0..n {
+            let proposal = pb::Proposal {
+                session: None,
+                stamp_ms: 1_000_000,
+                command: Some(pb::Command {
+                    op: Some(pb::command::Op::Set(pb::SetCmd {
+                        key: Bytes::from(format!("key-{i:08}")),
+                        value: Bytes::from(vec![b'v'; 100]),
+                    })),
+                }),
+            };
+            sm.apply(i + 1, &proposal.encode_to_vec());
+        }
+        let started = std::time::Instant::now();
+        let data = sm.snapshot();
+        time("encode", started, data.len() as u64);
+        let header = pb::SnapshotHeader {
+            cluster_id: "raftkv-measure".into(),
+            index: n,
+            term: 1,
+            voters: vec![0, 1, 2],
+            keys: n,
+            data_bytes: data.len() as u64,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let mut w = Writer::create(&out, &header).unwrap();
+        w.data(&data).unwrap();
+        let written = w
+            .finish(&pb::SnapshotTrailer {
+                data_bytes: data.len() as u64,
+                data_sha256: Sha256::digest(&data).to_vec().into(),
+            })
+            .unwrap();
+        time("write (hash, fsync)", started, written.file_bytes);
+        let started = std::time::Instant::now();
+        let backup = file::read(&out).unwrap();
+        time("read and verify", started, written.file_bytes);
+        let tmp = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        restore(&backup, &plan(&tmp.path().join("node-0"), 0)).unwrap();
+        time("restore of one member", started, written.file_bytes);
+    }
+
     #[test]
     fn refusals_change_nothing() {
         let tmp = tempfile::tempdir().unwrap();
