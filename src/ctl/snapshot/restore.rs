@@ -79,9 +79,11 @@ pub fn restore(backup: &Backup, plan: &Plan) -> Result<Restored, RestoreError> {
         ));
     }
     if !voters.contains(&plan.member) {
+        let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
         return Err(RestoreError::BadInput(format!(
-            "--member {} is not one of the new cluster's voters {voters:?} (set them with --voters)",
-            plan.member
+            "--member {} is not one of the new cluster's voters ({}; set them with --voters)",
+            plan.member,
+            voters.join(",")
         )));
     }
     let voters: Vec<u64> = voters.into_iter().collect();
