@@ -11,6 +11,10 @@ Kubernetes OpenAPI schemas of a current release in strict mode (PyPI
   chart.py write-k8s                         regenerate k8s/ from the default render
   chart.py compare FILE                      `raftctl manifests -o json` (FILE) against the
                                              chart rendered with the same values
+  chart.py scrape-config [--release R] [--set ...] --pod raftkv-0=HOST[:PORT] ...
+                                             the Prometheus scrape configs the Prometheus
+                                             Operator generates for the enabled monitor,
+                                             service discovery stood in by static targets
 
 The container tests (tests/containers.rs) call `render --json` and start
 containers exactly as the rendered pod template says.
@@ -459,26 +463,196 @@ MONITOR_TARGET_LABELS = {
 
 
 def _meta_name(label):
+    """A Kubernetes label name as Prometheus's service discovery writes it
+    into a meta label name (`raftkv.io/service` -> `raftkv_io_service`)."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in label)
 
 
+def _meta_labels(prefix, labels):
+    out = {}
+    for k, v in (labels or {}).items():
+        out[f"{prefix}_label_{_meta_name(k)}"] = v
+        out[f"{prefix}_labelpresent_{_meta_name(k)}"] = "true"
+    return out
+
+
+def pod_ips(objs):
+    """Stand-in addresses of the StatefulSet's pods: {pod name: IP}."""
+    sts = find(objs, "StatefulSet")
+    return {f"{sts['metadata']['name']}-{i}": f"10.0.0.{i + 1}" for i in range(int(sts["spec"]["replicas"]))}
+
+
+def discovered(role, objs, ips):
+    """The targets Prometheus's Kubernetes service discovery reports for the
+    rendered objects (role `endpoints` or `pod`), as label sets with the
+    meta labels the relabel rules read: with role `endpoints`, one target
+    per Service, per pod the Service selects and per Service port; with role
+    `pod`, one per pod and container port. The pods are the StatefulSet's,
+    running and ready, at the addresses `ips` ({pod: host}); a port is
+    reached at host:port, where host may carry its own port
+    (`127.0.0.1:9000`) for the container port named http, so that a real
+    Prometheus can scrape a node that stands for the pod."""
+    sts = find(objs, "StatefulSet")
+    template = sts["spec"]["template"]
+    ns = sts["metadata"]["namespace"]
+    containers = template["spec"]["containers"]
+
+    def address(pod, port_name, number):
+        host = ips[pod]
+        if ":" in host:  # a real node's HTTP address stands for the pod
+            return host if port_name == "http" else f"{host.rsplit(':', 1)[0]}:{number}"
+        return f"{host}:{number}"
+
+    def pod_meta(pod, container, port):
+        return {"__meta_kubernetes_namespace": ns,
+                "__meta_kubernetes_pod_name": pod,
+                "__meta_kubernetes_pod_phase": "Running",
+                "__meta_kubernetes_pod_ready": "true",
+                "__meta_kubernetes_pod_container_name": container["name"],
+                "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
+                **_meta_labels("__meta_kubernetes_pod", template["metadata"]["labels"])}
+
+    out = []
+    for pod in ips:
+        if role == "pod":
+            for c in containers:
+                for p in c.get("ports", []):
+                    out.append({"__address__": address(pod, p.get("name"), p["containerPort"]),
+                                **pod_meta(pod, c, p)})
+            continue
+        for svc in objs:
+            if svc["kind"] != "Service" or svc["metadata"].get("namespace") != ns:
+                continue
+            if not selector_matches({"matchLabels": svc["spec"].get("selector") or {}},
+                                    template["metadata"]["labels"]):
+                continue
+            for sp in svc["spec"]["ports"]:
+                target = sp.get("targetPort", sp["port"])
+                c, p = next(((c, p) for c in containers for p in c.get("ports", [])
+                             if target in (p.get("name"), p["containerPort"])), (None, None))
+                if p is None:
+                    continue  # the endpoints controller lists no address for it
+                out.append({"__address__": address(pod, p.get("name"), p["containerPort"]),
+                            "__meta_kubernetes_service_name": svc["metadata"]["name"],
+                            **_meta_labels("__meta_kubernetes_service", svc["metadata"].get("labels")),
+                            "__meta_kubernetes_endpoints_name": svc["metadata"]["name"],
+                            "__meta_kubernetes_endpoint_port_name": sp.get("name", ""),
+                            "__meta_kubernetes_endpoint_port_protocol": sp.get("protocol", "TCP"),
+                            "__meta_kubernetes_endpoint_ready": "true",
+                            "__meta_kubernetes_endpoint_address_target_kind": "Pod",
+                            "__meta_kubernetes_endpoint_address_target_name": pod,
+                            **pod_meta(pod, c, p)})
+    return out
+
+
+def _selector_keeps(selector, prefix):
+    """The Operator's keep rules for a monitor's label selector."""
+    rules = []
+    for k, v in sorted((selector.get("matchLabels") or {}).items()):
+        rules.append({"action": "keep",
+                      "source_labels": [f"{prefix}_label_{_meta_name(k)}", f"{prefix}_labelpresent_{_meta_name(k)}"],
+                      "regex": f"({v});true"})
+    for e in selector.get("matchExpressions") or []:
+        k, op = _meta_name(e["key"]), e["operator"]
+        vals = "|".join(e.get("values") or [])
+        if op in ("In", "NotIn"):
+            rules.append({"action": "keep" if op == "In" else "drop",
+                          "source_labels": [f"{prefix}_label_{k}", f"{prefix}_labelpresent_{k}"],
+                          "regex": f"({vals});true"})
+        else:
+            rules.append({"action": "keep" if op == "Exists" else "drop",
+                          "source_labels": [f"{prefix}_labelpresent_{k}"], "regex": "true"})
+    return rules
+
+
+def _user_relabelings(rules):
+    """A monitor's relabelings (camelCase) as Prometheus relabel_configs."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return [{names.get(k, k): (v.lower() if k == "action" else v) for k, v in r.items()} for r in rules]
+
+
+def operator_scrape_configs(mon):
+    """The scrape configs the Prometheus Operator generates for a
+    ServiceMonitor or PodMonitor, one per endpoint, as Prometheus reads them
+    (the Operator's relabel rules in its order: keep what the selector and
+    the port select; set namespace, service, pod, container, job and
+    endpoint; then the monitor's own relabelings). Service discovery is left
+    out (`discovered` stands in for it)."""
+    spec, ns, name = mon["spec"], mon["metadata"]["namespace"], mon["metadata"]["name"]
+    service = mon["kind"] == "ServiceMonitor"
+    out = []
+    for i, ep in enumerate(spec["endpoints"] if service else spec["podMetricsEndpoints"]):
+        rules = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
+        if service:
+            rules += _selector_keeps(spec["selector"], "__meta_kubernetes_service")
+            rules += [
+                {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": ep["port"]},
+                {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
+                                   "__meta_kubernetes_endpoint_address_target_name"],
+                 "separator": ";", "regex": "Node;(.*)", "replacement": "${1}", "target_label": "node"},
+                {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
+                                   "__meta_kubernetes_endpoint_address_target_name"],
+                 "separator": ";", "regex": "Pod;(.*)", "replacement": "${1}", "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job", "replacement": "${1}"},
+            ]
+            if spec.get("jobLabel"):
+                rules.append({"source_labels": [f"__meta_kubernetes_service_label_{_meta_name(spec['jobLabel'])}"],
+                              "target_label": "job", "regex": "(.+)", "replacement": "${1}"})
+            job_name = f"serviceMonitor/{ns}/{name}/{i}"
+        else:
+            rules += [{"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"],
+                       "regex": "(Failed|Succeeded)"}]
+            rules += _selector_keeps(spec["selector"], "__meta_kubernetes_pod")
+            rules += [
+                {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                 "regex": ep["port"]},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"target_label": "job", "replacement": f"{ns}/{name}"},
+            ]
+            if spec.get("jobLabel"):
+                rules.append({"source_labels": [f"__meta_kubernetes_pod_label_{_meta_name(spec['jobLabel'])}"],
+                              "target_label": "job", "regex": "(.+)", "replacement": "${1}"})
+            job_name = f"podMonitor/{ns}/{name}/{i}"
+        rules.append({"target_label": "endpoint", "replacement": ep["port"]})
+        rules += _user_relabelings(ep.get("relabelings") or [])
+        config = {"job_name": job_name, "honor_labels": bool(ep.get("honorLabels", False)),
+                  "metrics_path": ep.get("path", "/metrics"), "scheme": ep.get("scheme", "http"),
+                  "relabel_configs": rules}
+        if ep.get("interval"):
+            config["scrape_interval"] = ep["interval"]
+        out.append(config)
+    return out
+
+
 def relabel(labels, rules):
-    """Prometheus relabelling, `replace` and `labelmap` actions (the ones
-    the chart uses), on a dict of labels."""
+    """Prometheus's relabelling (actions replace, keep, drop, labelmap) of a
+    discovered target; None if dropped. Regexes are anchored, as in
+    Prometheus."""
     labels = dict(labels)
     for r in rules:
-        action = r.get("action", "replace").lower()
+        action = r.get("action", "replace")
         regex = re.compile(r.get("regex", "(.*)"))
-        if action == "replace":
-            value = (r.get("separator", ";")).join(labels.get(x, "") for x in r.get("sourceLabels", []))
+        value = r.get("separator", ";").join(labels.get(x, "") for x in r.get("source_labels", []))
+        if action in ("keep", "drop"):
+            if (regex.fullmatch(value) is not None) != (action == "keep"):
+                return None
+        elif action == "replace":
             m = regex.fullmatch(value)
             if m:
-                out = re.sub(r"\$\{?(\w+)\}?", lambda g: m.group(int(g.group(1))) or ""
+                out = re.sub(r"\$\{?(\w+)\}?", lambda g: (m.group(int(g.group(1))) or "")
                              if g.group(1).isdigit() else "", r.get("replacement", "$1"))
                 if out:
-                    labels[r["targetLabel"]] = out
+                    labels[r["target_label"]] = out
                 else:
-                    labels.pop(r["targetLabel"], None)
+                    labels.pop(r["target_label"], None)
         elif action == "labelmap":
             for k, v in list(labels.items()):
                 m = regex.fullmatch(k)
@@ -486,54 +660,55 @@ def relabel(labels, rules):
                     labels[m.expand(r.get("replacement", "$1").replace("$", "\\"))] = v
         else:
             raise AssertionError(f"relabel action {action} not emulated")
-    return {k: v for k, v in labels.items() if not k.startswith("__")}
+    return labels
+
+
+def scrape(config, targets):
+    """What Prometheus makes of `targets` (discovered label sets) with a
+    scrape config: the label sets of the targets it scrapes. It sets job,
+    the address, path and scheme before relabelling, `instance` after, and
+    drops the labels that begin with `__`."""
+    out = []
+    for t in targets:
+        labels = relabel({"job": config["job_name"], "__metrics_path__": config["metrics_path"],
+                          "__scheme__": config["scheme"], **t}, config["relabel_configs"])
+        if labels is None:
+            continue
+        labels.setdefault("instance", labels["__address__"])
+        out.append({k: v for k, v in labels.items() if not k.startswith("__")})
+    # Targets with the same labels are one target.
+    return [dict(t) for t in {tuple(sorted(t.items())) for t in out}]
+
+
+def in_discovery_namespaces(mon, targets):
+    """The targets in the namespaces the Operator has Prometheus discover
+    for `mon`: its spec.namespaceSelector (any, or matchNames), else its own
+    namespace."""
+    nss = mon["spec"].get("namespaceSelector") or {}
+    if nss.get("any"):
+        return targets
+    names = nss.get("matchNames") or [mon["metadata"]["namespace"]]
+    return [t for t in targets if t["__meta_kubernetes_namespace"] in names]
 
 
 def monitor_targets(mon, objs):
-    """What the Prometheus Operator makes of `mon` over the objects in
-    `objs`: [(endpoint, Service or None, target labels of pod ordinal 0)].
-    ServiceMonitor: the Services in its namespaces whose labels match its
-    selector and that have the endpoint's named port. PodMonitor: the
-    StatefulSet's pods if its selector matches their template labels."""
-    spec, ns = mon["spec"], mon["metadata"]["namespace"]
-    nss = spec.get("namespaceSelector") or {}
-    in_ns = (lambda o: True) if nss.get("any") else \
-        (lambda o: o["metadata"].get("namespace") in (nss.get("matchNames") or [ns]))
+    """What the Prometheus Operator and Prometheus make of `mon` over the
+    rendered objects: [(endpoint, Service or None, labels)] of each target
+    of pod ordinal 0, `instance` left out."""
     sts = find(objs, "StatefulSet")
-    template = sts["spec"]["template"]
     pod = f"{sts['metadata']['name']}-0"
-    pod_meta = {f"__meta_kubernetes_pod_label_{_meta_name(k)}": v
-                for k, v in template["metadata"]["labels"].items()}
+    role = "endpoints" if mon["kind"] == "ServiceMonitor" else "pod"
+    targets = in_discovery_namespaces(mon, discovered(role, objs, pod_ips(objs)))
     out = []
-    if mon["kind"] == "ServiceMonitor":
-        for ep in spec["endpoints"]:
-            for svc in objs:
-                if svc["kind"] != "Service" or not in_ns(svc):
-                    continue
-                if not selector_matches(spec["selector"], svc["metadata"].get("labels") or {}):
-                    continue
-                if ep["port"] not in [p.get("name") for p in svc["spec"]["ports"]]:
-                    continue
-                svc_labels = svc["metadata"]["labels"]
-                job = svc_labels.get(spec["jobLabel"], "") if spec.get("jobLabel") else svc["metadata"]["name"]
-                container = next(c["name"] for c in template["spec"]["containers"]
-                                 if ep["port"] in [p.get("name") for p in c.get("ports", [])])
-                labels = {"job": job, "namespace": svc["metadata"]["namespace"],
-                          "service": svc["metadata"]["name"], "pod": pod,
-                          "container": container, "endpoint": ep["port"], **pod_meta}
-                out.append((ep["port"], svc, relabel(labels, ep.get("relabelings", []))))
-    else:
-        for ep in spec["podMetricsEndpoints"]:
-            if not (in_ns(sts) and selector_matches(spec["selector"], template["metadata"]["labels"])):
+    for config, ep in zip(operator_scrape_configs(mon),
+                          mon["spec"].get("endpoints") or mon["spec"].get("podMetricsEndpoints")):
+        for labels in scrape(config, targets):
+            if labels.get("pod") != pod:
                 continue
-            container = next((c["name"] for c in template["spec"]["containers"]
-                              if ep["port"] in [p.get("name") for p in c.get("ports", [])]), None)
-            assert container, f"PodMonitor port {ep['port']} is no container port"
-            job = template["metadata"]["labels"].get(spec["jobLabel"], "") if spec.get("jobLabel") \
-                else f"{ns}/{mon['metadata']['name']}"
-            labels = {"job": job, "namespace": ns, "pod": pod, "container": container,
-                      "endpoint": ep["port"], **pod_meta}
-            out.append((ep["port"], None, relabel(labels, ep.get("relabelings", []))))
+            svc = next((o for o in objs if o["kind"] == "Service"
+                        and o["metadata"]["name"] == labels.get("service")), None) if role == "endpoints" else None
+            labels.pop("instance")
+            out.append((ep["port"], svc, labels))
     return out
 
 
@@ -542,7 +717,9 @@ def check_monitors():
     exactly one Service (the headless one, which lists not-ready members
     too); a PodMonitor selects the members' pods and not the helm test pod;
     enabling both monitors is refused. The target labels are the ones
-    written down in MONITOR_TARGET_LABELS."""
+    written down in MONITOR_TARGET_LABELS. The scrape config handed to the
+    real Prometheus of tests/observability.rs scrapes every member once and
+    passes `promtool check config`."""
     for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor")):
         objs = render({"monitoring": {key: {"enabled": True}}})
         validate(objs, f"{kind} render")
@@ -560,6 +737,21 @@ def check_monitors():
                 f"{kind} selects the helm test pod"
         assert labels == MONITOR_TARGET_LABELS[kind], \
             f"{kind} target labels {labels} != the documented {MONITOR_TARGET_LABELS[kind]}"
+        # Every member once (5 of them), in the config `scrape-config`
+        # gives a real Prometheus, which promtool accepts.
+        values = {"replicas": 5, "cluster": {"initialMembers": 5}, "monitoring": {key: {"enabled": True}}}
+        pods = pod_ips(render(values))
+        configs = scrape_configs(values, RELEASE, pods)
+        scraped = sorted(t["pod"] for c in configs
+                         for t in scrape(c, [{"__address__": g["targets"][0], **g["labels"]}
+                                             for g in c["static_configs"]]))
+        assert scraped == sorted(pods), f"{kind}: 5 members scraped as {scraped}"
+        if shutil.which("promtool"):
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                yaml.safe_dump({"scrape_configs": configs}, f)
+                f.flush()
+                run = subprocess.run(["promtool", "check", "config", f.name], capture_output=True, text=True)
+                assert run.returncode == 0, f"promtool: the {kind}'s scrape config: {run.stdout}{run.stderr}"
     both = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
     err = render_error(both)
     assert err and "podMonitor" in err, f"both monitors on (every pod scraped twice): {err or 'rendered'}"
@@ -751,29 +943,68 @@ def compare(path):
     print(f"compare: {len(ours)} raftctl objects valid and equal to the chart's in {checks} comparisons")
 
 
+def scrape_configs(values, release, pods):
+    """The scrape configs Prometheus would run for the chart's monitor
+    (`values` must enable one) in release `release`, with the pods at the
+    given addresses ({pod: host or host:http-port}): the Operator's
+    generated configs, with static targets carrying the meta labels
+    Kubernetes service discovery would report in place of the discovery."""
+    objs = render(values, name=release)
+    monitors = [o for o in objs if o["kind"] in ("ServiceMonitor", "PodMonitor")]
+    if len(monitors) != 1:
+        raise SystemExit(f"scrape-config: the values enable {len(monitors)} monitors; enable one")
+    mon = monitors[0]
+    sts = find(objs, "StatefulSet")
+    unknown = set(pods) - set(pod_ips(objs))
+    if unknown:
+        raise SystemExit(f"scrape-config: {sorted(unknown)} are not pods of StatefulSet {sts['metadata']['name']}")
+    role = "endpoints" if mon["kind"] == "ServiceMonitor" else "pod"
+    out = []
+    for config in operator_scrape_configs(mon):
+        config = dict(config)
+        config["static_configs"] = [
+            {"targets": [t["__address__"]], "labels": {k: v for k, v in t.items() if k != "__address__"}}
+            for t in in_discovery_namespaces(mon, discovered(role, objs, pods))]
+        out.append(config)
+    return out
+
+
+def parse_values(sets, set_jsons):
+    values = {}
+    for s in sets:
+        merge(values, helm.parse_set_string(s))
+    for s in set_jsons:
+        merge(values, helm.parse_set_json(s))
+    return values
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("render")
-    r.add_argument("--set", action="append", default=[], help="Helm --set expression")
-    r.add_argument("--set-json", action="append", default=[], help="Helm --set-json expression")
+    s = sub.add_parser("scrape-config")
+    for q in (r, s):
+        q.add_argument("--set", action="append", default=[], help="Helm --set expression")
+        q.add_argument("--set-json", action="append", default=[], help="Helm --set-json expression")
     r.add_argument("--json", action="store_true", help="one JSON array instead of YAML documents")
+    s.add_argument("--release", default=RELEASE, help="the Helm release name")
+    s.add_argument("--pod", action="append", default=[], metavar="POD=HOST[:HTTP_PORT]",
+                   help="a pod's address; HOST:PORT stands for its http port (a node outside Kubernetes)")
     sub.add_parser("check")
     sub.add_parser("write-k8s")
     c = sub.add_parser("compare")
     c.add_argument("file", help="the output of `raftctl manifests -o json`")
     args = p.parse_args()
     if args.cmd == "render":
-        values = {}
-        for s in args.set:
-            merge(values, helm.parse_set_string(s))
-        for s in args.set_json:
-            merge(values, helm.parse_set_json(s))
-        objs = render(values)
+        objs = render(parse_values(args.set, args.set_json))
         if args.json:
             json.dump(objs, sys.stdout)
         else:
             yaml.safe_dump_all(objs, sys.stdout, sort_keys=False)
+    elif args.cmd == "scrape-config":
+        pods = dict(a.split("=", 1) for a in args.pod)
+        configs = scrape_configs(parse_values(args.set, args.set_json), args.release, pods)
+        yaml.safe_dump({"scrape_configs": configs}, sys.stdout, sort_keys=False)
     elif args.cmd == "check":
         check()
     elif args.cmd == "compare":

@@ -23,3 +23,4 @@ pub mod replica;
 pub mod server;
 pub mod status;
 pub mod storage;
+pub mod tls;

@@ -106,15 +106,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     std::fs::create_dir_all(&prom_dir).unwrap();
     let start = prom::unix_now().floor();
     let started = Instant::now();
+    // Scraped as the chart's ServiceMonitor has the Prometheus Operator
+    // scrape: release CLUSTER in NAMESPACE, its objects named raftkv.
+    let scrape_configs = prom::chart_scrape_configs(CLUSTER, &targets);
     let prom = Prometheus::start(
         &prometheus,
         &prom_dir,
         common::ports::free_port(),
-        NAMESPACE,
-        CLUSTER,
-        &targets,
+        &scrape_configs,
         &rules,
     );
+    check_targets(&prom, &targets);
     let all_up = r#"count(up{job="raftkv"} == 1)"#;
     prom.wait_for(all_up, Duration::from_secs(30), |n| n == 3.0);
 
@@ -154,6 +156,50 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let file = out.join("panels.json");
     std::fs::write(&file, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     println!("query results: {}", file.display());
+}
+
+/// Prometheus scrapes each node once, with the labels the dashboards and
+/// alert rules key by (docs/kubernetes.md lists them): a monitor that also
+/// selected the client Service scraped every pod twice, and the uptime
+/// stat, `count(up)` and the per-pod alerts counted each member twice.
+fn check_targets(prom: &Prometheus, targets: &[Target]) {
+    // Prometheus hands discovered targets to the scrapers every 5 s.
+    let active = common::wait::wait_for("prometheus's targets", Duration::from_secs(30), || {
+        let data = prom.api("/api/v1/targets?state=active");
+        let active = data["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!active.is_empty()).then_some(active)
+    });
+    let mut got: Vec<BTreeMap<String, String>> = active
+        .iter()
+        .map(|t| serde_json::from_value(t["labels"].clone()).unwrap())
+        .collect();
+    got.sort();
+    let mut want: Vec<BTreeMap<String, String>> = targets
+        .iter()
+        .map(|t| {
+            [
+                ("job", "raftkv"),
+                ("namespace", NAMESPACE),
+                ("service", "raftkv-headless"),
+                ("pod", &t.pod),
+                ("container", "raftkv"),
+                ("endpoint", "http"),
+                ("cluster", CLUSTER),
+                ("instance", &t.addr),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        })
+        .collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the chart's ServiceMonitor must scrape each pod once, with these labels"
+    );
 }
 
 /// `raftctl bench mixed` for `duration` on a thread; whether it succeeded.

@@ -53,6 +53,10 @@ impl Failure {
 
 /// Classifies a gRPC status returned by a node's client port.
 pub(crate) fn classify(status: &Status) -> Failure {
+    // A refused TLS handshake fails the same way on every retry.
+    if let Some(h) = crate::tls::handshake_failure(status) {
+        return Failure::Fatal(h.to_string());
+    }
     let message = status.message().to_string();
     match status::kind(status) {
         Kind::NotLeader => Failure::NotLeader {

@@ -29,6 +29,8 @@ pub struct ClientOptions {
     pub max_key_bytes: usize,
     /// Values longer than this are refused locally (the server's default limit).
     pub max_value_bytes: usize,
+    /// TLS to the nodes' client ports (plaintext when `None`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -42,6 +44,7 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_millis(200),
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
+            tls: None,
         }
     }
 }

@@ -66,7 +66,8 @@ impl Transport {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(addr, &self.options)?.connect_lazy();
+        let channel =
+            crate::tls::lazy_channel(endpoint(addr, &self.options)?, self.options.tls.as_ref());
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -61,6 +61,14 @@ pub struct Metrics {
     pub state_hash_last_index: IntGauge,
     /// Time to hash the state machine at a state check (off the loop).
     pub state_hash_duration: Histogram,
+    /// 1 while the TLS files on disk (by `files`: client-port, peer-port,
+    /// client-dialer, peer-dialer) changed and do not load: the previous
+    /// certificate stays in force.
+    pub tls_reload_failing: IntGaugeVec,
+    /// When the certificate in force expires, by `files`.
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// Handshakes refused on a TLS port, by `port` (client, peer).
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -237,6 +245,29 @@ impl Metrics {
                 "raftkv_state_hash_duration_seconds",
                 "Time to hash the whole state machine at a state check (off the node loop).",
                 prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap(),
+            ),
+            tls_reload_failing: gauge_vec(
+                r,
+                "raftkv_tls_reload_failing",
+                "1 while changed TLS files do not load (the previous certificate stays in force), by files.",
+                &["files"],
+            ),
+            tls_certificate_expiry: gauge_vec(
+                r,
+                "raftkv_tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which the certificate in force expires, by files.",
+                &["files"],
+            ),
+            tls_handshake_failures: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "raftkv_tls_handshake_failures_total",
+                        "TLS handshakes refused on a port (plaintext, unknown CA, expired or missing client certificate), by port.",
+                    ),
+                    &["port"],
+                )
+                .unwrap(),
             ),
             registry,
         };

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::tls::{ClientTls, TlsFiles};
+
 /// Command-line flags (each also read from its `RAFTKV_*` variable).
 #[derive(Parser, Debug, Default, Clone)]
 #[command(
@@ -125,6 +127,36 @@ pub struct Args {
     /// entries are applied (0 = only on demand, by `raftctl check`).
     #[arg(long, env = "RAFTKV_STATE_CHECK_INTERVAL_S")]
     pub state_check_interval_s: Option<u64>,
+    /// Certificate (PEM) served on the client port; with --key-file and
+    /// --trusted-ca-file turns TLS on there (docs/security.md).
+    #[arg(long, env = "RAFTKV_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "RAFTKV_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to.
+    #[arg(long, env = "RAFTKV_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --trusted-ca-file.
+    #[arg(
+        long,
+        env = "RAFTKV_CLIENT_CERT_AUTH",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub client_cert_auth: Option<bool>,
+    /// This member's certificate (PEM) on the peer port, served and
+    /// presented to peers; with --peer-key-file and --peer-trusted-ca-file
+    /// turns mutual TLS on between members.
+    #[arg(long, env = "RAFTKV_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "RAFTKV_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that members' certificates must chain to.
+    #[arg(long, env = "RAFTKV_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "RAFTKV_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -163,6 +195,13 @@ pub struct FileConfig {
     pub max_key_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
     pub state_check_interval_s: Option<u64>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: Option<bool>,
+    pub peer_cert_file: Option<PathBuf>,
+    pub peer_key_file: Option<PathBuf>,
+    pub peer_trusted_ca_file: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
 }
@@ -217,6 +256,39 @@ pub struct Config {
     pub state_check_interval: Option<Duration>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Which ports speak TLS, with which files (docs/security.md).
+    pub tls: TlsSettings,
+    /// The dialers to peers and to members' client ports, set when the
+    /// node starts from `tls` (plaintext when `None`).
+    pub dial: Dialers,
+    /// With StatefulSet naming, the DNS name of any member's pod, also of
+    /// members added later: `(statefulset, "service.namespace.svc.domain")`.
+    pub pod_hosts: Option<(String, String)>,
+}
+
+/// TLS on the node's ports. `None`: plaintext.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub client: Option<ClientPortTls>,
+    /// Mutual TLS between members: always requires a member certificate.
+    pub peer: Option<TlsFiles>,
+}
+
+/// TLS on the client port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPortTls {
+    pub files: TlsFiles,
+    /// Clients must present a certificate signed by `files.ca`.
+    pub client_cert_auth: bool,
+}
+
+/// TLS dialers, loaded from [`TlsSettings`] at start.
+#[derive(Clone, Debug, Default)]
+pub struct Dialers {
+    /// To other members' peer ports (presents this member's certificate).
+    pub peer: Option<ClientTls>,
+    /// To members' client ports (joining a cluster asks its leader there).
+    pub client: Option<ClientTls>,
 }
 
 impl Config {
@@ -251,6 +323,16 @@ impl Config {
             None => FileConfig::default(),
         };
         resolve(args, file, host_env)
+    }
+
+    /// The host of member `id`'s peer address, if known: from the peer
+    /// list, or for a member added later, from the StatefulSet's naming.
+    pub fn peer_host(&self, id: u64) -> Option<String> {
+        if let Some(p) = self.peers.iter().find(|p| p.id == id) {
+            return Some(host_of(&p.peer_addr).to_string());
+        }
+        let (sts, rest) = self.pod_hosts.as_ref()?;
+        Some(format!("{sts}-{id}.{rest}"))
     }
 
     /// The peer entry of this node.
@@ -305,6 +387,7 @@ fn resolve(
     let http_addr = socket("http-addr", pick!(args, file, http_addr), "0.0.0.0:7381")?;
 
     let mut founder = true;
+    let mut pod_hosts = None;
     let mut peers = match (pick!(args, file, peers), pick!(args, file, statefulset)) {
         (Some(_), Some(_)) => {
             return Err("peers: give either --peers or --statefulset, not both".into());
@@ -333,6 +416,7 @@ fn resolve(
                 pick!(args, file, cluster_domain).unwrap_or_else(|| "cluster.local".into());
             // The founders, and this pod if scaling up added it.
             founder = id < replicas;
+            pod_hosts = Some((sts.clone(), format!("{service}.{namespace}.svc.{domain}")));
             (0..replicas)
                 .chain((id >= replicas).then_some(id))
                 .map(|i| {
@@ -429,6 +513,29 @@ fn resolve(
         other => return Err(format!("log-format: {other:?} is neither text nor json")),
     };
     let cluster_id = pick!(args, file, cluster_id).filter(|s| !s.is_empty());
+    let client_tls = tls_files(
+        ["cert-file", "key-file", "trusted-ca-file"],
+        [
+            pick!(args, file, cert_file),
+            pick!(args, file, key_file),
+            pick!(args, file, trusted_ca_file),
+        ],
+    )?;
+    let client_cert_auth = pick!(args, file, client_cert_auth).unwrap_or(false);
+    if client_cert_auth && client_tls.is_none() {
+        return Err(
+            "client-cert-auth: needs TLS on the client port (--cert-file, --key-file, --trusted-ca-file)"
+                .into(),
+        );
+    }
+    let peer_tls = tls_files(
+        ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file"],
+        [
+            pick!(args, file, peer_cert_file),
+            pick!(args, file, peer_key_file),
+            pick!(args, file, peer_trusted_ca_file),
+        ],
+    )?;
     Ok(Config {
         id,
         data_dir,
@@ -452,7 +559,42 @@ fn resolve(
         state_check_interval,
         log_format,
         log_level: pick!(args, file, log_level).unwrap_or_else(|| "info".into()),
+        tls: TlsSettings {
+            client: client_tls.map(|files| ClientPortTls {
+                files,
+                client_cert_auth,
+            }),
+            peer: peer_tls,
+        },
+        dial: Dialers::default(),
+        pod_hosts,
     })
+}
+
+/// A certificate, key and CA given together, or none of them: half a TLS
+/// setting would silently leave a port in plaintext.
+fn tls_files(names: [&str; 3], paths: [Option<PathBuf>; 3]) -> Result<Option<TlsFiles>, String> {
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&paths)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    match missing.len() {
+        3 => Ok(None),
+        0 => {
+            let [cert, key, ca] = paths.map(|p| p.expect("checked: all given"));
+            Ok(Some(TlsFiles { cert, key, ca }))
+        }
+        _ => Err(format!(
+            "{}: TLS needs {}, {} and {} together; missing: {}",
+            names[0],
+            names[0],
+            names[1],
+            names[2],
+            missing.join(", ")
+        )),
+    }
 }
 
 /// `raftkv-2` → 2.
@@ -479,6 +621,11 @@ fn host_port(setting: &str, addr: &str) -> Result<(), String> {
         return Err(format!("{setting}: {addr:?} is not HOST:PORT"));
     }
     Ok(())
+}
+
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn port_of(addr: &str) -> u16 {

@@ -19,6 +19,7 @@
 use super::config::Config;
 use super::gate::Gate;
 use crate::pb::{self, hello_response::Standing as PbStanding, raft_client::RaftClient};
+use crate::tls::ClientTls;
 use backon::{ExponentialBuilder, Retryable};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -223,7 +224,14 @@ pub async fn survey(config: &Config, mode: Mode, gate: &Gate) -> Decision {
     // Dropped on return: the askers stop with it.
     let mut askers = JoinSet::new();
     for (id, addr) in peers.iter().cloned() {
-        askers.spawn(ask_until_settled(config.id, id, addr, mode, tx.clone()));
+        askers.spawn(ask_until_settled(
+            config.id,
+            id,
+            addr,
+            mode,
+            config.dial.peer.clone(),
+            tx.clone(),
+        ));
     }
     let mut last_error: BTreeMap<u64, String> = BTreeMap::new();
     let start = tokio::time::Instant::now();
@@ -298,6 +306,7 @@ async fn ask_until_settled(
     peer: u64,
     addr: String,
     mode: Mode,
+    tls: Option<ClientTls>,
     tx: mpsc::Sender<(u64, Result<PeerStanding, String>)>,
 ) {
     let backoff = ExponentialBuilder::default()
@@ -306,7 +315,7 @@ async fn ask_until_settled(
         .with_jitter()
         .without_max_times();
     loop {
-        let answer = (|| hello(me, peer, &addr, mode == Mode::Join))
+        let answer = (|| hello(me, peer, &addr, mode == Mode::Join, tls.as_ref()))
             .retry(backoff)
             .notify(|e: &String, _| {
                 let _ = tx.try_send((peer, Err(e.clone())));
@@ -324,12 +333,20 @@ async fn ask_until_settled(
 }
 
 /// One `Hello` to `peer` at `addr`.
-async fn hello(me: u64, peer: u64, addr: &str, joining: bool) -> Result<PeerStanding, String> {
+async fn hello(
+    me: u64,
+    peer: u64,
+    addr: &str,
+    joining: bool,
+    tls: Option<&ClientTls>,
+) -> Result<PeerStanding, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| root_cause(&e))?;
+    let channel = crate::tls::channel(endpoint, tls)
+        .await
+        .map_err(|e| root_cause(&e))?;
     let answer = RaftClient::new(channel)
         .hello(pb::HelloRequest { from: me, joining })
         .await
@@ -352,6 +369,9 @@ async fn hello(me: u64, peer: u64, addr: &str, joining: bool) -> Result<PeerStan
 /// The innermost cause of a connection error: tonic's own message is only
 /// "transport error".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(h) = crate::tls::handshake_failure(e) {
+        return h.to_string();
+    }
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
@@ -365,7 +385,12 @@ pub async fn member_clusters(config: &Config, limit: Duration) -> Vec<(u64, Stri
     let asks = other_peers(config)
         .into_iter()
         .map(|(peer, addr)| async move {
-            match tokio::time::timeout(limit, hello(config.id, peer, &addr, true)).await {
+            match tokio::time::timeout(
+                limit,
+                hello(config.id, peer, &addr, true, config.dial.peer.as_ref()),
+            )
+            .await
+            {
                 Ok(Ok(PeerStanding::Member(c) | PeerStanding::ListsUsAsVoter(c))) => {
                     Some((peer, c))
                 }

@@ -14,6 +14,7 @@ pub mod peer_check;
 pub mod peer_service;
 #[cfg(test)]
 mod peer_tests;
+pub mod security;
 pub(crate) mod startup;
 pub mod transport;
 pub mod wire;

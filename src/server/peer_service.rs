@@ -9,9 +9,11 @@
 
 use super::gate::{Active, Gate};
 use super::peer_check::{self, Params};
+use super::security::MemberCheck;
 use super::wire;
 use crate::pb;
 use crate::raft::{Message, NodeId};
+use crate::tls::PeerCerts;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,6 +24,9 @@ pub struct RaftService {
     pub gate: Arc<Gate>,
     /// This node's lease parameters: a sender's must be equal.
     pub params: Params,
+    /// With mutual TLS on the peer port: the check that the sender's
+    /// certificate names the member its messages claim to come from.
+    pub members: Option<MemberCheck>,
 }
 
 /// The peer port's server, with its message size limits set to
@@ -89,6 +94,18 @@ impl RaftService {
             .ok_or_else(|| Status::unavailable("node is starting"))
     }
 
+    /// Refuses a sender whose certificate does not name member `from`
+    /// (when the peer port uses mutual TLS).
+    fn authenticate(&self, peer: Option<&PeerCerts>, from: Option<u64>) -> Result<(), Status> {
+        let Some(members) = &self.members else {
+            return Ok(());
+        };
+        match from {
+            Some(from) => members.admit(peer, from),
+            None => Err(Status::invalid_argument("a peer message without a sender")),
+        }
+    }
+
     /// Unary RPCs carry the cluster id and lease parameters as metadata
     /// (`peer_check::to_metadata`); answers travel on the streams.
     async fn unary<T>(
@@ -97,11 +114,13 @@ impl RaftService {
         body: impl FnOnce(T) -> pb::peer_message::Body,
     ) -> Result<Response<pb::PeerAck>, Status> {
         let active = self.active()?;
+        let peer = r.extensions().get::<PeerCerts>().cloned();
         let (cluster_id, params) = peer_check::from_metadata(r.metadata());
         let m = pb::PeerMessage {
             body: Some(body(r.into_inner())),
         };
         let from = wire::sender_of(&m);
+        self.authenticate(peer.as_ref(), from)?;
         self.admit(active, from, cluster_id.as_deref(), params.as_ref())?;
         self.deliver(active, m).await?;
         Ok(Response::new(pb::PeerAck {}))
@@ -128,6 +147,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<pb::PeerBatch>>,
     ) -> Result<Response<pb::PeerAck>, Status> {
+        let peer = request.extensions().get::<PeerCerts>().cloned();
         let mut stream = request.into_inner();
         let mut admitted = None;
         while let Some(batch) = stream.message().await? {
@@ -138,7 +158,13 @@ impl pb::raft_server::Raft for RaftService {
             };
             let from = match admitted {
                 Some(from) => Some(from),
-                None => batch_sender(&batch),
+                None => {
+                    let from = batch_sender(&batch);
+                    if from.is_some() {
+                        self.authenticate(peer.as_ref(), from)?;
+                    }
+                    from
+                }
             };
             self.admit(
                 active,
@@ -151,6 +177,17 @@ impl pb::raft_server::Raft for RaftService {
                 self.gate.peers.heard(from);
             }
             for m in batch.messages {
+                // On an authenticated stream every message is the member's.
+                if self.members.is_some() && wire::sender_of(&m) != admitted {
+                    let complaints = &self.gate.peers.complaints;
+                    let why = format!(
+                        "dropped: a message claiming node {:?} on member {:?}'s stream",
+                        wire::sender_of(&m),
+                        admitted
+                    );
+                    complaints.error("impostor-message", &why);
+                    continue;
+                }
                 self.deliver(active, m).await?;
             }
         }
@@ -189,6 +226,8 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         r: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
+        let peer = r.extensions().get::<PeerCerts>();
+        self.authenticate(peer, Some(r.get_ref().from))?;
         self.gate
             .hello(r.get_ref())
             .await

@@ -47,6 +47,7 @@ fn receiver(lease_ms: u64) -> (String, Arc<Gate>, Peers) {
         id: ME,
         gate: gate.clone(),
         params: params(lease_ms),
+        members: None,
     };
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap().to_string();
@@ -65,6 +66,7 @@ fn sender(addr: &str, lease_ms: u64) -> Transport {
         params: params(lease_ms),
         message_limit: limit(),
         health: Arc::default(),
+        tls: None,
     };
     Transport::start(sender, vec![(ME, addr.to_string())], Metrics::new())
 }

@@ -7,13 +7,14 @@
 
 use super::boot_clock::BootClock;
 use super::bootstrap::{self, Boot};
-use super::config::Config;
+use super::config::{Config, Dialers};
 use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
 use super::node;
 use super::peer_check::Params;
 use super::peer_service::{self, RaftService};
+use super::security::{self, MemberCheck, NodeTls};
 use super::transport::{self, Sender, Transport};
 use crate::kv::{Limits, StateMachine};
 use crate::observe::{self, Metrics};
@@ -21,6 +22,7 @@ use crate::pb;
 use crate::raft::{self, NodeId, Raft};
 use crate::replica::SnapshotPolicy;
 use crate::storage::Storage;
+use crate::tls::{Reloadable, ServerFiles};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -52,8 +54,13 @@ impl Stopped {
 /// Runs a node until a signal or a fatal error. Errors are one line for the
 /// operator; they happen at start (bad data directory, port in use, a lost
 /// volume) or when the disk fails.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), String> {
     let metrics = Metrics::new();
+    let tls = NodeTls::load(&config)?;
+    config.dial = Dialers {
+        peer: tls.peer_dialer.clone(),
+        client: tls.client_dialer.clone(),
+    };
     let dir = config.data_dir.clone();
     if dir.exists() && !dir.is_dir() {
         return Err(format!(
@@ -75,10 +82,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         id: NodeId(config.id),
         gate: gate.clone(),
         params: params(&config),
+        members: (tls.peer_port.is_some()).then(|| MemberCheck::new(&config, gate.peers.clone())),
     };
-    let peer_server = tonic::transport::Server::builder()
-        .add_service(peer_service::server(raft_service, peer_limit(&config)?))
-        .serve_with_incoming_shutdown(incoming(peer_listener), stopped.wait());
+    let peer_router = tonic::transport::Server::builder()
+        .add_service(peer_service::server(raft_service, peer_limit(&config)?));
+    let peer_server = serve(
+        peer_router,
+        peer_listener,
+        tls.peer_port.clone().map(|t| (t, "peer")),
+        &metrics,
+        &stopped,
+    );
     let http = observe::http::serve(http_listener, metrics.clone(), gate.clone(), stopped.wait());
     let mut tasks = vec![
         tokio::spawn(async move {
@@ -87,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         }),
         tokio::spawn(http),
+        tokio::spawn(tls.watch(metrics.clone())),
     ];
 
     let mut sig: Signal = Box::pin(signal());
@@ -103,6 +118,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         Some(Ok(boot)) => {
             let node = Start {
                 config: &config,
+                client_tls: tls.client_port.clone(),
                 boot,
                 storage,
                 gate: &gate,
@@ -126,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 /// What the node needs once its identity is settled.
 struct Start<'a> {
     config: &'a Config,
+    client_tls: Option<Arc<Reloadable<ServerFiles>>>,
     boot: Boot,
     storage: Storage,
     gate: &'a Gate,
@@ -151,8 +168,13 @@ impl Start<'_> {
         self.metrics.identify(&cluster_id, config.id);
 
         let (node, inbox) = node::channels();
-        let client_server = client_services(config, &node, self.gate, &self.metrics)
-            .serve_with_incoming_shutdown(incoming(client_listener), self.stopped.wait());
+        let client_server = serve(
+            client_services(config, &node, self.gate, &self.metrics),
+            client_listener,
+            self.client_tls.map(|t| (t, "client")),
+            &self.metrics,
+            self.stopped,
+        );
 
         let driver = Driver::new(Parts {
             config: config.clone(),
@@ -229,6 +251,7 @@ fn peer_transport(
         params: params(config),
         message_limit: peer_limit(config)?,
         health: gate.peers.clone(),
+        tls: config.dial.peer.clone(),
     };
     Ok(Transport::start(sender, peers, metrics.clone()))
 }
@@ -320,8 +343,28 @@ async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("{setting}: cannot listen on {addr}: {e}"))
 }
 
-fn incoming(l: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(l).with_nodelay(Some(true))
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serves `router` on `listener` until stopped: in TLS when `tls` is set
+/// (with the port's name for logs and metrics), else in plaintext.
+fn serve(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<(Arc<Reloadable<ServerFiles>>, &'static str)>,
+    metrics: &Metrics,
+    stopped: &Stopped,
+) -> Serving {
+    match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped.wait()))
+        }
+        Some((files, port)) => {
+            let refused = security::refusal_reporter(port, metrics.clone());
+            let incoming = crate::tls::incoming(listener, files, refused);
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped.wait()))
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.

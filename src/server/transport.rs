@@ -17,6 +17,7 @@ use super::wire;
 use crate::observe::Metrics;
 use crate::pb::{self, raft_client::RaftClient};
 use crate::raft::{self, Message, NodeId};
+use crate::tls::ClientTls;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Sender {
     /// See [`peer_message_limit`].
     pub message_limit: usize,
     pub health: Arc<PeerHealth>,
+    /// Mutual TLS to the peers (docs/security.md); plaintext when `None`.
+    pub tls: Option<ClientTls>,
 }
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -143,7 +146,9 @@ async fn run_peer(
         match stream_to(&addr, &sender, &mut rx, &mut backoff).await {
             Ok(StreamEnd::QueueClosed) => return,
             Ok(StreamEnd::Ended) => {}
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+            // Another cluster or other parameters, or our certificate is
+            // refused (or theirs): nothing changes until an operator acts.
+            Err(e) if refusal(e.code()) => {
                 let why = format!("node {id} at {addr} refused our messages: {}", e.message());
                 sender.health.refused(id.0, e.message());
                 sender
@@ -165,6 +170,17 @@ async fn run_peer(
     }
 }
 
+/// Whether a peer's answer means it refuses us for good: another cluster
+/// or other parameters (FAILED_PRECONDITION), a certificate that does not
+/// name us (PERMISSION_DENIED), or a failed TLS handshake (UNAUTHENTICATED).
+fn refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        FailedPrecondition | PermissionDenied | Unauthenticated
+    )
+}
+
 enum StreamEnd {
     /// The node dropped the queue: stop.
     QueueClosed,
@@ -184,10 +200,12 @@ async fn stream_to(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
+    let channel = crate::tls::channel(endpoint, sender.tls.as_ref())
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(|e| match crate::tls::handshake_failure(&e) {
+            Some(h) => Status::unauthenticated(h.to_string()),
+            None => Status::unavailable(e.to_string()),
+        })?;
     let (tx, stream_rx) = mpsc::channel::<pb::PeerBatch>(8);
     let mut client = RaftClient::new(channel)
         .max_encoding_message_size(sender.message_limit)

@@ -19,29 +19,47 @@ pub struct Target {
     pub pod: String,
 }
 
+/// The scrape configs Prometheus runs for the chart's ServiceMonitor in
+/// release `release` (objects named `raftkv`, so the pods are `raftkv-N`),
+/// scraping every second: what the Prometheus Operator generates from the
+/// rendered monitor, each pod at its target's address
+/// (`scripts/chart.py scrape-config`). Panics if the chart cannot render.
+pub fn chart_scrape_configs(release: &str, targets: &[Target]) -> String {
+    let mut command = Command::new("python3");
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["scripts/chart.py", "scrape-config", "--release", release])
+        .args(["--set", "fullnameOverride=raftkv"])
+        .args(["--set", "monitoring.serviceMonitor.enabled=true"])
+        .args(["--set", "monitoring.serviceMonitor.interval=1s"]);
+    for t in targets {
+        command.arg("--pod").arg(format!("{}={}", t.pod, t.addr));
+    }
+    let out = command.output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "scripts/chart.py scrape-config failed (needs `pip install helm-python-sdk kubernetes-validate`; \
+         scripts/test installs them):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 impl Prometheus {
-    /// Starts Prometheus in `dir` on `port`, scraping `targets` as job
-    /// "raftkv" with the labels the chart's ServiceMonitor sets.
+    /// Starts Prometheus in `dir` on `port` with `scrape_configs` (a YAML
+    /// document whose key is `scrape_configs`) and the rules file `rules`.
     pub fn start(
         binary: &Path,
         dir: &Path,
         port: u16,
-        namespace: &str,
-        cluster: &str,
-        targets: &[Target],
+        scrape_configs: &str,
         rules: &Path,
     ) -> Prometheus {
-        let mut config = format!(
+        let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\nscrape_configs:\n  - job_name: raftkv\n    static_configs:\n",
+             rule_files:\n  - {}\n{scrape_configs}",
             rules.display()
         );
-        for t in targets {
-            config.push_str(&format!(
-                "      - targets: ['{}']\n        labels: {{namespace: {namespace}, cluster: {cluster}, pod: {}}}\n",
-                t.addr, t.pod
-            ));
-        }
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();

@@ -110,7 +110,11 @@ fn client(config: &Config) -> Result<Client, String> {
         .collect();
     Client::lazy(
         endpoints,
-        ClientOptions::default().with_timeout(Duration::from_secs(5)),
+        ClientOptions {
+            tls: config.dial.client.clone(),
+            ..ClientOptions::default()
+        }
+        .with_timeout(Duration::from_secs(5)),
     )
     .map_err(|e| format!("auto-join: {e}"))
 }
