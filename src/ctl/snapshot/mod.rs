@@ -282,6 +282,10 @@ impl Progress {
             };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_message("waiting for the leader's snapshot");
         bar.enable_steady_tick(Duration::from_millis(120));
         Progress { bar }
