@@ -264,7 +264,39 @@ impl Cluster for FakeLeader {
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         Ok(Response::new(pb::ChangeResponse { index: 9 }))
     }
+
+    type SnapshotStream = crate::server::backup::SnapshotStream;
+
+    /// A backup of [`FAKE_SNAPSHOT`] at index 7, in two data chunks.
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        use pb::snapshot_chunk::Part;
+        use sha2::Digest;
+        let data = Bytes::from_static(FAKE_SNAPSHOT);
+        let parts = [
+            Part::Header(pb::SnapshotHeader {
+                cluster_id: "fake".into(),
+                index: 7,
+                term: 2,
+                data_bytes: data.len() as u64,
+                ..Default::default()
+            }),
+            Part::Data(data.slice(..4)),
+            Part::Data(data.slice(4..)),
+            Part::Trailer(pb::SnapshotTrailer {
+                data_bytes: data.len() as u64,
+                data_sha256: sha2::Sha256::digest(&data).to_vec().into(),
+            }),
+        ];
+        let chunks = parts.map(|part| Ok(pb::SnapshotChunk { part: Some(part) }));
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
 }
+
+/// The data of the fake leader's backup.
+pub(crate) const FAKE_SNAPSHOT: &[u8] = b"fake state";
 
 /// A follower: answers Status itself, every other RPC with not-leader.
 #[derive(Clone)]
@@ -337,6 +369,15 @@ impl Cluster for FakeFollower {
         &self,
         _: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        Err(self.not_leader())
+    }
+
+    type SnapshotStream = crate::server::backup::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(self.not_leader())
     }
 }

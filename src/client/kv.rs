@@ -230,7 +230,7 @@ impl Client {
     }
 
     /// [`Client::write`], with the log index of the entry that answered.
-    async fn write_at(&self, op: Op) -> Result<(Answer, u64), ClientError> {
+    pub async fn write_at(&self, op: Op) -> Result<(Answer, u64), ClientError> {
         if matches!(op, Op::Register(_)) {
             return Err(ClientError::InvalidArgument(
                 "sessions are registered by the client itself".into(),

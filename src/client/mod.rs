@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 mod cluster;
 mod error;
 mod failure;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use futures::future::select_ok;
 use tokio::time::Instant;
 
+pub use backup::{SnapshotDownload, SnapshotPiece};
 pub use error::ClientError;
 pub use kv::{CasOutcome, Ttl};
 pub use options::ClientOptions;

@@ -331,3 +331,30 @@ async fn range_reads_every_page_and_the_count() {
     let (items, count) = client.range(b"p/", 3, false).await.unwrap();
     assert_eq!((items.len(), count), (3, 5));
 }
+
+#[tokio::test]
+async fn a_backup_follows_the_redirect_and_streams_to_the_trailer() {
+    use super::SnapshotPiece;
+    use sha2::Digest;
+    let leader_addr = serve(FakeLeader::default());
+    let follower = follower(Some(leader_addr.clone()));
+    let follower_addr = serve(follower.clone());
+    let client = Client::lazy(vec![follower_addr], fast(Duration::from_secs(5))).unwrap();
+    let mut download = client.snapshot(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((download.header.index, download.header.term), (7, 2));
+    assert!(
+        *follower.hits.lock().unwrap() >= 1,
+        "the follower redirected"
+    );
+    let mut data = Vec::new();
+    let trailer = loop {
+        match download.next().await.unwrap() {
+            SnapshotPiece::Data(d) => data.extend_from_slice(&d),
+            SnapshotPiece::Trailer(t) => break t,
+        }
+    };
+    assert_eq!(data, super::fake::FAKE_SNAPSHOT);
+    assert_eq!(trailer.data_bytes, data.len() as u64);
+    assert_eq!(&trailer.data_sha256[..], &sha2::Sha256::digest(&data)[..]);
+    assert!(download.next().await.is_err(), "nothing after the trailer");
+}

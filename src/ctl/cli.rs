@@ -202,6 +202,10 @@ pub enum Command {
     /// members leave the membership before their pods stop. Refuses a change
     /// that would lose quorum, changing nothing.
     Scale(ScaleArgs),
+    /// Back up the cluster to a file, seed a new cluster's data directories
+    /// from one, or verify one (docs/operations.md, "Backup and restore").
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod local;
 pub mod output;
 pub mod platform;
 pub mod signals;
+pub mod snapshot;
 
 #[cfg(test)]
 mod wiring_tests;
@@ -157,6 +158,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Chaos(args) => faults::chaos(args, output, options.tls.clone()).await,
         Command::Manifests(args) => kube::commands::manifests(args, output),
         Command::Deploy(args) => kube::commands::deploy(args, output).await,
+        Command::Snapshot(command) => snapshot::command(command, client, output).await,
         Command::Scale(args) => {
             let chosen = AnyPlatform::from_args(&args.platform).await?;
             let endpoints = chosen.endpoints().await?;

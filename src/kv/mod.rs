@@ -113,6 +113,14 @@ impl StateMachine {
         &self.members
     }
 
+    /// Forgets the member addresses learned at run time: a cluster restored
+    /// from a backup has only the members it is restored with, whose
+    /// addresses its nodes are given (docs/operations.md, "Backup and
+    /// restore").
+    pub fn forget_member_addresses(&mut self) {
+        self.members.clear();
+    }
+
     /// Applies the committed entry at `index` whose bytes are a `pb::Proposal`
     /// and returns the answer for the client (`index` set to `index`).
     ///

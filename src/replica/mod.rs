@@ -64,6 +64,9 @@ pub enum ReadKind {
     Ttl(Bytes),
     /// One page of a prefix (`StateMachine::range`).
     Range(pb::RangeRequest),
+    /// The whole applied state, for a backup (docs/operations.md,
+    /// "Backup and restore").
+    State,
 }
 
 /// The answer to a read.
@@ -72,6 +75,17 @@ pub enum ReadAnswer {
     Get(pb::GetResponse),
     Ttl(pb::TtlResponse),
     Range(pb::RangeResponse),
+    State(Box<StateCopy>),
+}
+
+/// The applied state machine (an O(1) copy) with the log position it is at
+/// and the voters in force then.
+#[derive(Debug, Clone)]
+pub struct StateCopy {
+    pub sm: StateMachine,
+    pub index: u64,
+    pub term: u64,
+    pub voters: Vec<u64>,
 }
 
 /// A range read with the state it reads (an O(1) copy).
@@ -869,6 +883,23 @@ impl<C: Callers> Replica<C> {
                     });
                     continue;
                 }
+                ReadKind::State => match self.raft.term_at(LogIndex(self.applied)) {
+                    Some(term) => ReadAnswer::State(Box::new(StateCopy {
+                        sm: self.sm.clone(),
+                        index: self.applied,
+                        term: term.0,
+                        voters: self.raft.membership().voters.iter().map(|v| v.0).collect(),
+                    })),
+                    None => {
+                        let why = format!("the term of applied entry {} is unknown", self.applied);
+                        self.effects.push(Effect::Read {
+                            caller,
+                            result: Err(Refusal::Busy(why)),
+                            cluster_ms: t,
+                        });
+                        continue;
+                    }
+                },
             };
             self.effects.push(Effect::Read {
                 caller,

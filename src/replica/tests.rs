@@ -252,6 +252,31 @@ fn a_range_read_scans_the_state_it_was_released_at() {
     assert_eq!(page.count, 2);
 }
 
+/// A backup's read answers with a copy of the state at the applied index,
+/// its term and the voters; writes applied afterwards do not show in it.
+#[test]
+fn a_state_read_copies_the_applied_state_with_its_index_and_term() {
+    let mut one = One::new(1_000);
+    let (answer, _) = one.write(set("k", "1"));
+    one.replica.read(ReadKind::State, 6, at(one.now));
+    one.turn();
+    let copy = match one.replica.take_effects().pop() {
+        Some(Effect::Read {
+            caller: 6,
+            result: Ok(ReadAnswer::State(copy)),
+            ..
+        }) => copy,
+        other => panic!("state read answered {other:?}"),
+    };
+    assert_eq!(copy.index, one.replica.state_machine().applied_index());
+    assert!(copy.index >= answer.index);
+    assert_eq!(copy.term, one.replica.raft().term().0);
+    assert_eq!(copy.voters, [0]);
+    one.write(set("k", "2"));
+    assert_eq!(&copy.sm.get(b"k").value[..], b"1");
+    assert_eq!(&one.replica.state_machine().get(b"k").value[..], b"2");
+}
+
 /// A one-node cluster that asks for a snapshot every `threshold` entries.
 fn snapshotting(threshold: u64, policy: SnapshotPolicy) -> One {
     snapshotting_seeded(threshold, policy, 0)

@@ -181,6 +181,17 @@ impl pb::cluster_server::Cluster for ClientService {
         })
         .await
     }
+
+    type SnapshotStream = super::backup::SnapshotStream;
+
+    /// A backup: the stream opens once the leader has copied its state.
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.timed("Snapshot", super::backup::snapshot(&self.node))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -381,6 +381,7 @@ impl World {
                         op.kind = OpKind::Ttl { result: Some(seen) };
                     }
                     ReadAnswer::Range(_) => unreachable!("the simulated clients read no ranges"),
+                    ReadAnswer::State(_) => unreachable!("the simulated clients take no backups"),
                 }
                 self.finish(c, target);
             }

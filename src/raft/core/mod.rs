@@ -183,6 +183,12 @@ impl Raft {
         self.log.committed()
     }
 
+    /// The term of the entry at `index`, if the log (or its snapshot) still
+    /// knows it.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
     pub fn last_log_id(&self) -> LogId {
         self.log.last_id()
     }

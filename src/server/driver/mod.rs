@@ -102,7 +102,7 @@ struct SnapshotTimes {
 /// whose turns renew the lease, come first; a snapshot only has to be done
 /// before the log grows much further. (Not on tokio's blocking pool: its
 /// threads also sync the WAL and would keep the lower priority.)
-fn in_background<T: Send + 'static>(
+pub(super) fn in_background<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> oneshot::Receiver<T> {

@@ -1,0 +1,320 @@
+//! `raftctl snapshot save|restore|status`: backups of a cluster and new
+//! clusters restored from them (docs/operations.md, "Backup and restore").
+//!
+//! `save` streams a consistent snapshot from the leader into a file
+//! (`file`), `restore` seeds one new member's data directory from it
+//! (`restore`), `status` verifies one and says what it holds.
+
+pub mod file;
+pub mod restore;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::cli::Output;
+use super::exit::{CtlError, Exit};
+use super::output::print_structured;
+use crate::client::{Client, ClientError, SnapshotPiece};
+use crate::kv::{Limits, StateMachine};
+use file::{Backup, FileError, Writer};
+use restore::{Plan, RestoreError};
+
+/// How long a save waits for each message of the leader's stream (the
+/// first comes once the leader has encoded its state: about a second per
+/// million keys).
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a consistent snapshot from the leader into FILE, with its
+    /// index, term, cluster id and checksum. Written to FILE.tmp, fsynced,
+    /// then renamed: a failed save leaves no FILE. Progress on stderr when
+    /// it is a terminal.
+    Save { file: PathBuf },
+    /// Seed the data directory of one member of a NEW cluster from FILE
+    /// (new cluster id; same keys, sessions and TTLs). Run once per
+    /// member; refuses a corrupt or truncated FILE and a non-empty
+    /// --data-dir, changing nothing.
+    Restore(RestoreArgs),
+    /// Verify FILE (checksums and the state it holds) and print its index,
+    /// term, cluster id and key count.
+    Status { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub file: PathBuf,
+    /// The member's data directory to create (missing or empty). For
+    /// `raftctl local --data-dir DIR`: DIR/node-ID.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This member's node id.
+    #[arg(long)]
+    pub member: u64,
+    /// The new cluster's voters, comma separated (default: the voters when
+    /// the backup was taken). Give every member the same list.
+    #[arg(long, value_delimiter = ',')]
+    pub voters: Vec<u64>,
+    /// The new cluster's id (default: derived from the backup and the
+    /// voters, so every member's restore agrees).
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+}
+
+/// Runs one `raftctl snapshot` command; `client` connects for `save`.
+pub async fn command(
+    command: &SnapshotCommand,
+    client: impl FnOnce() -> Result<Client, ClientError>,
+    output: Output,
+) -> Result<(), CtlError> {
+    match command {
+        SnapshotCommand::Save { file } => save(&client()?, output, file).await,
+        SnapshotCommand::Restore(args) => restore(args, output),
+        SnapshotCommand::Status { file } => status(file, output),
+    }
+}
+
+/// What `save` and `status` print.
+#[derive(Debug, Serialize)]
+struct Summary {
+    file: PathBuf,
+    cluster_id: String,
+    index: u64,
+    term: u64,
+    voters: Vec<u64>,
+    leader: u64,
+    keys: u64,
+    cluster_time_ms: u64,
+    taken_unix_ms: u64,
+    version: String,
+    data_bytes: u64,
+    file_bytes: u64,
+    sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
+}
+
+impl Summary {
+    fn new(
+        file: &Path,
+        header: &crate::pb::SnapshotHeader,
+        file_bytes: u64,
+        sha256: String,
+    ) -> Self {
+        Summary {
+            file: file.to_path_buf(),
+            cluster_id: header.cluster_id.clone(),
+            index: header.index,
+            term: header.term,
+            voters: header.voters.clone(),
+            leader: header.leader,
+            keys: header.keys,
+            cluster_time_ms: header.cluster_time_ms,
+            taken_unix_ms: header.taken_unix_ms,
+            version: header.version.clone(),
+            data_bytes: header.data_bytes,
+            file_bytes,
+            sha256,
+            seconds: None,
+        }
+    }
+
+    fn lines(&self) -> String {
+        let voters: Vec<String> = self.voters.iter().map(u64::to_string).collect();
+        let rows = [
+            ("file", self.file.display().to_string()),
+            ("cluster", self.cluster_id.clone()),
+            ("index", self.index.to_string()),
+            ("term", self.term.to_string()),
+            ("voters", voters.join(",")),
+            (
+                "taken by",
+                format!("node {} (raftkv {})", self.leader, self.version),
+            ),
+            ("keys", self.keys.to_string()),
+            (
+                "size",
+                format!("{} bytes ({} of state)", self.file_bytes, self.data_bytes),
+            ),
+            ("sha256", self.sha256.clone()),
+        ];
+        rows.iter().map(|(k, v)| format!("{k:<10}{v}\n")).collect()
+    }
+}
+
+fn file_error(e: FileError) -> CtlError {
+    let exit = if e.is_bad_data() {
+        Exit::BadInput
+    } else {
+        Exit::Error
+    };
+    CtlError::new(exit, e.to_string())
+}
+
+async fn save(client: &Client, output: Output, path: &Path) -> Result<(), CtlError> {
+    if path.is_dir() || file::temporary_path(path).is_none() {
+        return Err(CtlError::new(
+            Exit::BadInput,
+            format!("{} is not a file name to save to", path.display()),
+        ));
+    }
+    let started = Instant::now();
+    let progress = Progress::start();
+    let mut download = client.snapshot(STALL_LIMIT).await?;
+    let header = download.header.clone();
+    let mut writer = Writer::create(path, &header).map_err(file_error)?;
+    progress.receiving(header.data_bytes);
+    let written = loop {
+        match download.next().await? {
+            SnapshotPiece::Data(data) => {
+                writer.data(&data).map_err(file_error)?;
+                progress.add(data.len());
+            }
+            SnapshotPiece::Trailer(trailer) => {
+                break writer.finish(&trailer).map_err(file_error)?;
+            }
+        }
+    };
+    progress.done();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut summary = Summary::new(path, &header, written.file_bytes, written.sha256);
+    summary.seconds = Some(seconds);
+    match output {
+        Output::Table => {
+            let rate = written.file_bytes as f64 / 1e6 / seconds.max(1e-9);
+            print!("{}", summary.lines());
+            println!("saved in {seconds:.2}s ({rate:.1} MB/s)");
+            Ok(())
+        }
+        other => print_structured(other, &summary),
+    }
+}
+
+/// Reads and verifies `path`, the state it holds included.
+fn verified(path: &Path) -> Result<Backup, CtlError> {
+    let backup = file::read(path).map_err(file_error)?;
+    StateMachine::restore(Limits::default(), &backup.data).map_err(|e| {
+        file_error(FileError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("its state does not decode: {}", e.message),
+        })
+    })?;
+    Ok(backup)
+}
+
+fn status(path: &Path, output: Output) -> Result<(), CtlError> {
+    let backup = verified(path)?;
+    let summary = Summary::new(path, &backup.header, backup.file_bytes, backup.sha256);
+    match output {
+        Output::Table => {
+            print!("{}", summary.lines());
+            println!("verified: checksums match and the state decodes");
+            Ok(())
+        }
+        other => print_structured(other, &summary),
+    }
+}
+
+fn restore(args: &RestoreArgs, output: Output) -> Result<(), CtlError> {
+    let backup = file::read(&args.file).map_err(file_error)?;
+    let plan = Plan {
+        data_dir: &args.data_dir,
+        member: args.member,
+        voters: &args.voters,
+        cluster_id: args.cluster_id.as_deref(),
+    };
+    let restored = restore::restore(&backup, &plan).map_err(|e| {
+        let exit = match &e {
+            RestoreError::File(f) if !f.is_bad_data() => Exit::Error,
+            RestoreError::File(_) | RestoreError::BadInput(_) | RestoreError::DataDir { .. } => {
+                Exit::BadInput
+            }
+            RestoreError::Storage { .. } | RestoreError::Io { .. } => Exit::Error,
+        };
+        let message = match e {
+            RestoreError::File(FileError::Corrupt { detail, .. }) => {
+                format!(
+                    "{} is corrupt: {detail}; nothing was changed",
+                    args.file.display()
+                )
+            }
+            other => other.to_string(),
+        };
+        CtlError::new(exit, message)
+    })?;
+    match output {
+        Output::Table => {
+            let voters: Vec<String> = restored.voters.iter().map(u64::to_string).collect();
+            println!(
+                "restored node {} of new cluster {} (voters {}) into {}: index {}, term {}, {} keys \
+                 from cluster {}",
+                restored.member,
+                restored.cluster_id,
+                voters.join(","),
+                restored.data_dir.display(),
+                restored.index,
+                restored.term,
+                restored.keys,
+                restored.from_cluster_id
+            );
+            Ok(())
+        }
+        other => print_structured(other, &restored),
+    }
+}
+
+/// A save's progress on stderr, drawn only when stderr is a terminal: a
+/// spinner while the leader encodes, then a bar of the bytes received.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn start() -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                bar: ProgressBar::hidden(),
+            };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message("waiting for the leader's snapshot");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress { bar }
+    }
+
+    fn receiving(&self, total: u64) {
+        let template = "saving [{bar:30}] {binary_bytes}/{binary_total_bytes} \
+                        {binary_bytes_per_sec} eta {eta}";
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        self.bar.set_style(style);
+        self.bar.set_length(total);
+    }
+
+    fn add(&self, bytes: usize) {
+        self.bar.inc(bytes as u64);
+    }
+
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // A failed save leaves no half-drawn bar before its error line.
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
