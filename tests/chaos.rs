@@ -94,6 +94,31 @@ fn chaos_on_a_local_cluster_loses_nothing() {
     local.stop();
 }
 
+/// The same faults on a cluster with mutual TLS on every port: the
+/// workload, the fault injection and the final checks all go through TLS
+/// with the client certificate `raftctl local --tls` made.
+#[test]
+fn chaos_on_a_tls_local_cluster_loses_nothing() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let local = Local::start_tls(dir.path(), free_base_port());
+    // Without the certificates the cluster answers nothing.
+    local
+        .ctl()
+        .run(&["get", "k"])
+        .fails(2, "hint: if the cluster uses TLS, give --cacert");
+    let mut ctl = local.ctl();
+    for (k, v) in local.tls_env() {
+        ctl = ctl.env(&k, &v);
+    }
+    let platform = ["--platform", "local", "--data-dir", d];
+    let args = chaos_args("16s", "4s", &platform);
+    let report = ctl.run(&args).ok().json();
+    assert_chaos_passed(&report, 3, 4.0);
+    local.stop();
+}
+
 /// The leader's process frozen (SIGSTOP) for 900 ms, three election
 /// timeouts, while it holds its lease: the others elect a new leader, and
 /// the old one, when it runs again, must serve no stale read and lose no

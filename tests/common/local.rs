@@ -40,6 +40,36 @@ impl Local {
 
     /// [`start_logged`](Self::start_logged) with `env` for raftctl and its nodes.
     pub fn launch(dir: &Path, base: u16, stderr: Option<&Path>, env: &[(&str, &str)]) -> Local {
+        Local::launch_with(dir, base, stderr, env, &[])
+    }
+
+    /// `raftctl local --tls`: TLS on every port, client certificates required.
+    pub fn start_tls(dir: &Path, base: u16) -> Local {
+        Local::launch_with(dir, base, None, &[], &["--tls"])
+    }
+
+    /// The `RAFTKV_CACERT`, `RAFTKV_CERT` and `RAFTKV_KEY` the banner of
+    /// `raftctl local --tls` prints.
+    pub fn tls_env(&self) -> Vec<(String, String)> {
+        let line = self
+            .banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("export RAFTKV_CACERT="))
+            .expect("a TLS banner");
+        format!("RAFTKV_CACERT={line}")
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn launch_with(
+        dir: &Path,
+        base: u16,
+        stderr: Option<&Path>,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Local {
         let stderr = match stderr {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -54,6 +84,7 @@ impl Local {
         let mut child = Ctl::new()
             .command(&["local", "--data-dir", dir.to_str().unwrap()])
             .args(["--base-port", &base_port])
+            .args(flags)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
