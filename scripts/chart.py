@@ -20,6 +20,8 @@ The container tests (tests/containers.rs) call `render --json` and start
 containers exactly as the rendered pod template says.
 """
 import argparse
+import base64
+import datetime
 import json
 import os
 import re
@@ -39,8 +41,10 @@ RELEASE = "raftkv"
 NAMESPACE = "default"
 # The newest Kubernetes minor the installed kubernetes-validate knows.
 KUBE_VERSION = kubernetes_validate.latest_version()
-# Kinds of the Prometheus Operator: no Kubernetes schema covers them.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+# Kinds of the Prometheus Operator and cert-manager: no Kubernetes schema
+# covers them (their apiVersion is checked).
+CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "PodMonitor": "monitoring.coreos.com/v1",
+             "PrometheusRule": "monitoring.coreos.com/v1", "Certificate": "cert-manager.io/v1"}
 
 # A non-default set: 5 replicas, no persistence, monitoring (ServiceMonitor,
 # rules, dashboards) and the network policy on, hard anti-affinity.
@@ -88,7 +92,7 @@ def validate(objects, where):
     for obj in objects:
         name = f"{where}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         if obj.get("kind") in CRD_KINDS:
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
+            assert obj["apiVersion"] == CRD_KINDS[obj["kind"]], name
             assert isinstance(obj.get("spec"), dict) and obj["spec"], name
             continue
         try:
@@ -164,6 +168,8 @@ def check():
 
     lint()
     lint(NON_DEFAULT)
+    for tls, _, _ in TLS_SOURCES.values():
+        lint(with_values(NON_DEFAULT, tls=dict(tls, enabled=True)))
     ok(f"helm lint --strict (defaults and non-default set), Kubernetes {KUBE_VERSION}")
 
     default = render()
@@ -214,6 +220,26 @@ def check():
             {"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 1}}}, "rollingUpdate"),
         "negative partition": ({"updateStrategy": {"rollingUpdate": {"partition": -1}}}, "partition"),
         "negative minReadySeconds": ({"minReadySeconds": -1}, "minReadySeconds"),
+        "tls certManager without an issuer": (
+            {"tls": {"enabled": True, "source": "certManager"}}, "tls.certManager.issuerRef.name"),
+        "tls existingSecret without a name": (
+            {"tls": {"enabled": True, "source": "existingSecret", "existingSecret": {"clientName": "c"}}},
+            "tls.existingSecret.name"),
+        "tls existingSecret without a client Secret for helm test": (
+            {"tls": {"enabled": True, "source": "existingSecret", "existingSecret": {"name": "s"}}},
+            "tls.existingSecret.clientName"),
+        "tls existingSecret: the members' Secret as the client's": (
+            {"tls": {"enabled": True, "source": "existingSecret", "existingSecret": {"name": "s", "clientName": "s"}}},
+            "client certificate of its own"),
+        "tls issuer with another source": (
+            {"tls": {"enabled": True, "certManager": {"issuerRef": {"name": "ca"}}}}, "tls.source is generate"),
+        "tls existing Secret with another source": (
+            {"tls": {"enabled": True, "source": "certManager", "certManager": {"issuerRef": {"name": "ca"}},
+                     "existingSecret": {"name": "s"}}}, "tls.source is certManager"),
+        "tls members below replicas": ({"tls": {"enabled": True, "members": 1}}, "tls.members: 1"),
+        "tls unknown source": ({"tls": {"enabled": True, "source": "vault"}}, "source"),
+        "tls unknown setting": ({"tls": {"enabled": True, "ca": "x"}}, "ca"),
+        "tls zero validity": ({"tls": {"enabled": True, "generate": {"days": 0}}}, "days"),
     }
     for what, (values, needle) in guards.items():
         err = render_error(values)
@@ -233,6 +259,11 @@ def check():
     assert err is None, f"an upgrade to fewer replicas than founders refused: {err}"
     accepted["upgrade below the founders"] = {"replicas": 1}
     ok(f"{len(guards)} bad value sets refused with a clear message, {len(accepted)} good ones rendered")
+
+    check_tls()
+    ok("tls.enabled: each source (generate, certManager, existingSecret) at 3 and 5 members mounts the Secret, "
+       "sets the node's and helm test's TLS settings and keeps probes and NetworkPolicy; the Certificates name "
+       "every member; generated certificates chain and are kept across upgrades; TLS off renders as before")
 
     text = notes()
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
@@ -282,13 +313,13 @@ def check_default(objs):
     assert cfg["replicas"] == 3 and cfg["statefulset"] == "raftkv" and cfg["auto_join"] is True, cfg
     test = [o for o in objs if is_hook(o)]
     assert len(test) == 1 and test[0]["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert not any(o["kind"] in CRD_KINDS | {"NetworkPolicy"} for o in objs)
+    assert not any(o["kind"] in set(CRD_KINDS) | {"NetworkPolicy", "Secret"} for o in objs)
 
 
 def check_non_default(objs):
     kinds = {o["kind"] for o in objs}
     # The PodMonitor is the ServiceMonitor's alternative (check_monitors).
-    assert CRD_KINDS - {"PodMonitor"} <= kinds and "NetworkPolicy" in kinds, kinds
+    assert set(CRD_KINDS) - {"PodMonitor", "Certificate"} <= kinds and "NetworkPolicy" in kinds, kinds
     sts = find(objs, "StatefulSet")
     assert sts["spec"]["replicas"] == 5 and "volumeClaimTemplates" not in sts["spec"]
     assert any("emptyDir" in v for v in sts["spec"]["template"]["spec"]["volumes"])
@@ -853,6 +884,284 @@ def check_user_rules():
     err = render_error(values)
     assert err is None, f"user alert rules with Prometheus templates refused: {err}"
     assert find(render(values), "PrometheusRule")["spec"]["groups"] == groups, "user rules changed"
+
+
+# TLS (docs/kubernetes.md, "TLS"): where each source's Secrets are, by name.
+TLS_SOURCES = {
+    "generate": ({"source": "generate"}, "raftkv-tls", "raftkv-client-tls"),
+    "certManager": ({"source": "certManager", "certManager": {"issuerRef": {"name": "raftkv-ca"}}},
+                    "raftkv-tls", "raftkv-client-tls"),
+    "existingSecret": ({"source": "existingSecret",
+                        "existingSecret": {"name": "my-members", "clientName": "my-client"}},
+                       "my-members", "my-client"),
+}
+TLS_DIR = "/etc/raftkv-tls"
+NODE_TLS_ENV = {
+    "RAFTKV_CERT_FILE": f"{TLS_DIR}/tls.crt", "RAFTKV_KEY_FILE": f"{TLS_DIR}/tls.key",
+    "RAFTKV_TRUSTED_CA_FILE": f"{TLS_DIR}/ca.crt",
+    "RAFTKV_PEER_CERT_FILE": f"{TLS_DIR}/tls.crt", "RAFTKV_PEER_KEY_FILE": f"{TLS_DIR}/tls.key",
+    "RAFTKV_PEER_TRUSTED_CA_FILE": f"{TLS_DIR}/ca.crt",
+}
+CLIENT_TLS_ENV = {"RAFTKV_CACERT": f"{TLS_DIR}/ca.crt", "RAFTKV_CERT": f"{TLS_DIR}/tls.crt",
+                  "RAFTKV_KEY": f"{TLS_DIR}/tls.key"}
+
+
+def with_values(base, **more):
+    values = json.loads(json.dumps(base))
+    merge(values, more)
+    return values
+
+
+def member_hosts(n, sts="raftkv", headless="raftkv-headless", ns=NAMESPACE, domain="cluster.local"):
+    """The peer host of each member: what its certificate must name."""
+    return [f"{sts}-{i}.{headless}.{ns}.svc.{domain}" for i in range(n)]
+
+
+def secret_mount(pod_spec, container, secret):
+    """The mount path of Secret `secret` in `container`, read-only, or None."""
+    vols = [v["name"] for v in pod_spec.get("volumes") or [] if (v.get("secret") or {}).get("secretName") == secret]
+    for m in container.get("volumeMounts") or []:
+        if m["name"] in vols:
+            assert m.get("readOnly") and "subPath" not in m, \
+                f"{container['name']}: the TLS Secret must be mounted read-only and whole (a subPath is never updated): {m}"
+            return m["mountPath"]
+    return None
+
+
+def env_map(container):
+    return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+def check_tls_pods(objs, server_secret, client_secret, client_cert_auth=True):
+    """The members mount the server Secret and point every TLS setting into
+    it; both test containers mount the client Secret and give raftctl its
+    files; the HTTP probes are untouched."""
+    sts = find(objs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    assert secret_mount(pod, node, server_secret) == TLS_DIR, \
+        f"Secret {server_secret} not mounted at {TLS_DIR}: {pod.get('volumes')} {node['volumeMounts']}"
+    env = env_map(node)
+    for k, v in NODE_TLS_ENV.items():
+        assert env.get(k) == v, f"node env {k}={env.get(k)!r}, want {v!r}"
+    assert env.get("RAFTKV_CLIENT_CERT_AUTH") == str(client_cert_auth).lower(), env
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert node[probe]["httpGet"]["port"] == "http" and "scheme" not in node[probe]["httpGet"], node[probe]
+    test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+    tpod = test["spec"]
+    containers = tpod["initContainers"] + tpod["containers"]
+    assert len(containers) == 2
+    for c in containers:
+        assert secret_mount(tpod, c, client_secret) == TLS_DIR, f"test {c['name']}: no client Secret {client_secret}"
+        tenv = env_map(c)
+        for k, v in CLIENT_TLS_ENV.items():
+            assert tenv.get(k) == v, f"test {c['name']} env {k}={tenv.get(k)!r}, want {v!r}"
+        assert secret_mount(tpod, c, server_secret) is None, "the test pod must not hold a member's key"
+
+
+def pem(secret, key):
+    return base64.b64decode(secret["data"][key])
+
+
+def check_generated_certs(objs, n):
+    """The generated CA, member and client certificates parse, each key is
+    its certificate's, and they chain as the node checks them: the member
+    certificate verifies (cryptography's X.509 path validation, and openssl)
+    as a server for every member's peer host and the client Service's
+    names, and as a client; it names each member by the exact DNS name of
+    its peer host, with no wildcard and no member URI; the client
+    certificate is user root's, a client certificate only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.verification import PolicyBuilder, Store
+    secrets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Secret"}
+    assert set(secrets) == {"raftkv-ca", "raftkv-tls", "raftkv-client-tls"}, set(secrets)
+    for s in secrets.values():
+        assert s["type"] == "kubernetes.io/tls", s["metadata"]["name"]
+    ca_pem = pem(secrets["raftkv-ca"], "tls.crt")
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert "ca.crt" not in secrets["raftkv-ca"]["data"] and "ca.key" not in secrets["raftkv-tls"]["data"]
+    leaves = {}
+    for name in ("raftkv-tls", "raftkv-client-tls"):
+        s = secrets[name]
+        assert set(s["data"]) == {"ca.crt", "tls.crt", "tls.key"}, (name, set(s["data"]))
+        assert pem(s, "ca.crt") == ca_pem, f"{name}: ca.crt is not the generated CA"
+        cert = x509.load_pem_x509_certificate(pem(s, "tls.crt"))
+        key = serialization.load_pem_private_key(pem(s, "tls.key"), None)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers(), f"{name}: key is not the certificate's"
+        cert.verify_directly_issued_by(ca)
+        leaves[name] = cert
+    server, client = leaves["raftkv-tls"], leaves["raftkv-client-tls"]
+    policy = PolicyBuilder().store(Store([ca]))
+    hosts = member_hosts(n)
+    service = ["raftkv", "raftkv.default", "raftkv.default.svc", "raftkv.default.svc.cluster.local"]
+    for host in hosts + service + [f"raftkv-{i}.raftkv-headless" for i in range(n)]:
+        policy.build_server_verifier(x509.DNSName(host)).verify(server, [])
+    # Not a member of this cluster: the verifier refuses it (the check bites).
+    try:
+        policy.build_server_verifier(x509.DNSName(f"raftkv-{n}.raftkv-headless.default.svc.cluster.local")).verify(server, [])
+        raise AssertionError(f"the member certificate verified for member {n} of {n}")
+    except x509.verification.VerificationError:
+        pass
+    policy.build_client_verifier().verify(server, [])  # members dial peers with it
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = sans.get_values_for_type(x509.DNSName)
+    assert set(hosts) <= set(dns), f"member hosts missing from {dns}"
+    assert not any("*" in d for d in dns), dns
+    assert not [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
+                if u.startswith("urn:raftkv:member:")], "a shared certificate must not claim one member by URI"
+    eku = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku, eku
+    assert [a.value for a in client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["root"], client.subject
+    if shutil.which("openssl"):
+        with tempfile.TemporaryDirectory() as d:
+            paths = {}
+            for name, data in (("ca", ca_pem), ("server", pem(secrets["raftkv-tls"], "tls.crt")),
+                               ("client", pem(secrets["raftkv-client-tls"], "tls.crt"))):
+                paths[name] = os.path.join(d, f"{name}.pem")
+                with open(paths[name], "wb") as f:
+                    f.write(data)
+            runs = [["-purpose", "sslserver", "-verify_hostname", hosts[-1], paths["server"]],
+                    ["-purpose", "sslclient", paths["server"]],
+                    ["-purpose", "sslclient", paths["client"]]]
+            for args in runs:
+                run = subprocess.run(["openssl", "verify", "-CAfile", paths["ca"], *args], capture_output=True, text=True)
+                assert run.returncode == 0, f"openssl verify {args}: {run.stdout}{run.stderr}"
+    return secrets
+
+
+def generated_with(existing, values):
+    """What raftkv.tls.generated makes when `lookup` finds the Secrets of
+    `existing` ({"ca"|"server"|"client": Secret}): the chart's own helper,
+    rendered in a copy of the chart with one template added that hands it
+    those Secrets (the offline renderer's `lookup` finds nothing)."""
+    with tempfile.TemporaryDirectory() as d:
+        copy = os.path.join(d, "raftkv")
+        shutil.copytree(CHART, copy)
+        with open(os.path.join(copy, "existing.json"), "w") as f:
+            json.dump(existing, f)
+        with open(os.path.join(copy, "templates", "zz-generated.yaml"), "w") as f:
+            f.write('{{- $e := .Files.Get "existing.json" | fromJson }}\n'
+                    'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: generated\ndata:\n  secrets: |\n'
+                    '    {{- include "raftkv.tls.generated" (dict "root" . "ca" $e.ca "server" $e.server'
+                    ' "client" $e.client) | nindent 4 }}\n')
+        out = helm.Chart.load(copy).render(values, name=RELEASE, namespace=NAMESPACE, revision=2,
+                                           is_install=False, is_upgrade=True)
+    cm = next(d for p, text in out.items() if p.endswith("zz-generated.yaml")
+              for d in yaml.safe_load_all(text) if d)
+    made = yaml.safe_load(cm["data"]["secrets"])
+    return {k: {"metadata": {"name": v["name"], "annotations": v.get("annotations") or {}}, "data": v["data"]}
+            for k, v in made.items()}
+
+
+def check_generated_kept():
+    """source generate across upgrades (`lookup` finding the Secrets of the
+    install): everything is kept as is; going from 3 to 5 members reissues
+    only the member certificate, signed by the same CA and naming the new
+    members; a certificate near its expiry or from another CA is reissued."""
+    from cryptography import x509
+    values3 = {"tls": {"enabled": True}}
+    values5 = {"tls": {"enabled": True}, "replicas": 5, "cluster": {"initialMembers": 5}}
+    first = {o["metadata"]["name"]: o for o in render(values3) if o["kind"] == "Secret"}
+    installed = {"ca": first["raftkv-ca"], "server": first["raftkv-tls"], "client": first["raftkv-client-tls"]}
+    for k, s in installed.items():
+        assert s["metadata"]["annotations"].get("raftkv.io/not-after"), (k, s["metadata"])
+    same = generated_with(installed, values3)
+    for k in installed:
+        assert same[k]["data"] == installed[k]["data"], f"an upgrade with the same values replaced the {k} Secret"
+    scaled = generated_with(installed, values5)
+    assert scaled["ca"]["data"] == installed["ca"]["data"] and scaled["client"]["data"] == installed["client"]["data"]
+    assert scaled["server"]["data"]["tls.crt"] != installed["server"]["data"]["tls.crt"], \
+        "5 members, and the member certificate of 3 kept"
+    objs5 = [{"kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": s["metadata"]["name"]},
+              "data": s["data"]} for s in scaled.values()]
+    check_generated_certs(objs5, 5)
+    ca = x509.load_pem_x509_certificate(pem(installed["ca"], "tls.crt"))
+    # Near expiry (less than a third of 365 days left): reissued, same CA.
+    old = json.loads(json.dumps(installed))
+    soon = int(datetime.datetime.now(datetime.timezone.utc).timestamp()) + 30 * 86400
+    old["server"]["metadata"]["annotations"]["raftkv.io/not-after"] = str(soon)
+    renewed = generated_with(old, values3)
+    assert renewed["server"]["data"]["tls.crt"] != installed["server"]["data"]["tls.crt"], "expiring certificate kept"
+    x509.load_pem_x509_certificate(pem(renewed["server"], "tls.crt")).verify_directly_issued_by(ca)
+    assert renewed["client"]["data"] == installed["client"]["data"]
+    # A client Secret of another CA: reissued by this one.
+    other = {o["metadata"]["name"]: o for o in render(values3) if o["kind"] == "Secret"}
+    mixed = dict(installed, client=other["raftkv-client-tls"])
+    fixed = generated_with(mixed, values3)
+    assert fixed["client"]["data"]["ca.crt"] == installed["ca"]["data"]["tls.crt"]
+    x509.load_pem_x509_certificate(pem(fixed["client"], "tls.crt")).verify_directly_issued_by(ca)
+    # Only the CA left (the others deleted): both issued from it.
+    only_ca = generated_with({"ca": installed["ca"]}, values3)
+    for k in ("server", "client"):
+        x509.load_pem_x509_certificate(pem(only_ca[k], "tls.crt")).verify_directly_issued_by(ca)
+
+
+def check_tls():
+    """tls.enabled from each source, with 3 and 5 members and the network
+    policy on: valid objects; the pods, the test pod and the Certificates
+    as check_tls_pods and check_generated_certs say; scaling keeps the pod
+    template; the NetworkPolicy is the one of TLS off. TLS off renders
+    exactly what it rendered before, whatever TLS settings are given."""
+    base = render()
+    assert render({"tls": {"enabled": False, "clientCertAuth": False}}) == base
+    assert render(with_values(NON_DEFAULT, tls={"enabled": False})) == render(NON_DEFAULT)
+    plain_np = find(render(NON_DEFAULT), "NetworkPolicy")
+    for source, (tls, server_secret, client_secret) in TLS_SOURCES.items():
+        templates = []
+        for n in (3, 5):
+            values = with_values(NON_DEFAULT, replicas=n, cluster={"initialMembers": 3},
+                                 tls=dict(tls, enabled=True))
+            objs = render(values)
+            validate(objs, f"tls {source}, {n} members")
+            check_tls_pods(objs, server_secret, client_secret)
+            assert find(objs, "NetworkPolicy") == plain_np, f"tls {source}: the NetworkPolicy changed"
+            templates.append(find(objs, "StatefulSet")["spec"]["template"])
+            certs = [o for o in objs if o["kind"] == "Certificate"]
+            secrets = [o for o in objs if o["kind"] == "Secret"]
+            if source == "certManager":
+                assert not secrets, secrets
+                server = find(objs, "Certificate", "raftkv-server")["spec"]
+                client = find(objs, "Certificate", "raftkv-client")["spec"]
+                assert server["secretName"] == server_secret and client["secretName"] == client_secret
+                for spec in (server, client):
+                    assert spec["issuerRef"] == {"name": "raftkv-ca", "kind": "Issuer", "group": "cert-manager.io"}
+                hosts = member_hosts(n)
+                assert set(hosts) <= set(server["dnsNames"]), f"{n} members: {server['dnsNames']}"
+                assert f"raftkv-{n}.raftkv-headless.default.svc.cluster.local" not in server["dnsNames"]
+                assert {"raftkv", "raftkv.default.svc.cluster.local"} <= set(server["dnsNames"])
+                assert not any("*" in d for d in server["dnsNames"])
+                assert {"server auth", "client auth"} <= set(server["usages"])
+                assert client["commonName"] == "root" and "client auth" in client["usages"]
+                assert "server auth" not in client["usages"] and "dnsNames" not in client
+            elif source == "generate":
+                assert not certs
+                check_generated_certs(objs, n)
+            else:
+                assert not certs and not secrets, "existingSecret: the chart makes no certificate"
+        assert templates[0] == templates[1], f"tls {source}: scaling changed the pod template"
+    # A ClusterIssuer, and client certificates not required.
+    objs = render({"tls": {"enabled": True, "source": "certManager", "clientCertAuth": False,
+                           "certManager": {"issuerRef": {"name": "corp", "kind": "ClusterIssuer"},
+                                           "duration": "720h", "renewBefore": "240h"}}})
+    validate(objs, "tls certManager ClusterIssuer")
+    check_tls_pods(objs, "raftkv-tls", "raftkv-client-tls", client_cert_auth=False)
+    server = find(objs, "Certificate", "raftkv-server")["spec"]
+    assert server["issuerRef"]["kind"] == "ClusterIssuer" and server["duration"] == "720h", server
+    # More names for the certificate than members, and extra DNS names.
+    dns = find(render({"tls": {"enabled": True, "source": "certManager", "members": 7, "extraDnsNames": ["kv.example.com"],
+                               "certManager": {"issuerRef": {"name": "x"}}}}), "Certificate", "raftkv-server")["spec"]["dnsNames"]
+    assert set(member_hosts(7)) | {"kv.example.com"} <= set(dns), dns
+    # No helm test: no client Secret needed.
+    objs = render({"test": {"enabled": False}, "tls": {"enabled": True, "source": "existingSecret",
+                                                       "existingSecret": {"name": "mine"}}})
+    assert not [o for o in objs if is_hook(o)]
+    check_generated_kept()
+    text = notes({"tls": {"enabled": True}})
+    assert "--cacert" in text and "raftkv-client-tls" in text and "helm template" in text, text
+    assert "--cacert" not in notes()
 
 
 def write_k8s():

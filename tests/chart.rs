@@ -27,7 +27,7 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
         out.status.success(),
         "scripts/chart.py check failed (needs `pip install helm-python-sdk kubernetes-validate`):\n{text}"
     );
-    assert!(text.contains("chart check: 8 checks passed"), "{text}");
+    assert!(text.contains("chart check: 9 checks passed"), "{text}");
 }
 
 /// `raftctl manifests` against the chart rendered with the same values

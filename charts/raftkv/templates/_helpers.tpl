@@ -127,4 +127,5 @@ in that order; the upgrade must then carry the new count). */ -}}
 {{- if ge (int .Values.raft.heartbeatMs) (int .Values.raft.leaseMs) -}}
 {{- fail "raft.heartbeatMs must be shorter than raft.leaseMs" -}}
 {{- end -}}
+{{- include "raftkv.tls.validate" . -}}
 {{- end -}}
