@@ -235,6 +235,36 @@ fn clients_are_served_over_tls_and_each_refusal_says_why() {
     ctl_with(&c, &["--cert".into(), cert, "--key".into(), key])
         .run(&["get", "ready"])
         .fails(3, "--cert and --key need --cacert");
+
+    // One node with a certificate that does not fit: the others serve,
+    // even when it is the first endpoint; alone, it is refused by name.
+    let mut c = c;
+    c.kill(0);
+    let (cert, key) = pki.issue("wrong-name", &Leaf::member(0, &["localhost".into()]));
+    let flags = pki.node_flags(&cert, &key);
+    c.spawn_with(0, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = c.nodes[0].client.clone();
+    wait_for(
+        "node 0 serves its new certificate",
+        Duration::from_secs(10),
+        || {
+            let out = Ctl::new()
+                .endpoints(&first)
+                .tail(&root)
+                .run(&["get", "ready"]);
+            out.stderr
+                .contains("is not valid for 127.0.0.1")
+                .then_some(out)
+        },
+    )
+    .fails(1, "TLS with 127.0.0.1");
+    let all = c.endpoints().join(",");
+    let out = Ctl::new()
+        .endpoints(&all)
+        .tail(&root)
+        .run(&["get", "ready"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "yes");
 }
 
 /// `Hello` to node `i`'s peer port as `from`, over TLS with `identity`.

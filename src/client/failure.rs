@@ -32,6 +32,10 @@ pub(crate) enum Failure {
     /// The node failed, not the request: retried after a backoff, at
     /// another node first (a write keeps its session sequence number).
     Internal(String),
+    /// This node's TLS handshake was refused (a certificate from another
+    /// CA, without the dialed name, expired...): nothing was sent. Another
+    /// node may still serve; if none does, this is the error the caller sees.
+    TlsRefused(String),
     /// Any other final error.
     Fatal(String),
 }
@@ -46,6 +50,7 @@ impl Failure {
             | Failure::Busy(d)
             | Failure::InvalidArgument(d)
             | Failure::Internal(d)
+            | Failure::TlsRefused(d)
             | Failure::Fatal(d) => d,
         }
     }
@@ -53,9 +58,8 @@ impl Failure {
 
 /// Classifies a gRPC status returned by a node's client port.
 pub(crate) fn classify(status: &Status) -> Failure {
-    // A refused TLS handshake fails the same way on every retry.
     if let Some(why) = crate::tls::handshake_failure(status) {
-        return Failure::Fatal(why);
+        return Failure::TlsRefused(why);
     }
     let message = status.message().to_string();
     match status::kind(status) {

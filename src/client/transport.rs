@@ -131,9 +131,15 @@ impl Transport {
         // Endpoints tried without an answer, while no node has answered.
         let mut silent: Vec<String> = Vec::new();
         let mut last: Option<Failure> = None;
+        // Why a node refused our TLS handshake: when no node answers at
+        // all, that is the error to report, not "unreachable".
+        let mut tls_refused: Option<String> = None;
         loop {
             let now = Instant::now();
             if now >= deadline || self.dial_given_up(answered, &silent, start) {
+                if let (false, Some(why)) = (answered, tls_refused) {
+                    return Err(ClientError::Other(why));
+                }
                 let endpoints = self.router().endpoints().join(",");
                 return Err(exhausted(last, answered, &endpoints, start.elapsed()));
             }
@@ -195,6 +201,14 @@ impl Transport {
                     self.router().failed(&target);
                     true
                 }
+                Failure::TlsRefused(why) => {
+                    tls_refused = Some(why.clone());
+                    if !silent.contains(&target) {
+                        silent.push(target.clone());
+                    }
+                    self.router().failed(&target);
+                    true
+                }
             };
             tracing::debug!(target = %target, failure = ?failure, "client attempt failed");
             last = Some(failure);
@@ -239,6 +253,7 @@ impl Transport {
                 Failure::OutcomeUnknown(m)
                 | Failure::Busy(m)
                 | Failure::Internal(m)
+                | Failure::TlsRefused(m)
                 | Failure::Fatal(m) => ClientError::Other(m),
             })
     }

@@ -142,7 +142,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Ttl { key } => kv::ttl(&client()?, output, key).await,
         Command::Cas(args) => kv::cas(&client()?, output, args).await,
         Command::Status(args) => match args.platform {
-            Some(PlatformKind::Kube) => kube::commands::status(args, output).await,
+            Some(PlatformKind::Kube) => {
+                kube::commands::status(args, output, options.tls.clone()).await
+            }
             _ => cluster::status(&client()?, output, args).await,
         },
         Command::Check { wait } => check::command(&client()?, output, *wait).await,

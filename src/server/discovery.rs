@@ -350,7 +350,7 @@ async fn hello(
     let answer = RaftClient::new(channel)
         .hello(pb::HelloRequest { from: me, joining })
         .await
-        .map_err(|s| s.message().to_string())?
+        .map_err(|s| crate::tls::handshake_failure(&s).unwrap_or_else(|| s.message().to_string()))?
         .into_inner();
     if answer.id != peer {
         // A stale DNS record can point at another node.

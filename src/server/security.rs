@@ -70,12 +70,17 @@ impl NodeTls {
     /// Looks at the files every few seconds for as long as the node runs:
     /// reloads changed ones, and keeps the previous certificate (logging an
     /// error and setting `raftkv_tls_reload_failing`) when they do not load.
-    pub fn watch(&self, metrics: Metrics) -> impl Future<Output = ()> + Send + 'static {
+    /// Ends on `stop`.
+    pub fn watch(
+        &self,
+        metrics: Metrics,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let client_port = self.client_port.clone();
         let client_dialer = self.client_dialer.clone();
         let peer_port = self.peer_port.clone();
         let peer_dialer = self.peer_dialer.clone();
-        async move {
+        let looking = async move {
             loop {
                 if let Some(r) = &client_port {
                     look(r, "client-port", &metrics);
@@ -90,6 +95,12 @@ impl NodeTls {
                     look(d.files(), "peer-dialer", &metrics);
                 }
                 tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        };
+        async move {
+            tokio::select! {
+                () = looking => {}
+                () = stop => {}
             }
         }
     }

@@ -101,7 +101,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             }
         }),
         tokio::spawn(http),
-        tokio::spawn(tls.watch(metrics.clone())),
+        tokio::spawn(tls.watch(metrics.clone(), stopped.wait())),
     ];
 
     let mut sig: Signal = Box::pin(signal());
@@ -361,7 +361,7 @@ fn serve(
         }
         Some((files, port)) => {
             let refused = security::refusal_reporter(port, metrics.clone());
-            let incoming = crate::tls::incoming(listener, files, refused);
+            let incoming = crate::tls::incoming(listener, files, refused, stopped.wait());
             Box::pin(router.serve_with_incoming_shutdown(incoming, stopped.wait()))
         }
     }

@@ -148,9 +148,11 @@ async fn run_peer(
             Ok(StreamEnd::Ended) => {}
             // Another cluster or other parameters, or our certificate is
             // refused (or theirs): nothing changes until an operator acts.
-            Err(e) if refusal(e.code()) => {
-                let why = format!("node {id} at {addr} refused our messages: {}", e.message());
-                sender.health.refused(id.0, e.message());
+            Err(e) if refusal(e.code()) || crate::tls::handshake_failure(&e).is_some() => {
+                let reason = crate::tls::handshake_failure(&e);
+                let reason = reason.as_deref().unwrap_or(e.message());
+                let why = format!("node {id} at {addr} refused our messages: {reason}");
+                sender.health.refused(id.0, reason);
                 sender
                     .health
                     .complaints

@@ -95,17 +95,20 @@ pub type OnRefusal = Arc<dyn Fn(SocketAddr, &str) + Send + Sync>;
 
 /// The accepted TLS connections of `listener`, for tonic's
 /// `serve_with_incoming_shutdown`. Each handshake uses the configuration in
-/// force when the connection arrived. The accept task ends when the server
-/// drops the stream.
+/// force when the connection arrived. The accept task ends (and the port
+/// closes) on `stop` or when the server drops the stream.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<Reloadable<ServerFiles>>,
     on_refusal: OnRefusal,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Stream<Item = io::Result<Accepted>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        tokio::pin!(stop);
         loop {
             let (tcp, remote) = tokio::select! {
+                _ = &mut stop => return,
                 _ = tx.closed() => return,
                 r = listener.accept() => match r {
                     Ok(c) => c,
@@ -122,13 +125,19 @@ pub fn incoming(
             let tx = tx.clone();
             let on_refusal = on_refusal.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp, remote))
-                    .await
-                {
-                    Ok(Ok(accepted)) => {
-                        let _ = tx.send(Ok(accepted)).await;
+                // The hand-over to the server is bounded too: a server that
+                // stopped taking connections must not pin this one open.
+                let accept = async {
+                    let accepted = handshake(acceptor, tcp, remote).await?;
+                    let _ = tx.send(Ok(accepted)).await;
+                    Ok(())
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Refused::Quietly(why))) => {
+                        tracing::debug!(client = %remote, why, "connection closed before TLS");
                     }
-                    Ok(Err(why)) => on_refusal(remote, &why),
+                    Ok(Err(Refused::Loudly(why))) => on_refusal(remote, &why),
                     Err(_) => on_refusal(remote, "no TLS handshake within 10 s"),
                 }
             });
@@ -137,27 +146,38 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// Why a connection did not become a TLS session.
+enum Refused {
+    /// Closed or reset before saying anything: a TCP health check or a
+    /// port scan, not worth a warning.
+    Quietly(String),
+    /// A client that spoke and was refused: logged and counted.
+    Loudly(String),
+}
+
 async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
-) -> Result<Accepted, String> {
+) -> Result<Accepted, Refused> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
-        Ok(0) => return Err("closed before the handshake".into()),
+        Ok(0) => return Err(Refused::Quietly("closed before the handshake".into())),
         Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
-            return Err(
+            return Err(Refused::Loudly(
                 "sent plaintext to a TLS port: the client must use TLS (raftctl: --cacert)".into(),
-            );
+            ));
         }
         Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(Refused::Quietly(e.to_string())),
     }
     let io = acceptor.accept(tcp).await.map_err(|e| {
-        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            Some(tls) => explain(tls, Side::Listener),
-            None => e.to_string(),
-        }
+        Refused::Loudly(
+            match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => explain(tls, Side::Listener),
+                None => e.to_string(),
+            },
+        )
     })?;
     let chain = io.get_ref().1.peer_certificates().unwrap_or_default();
     let chain = chain.iter().map(|c| c.clone().into_owned()).collect();

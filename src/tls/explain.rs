@@ -28,7 +28,7 @@ pub(crate) fn explain(e: &Error, side: Side) -> String {
         Side::Listener => "the client's certificate",
     };
     match e {
-        Error::InvalidCertificate(c) => certificate(c, whose),
+        Error::InvalidCertificate(c) => certificate(c, whose, side),
         Error::NoCertificatesPresented => match side {
             Side::Listener => "the client presented no certificate (the port requires one)".into(),
             Side::Dialer => "the node presented no certificate".into(),
@@ -40,9 +40,26 @@ pub(crate) fn explain(e: &Error, side: Side) -> String {
             (Side::Dialer, AlertDescription::HandshakeFailure) => {
                 "the node refused the handshake (does it require a client certificate? raftctl: --cert and --key)".into()
             }
-            (Side::Dialer, a) => format!("the node refused our client certificate ({a:?})"),
-            (Side::Listener, AlertDescription::UnknownCA | AlertDescription::BadCertificate) => {
+            (
+                Side::Dialer,
+                a @ (AlertDescription::UnknownCA
+                | AlertDescription::BadCertificate
+                | AlertDescription::CertificateExpired
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::DecryptError
+                | AlertDescription::AccessDenied),
+            ) => format!("the node refused our client certificate ({a:?})"),
+            (Side::Dialer, a) => format!("the node ended the handshake ({a:?})"),
+            (Side::Listener, AlertDescription::UnknownCA) => {
                 "the client does not trust this node's certificate (its CA file lacks our CA)".into()
+            }
+            (Side::Listener, AlertDescription::BadCertificate) => {
+                "the client refused this node's certificate (for the name it dialed, or its CA)"
+                    .into()
+            }
+            (Side::Listener, AlertDescription::CertificateExpired) => {
+                "the client finds this node's certificate expired or not valid yet (check clocks)"
+                    .into()
             }
             (Side::Listener, a) => format!("the client ended the handshake ({a:?})"),
         },
@@ -54,12 +71,16 @@ pub(crate) fn explain(e: &Error, side: Side) -> String {
     }
 }
 
-fn certificate(c: &CertificateError, whose: &str) -> String {
+fn certificate(c: &CertificateError, whose: &str, side: Side) -> String {
+    let ca_file = match side {
+        Side::Dialer => "raftctl's --cacert, or a member's trusted CA file",
+        Side::Listener => {
+            "this node's trusted-ca-file or peer-trusted-ca-file, or the client's --cert"
+        }
+    };
     match c {
         CertificateError::UnknownIssuer => {
-            format!(
-                "{whose} is not signed by a trusted CA (check the CA file: --cacert, trusted-ca-file)"
-            )
+            format!("{whose} is not signed by a trusted CA (check {ca_file})")
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             format!("{whose} has expired")

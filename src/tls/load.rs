@@ -163,8 +163,11 @@ struct State<T> {
     config: Arc<T>,
     /// Contents hash of the files `config` was built from.
     loaded: u64,
-    /// Contents hash of the last set that failed to load (not retried).
+    /// Contents hash of the last set that failed to load (not retried
+    /// unless `retry`).
     failed: Option<u64>,
+    /// The failure may pass with time (a certificate not valid yet).
+    retry: bool,
     expires: Option<i64>,
 }
 
@@ -185,6 +188,7 @@ impl<F: Load> Reloadable<F> {
                 config: Arc::new(config),
                 loaded: hash,
                 failed: None,
+                retry: false,
                 expires,
             }),
         })
@@ -228,7 +232,7 @@ impl<F: Load> Reloadable<F> {
             state.failed = None;
             return Reload::Unchanged;
         }
-        if state.failed == Some(hash) {
+        if state.failed == Some(hash) && !state.retry {
             return Reload::Unchanged;
         }
         match self.files.build(&contents) {
@@ -240,8 +244,16 @@ impl<F: Load> Reloadable<F> {
                 Reload::Reloaded
             }
             Err(e) => {
+                // A certificate not valid yet becomes valid by itself (the
+                // issuer's clock ran ahead): look again, report once.
+                let again = state.failed == Some(hash);
+                state.retry = matches!(e, TlsError::NotYetValid { .. });
                 state.failed = Some(hash);
-                Reload::Failed(e)
+                if again {
+                    Reload::Unchanged
+                } else {
+                    Reload::Failed(e)
+                }
             }
         }
     }

@@ -144,7 +144,11 @@ fn report_applied(applied: &[Applied], output: Output) -> Result<(), CtlError> {
 }
 
 /// `raftctl status --platform kube`.
-pub async fn status(args: &StatusArgs, output: Output) -> Result<(), CtlError> {
+pub async fn status(
+    args: &StatusArgs,
+    output: Output,
+    tls: Option<crate::tls::ClientTls>,
+) -> Result<(), CtlError> {
     let platform = KubePlatform::connect(&args.kube).await?;
-    status::status(&platform, output).await
+    status::status(&platform, output, tls).await
 }

@@ -97,7 +97,11 @@ pub fn render(rows: &[PodStatus]) -> String {
 
 /// Lists the pods, asks each node for its status through the port-forwards
 /// (or DNS in the cluster), prints both; the exit code tells the health.
-pub async fn status(platform: &KubePlatform, output: Output) -> Result<(), CtlError> {
+pub async fn status(
+    platform: &KubePlatform,
+    output: Output,
+    tls: Option<crate::tls::ClientTls>,
+) -> Result<(), CtlError> {
     let pods = platform.list_pods().await?;
     let count = pods
         .iter()
@@ -108,7 +112,11 @@ pub async fn status(platform: &KubePlatform, output: Output) -> Result<(), CtlEr
         Vec::new()
     } else {
         let endpoints = platform.endpoints_for(count).await?;
-        let client = Client::lazy(endpoints, ClientOptions::default())?;
+        let options = ClientOptions {
+            tls,
+            ..ClientOptions::default()
+        };
+        let client = Client::lazy(endpoints, options)?;
         let mut statuses = rows(&client.status_all().await);
         // A failed tunnel shows the client a closed connection only; the
         // reason is the port-forward's.

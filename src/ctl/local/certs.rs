@@ -34,7 +34,7 @@ impl LocalCerts {
             certs.write(CA_CERT, &ca.cert_pem)?;
         }
         let (cert, _) = certs.client();
-        if !cert.exists() {
+        if !lasts(&cert) {
             certs.issue(CLIENT, &Leaf::user("root"))?;
         }
         Ok(certs)
@@ -65,7 +65,7 @@ impl LocalCerts {
     pub fn server_args(&self, id: u64) -> Result<Vec<String>, String> {
         let name = format!("node-{id}");
         let (cert, key) = self.pair(&name);
-        if !cert.exists() {
+        if !lasts(&cert) {
             let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
             self.issue(&name, &Leaf::member(id, &hosts))?;
         }
@@ -127,6 +127,18 @@ impl LocalCerts {
             .and_then(|()| std::fs::rename(&temporary, &path));
         result.map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
+}
+
+/// Whether the certificate at `path` exists and stays valid for another
+/// month; a cluster resumed after a long pause gets new ones, from its CA.
+fn lasts(path: &Path) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    const MONTH: i64 = 30 * 24 * 3600;
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_file(path) else {
+        return false;
+    };
+    crate::tls::identity::validity(&der)
+        .is_ok_and(|(_, until)| until > crate::tls::identity::now() + MONTH)
 }
 
 #[cfg(test)]
