@@ -80,20 +80,27 @@ impl NodeTls {
         let client_dialer = self.client_dialer.clone();
         let peer_port = self.peer_port.clone();
         let peer_dialer = self.peer_dialer.clone();
+        let look_all = move || {
+            if let Some(r) = &client_port {
+                look(r, "client-port", &metrics);
+            }
+            if let Some(d) = &client_dialer {
+                look(d.files(), "client-dialer", &metrics);
+            }
+            if let Some(r) = &peer_port {
+                look(r, "peer-port", &metrics);
+            }
+            if let Some(d) = &peer_dialer {
+                look(d.files(), "peer-dialer", &metrics);
+            }
+        };
+        let look_all = Arc::new(look_all);
         let looking = async move {
             loop {
-                if let Some(r) = &client_port {
-                    look(r, "client-port", &metrics);
-                }
-                if let Some(d) = &client_dialer {
-                    look(d.files(), "client-dialer", &metrics);
-                }
-                if let Some(r) = &peer_port {
-                    look(r, "peer-port", &metrics);
-                }
-                if let Some(d) = &peer_dialer {
-                    look(d.files(), "peer-dialer", &metrics);
-                }
+                // File reads off the runtime: a hung volume must not stall
+                // the node loop's threads.
+                let look_all = look_all.clone();
+                let _ = tokio::task::spawn_blocking(move || look_all()).await;
                 tokio::time::sleep(WATCH_INTERVAL).await;
             }
         };

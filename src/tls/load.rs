@@ -214,6 +214,13 @@ impl<F: Load> Reloadable<F> {
     /// files again gets `Unchanged`, and `failing` stays true).
     pub fn reload_if_changed(&self) -> Reload {
         let read = read_all(&self.files.paths());
+        // The files are read one by one: a certificate and key being
+        // swapped right now can mismatch. Two equal reads mean a settled set.
+        if let (Ok((first, _)), Ok((second, _))) = (&read, &read_all(&self.files.paths()))
+            && first != second
+        {
+            return Reload::Unchanged;
+        }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let (hash, contents) = match read {
             Ok(r) => r,
