@@ -273,7 +273,12 @@ def check():
     text = notes()
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
     assert "CANARY" not in text and "CANARY" in notes({"updateStrategy": {"rollingUpdate": {"partition": 2}}})
-    ok("NOTES.txt tells how to reach the cluster with raftctl, and when a canary partition holds a rollout")
+    assert "raftctl scale 3` first" in text and "scaleDownHook.enabled=false" not in text, text
+    for unusable in ({"nameOverride": "kv"}, {"scaleDownHook": {"enabled": False}}):
+        other = notes(unusable)
+        assert "raftctl scale 3` first" not in other and "scaleDownHook.enabled=false" in other, other
+    ok("NOTES.txt tells how to reach the cluster with raftctl, how a scale-down goes (through the hook, or by hand "
+       "when it is off or cannot work), and when a canary partition holds a rollout")
 
     kustomization, base = k8s_objects()
     validate(base, "k8s/")

@@ -156,21 +156,25 @@ spec:
 {{- end -}}
 
 {{/*
-What raftctl assumes of the release, refused with the way out when it does
-not hold: it finds the pods by app.kubernetes.io/name=raftkv and
+Why raftctl scale cannot find this release's members, or nothing: it
+selects the pods by app.kubernetes.io/name=raftkv and
 app.kubernetes.io/instance=<StatefulSet name>, and reaches them on the
 default client port.
 */}}
-{{- define "raftkv.scaleDownHook.validate" -}}
+{{- define "raftkv.scaleDownHook.unusable" -}}
 {{- $sts := include "raftkv.fullname" . -}}
-{{- $why := "" -}}
 {{- if ne (include "raftkv.name" .) "raftkv" -}}
-{{- $why = printf "nameOverride %q: raftctl selects the pods by app.kubernetes.io/name=raftkv" (include "raftkv.name" .) -}}
+{{- printf "nameOverride %q: raftctl selects the pods by app.kubernetes.io/name=raftkv" (include "raftkv.name" .) -}}
 {{- else if ne .Release.Name $sts -}}
-{{- $why = printf "the release %q names its StatefulSet %q: raftctl selects the pods by app.kubernetes.io/instance=<StatefulSet name>, and the chart labels them with the release name (install the release as %q, or set fullnameOverride to the release name)" .Release.Name $sts $sts -}}
+{{- printf "the release %q names its StatefulSet %q: raftctl selects the pods by app.kubernetes.io/instance=<StatefulSet name>, and the chart labels them with the release name (install the release as %q, or set fullnameOverride to the release name)" .Release.Name $sts $sts -}}
 {{- else if ne (int .Values.ports.client) 7379 -}}
-{{- $why = printf "ports.client %d: raftctl reaches the members on 7379" (int .Values.ports.client) -}}
+{{- printf "ports.client %d: raftctl reaches the members on 7379" (int .Values.ports.client) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Refuses the render, with the way out, when raftctl cannot do it. */}}
+{{- define "raftkv.scaleDownHook.validate" -}}
+{{- $why := include "raftkv.scaleDownHook.unusable" . -}}
 {{- if $why -}}
 {{- fail (printf "scaleDownHook: cannot remove the members above replicas=%d with raftctl scale: %s. Remove them first (`raftctl member remove ID` for each ordinal >= %d, highest first, with leadership on a member that stays), then upgrade with scaleDownHook.enabled=false" (int .Values.replicas) $why (int .Values.replicas)) -}}
 {{- end -}}
