@@ -1109,7 +1109,7 @@ def check_generated_kept():
         x509.load_pem_x509_certificate(pem(only_ca[k], "tls.crt")).verify_directly_issued_by(ca)
 
 
-def hook_with(live_replicas, values, name=RELEASE):
+def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False):
     """The scale-down hook's objects on an upgrade to `values` when `lookup`
     finds the release's StatefulSet at `live_replicas` (None: not found):
     the chart's own helper, rendered in a copy of the chart with one template
@@ -1119,6 +1119,15 @@ def hook_with(live_replicas, values, name=RELEASE):
     with tempfile.TemporaryDirectory() as d:
         copy = os.path.join(d, "raftkv")
         shutil.copytree(CHART, copy)
+        if without_hook_defaults:
+            # `helm upgrade --reuse-values` from a chart that had no
+            # scaleDownHook renders with that chart's default values.
+            path = os.path.join(copy, "values.yaml")
+            with open(path) as f:
+                defaults = yaml.safe_load(f)
+            del defaults["scaleDownHook"]
+            with open(path, "w") as f:
+                yaml.safe_dump(defaults, f)
         live = {} if live_replicas is None else {
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": name if name == RELEASE else f"{name}-raftkv", "namespace": NAMESPACE},
@@ -1242,6 +1251,18 @@ def check_scale_down_hook():
     timed = next(o for o in hooked(hook_with(5, with_values(base, scaleDownHook={"timeoutSeconds": 900})))
                  if o["kind"] == "Job")
     assert timed["spec"]["activeDeadlineSeconds"] == 900
+
+    # Values of a chart version without the hook (--reuse-values): the
+    # hook's defaults still hold.
+    old = hook_with(5, dict(base, networkPolicy={"enabled": True, "clientNamespaceSelector": {"matchLabels": {"a": "b"}}}),
+                    without_hook_defaults=True)
+    job = next(o for o in hooked(old) if o["kind"] == "Job")
+    assert job["spec"]["activeDeadlineSeconds"] == 300 and "--delete-data" not in \
+        job["spec"]["template"]["spec"]["containers"][0]["args"], job
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "128Mi"}
+    np = find(old, "NetworkPolicy")
+    assert any(selector_matches(p["podSelector"], job["spec"]["template"]["metadata"]["labels"])
+               for r in np["spec"]["ingress"] for p in r["from"] if "podSelector" in p), np
 
     refused = {
         "a release whose StatefulSet is not named after it": ((5, base, "prod"), "app.kubernetes.io/instance"),

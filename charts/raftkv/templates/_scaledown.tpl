@@ -15,7 +15,10 @@ than asked.
 {{- define "raftkv.scaleDownHook" -}}
 {{- $ := .root -}}
 {{- $live := .live | default dict -}}
-{{- $h := $.Values.scaleDownHook -}}
+{{- /* Defaults here too: `helm upgrade --reuse-values` from a chart
+without scaleDownHook renders with that chart's values, which lack it. */ -}}
+{{- $v := $.Values.scaleDownHook | default dict -}}
+{{- $h := dict "enabled" (dig "enabled" true $v) "timeoutSeconds" (dig "timeoutSeconds" 300 $v) "deleteData" (dig "deleteData" false $v) "resources" (dig "resources" (dict "requests" (dict "cpu" "10m" "memory" "32Mi") "limits" (dict "memory" "128Mi")) $v) -}}
 {{- $to := int $.Values.replicas -}}
 {{- $from := int ((($live).spec | default dict).replicas | default 0) -}}
 {{- if and $h.enabled $.Release.IsUpgrade (gt $from $to) -}}
@@ -178,6 +181,11 @@ default client port.
 {{- if $why -}}
 {{- fail (printf "scaleDownHook: cannot remove the members above replicas=%d with raftctl scale: %s. Remove them first (`raftctl member remove ID` for each ordinal >= %d, highest first, with leadership on a member that stays), then upgrade with scaleDownHook.enabled=false" (int .Values.replicas) $why (int .Values.replicas)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether the hook is on ("true" or ""), on by default. */}}
+{{- define "raftkv.scaleDownHook.enabled" -}}
+{{- if dig "enabled" true (.Values.scaleDownHook | default dict) -}}true{{- end -}}
 {{- end -}}
 
 {{/* Labels of the hook's objects and pod: their own name and component, so
