@@ -260,6 +260,11 @@ def check():
     accepted["upgrade below the founders"] = {"replicas": 1}
     ok(f"{len(guards)} bad value sets refused with a clear message, {len(accepted)} good ones rendered")
 
+    check_scale_down_hook()
+    ok("helm upgrade 5 -> 3: a pre-upgrade Job runs `raftctl scale 3` on this StatefulSet, RBAC (created first) "
+       "grants exactly raftctl's calls, a failed Job is kept, nothing of the workload selects its pod; "
+       "3 -> 3, 3 -> 5 and helm template: no hook; releases raftctl cannot find are refused")
+
     check_tls()
     ok("tls.enabled: each source (generate, certManager, existingSecret) at 3 and 5 members mounts the Secret, "
        "sets the node's and helm test's TLS settings and keeps probes and NetworkPolicy; the Certificates name "
@@ -268,7 +273,12 @@ def check():
     text = notes()
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
     assert "CANARY" not in text and "CANARY" in notes({"updateStrategy": {"rollingUpdate": {"partition": 2}}})
-    ok("NOTES.txt tells how to reach the cluster with raftctl, and when a canary partition holds a rollout")
+    assert "raftctl scale 3` first" in text and "scaleDownHook.enabled=false" not in text, text
+    for unusable in ({"nameOverride": "kv"}, {"scaleDownHook": {"enabled": False}}):
+        other = notes(unusable)
+        assert "raftctl scale 3` first" not in other and "scaleDownHook.enabled=false" in other, other
+    ok("NOTES.txt tells how to reach the cluster with raftctl, how a scale-down goes (through the hook, or by hand "
+       "when it is off or cannot work), and when a canary partition holds a rollout")
 
     kustomization, base = k8s_objects()
     validate(base, "k8s/")
@@ -1097,6 +1107,174 @@ def check_generated_kept():
     only_ca = generated_with({"ca": installed["ca"]}, values3)
     for k in ("server", "client"):
         x509.load_pem_x509_certificate(pem(only_ca[k], "tls.crt")).verify_directly_issued_by(ca)
+
+
+def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False):
+    """The scale-down hook's objects on an upgrade to `values` when `lookup`
+    finds the release's StatefulSet at `live_replicas` (None: not found):
+    the chart's own helper, rendered in a copy of the chart with one template
+    added that hands it that StatefulSet (the offline renderer's `lookup`
+    finds nothing). The whole render comes back, the hook's objects among
+    the others."""
+    with tempfile.TemporaryDirectory() as d:
+        copy = os.path.join(d, "raftkv")
+        shutil.copytree(CHART, copy)
+        if without_hook_defaults:
+            # `helm upgrade --reuse-values` from a chart that had no
+            # scaleDownHook renders with that chart's default values.
+            path = os.path.join(copy, "values.yaml")
+            with open(path) as f:
+                defaults = yaml.safe_load(f)
+            del defaults["scaleDownHook"]
+            with open(path, "w") as f:
+                yaml.safe_dump(defaults, f)
+        live = {} if live_replicas is None else {
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name if name == RELEASE else f"{name}-raftkv", "namespace": NAMESPACE},
+            "spec": {"replicas": live_replicas}}
+        with open(os.path.join(copy, "live.json"), "w") as f:
+            json.dump(live, f)
+        with open(os.path.join(copy, "templates", "scale-down-hook.yaml"), "w") as f:
+            f.write('{{- $live := .Files.Get "live.json" | fromJson }}\n'
+                    '{{- include "raftkv.scaleDownHook" (dict "root" . "live" $live) }}\n')
+        out = helm.Chart.load(copy).render(values, name=name, namespace=NAMESPACE, revision=2,
+                                           is_install=False, is_upgrade=True)
+    return [doc for path in sorted(out) if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(out[path]) if doc]
+
+
+def hook_error(live_replicas, values, name=RELEASE):
+    try:
+        hook_with(live_replicas, values, name)
+    except helm.HelmError as e:
+        return str(e)
+    return None
+
+
+def check_scale_down_hook():
+    """helm upgrade from 5 to 3 replicas: a pre-upgrade Job runs raftctl scale
+    3 on this StatefulSet in this namespace, bound to a Role with exactly what
+    raftctl's kube platform calls from inside the cluster; RBAC is created
+    before the Job; a failed Job is kept until the next upgrade; nothing of
+    the workload selects its pod except the client-port policy rule. No
+    shrink (3 -> 3, 3 -> 5, nothing found, `helm template`) or the hook
+    disabled: no hook. A release raftctl cannot find the pods of is refused
+    with the way out."""
+    base = {"replicas": 3, "cluster": {"initialMembers": 3}}
+    hooked = lambda objs: [o for o in objs if is_hook(o) and
+                           o["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"]
+    for live, values in ((3, base), (3, dict(base, replicas=5)), (None, base), (1, base),
+                         (5, with_values(base, scaleDownHook={"enabled": False}))):
+        found = hooked(hook_with(live, values))
+        assert not found, f"live {live} -> {values}: hook rendered: {[key(o) for o in found]}"
+    assert not hooked(render(base, revision=2, is_upgrade=True)), "hook without a live StatefulSet (helm template)"
+
+    extra = {"imagePullSecrets": [{"name": "regcred"}], "nodeSelector": {"pool": "db"},
+             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}
+    for tls, delete in ((False, False), (True, True)):
+        values = with_values(NON_DEFAULT, replicas=3, tls={"enabled": tls},
+                             scaleDownHook={"deleteData": delete}, **extra)
+        values["networkPolicy"]["clientNamespaceSelector"] = {"matchLabels": {"team": "apps"}}
+        values["persistence"] = {"enabled": True}
+        objs = hook_with(5, values)
+        validate(objs, "scale-down hook render")
+        hooks = hooked(objs)
+        assert sorted(o["kind"] for o in hooks) == ["Job", "Role", "RoleBinding", "ServiceAccount"], \
+            [key(o) for o in hooks]
+        by = {o["kind"]: o for o in hooks}
+        for o in hooks:
+            ann = o["metadata"]["annotations"]
+            assert set(ann["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}, \
+                f"{key(o)}: {ann}: a failed Job must stay, and be replaced by the next upgrade"
+            assert o["metadata"]["namespace"] == NAMESPACE
+        weight = {k: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for k, o in by.items()}
+        assert max(weight["ServiceAccount"], weight["Role"]) < weight["RoleBinding"] < weight["Job"], weight
+        job = by["Job"]
+        spec = job["spec"]
+        assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 300, spec
+        pod = spec["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        sa = by["ServiceAccount"]["metadata"]["name"]
+        assert pod["serviceAccountName"] == sa and pod.get("automountServiceAccountToken") is not False
+        (c,) = pod["containers"]
+        sts = find(objs, "StatefulSet")
+        assert c["image"] == sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert c["command"] == ["/usr/local/bin/raftctl"], c["command"]
+        want = ["scale", "3", "--platform", "kube", "--namespace", NAMESPACE, "--name", sts["metadata"]["name"]]
+        assert c["args"] == want + (["--delete-data"] if delete else []), c["args"]
+        for k, v in extra.items():
+            assert pod.get(k) == v, f"hook pod {k}: {pod.get(k)} != {v}"
+        if tls:
+            # raftctl's client certificate, never a member's key.
+            assert secret_mount(pod, c, "raftkv-client-tls") == TLS_DIR, pod.get("volumes")
+            assert secret_mount(pod, c, "raftkv-tls") is None
+            for k, v in CLIENT_TLS_ENV.items():
+                assert env_map(c).get(k) == v, f"hook env {k}={env_map(c).get(k)!r}, want {v!r}"
+        else:
+            assert "volumes" not in pod and "env" not in c
+        # RBAC: the Role is bound to the Job's ServiceAccount, and grants
+        # exactly raftctl's calls: list pods (by the StatefulSet's labels),
+        # patch the scale subresource, get (deleteData: and delete) the
+        # removed ordinals' volume claims.
+        rb = by["RoleBinding"]
+        assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                 "name": by["Role"]["metadata"]["name"]}
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+        grants = sorted((g, r, v, tuple(rule.get("resourceNames") or ()))
+                        for rule in by["Role"]["rules"] for g in rule["apiGroups"]
+                        for r in rule["resources"] for v in rule["verbs"])
+        claims = ("data-raftkv-3", "data-raftkv-4")
+        assert grants == sorted([("", "pods", "list", ()), ("apps", "statefulsets/scale", "patch", ("raftkv",)),
+                                 ("", "persistentvolumeclaims", "get", claims)]
+                                + ([("", "persistentvolumeclaims", "delete", claims)] if delete else [])), grants
+        assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+        # raftctl finds the members by these labels: the pods must carry them.
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert selector_matches({"matchLabels": {"app.kubernetes.io/name": "raftkv",
+                                                 "app.kubernetes.io/instance": sts["metadata"]["name"]}},
+                                pod_labels), pod_labels
+        # Nothing of the workload selects the hook's pod but the policy's
+        # client-port rule (its raftctl talks to the members).
+        labels = spec["template"]["metadata"]["labels"]
+        np = find(objs, "NetworkPolicy")
+        client_rules = [f"NetworkPolicy/{np['metadata']['name']}.spec.ingress[{i}].from[{j}].podSelector"
+                        for i, r in enumerate(np["spec"]["ingress"]) if [p["port"] for p in r["ports"]] == [7379]
+                        for j, peer in enumerate(r["from"]) if "podSelector" in peer]
+        selecting = [w for w, sel in pod_selectors([o for o in objs if not is_hook(o)])
+                     if selector_matches(sel, labels)]
+        assert selecting and set(selecting) <= set(client_rules), f"hook pod {labels} selected by {selecting}"
+
+    # 7 -> 3 (two hooks' worth of members): every removed ordinal's claim.
+    role = next(o for o in hooked(hook_with(7, base)) if o["kind"] == "Role")
+    names = [n for r in role["rules"] if r["resources"] == ["persistentvolumeclaims"] for n in r["resourceNames"]]
+    assert names == [f"data-raftkv-{i}" for i in range(3, 7)], names
+    timed = next(o for o in hooked(hook_with(5, with_values(base, scaleDownHook={"timeoutSeconds": 900})))
+                 if o["kind"] == "Job")
+    assert timed["spec"]["activeDeadlineSeconds"] == 900
+
+    # Values of a chart version without the hook (--reuse-values): the
+    # hook's defaults still hold.
+    old = hook_with(5, dict(base, networkPolicy={"enabled": True, "clientNamespaceSelector": {"matchLabels": {"a": "b"}}}),
+                    without_hook_defaults=True)
+    job = next(o for o in hooked(old) if o["kind"] == "Job")
+    assert job["spec"]["activeDeadlineSeconds"] == 300 and "--delete-data" not in \
+        job["spec"]["template"]["spec"]["containers"][0]["args"], job
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "128Mi"}
+    np = find(old, "NetworkPolicy")
+    assert any(selector_matches(p["podSelector"], job["spec"]["template"]["metadata"]["labels"])
+               for r in np["spec"]["ingress"] for p in r["from"] if "podSelector" in p), np
+
+    refused = {
+        "a release whose StatefulSet is not named after it": ((5, base, "prod"), "app.kubernetes.io/instance"),
+        "nameOverride": ((5, with_values(base, nameOverride="kv"), RELEASE), "app.kubernetes.io/name=raftkv"),
+        "another client port": ((5, with_values(base, ports={"client": 8000}), RELEASE), "7379"),
+    }
+    for what, ((live, values, name), needle) in refused.items():
+        err = hook_error(live, values, name)
+        assert err is not None and needle in err and "scaleDownHook.enabled=false" in err, f"{what}: {err}"
+    # Not shrinking: nothing to refuse. fullnameOverride = release: accepted.
+    assert hook_error(3, base, "prod") is None
+    assert hook_error(5, with_values(base, fullnameOverride="prod"), "prod") is None
 
 
 def check_tls():

@@ -2,7 +2,9 @@
 //! renderer and linter (PyPI helm-python-sdk) for the default and a
 //! non-default value set, every object validated strictly against the
 //! Kubernetes schemas (PyPI kubernetes-validate), the render guards and the
-//! values schema refusing bad values, and k8s/ equal to the default render.
+//! values schema refusing bad values, the scale-down hook of a helm upgrade
+//! that lowers replicas (rendered with a looked-up StatefulSet), and k8s/
+//! equal to the default render.
 //! `scripts/test` installs both packages.
 
 mod common;
@@ -27,7 +29,11 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
         out.status.success(),
         "scripts/chart.py check failed (needs `pip install helm-python-sdk kubernetes-validate`):\n{text}"
     );
-    assert!(text.contains("chart check: 9 checks passed"), "{text}");
+    assert!(text.contains("chart check: 10 checks passed"), "{text}");
+    assert!(
+        text.contains("helm upgrade 5 -> 3: a pre-upgrade Job runs `raftctl scale 3`"),
+        "{text}"
+    );
 }
 
 /// `raftctl manifests` against the chart rendered with the same values
