@@ -237,6 +237,20 @@ fn deploy_and_chaos_on_docker_lose_nothing() {
         second.iter().all(|a| a.ends_with(" unchanged")),
         "{second:?}"
     );
+    // In table form deploy says how to reach the cluster from this host,
+    // and those endpoints serve raftctl's key and status commands.
+    let table = [&deploy[..deploy.len() - platform.len() - 2], &platform].concat();
+    let out = raftctl(&table).ok();
+    let endpoints = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export RAFTKV_ENDPOINTS="))
+        .unwrap_or_else(|| panic!("no endpoints in deploy's output: {out}"))
+        .to_string();
+    let here = common::ctl::Ctl::new().endpoints(&endpoints);
+    here.run(&["set", "from-host", "yes"]).ok();
+    assert_eq!(here.run(&["get", "from-host"]).ok().stdout.trim(), "yes");
+    here.run(&["status"]).ok();
     // Another replica count is scaling, not deploy's job.
     let args = [
         &["deploy", "--replicas", "5", "--image", &image][..],

@@ -8,10 +8,10 @@ use crate::client::{Client, ClientOptions};
 use crate::ctl::cli::{DeployArgs, ManifestsArgs, Output, PlatformKind, StatusArgs, ValuesArgs};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::output::print_structured;
-use crate::ctl::platform::Applied;
 use crate::ctl::platform::docker::deploy as docker_deploy;
 use crate::ctl::platform::docker::run::Layout;
 use crate::ctl::platform::pod::{self, Values};
+use crate::ctl::platform::{Applied, Platform};
 use crate::ctl::signals::Signals;
 
 fn values(args: &ValuesArgs, name: &str, namespace: &str) -> Values {
@@ -91,6 +91,14 @@ async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError
             progress.replicas,
             progress.leader.unwrap_or_default()
         );
+        // raftctl's default endpoints are a local cluster's: say where
+        // this one answers (the containers' addresses, or published ports).
+        let containers = crate::ctl::platform::docker::Docker {
+            name: layout.name.clone(),
+        };
+        let endpoints = crate::ctl::platform::endpoints(&containers.pods().await?);
+        println!("reach it from this host with raftctl (set, get, status ...):");
+        println!("  export RAFTKV_ENDPOINTS={}", endpoints.join(","));
     }
     Ok(())
 }
