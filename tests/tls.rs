@@ -104,11 +104,25 @@ fn write_atomically(path: &Path, text: &str) {
 fn secure_cluster(name: &str, n: usize, pki: &Pki) -> Cluster {
     let mut c = Cluster::plan(name, n, &[]);
     for i in 0..n {
-        let (cert, key) = pki.member(i as u64);
-        let flags = pki.node_flags(&cert, &key);
-        c.spawn_with(i, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+        spawn_with_certificate(&mut c, i, pki, &pki.member(i as u64));
     }
     c
+}
+
+/// Starts node `i` with `(cert, key)` on both ports.
+fn spawn_with_certificate(c: &mut Cluster, i: usize, pki: &Pki, (cert, key): &(String, String)) {
+    let flags = pki.node_flags(cert, key);
+    c.spawn_with(i, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Waits until the log of one of `nodes` contains `text`.
+fn wait_logged(c: &Cluster, nodes: std::ops::Range<usize>, text: &str, limit: Duration) {
+    wait_for(format!("a node's log says {text:?}"), limit, || {
+        nodes
+            .clone()
+            .any(|i| log(c, i).contains(text))
+            .then_some(())
+    });
 }
 
 fn ctl_with(c: &Cluster, flags: &[String]) -> Ctl {
@@ -160,14 +174,11 @@ fn clients_are_served_over_tls_and_each_refusal_says_why() {
     c.ctl()
         .run(&["get", "ready"])
         .fails(2, "hint: if the cluster uses TLS, give --cacert");
-    wait_for(
-        "the node logs the plaintext client",
+    wait_logged(
+        &c,
+        0..3,
+        "sent plaintext to a TLS port",
         Duration::from_secs(5),
-        || {
-            (0..3)
-                .any(|i| log(&c, i).contains("sent plaintext to a TLS port"))
-                .then_some(())
-        },
     );
 
     // The nodes' certificates from an unknown CA.
@@ -198,17 +209,8 @@ fn clients_are_served_over_tls_and_each_refusal_says_why() {
     let foreign = ["--cacert", &pki.ca(), "--cert", &cert, "--key", &key].map(String::from);
     let out = ctl_with(&c, &foreign).run(&["get", "ready"]);
     assert!(!out.success(), "{out}");
-    wait_for(
-        "a node logs the foreign certificate",
-        Duration::from_secs(5),
-        || {
-            (0..3)
-                .any(|i| {
-                    log(&c, i).contains("the client's certificate is not signed by a trusted CA")
-                })
-                .then_some(())
-        },
-    );
+    let foreign_refused = "the client's certificate is not signed by a trusted CA";
+    wait_logged(&c, 0..3, foreign_refused, Duration::from_secs(5));
     let refused = (0..3)
         .filter_map(|i| {
             metric(
@@ -240,9 +242,8 @@ fn clients_are_served_over_tls_and_each_refusal_says_why() {
     // even when it is the first endpoint; alone, it is refused by name.
     let mut c = c;
     c.kill(0);
-    let (cert, key) = pki.issue("wrong-name", &Leaf::member(0, &["localhost".into()]));
-    let flags = pki.node_flags(&cert, &key);
-    c.spawn_with(0, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let wrong_name = pki.issue("wrong-name", &Leaf::member(0, &["localhost".into()]));
+    spawn_with_certificate(&mut c, 0, &pki, &wrong_name);
     let first = c.nodes[0].client.clone();
     wait_for(
         "node 0 serves its new certificate",
@@ -330,31 +331,15 @@ async fn peers_must_present_the_certificate_of_the_member_they_claim_to_be() {
     // A process that runs as member 2 with member 1's certificate: its
     // messages are refused, and the others say so.
     c.kill(2);
-    let flags = pki.node_flags(&one.0, &one.1);
-    c.spawn_with(2, &flags.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_for(
-        "members 0 and 1 refuse the impostor",
-        Duration::from_secs(20),
-        || {
-            (0..2)
-                .any(|i| {
-                    log(&c, i).contains("claims to be member 2, but the certificate is member 1's")
-                })
-                .then_some(())
-        },
-    );
-    wait_for(
-        "the impostor hears it is refused",
-        Duration::from_secs(20),
-        || log(&c, 2).contains("refused our messages").then_some(()),
-    );
+    spawn_with_certificate(&mut c, 2, &pki, &one);
+    let impostor = "claims to be member 2, but the certificate is member 1's";
+    wait_logged(&c, 0..2, impostor, Duration::from_secs(20));
+    wait_logged(&c, 2..3, "refused our messages", Duration::from_secs(20));
 
     // With its own certificate it is a member again: every replica's state
     // hash agrees.
     c.kill(2);
-    let own = pki.member(2);
-    let flags = pki.node_flags(&own.0, &own.1);
-    c.spawn_with(2, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_with_certificate(&mut c, 2, &pki, &pki.member(2));
     ctl_with(&c, &root).run(&["set", "after", "rejoin"]).ok();
     wait_for_async(
         "all three replicas agree",
@@ -483,10 +468,10 @@ fn a_node_refuses_to_start_with_tls_files_that_cannot_work() {
 #[test]
 fn certificates_are_replaced_without_a_restart_and_bad_ones_keep_the_old() {
     let pki = Pki::new();
-    let (cert, key) = pki.member(0);
+    let member = pki.member(0);
     let mut c = Cluster::plan("tls-rotate", 1, &[]);
-    let flags = pki.node_flags(&cert, &key);
-    c.spawn_with(0, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_with_certificate(&mut c, 0, &pki, &member);
+    let cert = &member.0;
     let root = pki.root();
     wait_serving(&c, &root);
     let http = c.nodes[0].http.clone();

@@ -194,15 +194,10 @@ impl Transport {
                     self.router().failed(&target);
                     false
                 }
-                Failure::Unreachable(_) => {
-                    if !silent.contains(&target) {
-                        silent.push(target.clone());
+                Failure::Unreachable(_) | Failure::TlsRefused(_) => {
+                    if let Failure::TlsRefused(why) = &failure {
+                        tls_refused = Some(why.clone());
                     }
-                    self.router().failed(&target);
-                    true
-                }
-                Failure::TlsRefused(why) => {
-                    tls_refused = Some(why.clone());
                     if !silent.contains(&target) {
                         silent.push(target.clone());
                     }

@@ -6,7 +6,9 @@
 use super::config::Config;
 use super::peer_check::PeerHealth;
 use crate::observe::Metrics;
-use crate::tls::{self, ClientFiles, ClientTls, Load, PeerCerts, Reload, Reloadable, ServerFiles};
+use crate::tls::{
+    self, ClientFiles, ClientTls, Load, PeerCerts, Reload, Reloadable, ServerFiles, TlsFiles,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,42 +31,22 @@ pub(crate) struct NodeTls {
 impl NodeTls {
     /// Loads every configured file; the error names the setting and file.
     pub fn load(config: &Config) -> Result<NodeTls, String> {
-        let mut tls = NodeTls {
-            client_port: None,
-            client_dialer: None,
-            peer_port: None,
-            peer_dialer: None,
+        let client = match &config.tls.client {
+            Some(c) => Some(port_and_dialer(&c.files, c.client_cert_auth, "client")?),
+            None => None,
         };
-        if let Some(c) = &config.tls.client {
-            let port = ServerFiles {
-                files: c.files.clone(),
-                require_client_cert: c.client_cert_auth,
-            };
-            tls.client_port = Some(Arc::new(
-                Reloadable::new(port).map_err(|e| format!("client TLS: {e}"))?,
-            ));
-            let dialer = ClientFiles {
-                ca: c.files.ca.clone(),
-                identity: Some((c.files.cert.clone(), c.files.key.clone())),
-            };
-            tls.client_dialer =
-                Some(ClientTls::new(dialer).map_err(|e| format!("client TLS: {e}"))?);
-        }
-        if let Some(files) = &config.tls.peer {
-            let port = ServerFiles {
-                files: files.clone(),
-                require_client_cert: true,
-            };
-            tls.peer_port = Some(Arc::new(
-                Reloadable::new(port).map_err(|e| format!("peer TLS: {e}"))?,
-            ));
-            let dialer = ClientFiles {
-                ca: files.ca.clone(),
-                identity: Some((files.cert.clone(), files.key.clone())),
-            };
-            tls.peer_dialer = Some(ClientTls::new(dialer).map_err(|e| format!("peer TLS: {e}"))?);
-        }
-        Ok(tls)
+        let peer = match &config.tls.peer {
+            Some(files) => Some(port_and_dialer(files, true, "peer")?),
+            None => None,
+        };
+        let (client_port, client_dialer) = client.unzip();
+        let (peer_port, peer_dialer) = peer.unzip();
+        Ok(NodeTls {
+            client_port,
+            client_dialer,
+            peer_port,
+            peer_dialer,
+        })
     }
 
     /// Looks at the files every few seconds for as long as the node runs:
@@ -111,6 +93,26 @@ impl NodeTls {
             }
         }
     }
+}
+
+/// One certificate on a port, served there and presented when dialing
+/// that port of the other members; `what` names the port in errors.
+fn port_and_dialer(
+    files: &TlsFiles,
+    require_client_cert: bool,
+    what: &str,
+) -> Result<(Arc<Reloadable<ServerFiles>>, ClientTls), String> {
+    let port = ServerFiles {
+        files: files.clone(),
+        require_client_cert,
+    };
+    let port = Reloadable::new(port).map_err(|e| format!("{what} TLS: {e}"))?;
+    let dialer = ClientFiles {
+        ca: files.ca.clone(),
+        identity: Some((files.cert.clone(), files.key.clone())),
+    };
+    let dialer = ClientTls::new(dialer).map_err(|e| format!("{what} TLS: {e}"))?;
+    Ok((Arc::new(port), dialer))
 }
 
 fn look<F: Load>(files: &Reloadable<F>, name: &str, metrics: &Metrics) {
