@@ -8,8 +8,23 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The operating system refused a read, write, fsync, rename, ...
-    #[error("I/O error on {}: {source}", .path.display())]
+    #[error("I/O error on {}: {source}{}", .path.display(), hint(.source))]
     Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An fsync or fdatasync failed. The kernel may have dropped the dirty
+    /// pages it could not write, so retrying could report success for data
+    /// that never reached the disk: the node stops instead and recovers from
+    /// its files on restart (docs/node.md, "When the disk fails").
+    #[error(
+        "fsync of {} failed: {source}{}; what reached the disk is unknown, so the node stops \
+         rather than retry (a restart recovers from the files)",
+        .path.display(),
+        hint(.source)
+    )]
+    Sync {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -41,6 +56,26 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_
     move |source| StorageError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Wraps a failed fsync of `path`.
+pub(crate) fn sync_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Sync {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an operator should look at for the errors that have one cause.
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => " (the volume is full: free space or grow it)",
+        Some(libc::EROFS) => {
+            " (the file system is read-only: the kernel may have remounted it after errors)"
+        }
+        Some(libc::EIO) => " (the device reported an error: check the kernel log)",
+        _ => "",
     }
 }
 

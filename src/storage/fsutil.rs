@@ -1,7 +1,7 @@
 //! Small durable-filesystem helpers. A rename or a new file is only durable
 //! once its directory is fsynced, which `std` does not do for us.
 
-use super::error::{StorageError, io_err};
+use super::error::{StorageError, io_err, sync_err};
 use std::fs::{self, File};
 use std::io::{self, Write};
 #[cfg(target_os = "linux")]
@@ -12,9 +12,8 @@ use std::path::Path;
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    let d = File::open(dir).map_err(io_err(dir))?;
+    d.sync_all().map_err(sync_err(dir))
 }
 
 /// Creates `dir` if missing and makes its directory entry durable.
@@ -61,7 +60,7 @@ pub(crate) fn write_atomic_observed(
         w.write(part).map_err(io_err(&tmp))?;
     }
     let f = w.finish();
-    f.sync_all().map_err(io_err(&tmp))?;
+    f.sync_all().map_err(sync_err(&tmp))?;
     drop(f);
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
     sync_dir(dir)

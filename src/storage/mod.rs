@@ -34,7 +34,7 @@ pub use lock::{Holder, LOCK_FILE, holder};
 pub use record::MAX_PAYLOAD as MAX_RECORD_BYTES;
 
 use crate::raft::{Entry, HardState, Snapshot};
-use error::io_err;
+use error::{io_err, sync_err};
 use std::path::{Path, PathBuf};
 use wal::Wal;
 
@@ -290,7 +290,7 @@ impl Storage {
     }
 
     fn poison_on_io<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(e @ StorageError::Io { .. }) = &r {
+        if let Err(e @ (StorageError::Io { .. } | StorageError::Sync { .. })) = &r {
             self.poisoned = Some(e.to_string());
         }
         r
@@ -333,5 +333,5 @@ fn cut(path: &Path, offset: u64) -> Result<(), StorageError> {
         .open(path)
         .map_err(io_err(path))?;
     f.set_len(offset).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+    f.sync_all().map_err(sync_err(path))
 }

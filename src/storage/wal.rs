@@ -12,7 +12,7 @@
 //!   second record of a fresh segment; once effective, no entry before it is
 //!   live, so every older segment may go.
 
-use super::error::{StorageError, io_err};
+use super::error::{StorageError, io_err, sync_err};
 use super::fsutil::sync_dir;
 use super::record::{self, MAX_PAYLOAD};
 use crate::raft::{Entry, HardState, LogId};
@@ -226,7 +226,7 @@ impl Wal {
         }
         let path = self.active_path();
         self.writer.flush().map_err(io_err(&path))?;
-        self.writer.get_ref().sync_data().map_err(io_err(&path))?;
+        self.writer.get_ref().sync_data().map_err(sync_err(&path))?;
         self.unsynced = false;
         Ok(())
     }

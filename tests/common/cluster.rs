@@ -141,14 +141,36 @@ impl Cluster {
 
     /// Starts node `i` with `flags` added to its command line.
     pub fn spawn_with(&mut self, i: usize, flags: &[&str]) {
+        let mut cmd = self.command(i);
+        cmd.args(flags);
+        self.launch(i, cmd);
+    }
+
+    /// Starts node `i` run by `wrapper` (a program and its first arguments,
+    /// e.g. `fiu-run -x`), which gets the node's command line after them.
+    pub fn spawn_under(&mut self, i: usize, wrapper: &[&str]) {
+        let node = self.command(i);
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(node.get_program())
+            .args(node.get_args());
+        for (key, value) in node.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        self.launch(i, cmd);
+    }
+
+    /// Spawns `cmd` as node `i`, its log appended to `log_path(i)`.
+    fn launch(&mut self, i: usize, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(i))
             .unwrap();
-        let child = self
-            .command(i)
-            .args(flags)
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
