@@ -213,3 +213,22 @@ pub fn problems(name: &str, d: &Value) -> Vec<String> {
     }
     bad
 }
+
+/// The metric names `expr` selects: every name written right before a
+/// `{...}` selector (every query of the dashboards selects by labels).
+pub fn selected_metrics(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    for (i, _) in expr.match_indices('{') {
+        let start = expr[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |p| p + 1);
+        let name = &expr[start..i];
+        // `{{pod}}` in a legend or `${x}` are not selectors.
+        let templated = start > 0 && bytes[start - 1] == b'$';
+        if !name.is_empty() && !templated && !name.as_bytes()[0].is_ascii_digit() {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
