@@ -67,6 +67,16 @@ WRITABLE_NOW = (
     f" or on ({BY}) {ZERO_WHILE_DOWN})"
 )
 RANGE = ("$__range", "$__interval", "($__interval_ms / 1000)")
+
+
+def volume(metric):
+    """A kubelet volume metric of each selected pod's claim (data-<pod>),
+    joined to the pod's target so that it carries the cluster label and
+    only the release's claims are shown (docs/observability.md)."""
+    return (
+        f"max by (pod) (up{{{P}}}) * 0 + on (pod) group_left max by (pod) ("
+        f'label_replace({metric}{{namespace="$namespace"}}, "pod", "$1", "persistentvolumeclaim", "data-(.+)"))'
+    )
 DAYS30 = ("30d", "1m", "60")
 
 
@@ -246,6 +256,29 @@ def node_panels():
         ts("Request latency, by method", "Client gRPC latency percentiles from the histogram.",
            quantiles("raftkv_grpc_request_duration_seconds", "method", lat, "{{{{method}}}} {q}"),
            "s"),
+        ts("gRPC requests by code",
+           "Client-port answers per second by gRPC status code. UNAVAILABLE includes a "
+           "follower's redirects to the leader and the retryable answers around a leader "
+           "change; see RaftkvGrpcErrors for the codes that are the server's fault.",
+           [q(f"sum by (code) (rate(raftkv_grpc_requests_total{{{P}}}[$__rate_interval]))",
+              "{{code}}")], "reqps"),
+        ts("Peer round trip",
+           "On the leader: from a heartbeat to a peer to its answer (p50, p99), i.e. the "
+           "network both ways and the peer's loop. Above ~100 ms see RaftkvPeerSlow.",
+           quantiles("raftkv_peer_round_trip_seconds", "pod, peer", lat,
+                     "{{{{pod}}}} -> node {{{{peer}}}} {q}"), "s"),
+        ts("Disk",
+           "What the node stores on its volume: WAL segments and the snapshot file in force "
+           "(counted by the node as it writes), and the volume's used bytes (kubelet).",
+           [q(f"max by (pod) (raftkv_wal_bytes{{{P}}})", "{{pod}} WAL"),
+            q(f"max by (pod) (raftkv_snapshot_bytes{{{P}}})", "{{pod}} snapshot"),
+            q(volume("kubelet_volume_stats_used_bytes"), "{{pod}} volume used")], "bytes"),
+        ts("Volume free",
+           "Free share of each pod's data volume (kubelet). Under 20 % and falling see "
+           "RaftkvVolumeFillingUp; under 10 %, RaftkvVolumeFull.",
+           [q(f"{volume('kubelet_volume_stats_available_bytes')}"
+              f" / on (pod) {volume('kubelet_volume_stats_capacity_bytes')}", "{{pod}}")],
+           "percentunit"),
         ts("WAL fsync latency",
            "Duration of one WAL sync (group commit). Raft waits for it before acknowledging or "
            "voting: a p99 above ~100 ms means elections (see RaftkvWalFsyncSlow).",
@@ -359,8 +392,8 @@ DASHBOARDS = {
         "replication lag, proposals, keys.", cluster_panels()),
     "raftkv-node.json": dashboard(
         "raftkv-node", "raftkv / Node",
-        "One raftkv pod: gRPC rate and latency, WAL fsync, snapshots, process resources, "
-        "restarts.", node_panels()),
+        "One raftkv pod: gRPC rate, latency and codes, peer round trips, disk and volume, "
+        "WAL fsync, snapshots, process resources, restarts.", node_panels()),
 }
 
 
