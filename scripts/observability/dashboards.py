@@ -86,8 +86,8 @@ def volume(metric):
     joined to the pod's target so that it carries the cluster label and
     only the release's claims are shown (docs/observability.md)."""
     return (
-        f"max by (pod) (up{{{P}}}) * 0 + on (pod) group_left max by (pod) ("
-        f'label_replace({metric}{{namespace="$namespace"}}, "pod", "$1", "persistentvolumeclaim", "data-(.+)"))'
+        f"(max by (pod) (up{{{P}}}) * 0 + on (pod) group_left max by (pod) ("
+        f'label_replace({metric}{{namespace="$namespace"}}, "pod", "$1", "persistentvolumeclaim", "data-(.+)")))'
     )
 DAYS30 = ("30d", "1m", "60")
 
