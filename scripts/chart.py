@@ -831,8 +831,9 @@ def rule_exprs(groups):
 
 
 # Labels the rules group by that the node itself exports on its series
-# (the histogram's buckets; the leader's per-follower lag).
-EXPORTED_LABELS = {"le", "peer"}
+# (the histogram's buckets; the leader's per-follower lag and round trips;
+# the gRPC status code of the client port's requests).
+EXPORTED_LABELS = {"le", "peer", "code"}
 
 
 def check_rules_see_targets():

@@ -6,6 +6,14 @@
 //! strictly between 0 and 100 %. The nodes' /metrics pass `promtool check
 //! metrics`, and the alert rules load and evaluate without error.
 //!
+//! The metrics that stand in for etcd's (docs/observability.md) are checked
+//! on the nodes themselves: a round-trip histogram on the leader for each
+//! peer, the WAL and snapshot bytes against the files in the data
+//! directories, and the gRPC answers counted by their status code. A stand-in
+//! kubelet serves volume stats for the pods' claims, so the volume panels and
+//! rules run on data too; every metric a panel reads is one a node exports,
+//! the kubelet's, kube-state-metrics' or Prometheus's own `up`.
+//!
 //! The query results are written to `$CARGO_TARGET_TMPDIR/observability/`;
 //! `scripts/observability/plot_panels.py` renders them as the PNGs in
 //! docs/observability/.
@@ -108,7 +116,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let started = Instant::now();
     // Scraped as the chart's ServiceMonitor has the Prometheus Operator
     // scrape: release CLUSTER in NAMESPACE, its objects named raftkv.
-    let scrape_configs = prom::chart_scrape_configs(CLUSTER, &targets);
+    let kubelet = prom::FakeKubelet::start(NAMESPACE, &targets);
+    let scrape_configs = prom::chart_scrape_configs(CLUSTER, &targets) + &kubelet.scrape_config();
     let prom = Prometheus::start(
         &prometheus,
         &prom_dir,
@@ -123,6 +132,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     for t in &targets {
         check_metrics(&promtool, &t.addr);
     }
+    check_grpc_codes(&cluster);
 
     // Load, and the leader killed in the middle of it.
     let load = bench(&cluster, "6s");
@@ -149,8 +159,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     }
     let end = prom::unix_now().floor();
 
+    check_round_trips_and_bytes(&cluster, &dir.path().join("cluster"));
     let results = run_every_query(&prom, start, end);
     check_rules(&prom);
+    check_panel_metrics(&cluster);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("observability");
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join("panels.json");
@@ -174,6 +186,7 @@ fn check_targets(prom: &Prometheus, targets: &[Target]) {
     });
     let mut got: Vec<BTreeMap<String, String>> = active
         .iter()
+        .filter(|t| t["labels"]["job"] != prom::FakeKubelet::JOB)
         .map(|t| serde_json::from_value(t["labels"].clone()).unwrap())
         .collect();
     got.sort();
@@ -354,4 +367,189 @@ fn run_every_query(prom: &Prometheus, start: f64, end: f64) -> Value {
     );
     assert!(unavailable > 0.0, "unavailable {unavailable}");
     json!({"start": start, "end": end, "step": STEP, "dashboards": dashboards})
+}
+
+/// The value of the series `name{labels}` (labels as written by the
+/// exposition format, sorted) in a node's /metrics text; 0 if absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn metrics_of(addr: &str) -> String {
+    let (status, body) = observability::http::get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    body
+}
+
+/// Node `i`'s client address (the HTTP port is the client port + 2).
+fn client_addr(cluster: &Local, i: u16) -> String {
+    let http = cluster.http_addr(i);
+    let (host, port) = http.rsplit_once(':').unwrap();
+    format!("{host}:{}", port.parse::<u16>().unwrap() - 2)
+}
+
+/// `raftkv_grpc_requests_total` counts each answer under its method and
+/// gRPC code: a read on a follower is refused with UNAVAILABLE (not the
+/// leader), one on the leader is OK, and a method the port does not have
+/// is UNIMPLEMENTED under `method="unknown"` (no label from the client).
+fn check_grpc_codes(cluster: &Local) {
+    let leader = cluster.leader() as u16;
+    let follower = (0..local::NODES as u16).find(|i| *i != leader).unwrap();
+    let series = |method: &str, code: &str| {
+        format!(
+            "raftkv_grpc_requests_total{{code=\"{code}\",method=\"{method}\",service=\"raftkv.v1.Kv\"}}"
+        )
+    };
+    let cases = [
+        (follower, "Get", "UNAVAILABLE"),
+        (leader, "Get", "OK"),
+        (follower, "unknown", "UNIMPLEMENTED"),
+    ];
+    let before: Vec<f64> = cases
+        .iter()
+        .map(|(node, method, code)| {
+            sample(
+                &metrics_of(&cluster.http_addr(*node)),
+                &series(method, code),
+            )
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use raftkv::pb::{GetRequest, GetResponse, kv_client::KvClient};
+        let get = || GetRequest {
+            key: bytes::Bytes::from_static(b"obs-probe"),
+        };
+        let url = |i| format!("http://{}", client_addr(cluster, i));
+        let mut on_follower = KvClient::connect(url(follower)).await.unwrap();
+        let refused = on_follower.get(get()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        let mut on_leader = KvClient::connect(url(leader)).await.unwrap();
+        on_leader.get(get()).await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(url(follower))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/raftkv.v1.Kv/NoSuchMethod");
+        let codec = tonic_prost::ProstCodec::<GetRequest, GetResponse>::default();
+        let unknown = grpc
+            .unary(tonic::Request::new(get()), path, codec)
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unimplemented, "{unknown:?}");
+    });
+    for ((node, method, code), was) in cases.iter().zip(before) {
+        let now = sample(
+            &metrics_of(&cluster.http_addr(*node)),
+            &series(method, code),
+        );
+        assert_eq!(now, was + 1.0, "node {node}: {method} answered {code}");
+    }
+}
+
+/// On the leader, a round trip was observed for every peer; on every node
+/// the WAL and snapshot bytes are those of the files in its data directory.
+fn check_round_trips_and_bytes(cluster: &Local, dir: &Path) {
+    let leader = cluster.leader() as u16;
+    let text = metrics_of(&cluster.http_addr(leader));
+    for peer in (0..local::NODES as u16).filter(|p| *p != leader) {
+        let count = sample(
+            &text,
+            &format!("raftkv_peer_round_trip_seconds_count{{peer=\"{peer}\"}}"),
+        );
+        let sum = sample(
+            &text,
+            &format!("raftkv_peer_round_trip_seconds_sum{{peer=\"{peer}\"}}"),
+        );
+        assert!(
+            count > 10.0,
+            "leader {leader}: {count} round trips to {peer}"
+        );
+        // On one machine a heartbeat's round trip is well under a second.
+        let mean = sum / count;
+        assert!(
+            mean > 0.0 && mean < 0.5,
+            "leader {leader} -> {peer}: mean {mean} s"
+        );
+    }
+    for i in 0..local::NODES as u16 {
+        let data = data_dir(dir, i);
+        let on_disk = |sub: &str| -> f64 {
+            std::fs::read_dir(data.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+                .map(|e| e.metadata().unwrap().len() as f64)
+                .sum()
+        };
+        // The snapshot file is what the node counted; so are the WAL's
+        // segments, but for records written after the last sync (a hard
+        // state whose new commit index need not be durable yet), which the
+        // count includes before they reach the file. A state check may
+        // append meanwhile: look again.
+        let what = format!("node {i}: WAL and snapshot bytes as in the files");
+        common::wait::wait_for(what, Duration::from_secs(10), || {
+            let text = metrics_of(&cluster.http_addr(i));
+            let wal = sample(&text, "raftkv_wal_bytes");
+            let snapshot = sample(&text, "raftkv_snapshot_bytes");
+            assert!(wal > 0.0, "node {i}: raftkv_wal_bytes {wal}");
+            assert!(snapshot > 0.0, "node {i}: raftkv_snapshot_bytes {snapshot}");
+            let (files, snap_file) = (on_disk("wal"), on_disk("snap"));
+            let buffered = wal - files;
+            let ok = snapshot == snap_file && (0.0..4096.0).contains(&buffered);
+            if !ok {
+                println!("node {i}: counted {wal} / {snapshot} bytes, files {files} / {snap_file}");
+            }
+            ok.then_some(())
+        });
+    }
+}
+
+/// Node `i`'s data directory under `raftctl local`'s directory.
+fn data_dir(dir: &Path, i: u16) -> PathBuf {
+    dir.join(format!("node-{i}"))
+}
+
+/// Every metric a dashboard query selects is one a node exports (the
+/// union of the three nodes' /metrics), or one of the few from elsewhere
+/// that the panels name on purpose.
+fn check_panel_metrics(cluster: &Local) {
+    let mut exported = std::collections::BTreeSet::new();
+    for i in 0..local::NODES as u16 {
+        for line in metrics_of(&cluster.http_addr(i)).lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap();
+            exported.insert(name.to_string());
+        }
+    }
+    let elsewhere = [
+        "up",
+        "kubelet_volume_stats_available_bytes",
+        "kubelet_volume_stats_capacity_bytes",
+        "kubelet_volume_stats_used_bytes",
+        "kube_pod_container_status_restarts_total",
+    ];
+    let mut unknown = Vec::new();
+    for (name, d) in grafana::load() {
+        for q in grafana::queries(&d) {
+            for metric in grafana::selected_metrics(&q.expr) {
+                if !exported.contains(&metric) && !elsewhere.contains(&metric.as_str()) {
+                    unknown.push(format!("{name} / {}: {metric}", q.panel));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics no node exports:\n{}",
+        unknown.join("\n")
+    );
 }

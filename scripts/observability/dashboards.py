@@ -4,8 +4,11 @@
 The JSON files under charts/raftkv/dashboards/ are what ships (importable by
 hand, or mounted as ConfigMaps for Grafana's sidecar); this script is their
 source, so that every query is written once with the same label selectors.
-`--check` exits non-zero when a committed file differs from what it generates
-(CI runs it). tests/observability.rs runs every query below against a real
+Panels, variables and queries are made with the typed builders of Grafana's
+grafana-foundation-sdk (the version scripts/test pins), so every field is one
+Grafana's dashboard model has. `--check` exits non-zero when a committed file
+differs from what it generates, or does not read back unchanged through the
+SDK's typed models (CI runs it). tests/observability.rs runs every query below against a real
 Prometheus scraping a real cluster.
 
 Every query is keyed by $namespace and $cluster (the Helm release: a scrape
@@ -18,8 +21,17 @@ import json
 import sys
 from pathlib import Path
 
+from grafana_foundation_sdk.builders import common, prometheus, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat as stat_panel
+from grafana_foundation_sdk.cog import plugins
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as prom_models
+
 OUT = Path(__file__).resolve().parents[2] / "charts" / "raftkv" / "dashboards"
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 C = 'namespace="$namespace", cluster="$cluster"'
 P = C + ', pod=~"$pod"'
@@ -67,13 +79,25 @@ WRITABLE_NOW = (
     f" or on ({BY}) {ZERO_WHILE_DOWN})"
 )
 RANGE = ("$__range", "$__interval", "($__interval_ms / 1000)")
+
+
+def volume(metric):
+    """A kubelet volume metric of each selected pod's claim (data-<pod>),
+    joined to the pod's target so that it carries the cluster label and
+    only the release's claims are shown (docs/observability.md)."""
+    return (
+        f"(max by (pod) (up{{{P}}}) * 0 + on (pod) group_left max by (pod) ("
+        f'label_replace({metric}{{namespace="$namespace"}}, "pod", "$1", "persistentvolumeclaim", "data-(.+)")))'
+    )
 DAYS30 = ("30d", "1m", "60")
 
 
 def q(expr, legend="", instant=False, fmt=None):
-    t = {"expr": expr, "legendFormat": legend, "instant": instant, "range": not instant}
+    """A Prometheus query of a panel (its refId is given by the panel)."""
+    t = prometheus.Dataquery().expr(expr).legend_format(legend).datasource(DS)
+    t = t.instant() if instant else t.range()
     if fmt:
-        t["format"] = fmt
+        t = t.format(fmt)
     return t
 
 
@@ -87,58 +111,60 @@ def quantiles(metric, by, qs, legend):
     ]
 
 
-def panel(kind, title, desc, targets, unit="short", w=12, h=8, **extra):
-    p = {"type": kind, "title": title, "description": desc, "datasource": DS, "w": w, "h": h}
+def thresholds(steps):
+    return (dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE)
+            .steps([dm.Threshold(value=v, color=c) for c, v in steps]))
+
+
+def legend():
+    return (common.VizLegendOptions().display_mode(cm.LegendDisplayMode.LIST)
+            .placement(cm.LegendPlacement.BOTTOM).show_legend(True))
+
+
+def panel(builder, title, desc, targets, unit="short", w=12, h=8):
+    """Fills what every panel has: title, description, the data source,
+    queries (refIds A, B, ...), unit and size (placed by `layout`)."""
+    builder.title(title).description(desc).datasource(DS).unit(unit).span(w).height(h)
     for i, t in enumerate(targets):
-        t["refId"] = chr(ord("A") + i)
-        t["datasource"] = DS
-    p["targets"] = targets
-    p["fieldConfig"] = {"defaults": {"unit": unit}, "overrides": []}
-    p.update(extra)
-    return p
+        builder.with_target(t.ref_id(chr(ord("A") + i)))
+    return builder
 
 
 def ts(title, desc, targets, unit="short", w=12, stack=False):
-    custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+    p = panel(timeseries.Panel(), title, desc, targets, unit, w)
+    p.draw_style(cm.GraphDrawStyle.LINE).line_width(1).fill_opacity(10)
+    p.show_points(cm.VisibilityMode.NEVER).legend(legend())
+    p.tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.NONE))
     if stack:
-        custom["stacking"] = {"mode": "normal", "group": "A"}
-    p = panel("timeseries", title, desc, targets, unit, w)
-    p["fieldConfig"]["defaults"]["custom"] = custom
-    p["options"] = {"legend": {"displayMode": "list", "placement": "bottom"},
-                    "tooltip": {"mode": "multi", "sort": "none"}}
+        p.stacking(common.StackingConfig().mode(cm.StackingMode.NORMAL).group("A"))
     return p
 
 
 def right_axis(p, ref):
     """Draws query `ref` of panel `p` against a right-hand axis."""
-    p["fieldConfig"]["overrides"].append({
-        "matcher": {"id": "byFrameRefID", "options": ref},
-        "properties": [{"id": "custom.axisPlacement", "value": "right"}]})
-    return p
+    return p.override_by_query(ref, [dm.DynamicConfigValue(
+        id_val="custom.axisPlacement", value=cm.AxisPlacement.RIGHT)])
 
 
 def stat(title, desc, expr, unit, steps, w=4, decimals=None, legend="{{cluster}}"):
-    p = panel("stat", title, desc, [q(expr, legend, instant=True)], unit, w, h=5)
-    d = p["fieldConfig"]["defaults"]
-    d["thresholds"] = {"mode": "absolute",
-                       "steps": [{"color": c, "value": v} for c, v in steps]}
+    p = panel(stat_panel.Panel(), title, desc, [q(expr, legend, instant=True)], unit, w, h=5)
+    p.thresholds(thresholds(steps))
     if decimals is not None:
-        d["decimals"] = decimals
-    p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "colorMode": "background", "graphMode": "none", "textMode": "value"}
-    return p
+        p.decimals(decimals)
+    p.reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+    p.color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+    return p.text_mode(cm.BigValueTextMode.VALUE)
 
 
 def timeline(title, desc, targets, steps, mappings=None, h=6, w=24):
-    p = panel("state-timeline", title, desc, targets, "short", w, h)
-    d = p["fieldConfig"]["defaults"]
-    d["thresholds"] = {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
-    d["color"] = {"mode": "thresholds"}
+    p = panel(statetimeline.Panel(), title, desc, targets, "short", w, h)
+    p.thresholds(thresholds(steps))
+    p.color_scheme(dash.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
     if mappings:
-        d["mappings"] = mappings
-    p["options"] = {"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
-                    "legend": {"displayMode": "list", "placement": "bottom"}}
-    return p
+        p.mappings([dm.ValueMap(options={
+            k: dm.ValueMappingResult(text=v) for k, v in mappings.items()})])
+    p.show_value(cm.VisibilityMode.NEVER).merge_values(True).row_height(0.8)
+    return p.legend(legend())
 
 
 SLO_STEPS = [("red", None), ("orange", 0.99), ("green", 0.999)]
@@ -198,8 +224,7 @@ def cluster_panels():
                  "Which pod is leader (green) over time.",
                  [q(f"max by (pod) (raftkv_is_leader{{{P}}})", "{{pod}}")],
                  [("transparent", None), ("green", 1)],
-                 mappings=[{"type": "value", "options": {"0": {"text": "follower"},
-                                                         "1": {"text": "leader"}}}]),
+                 mappings={"0": "follower", "1": "leader"}),
         ts("Term", "The Raft term each pod is in.",
            [q(f"max by (pod) (raftkv_term{{{P}}})", "{{pod}}")]),
         ts("Leader changes and elections",
@@ -229,11 +254,12 @@ def cluster_panels():
         ts("Peer messages dropped", "Raft messages dropped because a peer's queue was full.",
            [q(f"sum by (pod) (rate(raftkv_peer_messages_dropped_total{{{P}}}[$__rate_interval]))",
               "{{pod}}")], "ops"),
-        panel("table", "Members", "Each pod's node id, Raft cluster id and version.",
+        panel(table.Panel(), "Members", "Each pod's node id, Raft cluster id and version.",
               [q(f"max by (pod, node_id, cluster_id, version) (raftkv_node_info{{{P}}})",
-                 instant=True, fmt="table")], w=24, h=6,
-              transformations=[{"id": "organize", "options": {
-                  "excludeByName": {"Time": True, "Value": True}}}]),
+                 instant=True, fmt=prom_models.PromQueryFormat.TABLE)], w=24, h=6)
+        .show_header(True)
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True, "Value": True}})),
     ]
 
 
@@ -246,6 +272,29 @@ def node_panels():
         ts("Request latency, by method", "Client gRPC latency percentiles from the histogram.",
            quantiles("raftkv_grpc_request_duration_seconds", "method", lat, "{{{{method}}}} {q}"),
            "s"),
+        ts("gRPC requests by code",
+           "Client-port answers per second by gRPC status code. UNAVAILABLE includes a "
+           "follower's redirects to the leader and the retryable answers around a leader "
+           "change; see RaftkvGrpcErrors for the codes that are the server's fault.",
+           [q(f"sum by (code) (rate(raftkv_grpc_requests_total{{{P}}}[$__rate_interval]))",
+              "{{code}}")], "reqps"),
+        ts("Peer round trip",
+           "On the leader: from a heartbeat to a peer to its answer (p50, p99), i.e. the "
+           "network both ways and the peer's loop. Above ~100 ms see RaftkvPeerSlow.",
+           quantiles("raftkv_peer_round_trip_seconds", "pod, peer", lat,
+                     "{{{{pod}}}} -> node {{{{peer}}}} {q}"), "s"),
+        ts("Disk",
+           "What the node stores on its volume: WAL segments and the snapshot file in force "
+           "(counted by the node as it writes), and the volume's used bytes (kubelet).",
+           [q(f"max by (pod) (raftkv_wal_bytes{{{P}}})", "{{pod}} WAL"),
+            q(f"max by (pod) (raftkv_snapshot_bytes{{{P}}})", "{{pod}} snapshot"),
+            q(volume("kubelet_volume_stats_used_bytes"), "{{pod}} volume used")], "bytes"),
+        ts("Volume free",
+           "Free share of each pod's data volume (kubelet). Under 20 % and falling see "
+           "RaftkvVolumeFillingUp; under 10 %, RaftkvVolumeFull.",
+           [q(f"{volume('kubelet_volume_stats_available_bytes')}"
+              f" / on (pod) {volume('kubelet_volume_stats_capacity_bytes')}", "{{pod}}")],
+           "percentunit"),
         ts("WAL fsync latency",
            "Duration of one WAL sync (group commit). Raft waits for it before acknowledging or "
            "voting: a p99 above ~100 ms means elections (see RaftkvWalFsyncSlow).",
@@ -284,68 +333,58 @@ def node_panels():
 
 def variables():
     def query_var(name, label, query, multi=False):
-        v = {"name": name, "label": label, "type": "query", "datasource": DS,
-             "query": {"query": query, "refId": name}, "definition": query,
-             "refresh": 2, "sort": 1, "hide": 0, "multi": multi, "includeAll": multi,
-             "current": {}, "options": []}
-        if multi:
-            v["allValue"] = ".*"
-        return v
+        v = (dash.QueryVariable(name).label(label).datasource(DS)
+             .query({"query": query, "refId": name})
+             .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+             .sort(dm.VariableSort.ALPHABETICAL_ASC).multi(multi).include_all(multi))
+        return v.all_value(".*") if multi else v
 
     return [
-        {"name": "datasource", "label": "Data source", "type": "datasource",
-         "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
-         "options": []},
+        dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         query_var("namespace", "Namespace", "label_values(raftkv_is_leader, namespace)"),
         query_var("cluster", "Cluster (release)",
                   'label_values(raftkv_is_leader{namespace="$namespace"}, cluster)'),
         query_var("pod", "Pod",
                   'label_values(raftkv_is_leader{namespace="$namespace", cluster="$cluster"}, pod)',
                   multi=True),
-        {"name": "slo", "label": "SLO target (%)", "type": "custom",
-         "query": "99.9,99.5,99,99.99", "current": {"text": "99.9", "value": "99.9"},
-         "options": [], "hide": 0, "multi": False, "includeAll": False},
+        dash.CustomVariable("slo").label("SLO target (%)").values("99.9,99.5,99,99.99")
+        .current(dm.VariableOption(text="99.9", value="99.9")),
     ]
 
 
-LEADER_ANNOTATION = {
-    "name": "Leader changes", "datasource": DS, "enable": True, "iconColor": "orange",
-    "expr": f"max by ({BY}, pod) (raftkv_is_leader{{{C}}}) == 1"
-            f" unless max by ({BY}, pod) (raftkv_is_leader{{{C}}} offset 1m) == 1",
-    "step": "1m", "titleFormat": "leader change", "textFormat": "new leader: {{pod}}",
-    "tagKeys": "pod", "useValueForTime": False,
-}
+def annotations():
+    """The leader changes, on every time series (Grafana adds its built-in
+    "Annotations & Alerts" itself; the typed model has no `builtIn`, and no
+    title or text format: the text is the series' labels, i.e. the pod)."""
+    leader = (dash.AnnotationQuery().name("Leader changes").datasource(DS).enable(True)
+              .icon_color("orange")
+              .expr(f"max by ({BY}, pod) (raftkv_is_leader{{{C}}}) == 1"
+                    f" unless max by ({BY}, pod) (raftkv_is_leader{{{C}}} offset 1m) == 1"))
+    return [leader]
 
 
 def layout(panels):
-    """Places panels left to right in rows of 24 columns; ids in order."""
+    """Places panels left to right in rows of 24 columns (a panel that does
+    not fit the row starts the next); ids in order."""
     x = y = row_h = 0
     for i, p in enumerate(panels, 1):
-        w, h = p.pop("w"), p.pop("h")
-        if x + w > 24:
+        g = p.build().grid_pos
+        if x + g.w > 24:
             x, y, row_h = 0, y + row_h, 0
-        p["id"] = i
-        p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
-        x, row_h = x + w, max(row_h, h)
+        p.id(i).grid_pos(dm.GridPos(h=g.h, w=g.w, x=x, y=y))
+        x, row_h = x + g.w, max(row_h, g.h)
     return panels
 
 
 def dashboard(uid, title, desc, panels):
-    return {
-        "uid": uid, "title": title, "description": desc, "tags": ["raftkv"],
-        "id": None, "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
-        "time": {"from": "now-6h", "to": "now"}, "refresh": "30s", "timezone": "",
-        "annotations": {"list": [
-            {"builtIn": 1, "name": "Annotations & Alerts", "type": "dashboard", "enable": True,
-             "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-             "datasource": {"type": "grafana", "uid": "-- Grafana --"}},
-            LEADER_ANNOTATION,
-        ]},
-        "templating": {"list": variables()},
-        "links": [{"title": "raftkv", "type": "dashboards", "tags": ["raftkv"], "asDropdown": True,
-                   "includeVars": True, "keepTime": True}],
-        "panels": layout(panels),
-    }
+    d = (dash.Dashboard(title).uid(uid).description(desc).tags(["raftkv"]).editable()
+         .tooltip(dm.DashboardCursorSync.CROSSHAIR).version(1).time("now-6h", "now")
+         .refresh("30s").timezone("").variables(variables()).annotations(annotations())
+         .link(dash.DashboardLink("raftkv").type(dm.DashboardLinkType.DASHBOARDS)
+               .tags(["raftkv"]).as_dropdown(True).include_vars(True).keep_time(True)))
+    for p in layout(panels):
+        d.with_panel(p)
+    return d.build()
 
 
 DASHBOARDS = {
@@ -359,9 +398,36 @@ DASHBOARDS = {
         "replication lag, proposals, keys.", cluster_panels()),
     "raftkv-node.json": dashboard(
         "raftkv-node", "raftkv / Node",
-        "One raftkv pod: gRPC rate and latency, WAL fsync, snapshots, process resources, "
-        "restarts.", node_panels()),
+        "One raftkv pod: gRPC rate, latency and codes, peer round trips, disk and volume, "
+        "WAL fsync, snapshots, process resources, restarts.", node_panels()),
 }
+
+
+def untyped_fields(text):
+    """What of a dashboard's JSON Grafana's typed model does not know: the
+    file is read into the SDK's models (panels and queries by their plugin
+    types) and written back; any field lost or changed on the way is
+    reported. Empty for everything this script writes."""
+    plugins.register_default_plugins()
+    data = json.loads(text)
+    again = json.loads(json.dumps(dm.Dashboard.from_json(data), cls=JSONEncoder))
+    return diff(data, again)
+
+
+def diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k not in b:
+                out.append(f"{path}.{k}: unknown to the typed model")
+            elif k not in a:
+                continue  # a default the model adds
+            else:
+                out += diff(a[k], b[k], f"{path}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} reads back as {b!r}"]
 
 
 def main():
@@ -369,15 +435,18 @@ def main():
     stale = []
     OUT.mkdir(parents=True, exist_ok=True)
     for name, d in DASHBOARDS.items():
-        text = json.dumps(d, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(d, cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
         path = OUT / name
         if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path))
+            else:
+                stale += [f"{path}{d}" for d in untyped_fields(text)]
         else:
             path.write_text(text)
     if stale:
-        print("out of date (run scripts/observability/dashboards.py):", *stale, sep="\n  ")
+        print("out of date (run scripts/observability/dashboards.py) or not of the typed model:",
+              *stale, sep="\n  ")
         sys.exit(1)
 
 

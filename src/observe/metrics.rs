@@ -4,11 +4,15 @@
 //! layer update the same handles; the HTTP server only encodes the registry.
 
 use super::lease_clock::LeaseClock;
+use super::round_trip::RoundTrips;
+use crate::storage::DiskBytes;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Every metric of a node.
@@ -39,6 +43,15 @@ pub struct Metrics {
     pub proposals_failed: IntCounter,
     pub wal_fsync_duration: Histogram,
     pub grpc_request_duration: HistogramVec,
+    /// Client-port answers by `service`, `method` and gRPC `code`
+    /// (counted by `server::grpc_metrics`).
+    pub grpc_requests: IntCounterVec,
+    /// Heartbeat round trips to each peer, on the leader
+    /// (`raftkv_peer_round_trip_seconds{peer}`).
+    pub peer_round_trips: Arc<RoundTrips>,
+    /// The data directory's byte counts, once the storage is open (see
+    /// [`Metrics::watch_disk`]).
+    disk: Arc<OnceLock<Arc<DiskBytes>>>,
     pub snapshots: IntCounter,
     pub snapshot_last_index: IntGauge,
     pub snapshot_duration: Histogram,
@@ -179,6 +192,31 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).unwrap());
                 register(r, HistogramVec::new(opts, &["method"]).unwrap())
             },
+            grpc_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "raftkv_grpc_requests_total",
+                        "Client-port gRPC requests answered, by service, method and gRPC status code.",
+                    ),
+                    &["service", "method", "code"],
+                )
+                .unwrap(),
+            ),
+            peer_round_trips: {
+                let opts = HistogramOpts::new(
+                    "raftkv_peer_round_trip_seconds",
+                    "Time from a heartbeat to a peer to its answer, on the leader, by peer node id.",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).unwrap());
+                let h = register(r, HistogramVec::new(opts, &["peer"]).unwrap());
+                Arc::new(RoundTrips::new(h))
+            },
+            disk: {
+                let disk = Arc::default();
+                register(r, DiskCollector::new(&disk));
+                disk
+            },
             snapshots: counter(
                 r,
                 "raftkv_snapshot_count_total",
@@ -303,11 +341,65 @@ impl Metrics {
         self.lease_held_seconds.inc_by(held);
     }
 
+    /// Publishes the data directory's byte counts (`raftkv_wal_bytes`,
+    /// `raftkv_snapshot_bytes`) from the storage's own tally; the first
+    /// storage given wins (a node opens one).
+    pub fn watch_disk(&self, bytes: Arc<DiskBytes>) {
+        let _ = self.disk.set(bytes);
+    }
+
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+/// `raftkv_wal_bytes` and `raftkv_snapshot_bytes`, read at scrape time from
+/// the counts the storage keeps as it writes and deletes files (nothing is
+/// listed on disk); absent until the storage is open.
+#[derive(Clone)]
+struct DiskCollector {
+    wal: IntGauge,
+    snapshot: IntGauge,
+    source: Arc<OnceLock<Arc<DiskBytes>>>,
+}
+
+impl DiskCollector {
+    fn new(source: &Arc<OnceLock<Arc<DiskBytes>>>) -> DiskCollector {
+        DiskCollector {
+            wal: IntGauge::new(
+                "raftkv_wal_bytes",
+                "Bytes in the WAL segments of the data directory (buffered writes included).",
+            )
+            .unwrap(),
+            snapshot: IntGauge::new(
+                "raftkv_snapshot_bytes",
+                "Bytes of the snapshot file in force in the data directory (0: none).",
+            )
+            .unwrap(),
+            source: source.clone(),
+        }
+    }
+}
+
+impl Collector for DiskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.wal.desc();
+        d.extend(self.snapshot.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(bytes) = self.source.get() else {
+            return Vec::new();
+        };
+        self.wal.set(bytes.wal() as i64);
+        self.snapshot.set(bytes.snapshot() as i64);
+        let mut families = self.wal.collect();
+        families.extend(self.snapshot.collect());
+        families
     }
 }
 
@@ -352,6 +444,9 @@ mod tests {
         m.grpc_request_duration
             .with_label_values(&["Get"])
             .observe(0.001);
+        m.grpc_requests
+            .with_label_values(&["raftkv.v1.Kv", "Get", "OK"])
+            .inc();
         let text = String::from_utf8(m.encode()).unwrap();
         for name in [
             "raftkv_term",
@@ -380,9 +475,28 @@ mod tests {
             "raftkv_state_hash_mismatch_index",
             "raftkv_state_hash_last_index",
             "raftkv_state_hash_duration_seconds_bucket",
+            "raftkv_grpc_requests_total{code=\"OK\",method=\"Get\",service=\"raftkv.v1.Kv\"}",
         ] {
             assert!(text.contains(name), "missing {name}");
         }
+    }
+
+    #[test]
+    fn disk_bytes_appear_once_the_storage_is_watched() {
+        let m = Metrics::new();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(!text.contains("raftkv_wal_bytes"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = crate::storage::Storage::open(dir.path()).unwrap();
+        m.watch_disk(storage.disk_bytes());
+        let text = String::from_utf8(m.encode()).unwrap();
+        let wal = storage.disk_bytes().wal();
+        assert!(wal > 0);
+        assert!(
+            text.contains(&format!("raftkv_wal_bytes {wal}\n")),
+            "{text}"
+        );
+        assert!(text.contains("raftkv_snapshot_bytes 0\n"), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod discovery;
 mod driver;
 mod gate;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod node;
 pub mod peer_check;
 pub mod peer_service;

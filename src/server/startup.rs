@@ -11,6 +11,7 @@ use super::config::{Config, Dialers};
 use super::driver::{Driver, Parts};
 use super::gate::{Active, Gate};
 use super::grpc::ClientService;
+use super::grpc_metrics::GrpcMetricsLayer;
 use super::node;
 use super::peer_check::Params;
 use super::peer_service::{self, RaftService};
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use tower::Layer;
 
 /// How long a leader waits for a successor to take over on SIGTERM.
 const TRANSFER_GRACE: Duration = Duration::from_secs(2);
@@ -72,6 +74,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
+    metrics.watch_disk(storage.disk_bytes());
     let peer_listener = bind("peer-addr", config.peer_addr).await?;
     let http_listener = bind("http-addr", config.http_addr).await?;
 
@@ -270,13 +273,16 @@ fn client_services(
         started: std::time::Instant::now(),
     };
     let limit = crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
+    let counted = GrpcMetricsLayer::new(metrics);
     tonic::transport::Server::builder()
         .add_service(
-            pb::kv_server::KvServer::new(client.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            counted.layer(
+                pb::kv_server::KvServer::new(client.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            ),
         )
-        .add_service(pb::cluster_server::ClusterServer::new(client))
+        .add_service(counted.layer(pb::cluster_server::ClusterServer::new(client)))
 }
 
 /// The state machine from the snapshot, if any, and the index it covers.

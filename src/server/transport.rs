@@ -102,6 +102,7 @@ impl Transport {
     /// Queues `messages` without waiting; drops what does not fit.
     pub fn send(&self, messages: Vec<Message>) {
         for m in messages {
+            self.metrics.peer_round_trips.sent(&m);
             let Some(q) = self.queues.get(&m.to) else {
                 tracing::debug!(to = %m.to, "message to a node with no known address dropped");
                 self.metrics.peer_messages_dropped.inc();

@@ -36,7 +36,40 @@ pub use record::MAX_PAYLOAD as MAX_RECORD_BYTES;
 use crate::raft::{Entry, HardState, Snapshot};
 use error::{io_err, sync_err};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wal::Wal;
+
+/// Bytes the data directory holds in WAL segments and in the snapshot
+/// file, counted as they are written and deleted (never by listing the
+/// disk), for the node's `raftkv_wal_bytes` and `raftkv_snapshot_bytes`
+/// (docs/observability.md). WAL bytes include those still buffered.
+#[derive(Debug, Default)]
+pub struct DiskBytes {
+    wal: AtomicU64,
+    snapshot: AtomicU64,
+}
+
+impl DiskBytes {
+    pub fn wal(&self) -> u64 {
+        self.wal.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> u64 {
+        self.snapshot.load(Ordering::Relaxed)
+    }
+
+    fn set_wal(&self, bytes: u64) {
+        self.wal.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The snapshot in force is now the file at `path`.
+    fn set_snapshot_file(&self, path: &Path) {
+        if let Ok(m) = std::fs::metadata(path) {
+            self.snapshot.store(m.len(), Ordering::Relaxed);
+        }
+    }
+}
 
 /// Which cluster and node this data directory belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +113,7 @@ pub struct Storage {
     wal: Wal,
     /// Set after a failed write or fsync; see `StorageError::Poisoned`.
     poisoned: Option<String>,
+    bytes: Arc<DiskBytes>,
 }
 
 impl Storage {
@@ -117,12 +151,17 @@ impl Storage {
                 snapshot::remove_others(&dir.join("snap"), keep)?;
             }
         }
-        let wal = Wal::resume(&wal_dir, options.segment_bytes, rec.wal)?;
+        let bytes = Arc::new(DiskBytes::default());
+        if let Some(keep) = &rec.snapshot_path {
+            bytes.set_snapshot_file(keep);
+        }
+        let wal = Wal::resume(&wal_dir, options.segment_bytes, rec.wal, bytes.clone())?;
         let storage = Storage {
             dir: dir.to_path_buf(),
             _lock: lock,
             wal,
             poisoned: None,
+            bytes,
         };
         let recovered = Recovered {
             identity: rec.identity,
@@ -195,6 +234,7 @@ impl Storage {
         }
         let snap_dir = self.dir.join("snap");
         let r = snapshot::write(&snap_dir, snap)
+            .inspect(|path| self.bytes.set_snapshot_file(path))
             .and_then(|path| snapshot::remove_others(&snap_dir, &path))
             .and_then(|()| self.wal.compact(index));
         self.poison_on_io(r)
@@ -226,6 +266,7 @@ impl Storage {
                 .and_then(|()| fsutil::sync_dir(&snap_dir));
             return self.poison_on_io(r).map(|()| false);
         }
+        self.bytes.set_snapshot_file(path);
         let r = snapshot::remove_others(&snap_dir, path).and_then(|()| self.wal.compact(index));
         self.poison_on_io(r).map(|()| true)
     }
@@ -272,9 +313,16 @@ impl Storage {
             .wal
             .begin_install(snap.meta.last)
             .and_then(|()| snapshot::write(&snap_dir, snap))
+            .inspect(|path| self.bytes.set_snapshot_file(path))
             .and_then(|path| snapshot::remove_others(&snap_dir, &path))
             .and_then(|()| self.wal.finish_install(index));
         self.poison_on_io(r)
+    }
+
+    /// The bytes this directory holds, kept current as it is written (for
+    /// the node's metrics).
+    pub fn disk_bytes(&self) -> Arc<DiskBytes> {
+        self.bytes.clone()
     }
 
     /// First indices of the WAL segments (diagnostics and tests).

@@ -12,6 +12,7 @@
 //!   second record of a fresh segment; once effective, no entry before it is
 //!   live, so every older segment may go.
 
+use super::DiskBytes;
 use super::error::{StorageError, io_err, sync_err};
 use super::fsutil::sync_dir;
 use super::record::{self, MAX_PAYLOAD};
@@ -19,6 +20,7 @@ use crate::raft::{Entry, HardState, LogId};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(crate) const SEGMENT_SUFFIX: &str = ".log";
 
@@ -85,6 +87,11 @@ pub(crate) struct Wal {
     hard_state: HardState,
     scratch: Vec<u8>,
     unsynced: bool,
+    /// Sizes of the sealed segments (all but the active one), in order.
+    sealed: Vec<u64>,
+    sealed_total: u64,
+    /// Where the segments' total size is published (see `DiskBytes`).
+    bytes: Arc<DiskBytes>,
 }
 
 /// What recovery learned about the WAL, needed to continue writing it.
@@ -103,11 +110,13 @@ impl Wal {
         dir: &Path,
         segment_bytes: u64,
         st: WalState,
+        bytes: Arc<DiskBytes>,
     ) -> Result<Wal, StorageError> {
         let Some(&active) = st.segments.last() else {
             let first = st.last_index.max(st.floor) + 1;
             let writer = create_segment(dir, first)?;
             let mut wal = Wal::new(dir, segment_bytes, vec![first], writer, 0, st);
+            wal.bytes = bytes;
             wal.write_hard_state_record()?;
             wal.sync()?;
             return Ok(wal);
@@ -120,7 +129,17 @@ impl Wal {
         let writer = BufWriter::with_capacity(WRITE_BUFFER, file);
         let has_hs = st.active_has_hard_state;
         let (segments, len) = (st.segments.clone(), st.active_len);
+        // Once at open: from here on the sizes are counted as written.
+        let mut sealed = Vec::with_capacity(segments.len());
+        for &first in &segments[..segments.len() - 1] {
+            let path = dir.join(segment_name(first));
+            sealed.push(fs::metadata(&path).map_err(io_err(&path))?.len());
+        }
         let mut wal = Wal::new(dir, segment_bytes, segments, writer, len, st);
+        wal.sealed_total = sealed.iter().sum();
+        wal.sealed = sealed;
+        wal.bytes = bytes;
+        wal.publish();
         if !has_hs {
             // A crash during a roll can leave the new segment without its
             // leading hard state; restore the invariant before any deletion.
@@ -149,7 +168,21 @@ impl Wal {
             hard_state: st.hard_state,
             scratch: Vec::new(),
             unsynced: false,
+            sealed: Vec::new(),
+            sealed_total: 0,
+            bytes: Arc::default(),
         }
+    }
+
+    /// Publishes the segments' total size, buffered bytes included.
+    fn publish(&self) {
+        self.bytes.set_wal(self.sealed_total + self.active_len);
+    }
+
+    /// Forgets the sizes of the first `n` segments, just deleted.
+    fn forget_sealed(&mut self, n: usize) {
+        self.sealed_total -= self.sealed.drain(..n).sum::<u64>();
+        self.publish();
     }
 
     fn active_path(&self) -> PathBuf {
@@ -216,6 +249,7 @@ impl Wal {
         }
         self.active_len += self.scratch.len() as u64;
         self.unsynced = true;
+        self.publish();
         Ok(())
     }
 
@@ -246,6 +280,8 @@ impl Wal {
         let name = first.max(self.last_index + 1).max(active + 1);
         self.writer = create_segment(&self.dir, name)?;
         self.segments.push(name);
+        self.sealed.push(self.active_len);
+        self.sealed_total += self.active_len;
         self.active_len = 0;
         self.write_hard_state_record()
     }
@@ -273,6 +309,7 @@ impl Wal {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
         self.segments.drain(..old);
+        self.forget_sealed(old);
         sync_dir(&self.dir)
     }
 
@@ -299,6 +336,7 @@ impl Wal {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
         self.segments.drain(..keep_from);
+        self.forget_sealed(keep_from);
         sync_dir(&self.dir)
     }
 

@@ -123,6 +123,7 @@ fn variables(dashboard: &Value) -> Vec<&Value> {
 
 /// Replaces `$name` and `${name}` by `values[name]`, longest names first so
 /// `$__range_s` is not read as `$__range` followed by `_s`.
+/// Panics if a variable is left.
 pub fn substitute(expr: &str, values: &BTreeMap<&str, String>) -> String {
     let mut names: Vec<_> = values.keys().collect();
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
@@ -132,7 +133,12 @@ pub fn substitute(expr: &str, values: &BTreeMap<&str, String>) -> String {
             .replace(&format!("${{{n}}}"), &values[n])
             .replace(&format!("${n}"), &values[n]);
     }
-    assert!(!out.contains('$'), "unsubstituted variable in {out}");
+    // `$1` is label_replace's capture group: no variable name starts with
+    // a digit, and Grafana leaves it alone.
+    let variable = out
+        .match_indices('$')
+        .any(|(i, _)| !out[i + 1..].starts_with(|c: char| c.is_ascii_digit()));
+    assert!(!variable, "unsubstituted variable in {out}");
     out
 }
 
@@ -212,4 +218,23 @@ pub fn problems(name: &str, d: &Value) -> Vec<String> {
         }
     }
     bad
+}
+
+/// The metric names `expr` selects: every name written right before a
+/// `{...}` selector (every query of the dashboards selects by labels).
+pub fn selected_metrics(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    for (i, _) in expr.match_indices('{') {
+        let start = expr[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |p| p + 1);
+        let name = &expr[start..i];
+        // `{{pod}}` in a legend or `${x}` are not selectors.
+        let templated = start > 0 && bytes[start - 1] == b'$';
+        if !name.is_empty() && !templated && !name.as_bytes()[0].is_ascii_digit() {
+            out.push(name.to_string());
+        }
+    }
+    out
 }

@@ -158,3 +158,56 @@ pub fn has_finite_value(data: &Value) -> bool {
         })
     })
 }
+
+/// A stand-in for the kubelet's volume stats: a thread serving
+/// `kubelet_volume_stats_{capacity,available,used}_bytes` for each pod's
+/// claim `data-<pod>` (1 Gi, a quarter used), scraped as job `kubelet`.
+pub struct FakeKubelet {
+    pub addr: String,
+}
+
+impl FakeKubelet {
+    pub const JOB: &str = "kubelet";
+
+    pub fn start(namespace: &str, targets: &[Target]) -> FakeKubelet {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut body = String::new();
+        for (metric, value) in [
+            ("capacity", 1u64 << 30),
+            ("available", 3 << 28),
+            ("used", 1 << 28),
+        ] {
+            body += &format!("# TYPE kubelet_volume_stats_{metric}_bytes gauge\n");
+            for t in targets {
+                body += &format!(
+                    "kubelet_volume_stats_{metric}_bytes{{namespace=\"{namespace}\",persistentvolumeclaim=\"data-{}\"}} {value}\n",
+                    t.pod
+                );
+            }
+        }
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FakeKubelet { addr }
+    }
+
+    /// Its scrape config, as a `scrape_configs` list item.
+    pub fn scrape_config(&self) -> String {
+        format!(
+            "- job_name: {}\n  static_configs:\n  - targets: ['{}']\n",
+            Self::JOB,
+            self.addr
+        )
+    }
+}

@@ -367,6 +367,7 @@ impl Driver {
         self.metrics
             .peer_queue_wait
             .observe(queued_at.elapsed().as_secs_f64());
+        self.metrics.peer_round_trips.received(&m, queued_at);
         let now = self.now();
         self.replica.step(m, now);
     }

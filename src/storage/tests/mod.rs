@@ -1,6 +1,7 @@
 //! Tests of the data directory: helpers here, cases by theme in submodules.
 
 mod damage;
+mod disk_bytes;
 mod install;
 mod log;
 mod range;
