@@ -11,14 +11,25 @@ impl Raft {
     pub(super) fn accept_leader(&mut self, from: NodeId, term: Term) {
         if self.role != self.follower_role() || self.leader_id != Some(from) {
             self.leader_id = Some(from);
+            self.leader_lost_at = None;
             self.ballots.clear();
             self.released_term = None;
             self.set_role(self.follower_role());
         }
-        self.leader_lost = false;
+        // A message that arrives just after the connection broke may have
+        // been sent before: the leader's messages come on its own
+        // connection, the loss is seen on ours, in no fixed order. It
+        // counts as contact (for the lease bound we report) but neither
+        // proves the leader alive nor cancels the early campaign.
+        let in_flight = self
+            .leader_lost_at
+            .is_some_and(|t| self.now.saturating_since(t) < self.cfg.connection_settle());
+        if !in_flight {
+            self.leader_lost_at = None;
+            self.reset_election_deadline();
+        }
         self.last_leader_contact = self.now;
         self.contact_term = term;
-        self.reset_election_deadline();
     }
 
     /// The driver's input: the connection to `peer` broke — reset or closed
@@ -37,9 +48,9 @@ impl Raft {
         if self.leader.is_none()
             && self.leader_id == Some(peer)
             && peer != self.cfg.id
-            && !self.leader_lost
+            && self.leader_lost_at.is_none()
         {
-            self.leader_lost = true;
+            self.leader_lost_at = Some(self.now);
             // Randomized like an election timeout, so that the followers
             // of a dead leader rarely campaign at the same instant.
             let grace = self.cfg.connection_grace();
