@@ -24,7 +24,8 @@
 //!   deliver every message until nothing moves; `heartbeats N`: what N may
 //!   send while its last `Ready` is still being synced (`take_heartbeats`).
 //! - `deliver [A->B]`, `drop A->B`: messages in flight; `cut A->B`,
-//!   `isolate N`, `heal`: links that lose what they carry.
+//!   `isolate N`, `heal`: links that lose what they carry; `conn-lost A->B`:
+//!   A's connection to B broke (`Raft::connection_lost`).
 //! - `propose N VALUE`, `read N ID`, `conf N add-learner|promote|remove M`,
 //!   `transfer N M`, `compact N` (snapshot what N applied), `crash N`,
 //!   `restart N` (from what N persisted), `inject A->B MESSAGE` (a message

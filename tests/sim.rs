@@ -432,3 +432,23 @@ fn catches_committing_an_old_term_entry_by_counting() {
         Check::LeaderCompleteness,
     );
 }
+
+/// A killed leader's peers see their connections reset and elect a new
+/// leader long before an election timeout; the new leader still waits out
+/// the old lease, and the history stays linearizable.
+#[test]
+fn a_killed_leader_is_replaced_before_the_election_timeout() {
+    assert_scenario_passes(scenarios::leader_killed);
+}
+
+/// A reset connection alone never deposes a live leader.
+#[test]
+fn a_reset_connection_to_a_live_leader_changes_no_term() {
+    assert_scenario_passes(scenarios::reset_to_a_live_leader);
+}
+
+/// Resets over and over cause no election.
+#[test]
+fn flapping_resets_cause_no_election() {
+    assert_scenario_passes(scenarios::flapping_resets);
+}

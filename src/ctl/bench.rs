@@ -1,5 +1,8 @@
 //! `raftctl bench`: concurrent clients, each with its own session, sending
-//! sequential requests; latencies in an HDR histogram.
+//! sequential requests; latencies in an HDR histogram. `raftctl bench
+//! failover` measures something else: see `failover`.
+
+pub mod failover;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +100,9 @@ pub async fn run(
     options: ClientOptions,
     output: Output,
 ) -> Result<(), CtlError> {
+    if args.workload == Workload::Failover {
+        return failover::run(&args.failover, endpoints, options, output).await;
+    }
     if args.clients == 0 || args.key_space == 0 {
         return Err(CtlError::new(
             Exit::BadInput,
@@ -228,7 +234,8 @@ async fn worker(client: Client, plan: Plan, shared: Arc<Shared>, seed: u64) -> T
         let key = format!("bench-{}", rng.random_range(0..plan.key_space));
         let read = match plan.workload {
             Workload::Get => true,
-            Workload::Set => false,
+            // (Failover runs no workers: see `run`.)
+            Workload::Set | Workload::Failover => false,
             Workload::Mixed => rng.random_range(0..100u8) < plan.read_percent,
         };
         let began = Instant::now();
@@ -288,6 +295,7 @@ fn workload_name(workload: Workload) -> &'static str {
         Workload::Set => "set",
         Workload::Get => "get",
         Workload::Mixed => "mixed",
+        Workload::Failover => "failover",
     }
 }
 

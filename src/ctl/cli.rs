@@ -487,7 +487,8 @@ pub struct LocalArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Workload: set, get, or mixed (see --read-percent).
+    /// Workload: set, get, or mixed (see --read-percent); failover: kill
+    /// the leader of a `raftctl local` cluster and measure the write gap.
     #[arg(value_enum, default_value_t = Workload::Set)]
     pub workload: Workload,
     /// Concurrent clients, each with its own connection and session.
@@ -508,6 +509,8 @@ pub struct BenchArgs {
     /// Share of reads in the mixed workload, in percent.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub read_percent: u8,
+    #[command(flatten)]
+    pub failover: super::bench::failover::FailoverArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -516,6 +519,7 @@ pub enum Workload {
     Set,
     Get,
     Mixed,
+    Failover,
 }
 
 /// `HOST:PORT` (an `http://` or `https://` prefix is dropped: --cacert

@@ -120,6 +120,34 @@ impl Config {
         self.lease_duration.mul_f64(1.0 - self.max_clock_drift)
     }
 
+    /// How long, at least, a follower whose connection to its leader broke
+    /// waits to hear from it again before it starts a pre-vote (the core
+    /// adds up to half of it at random): two heartbeat intervals, time for
+    /// a live leader to reconnect and send its next heartbeat. With the
+    /// defaults (100–150 ms) shorter than the old lease a new leader must
+    /// wait out anyway (L(1 + ρ) from the last contact), so waiting it
+    /// costs a failover little or nothing.
+    pub(crate) fn connection_grace(&self) -> Duration {
+        (self.heartbeat_interval * 2).min(self.election_timeout)
+    }
+
+    /// How long after a broken connection a message of the leader may
+    /// still be one it sent before (it comes on another connection):
+    /// half a heartbeat interval. Such a message does not prove the
+    /// leader alive.
+    pub(crate) fn connection_settle(&self) -> Duration {
+        self.heartbeat_interval / 2
+    }
+
+    /// How long a voter whose connection to its leader broke must not have
+    /// heard from it before it stops counting it as live (stickiness):
+    /// one and a half heartbeat intervals — a live leader heartbeats
+    /// within one — and less than the grace after which the other
+    /// followers campaign.
+    pub(crate) fn lost_leader_silence(&self) -> Duration {
+        self.heartbeat_interval.mul_f64(1.5)
+    }
+
     /// How much of an old leader's lease may still run, seen from a voter
     /// that last heard from it `since` ago on its own clock (widened so that
     /// the new leader, whose clock may also drift, can wait it out on its own clock).

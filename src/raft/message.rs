@@ -160,6 +160,12 @@ pub enum Event {
     TransferAborted {
         to: NodeId,
     },
+    /// The connection to the leader this node follows broke
+    /// (`Raft::connection_lost`): it campaigns unless the leader is heard
+    /// from again within the grace period.
+    LeaderConnectionLost {
+        leader: NodeId,
+    },
     /// A peer's message that no correct peer could send was dropped (see
     /// `raft::validate`): a misconfigured, buggy or corrupt peer.
     MessageDropped {

@@ -434,6 +434,11 @@ impl<C: Callers> Replica<C> {
         self.raft.step(m, now);
     }
 
+    /// The connection to `peer` broke (see `Raft::connection_lost`).
+    pub fn connection_lost(&mut self, peer: NodeId, now: Instant) {
+        self.raft.connection_lost(peer, now);
+    }
+
     /// Time passes: the core's timers, and a time entry if this node leads,
     /// has been idle, and cluster time is needed (keys with a deadline, or
     /// sessions).

@@ -11,6 +11,14 @@
 //! loses the heartbeats queued behind it and backs the reconnection off. A
 //! follower catching up is exactly when several ~1 MiB appends queue at
 //! once, so without the cap a batch of them crossed tonic's 4 MiB default.
+//!
+//! A stream that was up and breaks (reset or closed by the peer, as the
+//! kernel does when the peer's process dies) is reported to the node loop,
+//! which feeds it to the core as `Raft::connection_lost`: a follower whose
+//! leader died campaigns without waiting out its election timeout
+//! (docs/consensus.md, "Failover on a broken connection"). The task then
+//! reconnects at once, without a backoff, so that a live peer behind a
+//! reset connection (a proxy's) is heard again within the core's grace.
 
 use super::peer_check::{Params, PeerHealth};
 use super::wire;
@@ -67,6 +75,8 @@ pub struct Sender {
 }
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A connection that lasted this long and broke is tried again at once.
+const QUICK_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The sending side: a queue and a task per peer.
 pub struct Transport {
@@ -74,16 +84,23 @@ pub struct Transport {
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
     sender: Sender,
+    /// Where the peer tasks report a broken connection, and the node
+    /// loop's end of it (taken once, by `take_losses`).
+    lost: mpsc::UnboundedSender<NodeId>,
+    losses: Option<mpsc::UnboundedReceiver<NodeId>>,
 }
 
 impl Transport {
     /// Starts one outbound task per peer in `peers` (id, `host:port`).
     pub fn start(sender: Sender, peers: Vec<(NodeId, String)>, metrics: Metrics) -> Transport {
+        let (lost, losses) = mpsc::unbounded_channel();
         let mut t = Transport {
             queues: HashMap::new(),
             tasks: Vec::new(),
             metrics,
             sender,
+            lost,
+            losses: Some(losses),
         };
         for (id, addr) in peers {
             t.spawn(id, addr);
@@ -95,8 +112,15 @@ impl Transport {
         let (tx, rx) = mpsc::channel(QUEUE);
         self.queues.insert(id, tx);
         let sender = self.sender.clone();
+        let lost = self.lost.clone();
         self.tasks
-            .push(tokio::spawn(run_peer(id, addr, sender, rx)));
+            .push(tokio::spawn(run_peer(id, addr, sender, rx, lost)));
+    }
+
+    /// The peers whose established connection broke, in the order it
+    /// happened (for the node loop; `None` after the first call).
+    pub fn take_losses(&mut self) -> Option<mpsc::UnboundedReceiver<NodeId>> {
+        self.losses.take()
     }
 
     /// Queues `messages` without waiting; drops what does not fit.
@@ -141,10 +165,36 @@ async fn run_peer(
     addr: String,
     sender: Sender,
     mut rx: mpsc::Receiver<pb::PeerMessage>,
+    lost: mpsc::UnboundedSender<NodeId>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match stream_to(&addr, &sender, &mut rx, &mut backoff).await {
+        let mut up = false;
+        let started = tokio::time::Instant::now();
+        let result = stream_to(&addr, &sender, &mut rx, &mut backoff, &mut up).await;
+        let broke = up
+            && match &result {
+                Ok(StreamEnd::QueueClosed) => false,
+                Ok(StreamEnd::Ended) => true,
+                Err(e) => {
+                    !(refusal(e.code())
+                        || crate::tls::handshake_failure(e).is_some()
+                        || e.code() == tonic::Code::OutOfRange)
+                }
+            };
+        if broke {
+            // An established connection broke: tell the core, and try
+            // again at once (a live peer answers; a dead one refuses) —
+            // unless it had not lasted long, which a flapping link must
+            // not turn into a busy loop.
+            tracing::debug!(peer = %id, addr, "peer connection lost");
+            let _ = lost.send(id);
+            if started.elapsed() >= QUICK_RETRY_AFTER {
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+        }
+        match result {
             Ok(StreamEnd::QueueClosed) => return,
             Ok(StreamEnd::Ended) => {}
             // Another cluster or other parameters, or our certificate is
@@ -196,6 +246,7 @@ async fn stream_to(
     sender: &Sender,
     rx: &mut mpsc::Receiver<pb::PeerMessage>,
     backoff: &mut Duration,
+    up: &mut bool,
 ) -> Result<StreamEnd, Status> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::invalid_argument(e.to_string()))?
@@ -237,8 +288,10 @@ async fn stream_to(
             r = &mut call => break flatten(r),
             r = tx.send(batch) => if r.is_err() { break Ok(()) },
         }
-        // The peer takes our batches: the next failure starts a fresh backoff.
+        // The peer takes our batches: the next failure starts a fresh
+        // backoff, and is a connection lost.
         *backoff = MIN_BACKOFF;
+        *up = true;
     };
     call.abort();
     result.map(|()| StreamEnd::Ended)

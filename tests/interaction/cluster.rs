@@ -167,6 +167,15 @@ impl Cluster {
                 self.cut.insert((from, to));
                 Ok(vec![])
             }
+            "conn-lost" => {
+                let (Some(at), Some(peer)) = route(args.first().ok_or("conn-lost AT->PEER")?)?
+                else {
+                    return Err("conn-lost AT->PEER names both nodes".into());
+                };
+                let now = self.now;
+                self.raft(at)?.connection_lost(peer, now);
+                Ok(vec![])
+            }
             "heal" => {
                 self.cut.clear();
                 Ok(vec![])

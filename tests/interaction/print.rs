@@ -202,6 +202,9 @@ pub fn event(e: &Event) -> String {
         Event::LogCompacted { last } => format!("compacted its log up to {}", id(*last)),
         Event::TransferStarted { to } => format!("transfers leadership to n{to}"),
         Event::TransferAborted { to } => format!("gave up the transfer to n{to}"),
+        Event::LeaderConnectionLost { leader } => {
+            format!("lost its connection to leader n{leader}")
+        }
         Event::MessageDropped { from, kind, reason } => {
             format!("DROPPED {kind} from n{from}: {reason}")
         }

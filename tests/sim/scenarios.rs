@@ -304,3 +304,108 @@ pub fn slow_disks_keep_the_lease() -> Scenario {
         settle: ms(1000),
     }
 }
+
+/// The leader's process is killed (docs/consensus.md, "Failover on a
+/// broken connection").
+///
+/// n0 leads term 2 and holds its lease; n1 holds its last write. n0 is
+/// killed: n1 and n2 see their connections to it reset. n2's timer is held
+/// (it never campaigns), so only n1 can; n2, which lost its connection to
+/// n0 too, no longer counts n0 as live and grants n1's pre-vote. n1 leads
+/// term 3 within 200 ms of the kill, where its election timeout alone
+/// (at least 300 ms after it last heard n0, at most 50 ms before the
+/// kill) would not have run out; like
+/// every new leader it waits out n0's lease before it serves, and the
+/// write it takes then and the read after it are linearizable with n0's
+/// last write.
+pub fn leader_killed() -> Scenario {
+    let script = Script::new()
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .until(Cond::Lease(N0), ms(1000))
+        .release_timer(N1)
+        .set(0, N0, "a", "1")
+        .until(Cond::Answered(0), ms(1000))
+        .until(Cond::Durable(N1, LogId::new(2, 3)), ms(1000))
+        .kill(N0)
+        .until(Cond::Leads(N1, 3), ms(200))
+        .set(1, N1, "a", "2")
+        .until(Cond::Answered(1), ms(400))
+        .get(2, N1, "a")
+        .until(Cond::Answered(2), ms(400))
+        .restart(N0);
+    three_nodes("the leader is killed", script)
+}
+
+/// n0 leads term 2; the prefix of the reset scenarios.
+fn n0_leads_with_a_write() -> Script {
+    Script::new()
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .until(Cond::Lease(N0), ms(1000))
+        .release_timer(N1)
+        .release_timer(N2)
+        .set(0, N0, "a", "1")
+        .until(Cond::Answered(0), ms(1000))
+}
+
+/// The connections between a live leader and one follower reset (a
+/// proxy's reset), once while the link keeps carrying messages and once
+/// while it then stays down for 200 ms, twice the grace. n1 stops counting
+/// n0 as live: in the first case it hears n0 again within the grace and
+/// nothing happens; in the second it asks for pre-votes, which n2 (still
+/// hearing n0) and n0 refuse. No term changes: n0 leads term 2 and holds
+/// its lease throughout, and takes the next write.
+pub fn reset_to_a_live_leader() -> Scenario {
+    let script = n0_leads_with_a_write()
+        .reset(N0, N1)
+        .run(ms(500))
+        .expect_live(Cond::Leads(N0, 2))
+        .expect_live(Cond::Lease(N0))
+        .reset(N0, N1)
+        .cut(N0, N1, Traffic::All)
+        .run(ms(200))
+        .heal()
+        .run(ms(500))
+        .expect_live(Cond::Leads(N0, 2))
+        .expect_live(Cond::Lease(N0))
+        .set(1, N0, "a", "2")
+        .until(Cond::Answered(1), ms(1000));
+    three_nodes("a reset connection to a live leader", script)
+}
+
+/// The leader's connections to both followers reset every 100 ms for two
+/// seconds, and its link to n1 then loses everything for 50 ms each time
+/// (a flapping proxy). Both followers stop counting n0 as live at each
+/// reset, but hear it again within the grace, or campaign in vain while
+/// the other one hears it: no election, no term change, n0 keeps its
+/// lease. A follower that campaigned at once on a reset would, with the
+/// other one also reset, depose n0 every time.
+pub fn flapping_resets() -> Scenario {
+    let script = (0..20).fold(n0_leads_with_a_write(), |s, _| {
+        s.reset(N0, N1)
+            .reset(N0, N2)
+            .cut(N0, N1, Traffic::All)
+            .run(ms(50))
+            .heal()
+            .run(ms(50))
+            .expect_live(Cond::Leads(N0, 2))
+            .expect_live(Cond::Lease(N0))
+    });
+    let script = script
+        .set(1, N0, "a", "2")
+        .until(Cond::Answered(1), ms(1000));
+    three_nodes("flapping resets", script)
+}
+
+/// Three nodes with exact clocks, settling for a second after `script`.
+fn three_nodes(name: &'static str, script: Script) -> Scenario {
+    Scenario {
+        name,
+        clock_rates: vec![1.0; 3],
+        script,
+        settle: ms(1000),
+    }
+}

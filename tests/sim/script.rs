@@ -74,7 +74,15 @@ enum Action {
     Heal,
     /// Lift the rules on one link (a held link delivers what it kept).
     Lift(NodeId, NodeId),
+    /// The node stops; its peers' connections to it stay silent (a
+    /// machine that lost power, a network that stopped carrying packets).
     Crash(NodeId),
+    /// The node's process is killed: it stops, and its peers' connections
+    /// to it reset at once.
+    Kill(NodeId),
+    /// The connections between two live nodes reset (a proxy's reset):
+    /// both ends see it; nothing else is lost.
+    Reset(NodeId, NodeId),
     Restart(NodeId),
     /// The node's timer stops: as a follower it never times out on its own
     /// (a leader would stop its heartbeats too: scripts hold followers only).
@@ -183,6 +191,12 @@ impl Script {
     }
     pub fn crash(self, n: NodeId) -> Script {
         self.act(Action::Crash(n))
+    }
+    pub fn kill(self, n: NodeId) -> Script {
+        self.act(Action::Kill(n))
+    }
+    pub fn reset(self, a: NodeId, b: NodeId) -> Script {
+        self.act(Action::Reset(a, b))
     }
     pub fn restart(self, n: NodeId) -> Script {
         self.act(Action::Restart(n))
@@ -368,7 +382,14 @@ impl World {
             }
             Action::Change(leader, change) => self.propose_change(leader, change),
             Action::Crash(n) => {
-                self.crash(n);
+                self.crash(n, false);
+            }
+            Action::Kill(n) => {
+                self.crash(n, true);
+            }
+            Action::Reset(a, b) => {
+                self.reset_connection(a, b);
+                self.reset_connection(b, a);
             }
             Action::Restart(n) => {
                 if self.nodes[&n].replica.is_none() {
@@ -441,6 +462,8 @@ impl fmt::Display for Action {
             Action::Transfer(from, to) => write!(f, "n{from} hands leadership to n{to}"),
             Action::Change(leader, change) => write!(f, "n{leader} proposes {change:?}"),
             Action::Crash(n) => write!(f, "crash n{n}"),
+            Action::Kill(n) => write!(f, "kill n{n} (its peers' connections reset)"),
+            Action::Reset(a, b) => write!(f, "reset the connections n{a} <-> n{b}"),
             Action::Restart(n) => write!(f, "restart n{n}"),
             Action::HoldTimer(n) => write!(f, "hold n{n}'s timer"),
             Action::ReleaseTimer(n) => write!(f, "release n{n}'s timer"),

@@ -344,6 +344,9 @@ enum Ev {
     Fault,
     Heal(u64),
     Restart(NodeId),
+    /// (node, peer): the node's connection to the peer broke (a reset, as
+    /// the kernel sends for a process that died, or a proxy's).
+    ConnectionLost(NodeId, NodeId),
 }
 
 pub struct World {
@@ -723,9 +726,10 @@ impl World {
         self.schedule(10 * MS, Ev::Tick(id, inc));
     }
 
-    /// Stops a running node; what it had not fsynced is lost. False if it
-    /// was already down.
-    fn crash(&mut self, id: NodeId) -> bool {
+    /// Stops a running node; what it had not fsynced is lost; its peers see
+    /// their connections to it reset if `resets` (a killed process's socket
+    /// is closed by the kernel). False if it was already down.
+    fn crash(&mut self, id: NodeId, resets: bool) -> bool {
         let flushed_anyway = self.rng.random_bool(0.5);
         let node = self.nodes.get_mut(&id).expect("node");
         if node.replica.take().is_none() {
@@ -742,7 +746,19 @@ impl World {
         node.lease_real_expiry = None;
         node.busy_until = 0;
         self.log(format!("n{id} CRASHES (unsynced writes lost)"));
+        if resets {
+            let peers: Vec<NodeId> = self.nodes.keys().copied().filter(|p| *p != id).collect();
+            for p in peers {
+                self.reset_connection(p, id);
+            }
+        }
         true
+    }
+
+    /// `at`'s connection to `peer` breaks: `at` learns it after a network delay.
+    pub(super) fn reset_connection(&mut self, at: NodeId, peer: NodeId) {
+        let d = self.net_delay();
+        self.schedule(d, Ev::ConnectionLost(at, peer));
     }
 
     // ---------------------------------------------------------------- events
@@ -896,6 +912,22 @@ impl World {
                     self.log("partition healed".into());
                 }
                 Ok(())
+            }
+            Ev::ConnectionLost(id, peer) => {
+                let node = &self.nodes[&id];
+                if node.replica.is_none() {
+                    return Ok(());
+                }
+                if node.busy_until > self.now {
+                    let t = node.busy_until - self.now;
+                    self.schedule(t, Ev::ConnectionLost(id, peer));
+                    return Ok(());
+                }
+                self.note_step(id);
+                let local = self.local(id);
+                self.log(format!("n{id}: connection to n{peer} lost"));
+                self.replica(id).connection_lost(peer, local);
+                self.after_input(id)
             }
             Ev::Restart(id) => {
                 if self.nodes[&id].replica.is_none() {
@@ -1428,7 +1460,7 @@ impl World {
                 } else {
                     pick(&mut self.rng)
                 };
-                if self.crash(victim) {
+                if self.crash(victim, true) {
                     // Quick restarts matter: a restarted voter has forgotten
                     // which leader it heard from, and votes at once.
                     let d = if self.rng.random_bool(0.5) {
@@ -1469,6 +1501,19 @@ impl World {
                 }
             }
             80..=89 => self.membership_fault(leader),
+            _ if self.rng.random_bool(0.3) => {
+                // Reset the connections between two live nodes (a proxy's
+                // or a middlebox's reset): both ends see it.
+                let (a, b) = (
+                    leader.unwrap_or_else(|| pick(&mut self.rng)),
+                    pick(&mut self.rng),
+                );
+                if a != b {
+                    self.log(format!("RESET connections n{a} <-> n{b}"));
+                    self.reset_connection(a, b);
+                    self.reset_connection(b, a);
+                }
+            }
             _ => {
                 // Cut a single link, one way or both: one node stops hearing
                 // the leader while the others still do.

@@ -34,8 +34,14 @@ impl Raft {
         // stand in for that voter's vote. Refusing costs no liveness: no
         // configuration can need the vote of a node that holds nothing.
         let log_ok = last_log >= self.log.last_id() && self.log.last_id().index.0 > 0;
+        // Two pre-candidates with the same log (the followers of a leader
+        // that died, whose connections reset at the same instant): the
+        // lower id goes first, so that their elections do not split the
+        // votes. Only ever a refusal more, never a grant.
+        let yields =
+            self.role == Role::PreCandidate && last_log == self.log.last_id() && self.cfg.id < from;
         let granted = if pre_vote {
-            term > self.term && log_ok && !self.is_sticky(transfer)
+            term > self.term && log_ok && !self.is_sticky(transfer) && !yields
         } else {
             term == self.term
                 && self.voted_for.is_none_or(|v| v == from)
@@ -63,14 +69,20 @@ impl Raft {
     }
 
     /// Leader stickiness: a node that heard from a live leader within T does
-    /// not help anyone unseat it (unless the leader itself asked, by TimeoutNow).
+    /// not help anyone unseat it (unless the leader itself asked, by
+    /// TimeoutNow). A leader whose connection broke (`leader_lost_at`) and
+    /// that has been silent for `lost_leader_silence` counts as live no
+    /// longer: with the reset alone, a follower that heard the leader's
+    /// last heartbeat just before it would help unseat a live leader (the
+    /// lease bound this node reports still counts from its last contact).
     pub(super) fn is_sticky(&self, transfer: bool) -> bool {
         if transfer {
             return false;
         }
+        let since = self.now.saturating_since(self.last_leader_contact);
+        let lost = self.leader_lost_at.is_some() && since >= self.cfg.lost_leader_silence();
         self.leader.is_some()
-            || (self.leader_id.is_some()
-                && self.now.saturating_since(self.last_leader_contact) < self.cfg.election_timeout)
+            || (self.leader_id.is_some() && !lost && since < self.cfg.election_timeout)
     }
 
     /// What this node reports, as a voter, about the last leader it heard from.
@@ -81,6 +93,7 @@ impl Raft {
 
     pub(super) fn start_pre_vote(&mut self) {
         self.leader_id = None;
+        self.leader_lost_at = None;
         self.ballots.clear();
         self.released_term = None;
         self.reset_election_deadline();
@@ -111,6 +124,7 @@ impl Raft {
         self.term = Term(self.term.0 + 1);
         self.voted_for = Some(self.cfg.id);
         self.leader_id = None;
+        self.leader_lost_at = None;
         self.ballots.clear();
         self.released_term = released_term;
         self.reset_election_deadline();
@@ -216,6 +230,7 @@ impl Raft {
         self.ballots.clear();
         self.released_term = None;
         self.leader_id = Some(self.cfg.id);
+        self.leader_lost_at = None;
         let now = self.now;
         self.serve_after = self.serve_after.max(now + wait);
         let next = self.log.last_index().next();

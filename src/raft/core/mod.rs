@@ -83,6 +83,12 @@ pub struct Raft {
     role: Role,
     leader_id: Option<NodeId>,
     election_deadline: Instant,
+    /// When the connection to `leader_id` broke (`connection_lost`), if no
+    /// message of that leader sent since has arrived: the election deadline
+    /// was brought forward to a grace after it, and once the leader has
+    /// been silent for long it no longer counts as live for stickiness
+    /// (docs/consensus.md, "Failover on a broken connection").
+    leader_lost_at: Option<Instant>,
     /// When this node last accepted a message from a leader, of which term:
     /// the basis of the lease bound it reports when it votes.
     last_leader_contact: Instant,
@@ -134,6 +140,7 @@ impl Raft {
             role: Role::Follower,
             leader_id: None,
             election_deadline: now,
+            leader_lost_at: None,
             // Unknown before a restart: assume we heard from a leader just now,
             // so the lease bound we report covers any lease we acknowledged.
             last_leader_contact: now,
@@ -338,6 +345,7 @@ impl Raft {
             self.voted_for = None;
         }
         self.leader_id = leader;
+        self.leader_lost_at = None;
         self.ballots.clear();
         self.released_term = None;
         self.reset_election_deadline();

@@ -62,6 +62,8 @@ const PEER_BATCH: usize = 1024;
 /// What woke the loop.
 enum Wake {
     Peer(raft::Message, std::time::Instant),
+    /// The transport's connection to this peer broke.
+    ConnectionLost(NodeId),
     Input(Input),
     Tick,
     Snapshot(Result<Background, oneshot::error::RecvError>),
@@ -128,6 +130,8 @@ pub(super) fn in_background<T: Send + 'static>(
 /// The loop's sources of work, apart from the driver's own state.
 struct Io {
     inbox: Inbox,
+    /// Peers whose connection broke (`Transport::take_losses`).
+    losses: mpsc::UnboundedReceiver<NodeId>,
     ticker: tokio::time::Interval,
     /// The snapshot stage under way, if any (at most one).
     job: Option<oneshot::Receiver<Background>>,
@@ -148,6 +152,7 @@ impl Io {
     async fn next(&mut self, jobs: bool) -> Wake {
         let Io {
             inbox,
+            losses,
             ticker,
             job,
             hashed,
@@ -166,6 +171,7 @@ impl Io {
                 Some((at, m)) => Wake::Peer(m, at),
                 None => Wake::Closed,
             },
+            Some(peer) = losses.recv() => Wake::ConnectionLost(peer),
             _ = ticker.tick() => Wake::Tick,
             r = job => Wake::Snapshot(r),
             Some((index, hash)) = hashed.recv() => Wake::Hashed(index, hash),
@@ -291,8 +297,10 @@ impl Driver {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (_, spare) = mpsc::unbounded_channel();
+        let (_, no_losses) = mpsc::unbounded_channel();
         let mut io = Io {
             inbox,
+            losses: self.transport.take_losses().unwrap_or(no_losses),
             ticker,
             job: None,
             hashed: self.hashed.take().unwrap_or(spare),
@@ -333,6 +341,10 @@ impl Driver {
     fn on_wake(&mut self, wake: Wake, io: &mut Io) -> Result<(), String> {
         match wake {
             Wake::Peer(m, at) => self.step_peer(m, at),
+            Wake::ConnectionLost(peer) => {
+                let now = self.now();
+                self.replica.connection_lost(peer, now);
+            }
             Wake::Input(input) => self.handle(input),
             Wake::Tick => {
                 let now = self.now();

@@ -187,6 +187,12 @@ impl Driver {
             Event::MessageDropped { from, kind, reason } => {
                 tracing::warn!(from = from.0, kind, reason, "peer message dropped")
             }
+            Event::LeaderConnectionLost { leader } => {
+                tracing::info!(
+                    leader = leader.0,
+                    "connection to the leader lost: campaigning unless it is heard from again"
+                )
+            }
             Event::TransferAborted { to } => {
                 tracing::warn!(to = to.0, "leadership transfer aborted")
             }
