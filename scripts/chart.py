@@ -6,7 +6,9 @@ no cluster needed) and every rendered object is validated against the
 Kubernetes OpenAPI schemas of a current release in strict mode (PyPI
 `kubernetes-validate`: unknown fields are errors). See docs/kubernetes.md.
 
-  chart.py render [--set K=V ...] [--json]   print the manifests
+  chart.py render [--set K=V ...] [--json] [--upgrade-from N]
+                                             print the manifests (of an upgrade from N
+                                             replicas: with the scale-down hook)
   chart.py check                             lint + render + validate + guards + k8s/ == render
   chart.py write-k8s                         regenerate k8s/ from the default render
   chart.py compare FILE                      `raftctl manifests -o json` (FILE) against the
@@ -263,7 +265,18 @@ def check():
     check_scale_down_hook()
     ok("helm upgrade 5 -> 3: a pre-upgrade Job runs `raftctl scale 3` on this StatefulSet, RBAC (created first) "
        "grants exactly raftctl's calls, a failed Job is kept, nothing of the workload selects its pod; "
-       "3 -> 3, 3 -> 5 and helm template: no hook; releases raftctl cannot find are refused")
+       "3 -> 3, 3 -> 5 and helm template: no hook; any release name, name override and client port: "
+       "the Job passes the StatefulSet's selector and port")
+
+    runs = check_backup()
+    ok(f"backup.enabled ({runs} value sets): a CronJob (Forbid) runs `raftctl snapshot save --dir /backup --keep N` of "
+       "the image against the client Service and port, on the chart's claim or the volume given, with the "
+       "workload's security settings and the client certificate under TLS; the NetworkPolicy admits its pod to "
+       "the client port only")
+    check_restore()
+    ok("restore.fromSnapshot: an init container restores the backup into the node's data directory as the "
+       "member its pod name says, founders as voters, once (skips an initialized directory and non-founders); "
+       "refused without file or volume and on upgrade")
 
     check_tls()
     ok("tls.enabled: each source (generate, certManager, existingSecret) at 3 and 5 members mounts the Secret, "
@@ -274,9 +287,9 @@ def check():
     assert "raftctl" in text and "port-forward" in text and "helm test" in text, text
     assert "CANARY" not in text and "CANARY" in notes({"updateStrategy": {"rollingUpdate": {"partition": 2}}})
     assert "raftctl scale 3` first" in text and "scaleDownHook.enabled=false" not in text, text
-    for unusable in ({"nameOverride": "kv"}, {"scaleDownHook": {"enabled": False}}):
-        other = notes(unusable)
-        assert "raftctl scale 3` first" not in other and "scaleDownHook.enabled=false" in other, other
+    assert "raftctl scale 3` first" in notes({"nameOverride": "kv", "ports": {"client": 8000}})
+    other = notes({"scaleDownHook": {"enabled": False}})
+    assert "raftctl scale 3` first" not in other and "scaleDownHook.enabled=false" in other, other
     ok("NOTES.txt tells how to reach the cluster with raftctl, how a scale-down goes (through the hook, or by hand "
        "when it is off or cannot work), and when a canary partition holds a rollout")
 
@@ -1110,7 +1123,7 @@ def check_generated_kept():
         x509.load_pem_x509_certificate(pem(only_ca[k], "tls.crt")).verify_directly_issued_by(ca)
 
 
-def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False):
+def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False, live_name=None):
     """The scale-down hook's objects on an upgrade to `values` when `lookup`
     finds the release's StatefulSet at `live_replicas` (None: not found):
     the chart's own helper, rendered in a copy of the chart with one template
@@ -1131,7 +1144,7 @@ def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False):
                 yaml.safe_dump(defaults, f)
         live = {} if live_replicas is None else {
             "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name if name == RELEASE else f"{name}-raftkv", "namespace": NAMESPACE},
+            "metadata": {"name": live_name or (name if name == RELEASE else f"{name}-raftkv"), "namespace": NAMESPACE},
             "spec": {"replicas": live_replicas}}
         with open(os.path.join(copy, "live.json"), "w") as f:
             json.dump(live, f)
@@ -1142,14 +1155,6 @@ def hook_with(live_replicas, values, name=RELEASE, without_hook_defaults=False):
                                            is_install=False, is_upgrade=True)
     return [doc for path in sorted(out) if path.endswith(".yaml")
             for doc in yaml.safe_load_all(out[path]) if doc]
-
-
-def hook_error(live_replicas, values, name=RELEASE):
-    try:
-        hook_with(live_replicas, values, name)
-    except helm.HelmError as e:
-        return str(e)
-    return None
 
 
 def check_scale_down_hook():
@@ -1201,7 +1206,8 @@ def check_scale_down_hook():
         sts = find(objs, "StatefulSet")
         assert c["image"] == sts["spec"]["template"]["spec"]["containers"][0]["image"]
         assert c["command"] == ["/usr/local/bin/raftctl"], c["command"]
-        want = ["scale", "3", "--platform", "kube", "--namespace", NAMESPACE, "--name", sts["metadata"]["name"]]
+        want = ["scale", "3", "--platform", "kube", "--namespace", NAMESPACE, "--name", sts["metadata"]["name"],
+                "--selector", "app.kubernetes.io/instance=raftkv,app.kubernetes.io/name=raftkv", "--client-port", "7379"]
         assert c["args"] == want + (["--delete-data"] if delete else []), c["args"]
         for k, v in extra.items():
             assert pod.get(k) == v, f"hook pod {k}: {pod.get(k)} != {v}"
@@ -1265,17 +1271,172 @@ def check_scale_down_hook():
     assert any(selector_matches(p["podSelector"], job["spec"]["template"]["metadata"]["labels"])
                for r in np["spec"]["ingress"] for p in r["from"] if "podSelector" in p), np
 
-    refused = {
-        "a release whose StatefulSet is not named after it": ((5, base, "prod"), "app.kubernetes.io/instance"),
-        "nameOverride": ((5, with_values(base, nameOverride="kv"), RELEASE), "app.kubernetes.io/name=raftkv"),
-        "another client port": ((5, with_values(base, ports={"client": 8000}), RELEASE), "7379"),
-    }
-    for what, ((live, values, name), needle) in refused.items():
-        err = hook_error(live, values, name)
-        assert err is not None and needle in err and "scaleDownHook.enabled=false" in err, f"{what}: {err}"
-    # Not shrinking: nothing to refuse. fullnameOverride = release: accepted.
-    assert hook_error(3, base, "prod") is None
-    assert hook_error(5, with_values(base, fullnameOverride="prod"), "prod") is None
+    # Any release name, nameOverride, fullnameOverride and client port: the
+    # Job names the StatefulSet, passes its pod selector and client port.
+    for name, more, sts_name in (("prod", {"ports": {"client": 8000}}, "prod-raftkv"),
+                                 ("db", {"nameOverride": "kv", "ports": {"client": 9100}}, "db-kv"),
+                                 ("prod", {"fullnameOverride": "store"}, "store")):
+        objs = hook_with(5, with_values(base, networkPolicy={"enabled": True}, **more), name, live_name=sts_name)
+        validate(objs, f"scale-down hook render of release {name} {more}")
+        job = next(o for o in hooked(objs) if o["kind"] == "Job")
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        flag = lambda f: args[args.index(f) + 1]
+        sts = find(objs, "StatefulSet")
+        assert flag("--name") == sts["metadata"]["name"] == sts_name, args
+        query = dict(kv.split("=", 1) for kv in flag("--selector").split(","))
+        assert query == sts["spec"]["selector"]["matchLabels"], (query, sts["spec"]["selector"])
+        assert selector_matches({"matchLabels": query}, sts["spec"]["template"]["metadata"]["labels"])
+        ports = {p["name"]: p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        assert int(flag("--client-port")) == ports["client"] == more.get("ports", {}).get("client", 7379), args
+        np = find(objs, "NetworkPolicy")
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert any(selector_matches(p["podSelector"], labels) and ports["client"] in [q["port"] for q in r["ports"]]
+                   for r in np["spec"]["ingress"] for p in r["from"] if "podSelector" in p), np
+
+
+def client_port_rules(objs, port):
+    """The podSelector peers of the NetworkPolicy rules that open only the
+    client port `port`, as pod_selectors names them."""
+    np = find(objs, "NetworkPolicy")
+    return [f"NetworkPolicy/{np['metadata']['name']}.spec.ingress[{i}].from[{j}].podSelector"
+            for i, r in enumerate(np["spec"]["ingress"]) if [p["port"] for p in r["ports"]] == [port]
+            for j, peer in enumerate(r["from"]) if "podSelector" in peer]
+
+
+def check_backup():
+    """backup.enabled: a CronJob (Forbid, the schedule) runs `raftctl
+    snapshot save --dir /backup --keep N` of the StatefulSet's image against
+    the client Service on the client port, with the workload's security
+    settings and scheduling, the client certificate when tls.enabled, on the
+    chart's claim (size, class) or the volume given. The NetworkPolicy
+    admits its pod to the client port and nothing of the workload selects
+    it. Off (the default): none of it, and the same policy as before."""
+    assert not [o for o in render() if o["kind"] in ("CronJob", "PersistentVolumeClaim")]
+    extra = {"imagePullSecrets": [{"name": "regcred"}], "nodeSelector": {"pool": "db"},
+             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}
+    runs = 0
+    for name, tls, policy, port in (("raftkv", False, {}, 7379),
+                                    ("prod", False, {"clientNamespaceSelector": {"matchLabels": {"team": "apps"}}}, 8000),
+                                    ("raftkv", True, {"clientNamespaceSelector": {"matchLabels": {"team": "apps"}}}, 7379)):
+        values = with_values(NON_DEFAULT, ports={"client": port}, tls={"enabled": tls}, networkPolicy=policy,
+                             backup={"enabled": True, "schedule": "15 3 * * *", "keep": 4,
+                                     "persistence": {"size": "20Gi", "storageClass": "fast"}}, **extra)
+        objs = render(values, name=name)
+        validate(objs, f"backup render ({name}, tls {tls})")
+        cron = find(objs, "CronJob")
+        sts = find(objs, "StatefulSet")
+        svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["labels"].get("raftkv.io/service") == "client")
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == "15 3 * * *", cron["spec"]
+        job = cron["spec"]["jobTemplate"]["spec"]
+        pod = job["template"]["spec"]
+        (c,) = pod["containers"]
+        node = sts["spec"]["template"]["spec"]
+        assert c["image"] == node["containers"][0]["image"] and c["command"] == ["/usr/local/bin/raftctl"], c
+        svc_port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "client")
+        assert svc_port == port
+        assert c["args"] == ["--endpoints", f"{svc['metadata']['name']}:{port}", "snapshot", "save",
+                             "--dir", "/backup", "--keep", "4"], c["args"]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "backup")
+        assert mount["mountPath"] == "/backup" and not mount.get("readOnly"), mount
+        claim_name = next(v for v in pod["volumes"] if v["name"] == "backup")["persistentVolumeClaim"]["claimName"]
+        claim = find(objs, "PersistentVolumeClaim", claim_name)
+        assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+        assert claim["spec"]["storageClassName"] == "fast" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert c["securityContext"] == node["containers"][0]["securityContext"]
+        assert pod["securityContext"] == node["securityContext"]
+        assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+        assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+        for k, v in extra.items():
+            assert pod.get(k) == v, f"backup pod {k}: {pod.get(k)} != {v}"
+        if tls:
+            client_secret = TLS_SOURCES["generate"][2]
+            assert secret_mount(pod, c, client_secret) == TLS_DIR, pod.get("volumes")
+            assert secret_mount(pod, c, TLS_SOURCES["generate"][1]) is None, "never a member's key"
+            for k, v in CLIENT_TLS_ENV.items():
+                assert env_map(c).get(k) == v, f"backup env {k}"
+        else:
+            assert "env" not in c and secret_mount(pod, c, f"{name}-raftkv-client-tls") is None
+        # The policy admits the backup pod to the client port (explicitly
+        # when clients are limited to selected namespaces), and nothing of
+        # the workload selects it.
+        labels = job["template"]["metadata"]["labels"]
+        np = find(objs, "NetworkPolicy")
+        rules = client_port_rules(objs, port)
+        selecting = [w for w, sel in pod_selectors([o for o in objs if not is_hook(o) and o["kind"] != "CronJob"])
+                     if selector_matches(sel, labels)]
+        assert selecting and set(selecting) <= set(rules), f"backup pod {labels} selected by {selecting}; rules {rules}"
+        if policy:
+            assert any(p.get("podSelector", {}).get("matchLabels") == {k: labels[k] for k in
+                       ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+                       for r in np["spec"]["ingress"] for p in r["from"]), np
+        runs += 1
+    # Without it, the policy does not name the backup pod.
+    off = find(render(with_values(NON_DEFAULT, networkPolicy={"clientNamespaceSelector": {"matchLabels": {"a": "b"}}})),
+               "NetworkPolicy")
+    assert "backup" not in json.dumps(off), off
+    # A volume of one's own: no claim, the volume used as is.
+    nfs = {"nfs": {"server": "nfs.example", "path": "/exports/raftkv"}}
+    objs = render({"backup": {"enabled": True, "volume": nfs}})
+    validate(objs, "backup render with a volume")
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    vol = next(v for v in find(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+               if v["name"] == "backup")
+    assert vol == dict(nfs, name="backup"), vol
+    for values, needle in (({"backup": {"enabled": True, "keep": 0}}, "keep"),
+                           ({"backup": {"enabled": True, "persistence": {"size": "lots"}}}, "backup.persistence.size"),
+                           ({"backup": {"enabled": True, "schedule": ""}}, "schedule")):
+        err = render_error(values)
+        assert err is not None and needle in err, f"{values}: {err}"
+    return runs
+
+
+def check_restore():
+    """restore.fromSnapshot: every pod gets an init container that runs
+    `raftctl snapshot restore /restore/FILE` into the node's own data
+    directory (the path of its data mount and of the ConfigMap's data_dir)
+    as the member its pod name says, with the founders as voters (and
+    cluster.id when set), skipping a directory that holds a node already
+    and ordinals above the founders; the backup's volume read-only. Refused
+    without a file or a volume, and on upgrades. Off: the same pod template
+    as before."""
+    plain = find(render(NON_DEFAULT), "StatefulSet")
+    assert "initContainers" not in plain["spec"]["template"]["spec"]
+    vol = {"persistentVolumeClaim": {"claimName": "raftkv-backup", "readOnly": True}}
+    for founders, cluster_id in ((3, ""), (5, "raftkv-restored")):
+        values = with_values(NON_DEFAULT, replicas=founders, cluster={"initialMembers": founders, "id": cluster_id},
+                             persistence={"enabled": True},
+                             restore={"fromSnapshot": {"enabled": True, "file": "raftkv-x-20261207T000000Z-9.snap",
+                                                       "volume": vol}})
+        objs = render(values)
+        validate(objs, f"restore render ({founders} founders)")
+        sts = find(objs, "StatefulSet")
+        pod = sts["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        node = pod["containers"][0]
+        data_dir = next(m["mountPath"] for m in node["volumeMounts"] if m["name"] == "data")
+        config = yaml.safe_load(find(objs, "ConfigMap")["data"]["config.yaml"])
+        assert config["data_dir"] == data_dir
+        want = ["snapshot", "restore", "/restore/raftkv-x-20261207T000000Z-9.snap", "--data-dir", data_dir,
+                "--member-from-pod-name", "$(RAFTKV_POD_NAME)", "--voters", ",".join(map(str, range(founders)))]
+        want += ["--cluster-id", cluster_id] if cluster_id else []
+        want += ["--skip-if-initialized", "--skip-non-voters"]
+        assert init["args"] == want, init["args"]
+        assert init["command"] == ["/usr/local/bin/raftctl"] and init["image"] == node["image"]
+        assert init["env"] == [{"name": "RAFTKV_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+        mounts = {m["name"]: m for m in init["volumeMounts"]}
+        assert mounts["data"]["mountPath"] == data_dir and not mounts["data"].get("readOnly")
+        assert mounts["restore"]["mountPath"] == "/restore" and mounts["restore"]["readOnly"] is True
+        assert next(v for v in pod["volumes"] if v["name"] == "restore") == dict(vol, name="restore")
+        assert init["securityContext"] == node["securityContext"]
+        assert config.get("cluster_id", "") == cluster_id
+    enabled = {"enabled": True, "file": "f.snap", "volume": vol}
+    for values, needle, upgrade in (
+            ({"restore": {"fromSnapshot": dict(enabled, file="")}}, "restore.fromSnapshot.file", False),
+            ({"restore": {"fromSnapshot": dict(enabled, volume={})}}, "restore.fromSnapshot.volume", False),
+            ({"restore": {"fromSnapshot": enabled}}, "install of a new cluster only", True)):
+        err = render_error(values, is_upgrade=upgrade)
+        assert err is not None and needle in err, f"{values}: {err}"
 
 
 def check_tls():
@@ -1475,6 +1636,9 @@ def main():
         q.add_argument("--set", action="append", default=[], help="Helm --set expression")
         q.add_argument("--set-json", action="append", default=[], help="Helm --set-json expression")
     r.add_argument("--json", action="store_true", help="one JSON array instead of YAML documents")
+    r.add_argument("--upgrade-from", type=int, metavar="N",
+                   help="render a helm upgrade whose `lookup` finds the release's StatefulSet at N replicas "
+                        "(the scale-down hook renders when N is above replicas)")
     s.add_argument("--release", default=RELEASE, help="the Helm release name")
     s.add_argument("--pod", action="append", default=[], metavar="POD=HOST[:HTTP_PORT]",
                    help="a pod's address; HOST:PORT stands for its http port (a node outside Kubernetes)")
@@ -1484,7 +1648,8 @@ def main():
     c.add_argument("file", help="the output of `raftctl manifests -o json`")
     args = p.parse_args()
     if args.cmd == "render":
-        objs = render(parse_values(args.set, args.set_json))
+        values = parse_values(args.set, args.set_json)
+        objs = render(values) if args.upgrade_from is None else hook_with(args.upgrade_from, values)
         if args.json:
             json.dump(objs, sys.stdout)
         else:

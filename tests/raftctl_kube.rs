@@ -368,6 +368,57 @@ async fn pods_are_listed_by_label_and_deleted_with_the_asked_grace() {
     server.await.unwrap();
 }
 
+/// A Helm release named otherwise (StatefulSet `prod-raftkv`, pods
+/// labelled with the release `prod`) on client port 8000: with the chart's
+/// `--selector` and `--client-port` (what the scale-down hook passes),
+/// raftctl lists exactly those pods and dials them on that port.
+#[tokio::test]
+async fn a_release_of_any_name_and_port_is_found_by_its_selector() {
+    let prod = |ordinal: u64| {
+        let mut p = pod(ordinal, "Running", true);
+        p["metadata"]["name"] = json!(format!("prod-raftkv-{ordinal}"));
+        p
+    };
+    let steps = vec![step(
+        Method::GET,
+        "/api/v1/namespaces/db/pods?&labelSelector=app.kubernetes.io%2Finstance%3Dprod%2Capp.kubernetes.io%2Fname%3Draftkv",
+        200,
+        // A pod of another StatefulSet the selector also matched is ignored.
+        pod_list(vec![prod(1), prod(0), pod(0, "Running", true)]),
+    )];
+    let (platform, server) = mock_platform(steps);
+    let platform = KubePlatform::new(platform.client, "db".into(), "prod-raftkv".into(), true)
+        .with_pods(
+            Some("app.kubernetes.io/instance=prod,app.kubernetes.io/name=raftkv".into()),
+            8000,
+        );
+    let pods = platform.pods().await.unwrap();
+    let found: Vec<(&str, Option<&str>)> = pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.endpoint.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "prod-raftkv-0",
+                Some("prod-raftkv-0.prod-raftkv-headless.db.svc:8000")
+            ),
+            (
+                "prod-raftkv-1",
+                Some("prod-raftkv-1.prod-raftkv-headless.db.svc:8000")
+            ),
+        ]
+    );
+    assert_eq!(
+        platform.endpoints_for(3).await.unwrap(),
+        (0..3)
+            .map(|i| format!("prod-raftkv-{i}.prod-raftkv-headless.db.svc:8000"))
+            .collect::<Vec<_>>()
+    );
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn status_shows_pods_beside_their_nodes() {
     let steps = vec![step(

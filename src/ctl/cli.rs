@@ -355,6 +355,13 @@ pub struct KubeArgs {
     /// StatefulSet name (kube) or container name prefix (docker).
     #[arg(long, default_value = "raftkv")]
     pub name: String,
+    /// Label selector of the StatefulSet's pods (kube; default:
+    /// app.kubernetes.io/name=raftkv,app.kubernetes.io/instance=NAME).
+    #[arg(long)]
+    pub selector: Option<String>,
+    /// The members' client port (kube).
+    #[arg(long, default_value_t = crate::ctl::platform::pod::CLIENT_PORT as u16)]
+    pub client_port: u16,
 }
 
 #[derive(Debug, Args)]

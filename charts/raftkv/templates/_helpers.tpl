@@ -127,5 +127,63 @@ in that order; the upgrade must then carry the new count). */ -}}
 {{- if ge (int .Values.raft.heartbeatMs) (int .Values.raft.leaseMs) -}}
 {{- fail "raft.heartbeatMs must be shorter than raft.leaseMs" -}}
 {{- end -}}
+{{- if include "raftkv.backup.enabled" . -}}
+{{- $size := toString .Values.backup.persistence.size -}}
+{{- if and (not .Values.backup.volume) (not (regexMatch "^([0-9]+(\\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $size)) -}}
+{{- fail (printf "backup.persistence.size: %q is not a Kubernetes quantity (like 5Gi)" $size) -}}
+{{- end -}}
+{{- end -}}
+{{- if include "raftkv.restore.enabled" . -}}
+{{- $r := .Values.restore.fromSnapshot -}}
+{{- if not $r.file -}}
+{{- fail "restore.fromSnapshot.file: name the backup file on restore.fromSnapshot.volume (raftctl snapshot status FILE shows what it holds)" -}}
+{{- end -}}
+{{- if not $r.volume -}}
+{{- fail "restore.fromSnapshot.volume: give the volume source that holds the backup file (e.g. {persistentVolumeClaim: {claimName: raftkv-backup}})" -}}
+{{- end -}}
+{{- if .Release.IsUpgrade -}}
+{{- fail "restore.fromSnapshot.enabled is for the install of a new cluster only: set it to false for this upgrade (a member whose volume is lost later must rejoin the running cluster, not be reseeded from an old backup; docs/operations.md, Restore with the chart)" -}}
+{{- end -}}
+{{- end -}}
 {{- include "raftkv.tls.validate" . -}}
+{{- end -}}
+
+{{/* The backup CronJob and its claim (raftkv.backupName), with labels of
+their own: no selector of the workload takes its pod for a member; the
+NetworkPolicy admits it to the client port. */}}
+{{- define "raftkv.backupName" -}}
+{{- printf "%s-backup" (include "raftkv.fullname" .) | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "raftkv.backupSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-backup" (include "raftkv.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "raftkv.backupLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "raftkv.backupSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: backup
+app.kubernetes.io/part-of: raftkv
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* The founding members' ids, 0..initialMembers-1, comma separated. */}}
+{{- define "raftkv.founders" -}}
+{{- $ids := list -}}
+{{- range $i := until (int .Values.cluster.initialMembers) -}}
+{{- $ids = append $ids (toString $i) -}}
+{{- end -}}
+{{- join "," $ids -}}
+{{- end -}}
+
+{{/* Whether backups and the restore are on ("true" or ""): off too under
+`helm upgrade --reuse-values` from a chart without these values. */}}
+{{- define "raftkv.backup.enabled" -}}
+{{- if dig "enabled" false (.Values.backup | default dict) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "raftkv.restore.enabled" -}}
+{{- if dig "fromSnapshot" "enabled" false (.Values.restore | default dict) -}}true{{- end -}}
 {{- end -}}

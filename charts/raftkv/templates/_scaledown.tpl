@@ -22,7 +22,6 @@ without scaleDownHook renders with that chart's values, which lack it. */ -}}
 {{- $to := int $.Values.replicas -}}
 {{- $from := int ((($live).spec | default dict).replicas | default 0) -}}
 {{- if and $h.enabled $.Release.IsUpgrade (gt $from $to) -}}
-{{- include "raftkv.scaleDownHook.validate" $ -}}
 {{- $name := printf "%s-scale-down" (include "raftkv.fullname" $) | trunc 63 | trimSuffix "-" -}}
 {{- $hook := dict "helm.sh/hook" "pre-upgrade" "helm.sh/hook-delete-policy" "before-hook-creation,hook-succeeded" -}}
 {{- $rbac := merge (dict "helm.sh/hook-weight" "-10") $hook -}}
@@ -136,6 +135,12 @@ spec:
             - {{ $.Release.Namespace | quote }}
             - --name
             - {{ include "raftkv.fullname" $ | quote }}
+            # The pods as the StatefulSet selects them, on the chart's port,
+            # whatever the release and its values call them.
+            - --selector
+            - {{ include "raftkv.selectorQuery" $ | quote }}
+            - --client-port
+            - {{ int $.Values.ports.client | quote }}
             {{- if $h.deleteData }}
             - --delete-data
             {{- end }}
@@ -158,29 +163,13 @@ spec:
 {{- end -}}
 {{- end -}}
 
-{{/*
-Why raftctl scale cannot find this release's members, or nothing: it
-selects the pods by app.kubernetes.io/name=raftkv and
-app.kubernetes.io/instance=<StatefulSet name>, and reaches them on the
-default client port.
-*/}}
-{{- define "raftkv.scaleDownHook.unusable" -}}
-{{- $sts := include "raftkv.fullname" . -}}
-{{- if ne (include "raftkv.name" .) "raftkv" -}}
-{{- printf "nameOverride %q: raftctl selects the pods by app.kubernetes.io/name=raftkv" (include "raftkv.name" .) -}}
-{{- else if ne .Release.Name $sts -}}
-{{- printf "the release %q names its StatefulSet %q: raftctl selects the pods by app.kubernetes.io/instance=<StatefulSet name>, and the chart labels them with the release name (install the release as %q, or set fullnameOverride to the release name)" .Release.Name $sts $sts -}}
-{{- else if ne (int .Values.ports.client) 7379 -}}
-{{- printf "ports.client %d: raftctl reaches the members on 7379" (int .Values.ports.client) -}}
+{{/* The StatefulSet's pod selector as raftctl's --selector (k=v,k=v). */}}
+{{- define "raftkv.selectorQuery" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := (include "raftkv.selectorLabels" . | fromYaml) -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
 {{- end -}}
-{{- end -}}
-
-{{/* Refuses the render, with the way out, when raftctl cannot do it. */}}
-{{- define "raftkv.scaleDownHook.validate" -}}
-{{- $why := include "raftkv.scaleDownHook.unusable" . -}}
-{{- if $why -}}
-{{- fail (printf "scaleDownHook: cannot remove the members above replicas=%d with raftctl scale: %s. Remove them first (`raftctl member remove ID` for each ordinal >= %d, highest first, with leadership on a member that stays), then upgrade with scaleDownHook.enabled=false" (int .Values.replicas) $why (int .Values.replicas)) -}}
-{{- end -}}
+{{- join "," $pairs -}}
 {{- end -}}
 
 {{/* Whether the hook is on ("true" or ""), on by default. */}}

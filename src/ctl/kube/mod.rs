@@ -41,7 +41,17 @@ pub struct KubePlatform {
     /// Reach pods by their DNS names (raftctl runs inside the cluster)
     /// rather than through port-forwards.
     in_cluster: bool,
+    /// Which pods are the members and their client port (boxed: the
+    /// platform is one variant of `AnyPlatform` among smaller ones).
+    pods: Box<Members>,
     forwards: Mutex<Forwards>,
+}
+
+/// The StatefulSet's pods: their label selector (`--selector`) and client
+/// port (`--client-port`).
+struct Members {
+    selector: String,
+    client_port: i32,
 }
 
 /// Reads the kubeconfig like kubectl: `--kubeconfig`, else $KUBECONFIG, else
@@ -85,22 +95,35 @@ impl KubePlatform {
         let client =
             Client::try_from(config).map_err(|e| api_error("create a Kubernetes client", e))?;
         let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-        Ok(KubePlatform::new(
-            client,
-            namespace,
-            args.name.clone(),
-            in_cluster,
-        ))
+        let platform = KubePlatform::new(client, namespace, args.name.clone(), in_cluster);
+        Ok(platform.with_pods(args.selector.clone(), args.client_port))
     }
 
+    /// The platform of StatefulSet `name`, whose pods carry raftctl's
+    /// labels and listen on the default client port.
     pub fn new(client: Client, namespace: String, name: String, in_cluster: bool) -> KubePlatform {
         KubePlatform {
             client,
             namespace,
+            pods: Box::new(Members {
+                selector: selector_of(&name),
+                client_port: CLIENT_PORT,
+            }),
             name,
             in_cluster,
             forwards: Mutex::new(Forwards::default()),
         }
+    }
+
+    /// Pods selected by `selector` (default: raftctl's labels) reached on
+    /// `client_port`: a Helm release's members (docs/kubernetes.md,
+    /// "Scaling").
+    pub fn with_pods(mut self, selector: Option<String>, client_port: u16) -> KubePlatform {
+        if let Some(selector) = selector {
+            self.pods.selector = selector;
+        }
+        self.pods.client_port = i32::from(client_port);
+        self
     }
 
     pub fn pods_api(&self) -> Api<Pod> {
@@ -109,7 +132,7 @@ impl KubePlatform {
 
     /// The cluster's pods, in ordinal order.
     pub async fn list_pods(&self) -> Result<Vec<Pod>, CtlError> {
-        let params = ListParams::default().labels(&selector_of(&self.name));
+        let params = ListParams::default().labels(&self.pods.selector);
         let list = self.pods_api().list(&params).await.map_err(|e| {
             api_error(
                 &format!(
@@ -147,7 +170,7 @@ impl KubePlatform {
     pub async fn endpoints_for(&self, replicas: u64) -> Result<Vec<String>, CtlError> {
         if self.in_cluster {
             return Ok((0..replicas)
-                .map(|i| self.pod_address(i, CLIENT_PORT))
+                .map(|i| self.pod_address(i, self.pods.client_port))
                 .collect());
         }
         let mut forwards = self.forwards.lock().await;
@@ -155,7 +178,7 @@ impl KubePlatform {
         for i in 0..replicas {
             let pod = format!("{}-{i}", self.name);
             let address = forwards
-                .add(self.pods_api(), pod, CLIENT_PORT as u16)
+                .add(self.pods_api(), pod, self.pods.client_port as u16)
                 .await
                 .map_err(|e| CtlError::error(format!("cannot open a local port-forward: {e}")))?;
             endpoints.push(address);
@@ -218,7 +241,9 @@ impl Platform for KubePlatform {
                     name: pod.metadata.name.clone()?,
                     id,
                     running: phase == Some("Running") && pod.metadata.deletion_timestamp.is_none(),
-                    endpoint: self.in_cluster.then(|| self.pod_address(id, CLIENT_PORT)),
+                    endpoint: self
+                        .in_cluster
+                        .then(|| self.pod_address(id, self.pods.client_port)),
                 })
             })
             .collect())

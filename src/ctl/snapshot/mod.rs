@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod restore;
+pub mod retention;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,11 +32,11 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
-    /// Stream a consistent snapshot from the leader into FILE, with its
-    /// index, term, cluster id and checksum. Written to FILE.tmp, fsynced,
-    /// then renamed: a failed save leaves no FILE. Progress on stderr when
-    /// it is a terminal.
-    Save { file: PathBuf },
+    /// Stream a consistent snapshot from the leader into FILE (or a file
+    /// named by what it holds in --dir), with its index, term, cluster id
+    /// and checksum. Written to FILE.tmp, fsynced, then renamed: a failed
+    /// save leaves no FILE. Progress on stderr when it is a terminal.
+    Save(SaveArgs),
     /// Seed the data directory of one member of a NEW cluster from FILE
     /// (new cluster id; same keys, sessions and TTLs). Run once per
     /// member; refuses a corrupt or truncated FILE and a non-empty
@@ -47,6 +48,22 @@ pub enum SnapshotCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The file to write.
+    #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+    pub file: Option<PathBuf>,
+    /// Write DIR/raftkv-<cluster>-<UTC time>-<index>.snap instead (the
+    /// directory must exist).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// After a successful save into --dir, delete the oldest files of that
+    /// naming pattern beyond the newest N (other files are never touched;
+    /// a failed save deletes nothing).
+    #[arg(long, requires = "dir", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+}
+
+#[derive(Debug, Args)]
 pub struct RestoreArgs {
     pub file: PathBuf,
     /// The member's data directory to create (missing or empty). For
@@ -54,8 +71,22 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// This member's node id.
+    #[arg(long, required_unless_present = "member_from_pod_name")]
+    pub member: Option<u64>,
+    /// Take the node id from a StatefulSet pod name, NAME-<ordinal> (the
+    /// chart passes its own pod's name: there is no shell to cut it).
+    #[arg(long, value_name = "POD", conflicts_with = "member")]
+    pub member_from_pod_name: Option<String>,
+    /// When --data-dir already holds a node (an identity), change nothing
+    /// and exit 0: the chart's restore init container runs before every
+    /// start of a pod, and restores only before the first.
     #[arg(long)]
-    pub member: u64,
+    pub skip_if_initialized: bool,
+    /// When the member is not one of the new cluster's voters, change
+    /// nothing and exit 0 (a pod added by a later scale-up joins the
+    /// restored cluster instead of being seeded).
+    #[arg(long)]
+    pub skip_non_voters: bool,
     /// The new cluster's voters, comma separated (default: the voters when
     /// the backup was taken). Give every member the same list.
     #[arg(long, value_delimiter = ',')]
@@ -73,7 +104,7 @@ pub async fn command(
     output: Output,
 ) -> Result<(), CtlError> {
     match command {
-        SnapshotCommand::Save { file } => save(&client()?, output, file).await,
+        SnapshotCommand::Save(args) => save(&client()?, output, args).await,
         SnapshotCommand::Restore(args) => restore(args, output),
         SnapshotCommand::Status { file } => status(file, output),
     }
@@ -97,6 +128,9 @@ struct Summary {
     sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     seconds: Option<f64>,
+    /// Older backups `--keep` deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    deleted: Vec<PathBuf>,
 }
 
 impl Summary {
@@ -121,6 +155,7 @@ impl Summary {
             file_bytes,
             sha256,
             seconds: None,
+            deleted: Vec::new(),
         }
     }
 
@@ -156,17 +191,45 @@ fn file_error(e: FileError) -> CtlError {
     CtlError::new(exit, e.to_string())
 }
 
-async fn save(client: &Client, output: Output, path: &Path) -> Result<(), CtlError> {
-    if path.is_dir() || file::temporary_path(path).is_none() {
-        return Err(CtlError::new(
-            Exit::BadInput,
-            format!("{} is not a file name to save to", path.display()),
-        ));
+async fn save(client: &Client, output: Output, args: &SaveArgs) -> Result<(), CtlError> {
+    match (&args.file, &args.dir) {
+        (Some(path), _) if path.is_dir() || file::temporary_path(path).is_none() => {
+            return Err(CtlError::new(
+                Exit::BadInput,
+                format!("{} is not a file name to save to", path.display()),
+            ));
+        }
+        (_, Some(dir)) if !dir.is_dir() => {
+            return Err(CtlError::new(
+                Exit::BadInput,
+                format!("--dir {} is not a directory", dir.display()),
+            ));
+        }
+        _ => {}
     }
     let started = Instant::now();
     let progress = Progress::start();
     let mut download = client.snapshot(STALL_LIMIT).await?;
     let header = download.header.clone();
+    let path = match (&args.file, &args.dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.join(retention::file_name(
+            &header.cluster_id,
+            header.taken_unix_ms,
+            header.index,
+        )),
+        (None, None) => unreachable!("clap requires FILE or --dir"),
+    };
+    let path = path.as_path();
+    if args.dir.is_some() && path.exists() {
+        return Err(CtlError::new(
+            Exit::Error,
+            format!(
+                "{} exists already (a save of the same index in the same second); nothing was changed",
+                path.display()
+            ),
+        ));
+    }
     let mut writer = Writer::create(path, &header).map_err(file_error)?;
     progress.receiving(header.data_bytes);
     let written = loop {
@@ -184,11 +247,24 @@ async fn save(client: &Client, output: Output, path: &Path) -> Result<(), CtlErr
     let seconds = started.elapsed().as_secs_f64();
     let mut summary = Summary::new(path, &header, written.file_bytes, written.sha256);
     summary.seconds = Some(seconds);
+    if let (Some(dir), Some(keep)) = (&args.dir, args.keep) {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        summary.deleted = retention::prune(dir, keep).map_err(|e| {
+            CtlError::error(format!(
+                "saved {}, but could not delete older backups in {} (--keep {keep}): {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    }
     match output {
         Output::Table => {
             let rate = written.file_bytes as f64 / 1e6 / seconds.max(1e-9);
             print!("{}", summary.lines());
             println!("saved in {seconds:.2}s ({rate:.1} MB/s)");
+            for old in &summary.deleted {
+                println!("deleted {} (--keep)", old.display());
+            }
             Ok(())
         }
         other => print_structured(other, &summary),
@@ -221,10 +297,49 @@ fn status(path: &Path, output: Output) -> Result<(), CtlError> {
 }
 
 fn restore(args: &RestoreArgs, output: Output) -> Result<(), CtlError> {
+    let member = match (&args.member, &args.member_from_pod_name) {
+        (Some(id), _) => *id,
+        (None, Some(pod)) => restore::ordinal_of(pod).ok_or_else(|| {
+            CtlError::new(
+                Exit::BadInput,
+                format!(
+                    "--member-from-pod-name {pod:?} is not a StatefulSet pod name (NAME-<ordinal>)"
+                ),
+            )
+        })?,
+        (None, None) => unreachable!("clap requires --member or --member-from-pod-name"),
+    };
+    let skipped = |message: String| match output {
+        Output::Table => {
+            println!("{message}");
+            Ok(())
+        }
+        other => print_structured(
+            other,
+            &serde_json::json!({"data_dir": args.data_dir, "member": member, "skipped": message}),
+        ),
+    };
+    if args.skip_if_initialized && restore::initialized(&args.data_dir) {
+        return skipped(format!(
+            "{} already holds a node's data: not restored (--skip-if-initialized)",
+            args.data_dir.display()
+        ));
+    }
     let backup = file::read(&args.file).map_err(file_error)?;
+    let voters = if args.voters.is_empty() {
+        &backup.header.voters
+    } else {
+        &args.voters
+    };
+    if args.skip_non_voters && !voters.contains(&member) {
+        return skipped(format!(
+            "node {member} is not one of the new cluster's voters: not restored \
+             (--skip-non-voters; it joins the restored cluster)"
+        ));
+    }
     let plan = Plan {
         data_dir: &args.data_dir,
-        member: args.member,
+        member,
         voters: &args.voters,
         cluster_id: args.cluster_id.as_deref(),
     };

@@ -217,8 +217,18 @@ impl Destination {
             _ => PathBuf::from("."),
         };
         let exists = match fs::read_dir(path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
+            Ok(entries) => {
+                let mut names = Vec::new();
+                for entry in entries {
+                    let entry = entry.map_err(|e| refuse(format!("cannot be read ({e})")))?;
+                    names.push(entry.file_name());
+                }
+                let interrupted = names.iter().any(|n| n == IN_PLACE);
+                let has_identity = names.iter().any(|n| n == "identity");
+                let foreign = names
+                    .iter()
+                    .any(|n| n != LOST_FOUND && (!interrupted || has_identity));
+                if foreign {
                     return Err(refuse(
                         "is not empty (a node's data, or another restore's)".into(),
                     ));
@@ -231,10 +241,16 @@ impl Destination {
             }
             Err(e) => return Err(refuse(format!("cannot be read ({e})"))),
         };
-        let mut staging = std::ffi::OsString::from(".");
-        staging.push(name);
-        staging.push(".restoring");
-        let staging = parent.join(staging);
+        // An existing directory (a volume's mount point, whose parent may be
+        // read-only) is filled in place from a staging directory inside it.
+        let staging = if exists {
+            path.join(IN_PLACE)
+        } else {
+            let mut staging = std::ffi::OsString::from(".");
+            staging.push(name);
+            staging.push(".restoring");
+            parent.join(staging)
+        };
         Ok(Destination {
             path: path.to_path_buf(),
             parent,
@@ -253,7 +269,24 @@ impl Destination {
             let path = path.to_path_buf();
             move |source| RestoreError::Io { path, source }
         };
-        fs::create_dir_all(&self.parent).map_err(io(&self.parent))?;
+        if self.exists {
+            // Left by an interrupted in-place restore (`check` saw no
+            // identity): everything but lost+found goes.
+            for entry in fs::read_dir(&self.path).map_err(io(&self.path))? {
+                let entry = entry.map_err(io(&self.path))?;
+                if entry.file_name() == LOST_FOUND {
+                    continue;
+                }
+                let p = entry.path();
+                if entry.file_type().map_err(io(&p))?.is_dir() {
+                    fs::remove_dir_all(&p).map_err(io(&p))?;
+                } else {
+                    fs::remove_file(&p).map_err(io(&p))?;
+                }
+            }
+        } else {
+            fs::create_dir_all(&self.parent).map_err(io(&self.parent))?;
+        }
         // Left by a restore that was interrupted: never a node's directory.
         if self.staging.exists() {
             fs::remove_dir_all(&self.staging).map_err(io(&self.staging))?;
@@ -265,7 +298,7 @@ impl Destination {
             })
             .and_then(|()| {
                 if self.exists {
-                    fs::remove_dir(&self.path).map_err(io(&self.path))?;
+                    return self.move_in();
                 }
                 fs::rename(&self.staging, &self.path).map_err(io(&self.path))?;
                 fs::File::open(&self.parent)
@@ -277,6 +310,54 @@ impl Destination {
         }
         result
     }
+
+    /// In place: moves the staging directory's entries up, the identity
+    /// last (a directory without it is not a node's: a rerun starts over),
+    /// then removes the staging directory.
+    fn move_in(&self) -> Result<(), RestoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RestoreError::Io { path, source }
+        };
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(&self.staging)
+            .map_err(io(&self.staging))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io(&self.staging))?;
+        names.sort_by_key(|n| n == "identity");
+        for name in &names {
+            if name == "identity" {
+                fs::File::open(&self.path)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&self.path))?;
+            }
+            fs::rename(self.staging.join(name), self.path.join(name)).map_err(io(&self.path))?;
+        }
+        fs::remove_dir(&self.staging).map_err(io(&self.staging))?;
+        fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.path))
+    }
+}
+
+/// The staging directory of a restore into an existing directory.
+const IN_PLACE: &str = ".restoring";
+/// What mkfs leaves on a fresh ext4 volume: not data.
+const LOST_FOUND: &str = "lost+found";
+
+/// Whether `dir` holds a node's data (an identity): what
+/// `--skip-if-initialized` checks.
+pub fn initialized(dir: &Path) -> bool {
+    dir.join("identity").is_file()
+}
+
+/// The node id of StatefulSet pod `pod` (`NAME-<ordinal>`).
+pub fn ordinal_of(pod: &str) -> Option<u64> {
+    let (_, digits) = pod.rsplit_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -465,6 +546,58 @@ mod tests {
         let started = std::time::Instant::now();
         restore(&backup, &plan(&tmp.path().join("node-0"), 0)).unwrap();
         time("restore of one member", started, written.file_bytes);
+        let mounted = tmp.path().join("volume");
+        fs::create_dir(&mounted).unwrap();
+        let started = std::time::Instant::now();
+        restore(&backup, &plan(&mounted, 1)).unwrap();
+        time(
+            "restore of one member into an existing directory (in place)",
+            started,
+            written.file_bytes,
+        );
+    }
+
+    #[test]
+    fn an_existing_mount_point_is_filled_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backup = backup_of(&state_machine(), tmp.path());
+        let dir = tmp.path().join("volume");
+        fs::create_dir_all(dir.join(LOST_FOUND)).unwrap();
+        assert!(!initialized(&dir));
+        let restored = restore(&backup, &plan(&dir, 1)).unwrap();
+        assert!(initialized(&dir));
+        let identity = Storage::inspect(&dir).unwrap().identity.unwrap();
+        assert_eq!(
+            (identity.node_id, identity.cluster_id),
+            (1, restored.cluster_id)
+        );
+        assert!(dir.join(LOST_FOUND).is_dir(), "lost+found stays");
+        assert!(!dir.join(IN_PLACE).exists());
+        assert!(!tmp.path().join(".volume.restoring").exists());
+        // A node's directory now: refused.
+        let e = restore(&backup, &plan(&dir, 1)).unwrap_err();
+        assert!(matches!(e, RestoreError::DataDir { .. }), "{e}");
+
+        // Interrupted before the identity moved in: redone from scratch.
+        let half = tmp.path().join("half");
+        fs::create_dir_all(half.join(IN_PLACE).join("snap")).unwrap();
+        fs::create_dir_all(half.join("wal")).unwrap();
+        fs::write(half.join("wal/junk"), b"x").unwrap();
+        restore(&backup, &plan(&half, 2)).unwrap();
+        assert!(initialized(&half) && !half.join("wal/junk").exists());
+        assert_eq!(
+            Storage::inspect(&half).unwrap().identity.unwrap().node_id,
+            2
+        );
+    }
+
+    #[test]
+    fn pod_names_give_ordinals() {
+        assert_eq!(ordinal_of("raftkv-2"), Some(2));
+        assert_eq!(ordinal_of("prod-kv-14"), Some(14));
+        assert_eq!(ordinal_of("raftkv"), None);
+        assert_eq!(ordinal_of("raftkv-"), None);
+        assert_eq!(ordinal_of("raftkv-x1"), None);
     }
 
     #[test]
