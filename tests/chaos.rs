@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::ctl::raftctl;
+use common::ctl::{Ctl, raftctl};
 use common::docker::ClusterObjects;
 use common::image;
 use common::local::{Local, free_base_port};
@@ -173,6 +173,175 @@ fn chaos_pausing_the_leader_on_a_local_cluster_stays_linearizable() {
         "terms {terms:?}, first {first_term}"
     );
     local.stop();
+}
+
+/// Every partition kind and a slow link, each once, on a local cluster
+/// with the checked workload: each fault must be seen to take effect
+/// (the majority side elects, the cut-off leader's lease lapses, the far
+/// side stops following, a write through slow links takes the delay),
+/// the cluster must converge within its bound after each heal, and the
+/// history must pass every check.
+#[test]
+fn partitions_and_a_slow_link_on_a_local_cluster_lose_nothing() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let local = Local::start(dir.path(), free_base_port());
+    let faults = "partition=isolate-leader:2s,partition=leader-minority:2s,\
+                  partition=one-way-out:2s,partition=one-way-in:2s,partition=bridge:2s,\
+                  slow=60ms~10ms:2s";
+    let chaos = [
+        "chaos",
+        "--duration",
+        "42s",
+        "--interval",
+        "5s",
+        "--faults",
+        faults,
+        "-o",
+        "json",
+        "--platform",
+        "local",
+        "--data-dir",
+        d,
+    ];
+    let report = raftctl(&chaos).ok().json();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["lost_writes"], 0);
+    assert_eq!(report["linearizability"]["verdict"], "linearizable");
+    assert_eq!(report["incr"]["ok"], true);
+    assert_eq!(report["replica_states"]["verdict"], "equal", "{report:#}");
+    let checks = report["links"].as_array().unwrap();
+    for kind in [
+        "partition isolate-leader",
+        "partition leader-minority",
+        "partition one-way-out",
+        "partition one-way-in",
+        "partition bridge",
+        "slow 60ms",
+    ] {
+        let check = checks
+            .iter()
+            .find(|c| c["fault"].as_str().unwrap().starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {report:#}"));
+        assert_eq!(check["confirmed"], true, "{check:#}");
+        assert_eq!(check["recovered"], true, "{check:#}");
+        let bound = 2.0 * 0.3 + 5.0;
+        assert!(check["recovered_after_seconds"].as_f64().unwrap() < bound);
+    }
+    // Partitions hit the leader of the moment.
+    for f in report["faults"].as_array().unwrap() {
+        if f["fault"].as_str().unwrap().starts_with("partition") {
+            assert_eq!(f["was_leader"], true, "{report:#}");
+        }
+    }
+    assert!(
+        report["operations"]["ok"].as_u64().unwrap() > 1000,
+        "{report:#}"
+    );
+    local.stop();
+}
+
+/// The proxies really lose what a partition cuts: a leader cut off from
+/// both followers cannot commit a write sent to it (it fails; nobody
+/// redirects it), the other two elect a leader and commit without it,
+/// and once healed the cut-off write is nowhere.
+#[test]
+fn a_leader_cut_off_by_the_link_proxies_commits_nothing() {
+    use raftkv::ctl::fault::Partition;
+    use raftkv::ctl::local::control::{self, Answer, Request};
+    use raftkv::ctl::local::links::LinkRule;
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let local = Local::start(dir.path(), base);
+    let leader = local.leader();
+    let endpoint = |id: u64| format!("127.0.0.1:{}", u64::from(base) + 10 * id);
+    let others: Vec<u64> = (0..3).filter(|&i| i != leader).collect();
+    let majority = others
+        .iter()
+        .map(|&i| endpoint(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ask = |request: Request| {
+        runtime
+            .block_on(control::ask(
+                dir.path(),
+                &request,
+                std::time::Duration::from_secs(5),
+            ))
+            .unwrap()
+    };
+    let rules = Partition::IsolateLeader
+        .cut(leader, &[0, 1, 2])
+        .into_iter()
+        .map(|(from, to)| LinkRule::cut(from, to))
+        .collect();
+    let answer = ask(Request::Links {
+        rules,
+        heal_after_ms: 60_000,
+    });
+    assert!(
+        matches!(answer, Answer::Links { ref proxied } if proxied.len() == 6),
+        "{answer:?}"
+    );
+
+    let alone = Ctl::new().endpoints(&endpoint(leader));
+    let cut_off = alone.run(&["set", "cut-off", "lost", "--timeout", "3s"]);
+    assert!(
+        !cut_off.success(),
+        "the cut-off leader committed: {cut_off}"
+    );
+    let rest = Ctl::new().endpoints(&majority);
+    rest.run(&["set", "majority", "ok", "--timeout", "10s"])
+        .ok();
+    let status = alone.run(&["status", "-o", "json"]).json();
+    let leads =
+        status[0]["role"] == "leader" && status[0]["lease_remaining_seconds"].as_f64() > Some(0.0);
+    assert!(
+        !leads,
+        "the cut-off leader still leads with a lease: {status:#}"
+    );
+
+    ask(Request::Heal);
+    let all = local.ctl();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = all.run(&["get", "majority", "--timeout", "2s"]);
+        if got.success() && got.stdout.contains("ok") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery: {got}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    all.run(&["check", "--timeout", "10s"]).ok();
+    let lost = all.run(&["get", "cut-off"]);
+    assert!(
+        !lost.stdout.contains("lost"),
+        "the cut-off write surfaced: {lost}"
+    );
+    drop(runtime);
+    local.stop();
+}
+
+/// Where the links between pods are out of reach, partitions and slow
+/// links are refused before the run, saying what would be needed.
+#[test]
+fn docker_refuses_link_faults_before_the_run() {
+    let out = raftctl(&[
+        "chaos",
+        "--platform",
+        "docker",
+        "--name",
+        "no-such-cluster-links",
+        "--faults",
+        "kill,partition=bridge",
+        "--duration",
+        "1s",
+    ]);
+    let why = out.fails(3, "the docker platform cannot cut or slow the links");
+    assert!(why.contains("docker network disconnect"), "{why}");
 }
 
 #[test]

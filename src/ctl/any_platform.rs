@@ -77,6 +77,26 @@ impl Platform for AnyPlatform {
         }
     }
 
+    async fn set_links(
+        &self,
+        faults: &[crate::ctl::fault::LinkFault],
+        length: std::time::Duration,
+    ) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.set_links(faults, length).await,
+            AnyPlatform::Docker(p) => p.set_links(faults, length).await,
+            AnyPlatform::Local(p) => p.set_links(faults, length).await,
+        }
+    }
+
+    async fn heal_links(&self) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.heal_links().await,
+            AnyPlatform::Docker(p) => p.heal_links().await,
+            AnyPlatform::Local(p) => p.heal_links().await,
+        }
+    }
+
     async fn pause_pod(&self, id: u64, length: std::time::Duration) -> Result<(), CtlError> {
         match self {
             AnyPlatform::Kube(p) => p.pause_pod(id, length).await,

@@ -394,11 +394,15 @@ pub struct ChaosArgs {
     /// Which pod each fault hits.
     #[arg(long, value_enum, default_value_t = KillTarget::Leader)]
     pub kill: KillTarget,
-    /// What each fault does: kill (delete the pod; see --grace), or
-    /// pause[=DURATION] (freeze its process, 1s by default, then let it
-    /// run on; local and docker platforms).
-    #[arg(long, default_value = "kill", value_parser = crate::ctl::fault::FaultKind::parse)]
-    pub fault: crate::ctl::fault::FaultKind,
+    /// The faults, comma separated, injected in turn, or `all`: kill
+    /// (delete the pod; see --grace; every platform); pause[=DURATION]
+    /// (freeze its process, 1s by default; local, docker);
+    /// partition=KIND[:LENGTH] (KIND: isolate-leader, leader-minority,
+    /// one-way-out, one-way-in, bridge; 3s by default; local only);
+    /// slow=DELAY[~JITTER][:LENGTH] (the pod's links, 5s by default; local
+    /// only). See docs/testing.md, "Faults".
+    #[arg(long, alias = "fault", default_value = "kill")]
+    pub faults: crate::ctl::fault::Faults,
     /// forced, graceful, alternate (forced then graceful, in turn), or a
     /// grace period such as 5s.
     #[arg(long, default_value = "forced", value_parser = crate::ctl::chaos::GracePlan::parse)]

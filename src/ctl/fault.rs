@@ -1,7 +1,8 @@
-//! The faults `raftctl chaos` injects into the pod it chooses: one
-//! vocabulary that every platform shares. A platform carries out what it
-//! can and refuses the rest with a message that says why (see
-//! `Platform::pause_pod`); a fault is never skipped silently.
+//! The faults `raftctl chaos` injects: one vocabulary that every platform
+//! shares. A platform carries out what it can and refuses the rest with a
+//! message that says why (see `Platform::refuses`); a fault is never
+//! skipped silently. What each fault means is in docs/testing.md
+//! ("Faults").
 
 use std::time::Duration;
 
@@ -12,7 +13,99 @@ use super::duration::parse_duration;
 /// while the old one, frozen with its lease, cannot tell.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
-/// What a fault does to the pod it chose.
+/// How long a partition lasts when no length is given: ten election
+/// timeouts at the defaults, room for the majority to elect and for the
+/// cut-off leader's lease to lapse, short enough for many faults a run.
+pub const DEFAULT_CUT: Duration = Duration::from_secs(3);
+
+/// How long a slow link lasts when no length is given.
+pub const DEFAULT_SLOW: Duration = Duration::from_secs(5);
+
+/// Which links a partition cuts, relative to the leader of the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// The leader hears nothing and reaches nobody.
+    IsolateLeader,
+    /// The leader and the fewest others that still leave a majority
+    /// outside: with 5 nodes, 2 against 3; with 3, the leader alone.
+    LeaderMinority,
+    /// The leader's messages are lost; it still hears the others.
+    OneWayOut,
+    /// The others' messages to the leader are lost; it still reaches them.
+    OneWayIn,
+    /// One follower (the bridge) sees both sides; the leader's side and
+    /// the other side do not see each other.
+    Bridge,
+}
+
+impl Partition {
+    pub const ALL: [Partition; 5] = [
+        Partition::IsolateLeader,
+        Partition::LeaderMinority,
+        Partition::OneWayOut,
+        Partition::OneWayIn,
+        Partition::Bridge,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Partition::IsolateLeader => "isolate-leader",
+            Partition::LeaderMinority => "leader-minority",
+            Partition::OneWayOut => "one-way-out",
+            Partition::OneWayIn => "one-way-in",
+            Partition::Bridge => "bridge",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Partition, String> {
+        Partition::ALL
+            .into_iter()
+            .find(|p| p.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Partition::ALL.iter().map(Partition::name).collect();
+                format!("{text:?} is not a partition: use {}", names.join(", "))
+            })
+    }
+
+    /// The links whose Raft messages are lost, as (from, to), for a
+    /// cluster of `nodes` (ids, any order) led by `leader`.
+    pub fn cut(&self, leader: u64, nodes: &[u64]) -> Vec<(u64, u64)> {
+        let mut others: Vec<u64> = nodes.iter().copied().filter(|&n| n != leader).collect();
+        others.sort_unstable();
+        let between = |a: &[u64], b: &[u64]| -> Vec<(u64, u64)> {
+            let mut links = Vec::new();
+            for &x in a {
+                for &y in b {
+                    links.push((x, y));
+                    links.push((y, x));
+                }
+            }
+            links
+        };
+        match self {
+            Partition::IsolateLeader => between(&[leader], &others),
+            Partition::LeaderMinority => {
+                // The largest minority that holds the leader.
+                let minority = (nodes.len().saturating_sub(1) / 2).max(1);
+                let mut side = vec![leader];
+                side.extend(&others[..minority - 1]);
+                between(&side, &others[minority - 1..])
+            }
+            Partition::OneWayOut => others.iter().map(|&o| (leader, o)).collect(),
+            Partition::OneWayIn => others.iter().map(|&o| (o, leader)).collect(),
+            Partition::Bridge => {
+                // others[0] bridges; the rest split between the sides.
+                let rest = others.get(1..).unwrap_or_default();
+                let half = rest.len() / 2;
+                let mut near = vec![leader];
+                near.extend(&rest[..half]);
+                between(&near, &rest[half..])
+            }
+        }
+    }
+}
+
+/// What a fault does to the pod (or the links) it chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     /// Deletes the pod (forced or graceful, as chaos's `--grace` says); it
@@ -22,22 +115,89 @@ pub enum FaultKind {
     /// stop-the-world pause (a long GC, a stalled VM, SIGSTOP) of a node
     /// that may believe it still leads with a lease.
     Pause(Duration),
+    /// Loses the Raft messages on the links the partition names (relative
+    /// to the leader) for this long, then heals them.
+    Partition(Partition, Duration),
+    /// Delays every Raft message to and from the chosen pod by `delay`
+    /// plus up to `jitter` (order kept) for `length`.
+    SlowLink {
+        delay: Duration,
+        jitter: Duration,
+        length: Duration,
+    },
+}
+
+/// `DURATION` that must not be zero, for `what`.
+fn positive(text: &str, what: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{what} must last longer than 0")),
+        d => Ok(d),
+    }
+}
+
+/// Splits `TEXT:LENGTH` into TEXT and LENGTH (`default` without one).
+fn with_length(text: &str, default: Duration) -> Result<(&str, Duration), String> {
+    match text.split_once(':') {
+        Some((head, length)) => Ok((head, positive(length, "a fault")?)),
+        None => Ok((text, default)),
+    }
 }
 
 impl FaultKind {
-    /// `kill`, `pause` or `pause=DURATION` (e.g. `pause=900ms`).
+    /// `kill`, `pause[=DURATION]`, `partition=KIND[:LENGTH]` or
+    /// `slow=DELAY[~JITTER][:LENGTH]` (e.g. `pause=900ms`,
+    /// `partition=isolate-leader:5s`, `slow=50ms~10ms`).
     pub fn parse(text: &str) -> Result<FaultKind, String> {
         match text.split_once('=') {
             None if text == "kill" => Ok(FaultKind::Kill),
             None if text == "pause" => Ok(FaultKind::Pause(DEFAULT_PAUSE)),
-            Some(("pause", length)) => match parse_duration(length)? {
-                d if d.is_zero() => Err("a pause must last longer than 0".into()),
-                d => Ok(FaultKind::Pause(d)),
-            },
+            Some(("pause", length)) => Ok(FaultKind::Pause(positive(length, "a pause")?)),
+            Some(("partition", rest)) => {
+                let (kind, length) = with_length(rest, DEFAULT_CUT)?;
+                Ok(FaultKind::Partition(Partition::parse(kind)?, length))
+            }
+            Some(("slow", rest)) => {
+                let (delays, length) = with_length(rest, DEFAULT_SLOW)?;
+                let (delay, jitter) = match delays.split_once('~') {
+                    Some((delay, jitter)) => (positive(delay, "a delay")?, parse_duration(jitter)?),
+                    // A fifth of the delay: links do not keep time exactly.
+                    None => {
+                        let delay = positive(delays, "a delay")?;
+                        (delay, delay / 5)
+                    }
+                };
+                Ok(FaultKind::SlowLink {
+                    delay,
+                    jitter,
+                    length,
+                })
+            }
             _ => Err(format!(
-                "{text:?} is not a fault: use kill, pause or pause=DURATION"
+                "{text:?} is not a fault: use kill, pause[=DURATION], partition=KIND[:LENGTH] \
+                 or slow=DELAY[~JITTER][:LENGTH]"
             )),
         }
+    }
+
+    /// A comma-separated list of faults, used in turn; `all` is one of
+    /// each kind at its defaults.
+    pub fn parse_list(text: &str) -> Result<Faults, String> {
+        if text.trim() == "all" {
+            let mut all = vec![FaultKind::Kill, FaultKind::Pause(DEFAULT_PAUSE)];
+            all.extend(
+                Partition::ALL
+                    .into_iter()
+                    .map(|p| FaultKind::Partition(p, DEFAULT_CUT)),
+            );
+            all.push(FaultKind::parse("slow=50ms").expect("a valid fault"));
+            return Ok(Faults(all));
+        }
+        let faults = text
+            .split(',')
+            .map(str::trim)
+            .map(FaultKind::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Faults(faults))
     }
 
     /// How the report names it.
@@ -45,7 +205,51 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill".into(),
             FaultKind::Pause(d) => format!("pause {d:?}"),
+            FaultKind::Partition(p, d) => format!("partition {} {d:?}", p.name()),
+            FaultKind::SlowLink {
+                delay,
+                jitter,
+                length,
+            } => format!("slow {delay:?}~{jitter:?} {length:?}"),
         }
+    }
+
+    /// Whether it acts on the links between nodes rather than a process.
+    pub fn on_links(&self) -> bool {
+        matches!(self, FaultKind::Partition(..) | FaultKind::SlowLink { .. })
+    }
+}
+
+/// What a link fault does to the Raft messages on link (from, to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEffect {
+    Lost,
+    Slow { delay: Duration, jitter: Duration },
+}
+
+/// One link's fault, as every platform that can act on links receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFault {
+    pub from: u64,
+    pub to: u64,
+    pub effect: LinkEffect,
+}
+
+/// The faults of a chaos run, injected in turn (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Faults(pub Vec<FaultKind>);
+
+impl Faults {
+    /// The `n`th fault of the run (0-based).
+    pub fn nth(&self, n: usize) -> FaultKind {
+        self.0[n % self.0.len()]
+    }
+}
+
+impl std::str::FromStr for Faults {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Faults, String> {
+        FaultKind::parse_list(text)
     }
 }
 
@@ -68,9 +272,92 @@ mod tests {
             FaultKind::Pause(Duration::from_millis(900)).label(),
             "pause 900ms"
         );
-        for bad in ["partition", "kill=1s", "pause=0s", "pause=soon", ""] {
+        assert_eq!(
+            FaultKind::parse("partition=bridge:5s"),
+            Ok(FaultKind::Partition(
+                Partition::Bridge,
+                Duration::from_secs(5)
+            ))
+        );
+        assert_eq!(
+            FaultKind::parse("partition=one-way-in"),
+            Ok(FaultKind::Partition(Partition::OneWayIn, DEFAULT_CUT))
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(
+            FaultKind::parse("slow=50ms"),
+            Ok(FaultKind::SlowLink {
+                delay: ms(50),
+                jitter: ms(10),
+                length: DEFAULT_SLOW
+            })
+        );
+        assert_eq!(
+            FaultKind::parse("slow=20ms~0:2s").unwrap().label(),
+            "slow 20ms~0ns 2s"
+        );
+        for bad in [
+            "partition",
+            "partition=everyone",
+            "partition=bridge:0s",
+            "slow=0s",
+            "kill=1s",
+            "pause=0s",
+            "pause=soon",
+            "",
+        ] {
             assert!(FaultKind::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(FaultKind::parse("nap").unwrap_err().contains("kill, pause"));
+        assert!(
+            FaultKind::parse("partition=x")
+                .unwrap_err()
+                .contains("isolate-leader, leader-minority")
+        );
+    }
+
+    #[test]
+    fn a_list_is_used_in_turn_and_all_names_every_kind() {
+        let faults: Faults = "kill, partition=bridge".parse().unwrap();
+        assert_eq!(faults.nth(0), FaultKind::Kill);
+        assert_eq!(
+            faults.nth(3),
+            FaultKind::Partition(Partition::Bridge, DEFAULT_CUT)
+        );
+        let all = FaultKind::parse_list("all").unwrap().0;
+        assert_eq!(all.len(), 8);
+        assert!(all.iter().filter(|f| f.on_links()).count() == 6);
+        assert!("kill,nap".parse::<Faults>().is_err());
+    }
+
+    #[test]
+    fn partitions_cut_the_links_their_names_say() {
+        let sorted = |mut v: Vec<(u64, u64)>| {
+            v.sort_unstable();
+            v
+        };
+        let three = [0, 1, 2];
+        let isolate = vec![(0, 1), (0, 2), (1, 0), (2, 0)];
+        assert_eq!(sorted(Partition::IsolateLeader.cut(0, &three)), isolate);
+        // With 3 nodes the largest minority is the leader alone.
+        assert_eq!(sorted(Partition::LeaderMinority.cut(0, &three)), isolate);
+        assert_eq!(Partition::OneWayOut.cut(1, &three), vec![(1, 0), (1, 2)]);
+        assert_eq!(Partition::OneWayIn.cut(1, &three), vec![(0, 1), (2, 1)]);
+        // Node 0 bridges leader 1 and node 2.
+        assert_eq!(
+            sorted(Partition::Bridge.cut(1, &three)),
+            vec![(1, 2), (2, 1)]
+        );
+        // Five: the leader and one follower against three.
+        let five = [0, 1, 2, 3, 4];
+        let minority = sorted(Partition::LeaderMinority.cut(2, &five));
+        assert_eq!(minority.len(), 2 * 2 * 3);
+        assert!(minority.contains(&(2, 1)) && minority.contains(&(0, 3)));
+        assert!(!minority.contains(&(2, 0)), "2 and 0 are on one side");
+        // Bridge 0; sides {leader 2, 1} and {3, 4}.
+        let bridge = sorted(Partition::Bridge.cut(2, &five));
+        assert_eq!(bridge.len(), 2 * 2 * 2);
+        assert!(bridge.iter().all(|&(a, b)| a != 0 && b != 0));
+        assert!(!bridge.contains(&(2, 1)));
     }
 }

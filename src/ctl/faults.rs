@@ -64,6 +64,10 @@ pub async fn chaos(
 ) -> Result<(), CtlError> {
     let mut signals = Signals::install()?;
     let platform = AnyPlatform::from_args(&args.platform).await?;
+    // Before anything is asked of the platform: a refusal changes nothing.
+    if let Some(why) = args.faults.0.iter().find_map(|f| platform.refuses(*f)) {
+        return Err(CtlError::new(crate::ctl::exit::Exit::BadInput, why));
+    }
     let endpoints = platform.endpoints().await?;
     let plan = ChaosPlan {
         duration: args.duration,
@@ -72,7 +76,7 @@ pub async fn chaos(
             KillTarget::Leader => Target::Leader,
             KillTarget::Random => Target::Random,
         },
-        fault: args.fault,
+        faults: args.faults.clone(),
         grace: args.grace,
         workload: WorkloadConfig {
             clients: args.clients.max(1),

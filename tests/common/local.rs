@@ -14,8 +14,8 @@ use super::wait::wait_exit;
 /// The nodes of a `raftctl local` cluster (its default).
 pub const NODES: u16 = 3;
 
-/// A base port with the cluster's ports (BASE + 10 * node + 0..3)
-/// reserved for this test process.
+/// A base port with the cluster's ports (BASE + 10 * node + 0..10: the
+/// node's three and its link proxies') reserved for this test process.
 pub fn free_base_port() -> u16 {
     ports::free_base_port(NODES)
 }

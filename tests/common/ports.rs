@@ -48,7 +48,8 @@ pub fn free_port() -> u16 {
 }
 
 /// A base port below 60000 with the `nodes` nodes' ports of `raftctl
-/// local` (`base + 10 * node + 0..3`) all reserved for this test process.
+/// local` and its link proxies (`base + 10 * node + 0..10`) all reserved
+/// for this test process.
 pub fn free_base_port(nodes: u16) -> u16 {
     loop {
         let first = hold(0).expect("a free loopback port");
@@ -57,7 +58,7 @@ pub fn free_base_port(nodes: u16) -> u16 {
             continue;
         }
         let rest: Option<Vec<TcpSocket>> = (0..nodes)
-            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
+            .flat_map(|i| (0..10).map(move |k| base + 10 * i + k))
             .skip(1)
             .map(hold)
             .collect();

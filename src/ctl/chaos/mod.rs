@@ -7,6 +7,7 @@
 //! `crate::check::linearizability`) so the test suite runs the same code an
 //! operator runs against a real cluster.
 
+pub mod links;
 mod report;
 pub mod verdict;
 pub mod workload;
@@ -16,13 +17,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use report::{Fault, Linearizability, LinearizabilityVerdict, Operations, Report, Spread};
+pub use report::{
+    Fault, Linearizability, LinearizabilityVerdict, LinkCheck, Operations, Report, Spread,
+};
 pub use workload::{Workload, WorkloadConfig};
 
 use super::check::{self, MemberHash, StateCheck, StateVerdict};
 use super::cli::Output;
 use super::exit::{CtlError, Exit};
-use super::fault::FaultKind;
+use super::fault::{FaultKind, Faults};
 use super::platform::{self, Grace, Platform, Target};
 use super::signals::Signals;
 use crate::check::linearizability::{self, CheckResult, OpKind};
@@ -59,8 +62,8 @@ pub struct ChaosPlan {
     pub duration: Duration,
     pub interval: Duration,
     pub target: Target,
-    /// What each fault does to the pod it chose.
-    pub fault: FaultKind,
+    /// What the faults do, in turn.
+    pub faults: Faults,
     /// The grace of each kill.
     pub grace: GracePlan,
     pub workload: WorkloadConfig,
@@ -114,7 +117,7 @@ pub async fn run<P: Platform>(
             ..ClientOptions::default()
         },
     )?;
-    if let Some(why) = platform.refuses(plan.fault) {
+    if let Some(why) = plan.faults.0.iter().find_map(|f| platform.refuses(*f)) {
         return Err(CtlError::new(Exit::BadInput, why));
     }
     if !settle(&admin, plan.settle).await {
@@ -126,6 +129,7 @@ pub async fn run<P: Platform>(
     let epoch = Instant::now();
     let workload = Workload::start(plan.workload.clone(), endpoints.clone(), epoch)?;
     let mut faults: Vec<(u64, Fault)> = Vec::new();
+    let mut link_checks: Vec<LinkCheck> = Vec::new();
     let mut interrupted = false;
     let end = epoch + plan.duration;
     let mut next_fault = epoch + plan.interval;
@@ -158,9 +162,26 @@ pub async fn run<P: Platform>(
             eprintln!("\nthe cluster is not healthy; injecting the fault anyway");
         }
         let grace = plan.grace.nth(faults.len());
-        match inject(platform, &admin, &plan.target, plan.fault, grace).await {
-            Ok((pod, was_leader)) => {
-                let at = workload.now();
+        let fault = plan.faults.nth(faults.len());
+        let before = workload.now();
+        let injected = if fault.on_links() {
+            let heal_key = format!("{}-links", plan.workload.prefix);
+            links::disturb(platform, &admin, &plan.target, fault, &heal_key)
+                .await
+                .map(|d| {
+                    let mut check = d.check;
+                    check.at_seconds = seconds(before);
+                    link_checks.push(check);
+                    // Unavailability counts from the cut, not the heal.
+                    (d.pod, d.was_leader, before)
+                })
+        } else {
+            inject(platform, &admin, &plan.target, fault, grace)
+                .await
+                .map(|(pod, was_leader)| (pod, was_leader, workload.now()))
+        };
+        match injected {
+            Ok((pod, was_leader, at)) => {
                 faults.push((
                     at,
                     Fault {
@@ -168,10 +189,10 @@ pub async fn run<P: Platform>(
                         pod: pod.name,
                         node: pod.id,
                         was_leader,
-                        fault: plan.fault.label(),
-                        grace: match plan.fault {
+                        fault: fault.label(),
+                        grace: match fault {
                             FaultKind::Kill => grace.label(),
-                            FaultKind::Pause(_) => "-".into(),
+                            _ => "-".into(),
                         },
                         unavailable_seconds: 0.0,
                     },
@@ -203,6 +224,8 @@ pub async fn run<P: Platform>(
         interrupted,
     )
     .await;
+    report.passed &= link_checks.iter().all(|c| c.confirmed && c.recovered);
+    report.links = link_checks;
     eprintln!("comparing the members' states");
     compare_states(&mut report, &admin, plan.settle).await;
     Ok(report)
@@ -244,6 +267,12 @@ async fn inject<P: Platform>(
     match fault {
         FaultKind::Kill => platform.delete_pod(&pod.name, grace).await?,
         FaultKind::Pause(length) => platform.pause_pod(pod.id, length).await?,
+        other => {
+            return Err(CtlError::error(format!(
+                "{} acts on links (chaos::links)",
+                other.label()
+            )));
+        }
     }
     Ok((pod.clone(), leader == Some(pod.id)))
 }
@@ -312,6 +341,22 @@ pub async fn judge(
         median: seconds(median),
         max: seconds(max),
     });
+    let mut by_kind: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for ((_, fault), gap) in faults.iter().zip(&gaps) {
+        by_kind.entry(kind_of(&fault.fault)).or_default().push(*gap);
+    }
+    let unavailability_by_kind = by_kind
+        .into_iter()
+        .filter_map(|(kind, gaps)| {
+            let (min, median, max) = verdict::spread(&gaps)?;
+            let spread = Spread {
+                min: seconds(min),
+                median: seconds(median),
+                max: seconds(max),
+            };
+            Some((kind, spread))
+        })
+        .collect();
     let failed: u64 = recording.errors.values().sum();
     let lost_writes = lost_write_details.len() as u64 + incr_lost;
     let passed = lost_writes == 0 && verdict_word == V::Linearizable && incr.ok;
@@ -332,6 +377,8 @@ pub async fn judge(
             .collect(),
         faults: faults.into_iter().map(|(_, f)| f).collect(),
         unavailability_seconds,
+        unavailability_by_kind,
+        links: Vec::new(),
         lost_writes,
         lost_write_details,
         linearizability: Linearizability {
@@ -343,6 +390,17 @@ pub async fn judge(
         incr,
         replica_states: None,
         passed,
+    }
+}
+
+/// A fault label's kind: `pause 900ms` is a `pause`, `partition bridge 3s`
+/// a `partition bridge`.
+fn kind_of(label: &str) -> String {
+    let words: Vec<&str> = label.split_whitespace().collect();
+    match words.as_slice() {
+        ["partition", kind, ..] => format!("partition {kind}"),
+        [first, ..] => (*first).to_string(),
+        [] => String::new(),
     }
 }
 
@@ -364,6 +422,20 @@ pub fn finish(report: &Report, output: Output) -> Result<(), CtlError> {
     }
     if !report.incr.ok {
         reasons.push("INCR not exactly-once".to_string());
+    }
+    for c in &report.links {
+        if !c.confirmed {
+            reasons.push(format!(
+                "{} at {:.1}s did not take effect ({})",
+                c.fault, c.at_seconds, c.confirmation
+            ));
+        }
+        if !c.recovered {
+            reasons.push(format!(
+                "after {} at {:.1}s the cluster did not recover ({})",
+                c.fault, c.at_seconds, c.recovery
+            ));
+        }
     }
     if let Some(Err(e)) = report.replica_states.as_ref().map(StateCheck::outcome) {
         reasons.push(e.message);

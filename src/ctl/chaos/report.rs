@@ -26,6 +26,33 @@ pub struct Fault {
     pub unavailable_seconds: f64,
 }
 
+/// What a partition or a slow link was seen to do, and how the cluster
+/// came back once the links healed.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkCheck {
+    /// The fault's label, as in [`Fault::fault`].
+    pub fault: String,
+    pub at_seconds: f64,
+    /// The leader and its term when the links were cut.
+    pub leader: u64,
+    pub term: u64,
+    /// The links whose messages were lost or slowed, `from->to`.
+    pub links: Vec<String>,
+    /// Whether the cut was seen to take effect (see `confirmation`).
+    pub confirmed: bool,
+    /// What was observed, or what was awaited in vain.
+    pub confirmation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed_after_seconds: Option<f64>,
+    /// Whether, after healing, every node answered, a leader held its
+    /// lease and the state hashes agreed (a state check is a write)
+    /// within the bound.
+    pub recovered: bool,
+    pub recovery: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_after_seconds: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Operations {
     pub total: u64,
@@ -81,6 +108,13 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub faults: Vec<Fault>,
     pub unavailability_seconds: Option<Spread>,
+    /// The same, per kind of fault (`kill`, `pause`, `partition
+    /// isolate-leader`, `slow`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailability_by_kind: BTreeMap<String, Spread>,
+    /// Partitions and slow links: seen to take effect, and recovered from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkCheck>,
     pub lost_writes: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lost_write_details: Vec<String>,
@@ -134,7 +168,7 @@ impl Report {
         };
         let lin = &self.linearizability;
         let incr = &self.incr;
-        let rows = vec![
+        let mut rows = vec![
             vec!["platform".into(), self.platform.clone()],
             vec![
                 "duration".into(),
@@ -158,6 +192,40 @@ impl Report {
             vec!["errors".into(), errors],
             vec!["faults".into(), self.faults.len().to_string()],
             vec!["unavailability".into(), unavailable],
+        ];
+        for (kind, s) in &self.unavailability_by_kind {
+            rows.push(vec![
+                format!("  {kind}"),
+                format!(
+                    "min {:.2}s  median {:.2}s  max {:.2}s",
+                    s.min, s.median, s.max
+                ),
+            ]);
+        }
+        for c in &self.links {
+            let after = |t: Option<f64>| t.map_or(String::new(), |t| format!(" after {t:.2}s"));
+            rows.push(vec![
+                format!("  {} at {:.1}s", c.fault, c.at_seconds),
+                format!(
+                    "{}{}: {}; {}{}: {}",
+                    if c.confirmed {
+                        "took effect"
+                    } else {
+                        "NOT CONFIRMED"
+                    },
+                    after(c.confirmed_after_seconds),
+                    c.confirmation,
+                    if c.recovered {
+                        "recovered"
+                    } else {
+                        "NOT RECOVERED"
+                    },
+                    after(c.recovered_after_seconds),
+                    c.recovery
+                ),
+            ]);
+        }
+        rows.extend([
             vec!["lost writes".into(), self.lost_writes.to_string()],
             vec![
                 "linearizability".into(),
@@ -193,7 +261,7 @@ impl Report {
                 "result".into(),
                 if self.passed { "PASS" } else { "FAIL" }.into(),
             ],
-        ];
+        ]);
         let summary = table(&["MEASURE", "VALUE"], &rows);
         // The header row of a two-column summary says nothing; drop it.
         out.push_str(summary.split_once('\n').map_or("", |(_, rest)| rest));

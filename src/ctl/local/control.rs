@@ -5,6 +5,10 @@
 //! processes, so it alone signals them, waits for them and starts them again
 //! — no other process races it for a pid.
 //!
+//! It also sets the faults of the link proxies (`links`) for `raftctl
+//! chaos`: the supervisor owns the proxies, and a fault set here heals by
+//! itself after its length even if the asker dies.
+//!
 //! Protocol: one JSON request line, one JSON answer line, then close.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::links::{LinkRule, Links};
 use super::nodes::Placement;
 use super::procs::LocalCluster;
 
@@ -50,6 +55,14 @@ pub enum Request {
         id: u64,
         grace_ms: u64,
     },
+    /// Every link passes except those of `rules`, until `heal_after_ms`
+    /// has passed or a `heal` comes.
+    Links {
+        rules: Vec<LinkRule>,
+        heal_after_ms: u64,
+    },
+    /// Every link passes.
+    Heal,
 }
 
 /// One process of the local cluster.
@@ -77,6 +90,11 @@ pub enum Answer {
     Stopped {
         killed: bool,
     },
+    /// The link faults are set (none after a heal); `proxied` lists every
+    /// link with a proxy, (from, to).
+    Links {
+        proxied: Vec<(u64, u64)>,
+    },
     Error(String),
 }
 
@@ -100,13 +118,18 @@ pub async fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves one connection: reads its request, acts on `cluster`, answers.
-pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster, placement: &Placement) {
+pub async fn serve(
+    stream: UnixStream,
+    cluster: &mut LocalCluster,
+    placement: &Placement,
+    links: Option<&mut Links>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read = tokio::time::timeout(READ_LIMIT, BufReader::new(read).read_line(&mut line)).await;
     let answer = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(request, cluster, placement).await,
+            Ok(request) => handle(request, cluster, placement, links).await,
             Err(e) => Answer::Error(format!("bad request: {e}")),
         },
         Ok(Err(e)) => Answer::Error(format!("cannot read the request: {e}")),
@@ -118,8 +141,55 @@ pub async fn serve(stream: UnixStream, cluster: &mut LocalCluster, placement: &P
     let _ = write.write_all(text.as_bytes()).await;
 }
 
-async fn handle(request: Request, cluster: &mut LocalCluster, placement: &Placement) -> Answer {
+async fn handle(
+    request: Request,
+    cluster: &mut LocalCluster,
+    placement: &Placement,
+    links: Option<&mut Links>,
+) -> Answer {
     match request {
+        Request::Links {
+            rules,
+            heal_after_ms,
+        } => {
+            let Some(links) = links else {
+                return Answer::Error(
+                    "this local cluster has no link proxies (a single node has no links)".into(),
+                );
+            };
+            let heal_after = Duration::from_millis(heal_after_ms);
+            match links.set(&rules, heal_after) {
+                Ok(()) => {
+                    let names: Vec<String> = rules
+                        .iter()
+                        .map(|r| format!("{}->{} {:?}", r.from, r.to, r.forward))
+                        .collect();
+                    eprintln!(
+                        "links on request for {}ms: {}",
+                        heal_after_ms,
+                        names.join(", ")
+                    );
+                    Answer::Links {
+                        proxied: links.proxied(),
+                    }
+                }
+                Err(e) => Answer::Error(e),
+            }
+        }
+        Request::Heal => match links {
+            Some(links) => {
+                if links.heal_at().is_some() {
+                    eprintln!("links healed on request");
+                }
+                links.heal();
+                Answer::Links {
+                    proxied: links.proxied(),
+                }
+            }
+            None => Answer::Links {
+                proxied: Vec::new(),
+            },
+        },
         Request::Pods => Answer::Pods(
             cluster
                 .nodes()

@@ -3,6 +3,7 @@
 
 mod certs;
 pub mod control;
+pub mod links;
 mod nodes;
 mod procs;
 
@@ -14,13 +15,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use certs::LocalCerts;
-pub use nodes::{LocalNode, Placement, data_dir, endpoints, peers_flag, plan, server_args};
+pub use nodes::{
+    LocalNode, PROXIED_IDS, Placement, data_dir, derived_cluster_id, endpoints, link_addr,
+    peers_flag, plan, server_args,
+};
 pub use procs::LocalCluster;
 
 use super::cli::{DEFAULT_ENDPOINTS, LocalArgs};
 use super::exit::{CtlError, Exit};
 use super::signals::{Request, Signals};
 use crate::client::{Client, ClientOptions};
+use links::Links;
 
 /// How long nodes get to stop after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -139,7 +144,22 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
     let mut signals = Signals::install()?;
     let control = control::bind(&args.data_dir).await?;
     ports_free(&nodes)?;
-    let mut cluster = LocalCluster::start(&binary, nodes)?;
+    let founders: Vec<LocalNode> = nodes.iter().filter(|n| !n.joins).cloned().collect();
+    // The founders talk through the link proxies, which pass every byte
+    // until `raftctl chaos` asks otherwise (docs/raftctl.md).
+    let mut links = match founders.len() > 1 {
+        true => Some(Links::bind(&founders).await.map_err(CtlError::error)?),
+        false => None,
+    };
+    let mut cluster = match &links {
+        Some(_) => {
+            let founding = placement
+                .plan(args.nodes.into())
+                .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+            LocalCluster::start_proxied(&binary, nodes, derived_cluster_id(&founding))?
+        }
+        None => LocalCluster::start(&binary, nodes)?,
+    };
 
     let started = tokio::select! {
         waited = wait_for_leader(&mut cluster, placement.tls.as_ref()) => Some(waited),
@@ -165,6 +185,7 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
         &control,
         &placement,
         args.restart,
+        links.as_mut(),
     )
     .await;
     drop(control);
@@ -193,6 +214,7 @@ fn ports_free(nodes: &[LocalNode]) -> Result<(), CtlError> {
             }
         }
     }
+    // The link proxies' ports are checked as they are bound (`Links::bind`).
     Ok(())
 }
 
@@ -384,6 +406,7 @@ async fn supervise(
     control: &tokio::net::UnixListener,
     placement: &Placement,
     restart: bool,
+    mut links: Option<&mut Links>,
 ) -> Result<(), CtlError> {
     let pid = std::process::id();
     // Nodes due to restart, by id: a scale may add or remove nodes meanwhile.
@@ -393,12 +416,18 @@ async fn supervise(
             request = signals.next() => Some(request),
             accepted = control.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    control::serve(stream, cluster, placement).await;
+                    control::serve(stream, cluster, placement, links.as_deref_mut()).await;
                 }
                 None
             }
             _ = tokio::time::sleep(POLL) => None,
         };
+        if let Some(links) = links.as_deref_mut()
+            && links.heal_at().is_some_and(|at| at <= Instant::now())
+        {
+            links.heal();
+            eprintln!("links healed: their fault's length is over");
+        }
         if request == Some(Request::Stop) {
             return Ok(());
         }

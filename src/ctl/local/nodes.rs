@@ -134,6 +134,78 @@ pub fn server_args(node: &LocalNode, peers: &str) -> Vec<String> {
     args
 }
 
+/// Founders with ids below this talk to each other through the link
+/// proxies of `raftctl local` (docs/raftctl.md, "Faults on local links"):
+/// node `to` has the seven spare ports BASE+10·to+3..=9, one per sender.
+pub const PROXIED_IDS: u64 = 7;
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The address node `from` dials to reach peer `to` through its link
+/// proxy: `to`'s peer port + 2 + `from`. None for a link without one.
+pub fn link_addr(from: u64, to: &LocalNode) -> Option<String> {
+    if from >= PROXIED_IDS || to.id >= PROXIED_IDS || from == to.id {
+        return None;
+    }
+    let port = u64::from(port_of(&to.peer_addr)?) + 2 + from;
+    u16::try_from(port)
+        .ok()
+        .map(|port| format!("127.0.0.1:{port}"))
+}
+
+/// The cluster id the founders of `founders` derive from their peer list
+/// when they are given none (the server's FNV-1a of `0=ADDR,1=ADDR,...`):
+/// behind proxies every node sees another peer list, so the supervisor
+/// passes this one, and data directories made before the proxies keep it.
+pub fn derived_cluster_id(founders: &[LocalNode]) -> String {
+    let mut sorted: Vec<&LocalNode> = founders.iter().collect();
+    sorted.sort_by_key(|n| n.id);
+    let list: Vec<String> = sorted
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.peer_addr))
+        .collect();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in list.join(",").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("raftkv-{h:016x}")
+}
+
+/// The arguments of founder `node` whose peers are reached through the
+/// link proxies: `--peers` with each proxy's address, the peers' real
+/// client addresses (the server would derive them from the proxy's port)
+/// and the cluster id the unproxied list gives.
+pub fn proxied_server_args(
+    node: &LocalNode,
+    founders: &[LocalNode],
+    cluster_id: &str,
+) -> Vec<String> {
+    let peers = founders
+        .iter()
+        .map(|f| {
+            let addr = link_addr(node.id, f).unwrap_or_else(|| f.peer_addr.clone());
+            format!("{}={addr}", f.id)
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let clients = founders
+        .iter()
+        .map(|f| format!("{}={}", f.id, f.client_addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args = server_args(node, &peers);
+    args.extend([
+        "--peer-client-addrs".into(),
+        clients,
+        "--cluster-id".into(),
+        cluster_id.into(),
+    ]);
+    args
+}
+
 /// The client endpoints of the plan, comma separated.
 pub fn endpoints(nodes: &[LocalNode]) -> String {
     nodes
@@ -194,5 +266,25 @@ mod tests {
         assert!(plan(5, 65500, Path::new("d")).is_err());
         assert!(plan(0, 7379, Path::new("d")).is_err());
         assert_eq!(plan(5, 65493, Path::new("d")).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn links_have_fixed_ports_and_keep_the_cluster_id() {
+        let nodes = plan(3, 7379, Path::new("d")).unwrap();
+        // Node 1 reaches node 2 (peer port 7400) at 7400 + 2 + 1.
+        assert_eq!(link_addr(1, &nodes[2]).as_deref(), Some("127.0.0.1:7403"));
+        assert_eq!(link_addr(0, &nodes[0]), None);
+        assert_eq!(link_addr(7, &nodes[0]), None);
+        // What the server derives from `--peers 0=..7380,1=..7390,2=..7400`.
+        assert_eq!(derived_cluster_id(&nodes), "raftkv-a3cf9648a63c49e6");
+        let args = proxied_server_args(&nodes[1], &nodes, "c").join(" ");
+        assert!(
+            args.contains(
+                "--peers 0=127.0.0.1:7383,1=127.0.0.1:7390,2=127.0.0.1:7403 \
+                 --peer-client-addrs 0=127.0.0.1:7379,1=127.0.0.1:7389,2=127.0.0.1:7399 \
+                 --cluster-id c"
+            ),
+            "{args}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::nodes::{LocalNode, peers_flag, server_args};
+use super::nodes::{LocalNode, PROXIED_IDS, peers_flag, proxied_server_args, server_args};
 
 /// Running (or dead) `raftkv` processes, one slot per supervised node.
 /// `raftctl scale` adds nodes ([`add`](Self::add)) and takes them out of
@@ -23,16 +23,42 @@ pub struct LocalCluster {
     nodes: Vec<LocalNode>,
     /// The founders' `--peers` (a joining node adds itself to it).
     peers: String,
+    /// The cluster id, when the founders talk through the link proxies
+    /// (see [`start_proxied`](Self::start_proxied)).
+    proxied: Option<String>,
+    /// The founders as started (a scale may remove some later).
+    founders: Vec<LocalNode>,
     children: Vec<Option<Child>>,
 }
 
 impl LocalCluster {
     /// Starts every node of `nodes` with the `raftkv` at `binary`.
     pub fn start(binary: &Path, nodes: Vec<LocalNode>) -> std::io::Result<LocalCluster> {
+        LocalCluster::launch(binary, nodes, None)
+    }
+
+    /// Starts every node of `nodes`, the founders reaching each other
+    /// through the link proxies (`links::Links`, bound by the caller) and
+    /// sharing `cluster_id` (`nodes::derived_cluster_id` of the plan).
+    pub fn start_proxied(
+        binary: &Path,
+        nodes: Vec<LocalNode>,
+        cluster_id: String,
+    ) -> std::io::Result<LocalCluster> {
+        LocalCluster::launch(binary, nodes, Some(cluster_id))
+    }
+
+    fn launch(
+        binary: &Path,
+        nodes: Vec<LocalNode>,
+        proxied: Option<String>,
+    ) -> std::io::Result<LocalCluster> {
         let founders: Vec<LocalNode> = nodes.iter().filter(|n| !n.joins).cloned().collect();
         let mut cluster = LocalCluster {
             binary: binary.to_path_buf(),
             peers: peers_flag(&founders),
+            proxied,
+            founders,
             children: nodes.iter().map(|_| None).collect(),
             nodes,
         };
@@ -93,8 +119,14 @@ impl LocalCluster {
         writeln!(log, "--- raftctl local: starting node {} ---", node.id)?;
         let mut command = Command::new(&self.binary);
         die_with_parent(&mut command);
+        let args = match &self.proxied {
+            Some(cluster_id) if !node.joins && node.id < PROXIED_IDS => {
+                proxied_server_args(node, &self.founders, cluster_id)
+            }
+            _ => server_args(node, &self.peers),
+        };
         let child = command
-            .args(server_args(node, &self.peers))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::fault::FaultKind;
+use crate::ctl::fault::{FaultKind, LinkEffect, LinkFault};
 use crate::ctl::local::control::{self, Answer, Request};
 use crate::ctl::local::data_dir;
+use crate::ctl::local::links::LinkRule;
 
 /// `raftctl local`'s own grace period before SIGKILL (its shutdown's).
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -149,6 +150,37 @@ impl Platform for Local {
 
     fn refuses(&self, _: FaultKind) -> Option<String> {
         None
+    }
+
+    /// Through the supervisor's link proxies; the supervisor heals them
+    /// after `length` by itself.
+    async fn set_links(&self, faults: &[LinkFault], length: Duration) -> Result<(), CtlError> {
+        let rules = faults
+            .iter()
+            .map(|f| match f.effect {
+                LinkEffect::Lost => LinkRule::cut(f.from, f.to),
+                LinkEffect::Slow { delay, jitter } => LinkRule::slow(f.from, f.to, delay, jitter),
+            })
+            .collect();
+        let request = Request::Links {
+            rules,
+            heal_after_ms: Local::grace_ms(length),
+        };
+        match self.ask(request, Duration::from_secs(5)).await? {
+            Answer::Links { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a link fault"
+            ))),
+        }
+    }
+
+    async fn heal_links(&self) -> Result<(), CtlError> {
+        match self.ask(Request::Heal, Duration::from_secs(5)).await? {
+            Answer::Links { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a heal"
+            ))),
+        }
     }
 
     /// SIGSTOP, then SIGCONT after `length` (or when this future is

@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use target::{Target, choose, leader_of, leader_with_lease};
 
 use super::exit::{CtlError, Exit};
-use super::fault::FaultKind;
+use super::fault::{FaultKind, LinkFault};
 
 /// One node's pod (or container, or process), as the platform sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,7 +135,29 @@ pub trait Platform {
                  docker pause); use --platform local or docker, or --fault kill",
                 self.kind()
             )),
+            FaultKind::Partition(..) | FaultKind::SlowLink { .. } => {
+                Some(refuse_links(self.kind()))
+            }
         }
+    }
+
+    /// Loses or delays the Raft messages of the links in `faults` (every
+    /// other link passes) for `length`, after which they heal by
+    /// themselves; returns once they are in force. Platforms without
+    /// control of the links between pods refuse (see [`Self::refuses`]).
+    fn set_links(
+        &self,
+        faults: &[LinkFault],
+        length: Duration,
+    ) -> impl Future<Output = Result<(), CtlError>> + Send {
+        let _ = (faults, length);
+        let why = refuse_links(self.kind());
+        async move { Err(CtlError::new(Exit::BadInput, why)) }
+    }
+
+    /// Every link passes again (nothing to do where none can be cut).
+    fn heal_links(&self) -> impl Future<Output = Result<(), CtlError>> + Send {
+        async { Ok(()) }
     }
 
     /// Freezes pod `id`'s process for `length`, then lets it run on, and
@@ -156,6 +178,25 @@ pub trait Platform {
             ))
         }
     }
+}
+
+/// Why a platform without link proxies refuses partitions and slow links.
+pub fn refuse_links(kind: &str) -> String {
+    let needs = match kind {
+        "docker" => {
+            "on Docker it would need `docker network disconnect` (whole containers only, never \
+             one way) or tc netem inside each container (the NET_ADMIN capability)"
+        }
+        _ => {
+            "on Kubernetes it would need tc netem in each pod (the NET_ADMIN capability) or a \
+             fault injector such as Chaos Mesh; a NetworkPolicy cuts whole pods only, both ways, \
+             and applies with a delay"
+        }
+    };
+    format!(
+        "the {kind} platform cannot cut or slow the links between pods: raftctl chaos does that \
+         through the link proxies of `raftctl local` (use --platform local); {needs}"
+    )
 }
 
 /// How far the start of a deployed cluster is, on any platform.

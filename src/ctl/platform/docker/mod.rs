@@ -197,8 +197,8 @@ impl Platform for Docker {
         self.delete_volumes(id).await
     }
 
-    fn refuses(&self, _: FaultKind) -> Option<String> {
-        None
+    fn refuses(&self, fault: FaultKind) -> Option<String> {
+        fault.on_links().then(|| super::refuse_links(self.kind()))
     }
 
     /// `docker pause`, then `docker unpause` after `length` (or when this
