@@ -91,7 +91,7 @@ fn apply(data: &mut HashMap<Bytes, Bytes>, op: Op) -> Answer {
         }),
         Op::Register(_) => unreachable!("registration is handled by the caller"),
         Op::StateCheck(_) => Answer::StateCheck(pb::StateCheckResult {}),
-        Op::MemberAddrs(_) | Op::StateReport(_) => Answer::Error(pb::KvError {
+        Op::MemberAddrs(_) | Op::StateReport(_) | Op::Auth(_) => Answer::Error(pb::KvError {
             code: pb::kv_error::Code::Invalid as i32,
             message: "proposed by the leader only".into(),
         }),

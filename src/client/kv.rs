@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tonic::transport::Channel;
 
+use super::Client;
 use super::error::ClientError;
 use super::options::ClientOptions;
 use super::session::Session;
-use super::{Client, transport::Transport};
+use super::transport::{Chan, Transport};
 use crate::pb;
 use crate::pb::command::Op;
 use crate::pb::kv_client::KvClient;
@@ -348,7 +348,7 @@ async fn register(transport: &Transport) -> Result<u64, ClientError> {
 
 /// A Kv stub whose message size limits follow the configured key and value
 /// limits (the node sets the same, `crate::status::client_message_limit`).
-fn kv_client(channel: Channel, options: &ClientOptions) -> KvClient<Channel> {
+fn kv_client(channel: Chan, options: &ClientOptions) -> KvClient<Chan> {
     let limit = crate::status::client_message_limit(options.max_key_bytes, options.max_value_bytes);
     KvClient::new(channel)
         .max_decoding_message_size(limit)

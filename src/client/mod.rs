@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod backup;
 mod cluster;
 mod error;
@@ -34,7 +35,7 @@ use tokio::time::Instant;
 pub use backup::{SnapshotDownload, SnapshotPiece};
 pub use error::ClientError;
 pub use kv::{CasOutcome, Ttl};
-pub use options::ClientOptions;
+pub use options::{ClientOptions, Credentials};
 
 use route::normalize_addr;
 use session::Session;

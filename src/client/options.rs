@@ -31,6 +31,24 @@ pub struct ClientOptions {
     pub max_value_bytes: usize,
     /// TLS to the nodes' client ports (plaintext when `None`).
     pub tls: Option<crate::tls::ClientTls>,
+    /// Who to authenticate as when the cluster has auth enabled
+    /// (docs/security.md, "Users and roles").
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password; the client trades them for a token.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientOptions {
@@ -45,6 +63,7 @@ impl Default for ClientOptions {
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
             tls: None,
+            credentials: None,
         }
     }
 }

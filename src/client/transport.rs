@@ -9,6 +9,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 use tonic::Status;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::error::ClientError;
@@ -22,6 +25,25 @@ pub(crate) struct Transport {
     pub(crate) options: ClientOptions,
     router: Mutex<Router>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The auth token of `options.credentials`, once authenticated (empty:
+    /// the cluster does not need one). Any node verifies it.
+    token: Mutex<Option<String>>,
+}
+
+/// A channel to one node that sends the client's auth token, if any.
+pub(crate) type Chan = InterceptedService<Channel, TokenHeader>;
+
+/// Adds the token to every request (metadata `authorization`).
+#[derive(Clone, Debug)]
+pub(crate) struct TokenHeader(Option<AsciiMetadataValue>);
+
+impl Interceptor for TokenHeader {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            r.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(r)
+    }
 }
 
 /// Builds the channel endpoint for `HOST:PORT`, or says why it is malformed.
@@ -52,7 +74,48 @@ impl Transport {
             options,
             router: Mutex::new(Router::new(endpoints)),
             channels: Mutex::new(HashMap::new()),
+            token: Mutex::new(None),
         }
+    }
+
+    fn cached_token(&self) -> MutexGuard<'_, Option<String>> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token header for requests to `addr`: authenticates there with the
+    /// credentials first if no token is cached. Also says whether the token
+    /// is new (a new token that is refused will not get better).
+    async fn token_header(
+        &self,
+        addr: &str,
+        channel: &Channel,
+    ) -> Result<(TokenHeader, bool), Status> {
+        let Some(credentials) = &self.options.credentials else {
+            return Ok((TokenHeader(None), false));
+        };
+        let cached = self.cached_token().clone();
+        let (token, fresh) = match cached {
+            Some(token) => (token, false),
+            None => {
+                let request = crate::pb::AuthenticateRequest {
+                    user: credentials.user.clone(),
+                    password: credentials.password.clone(),
+                };
+                let answer = crate::pb::auth_client::AuthClient::new(channel.clone())
+                    .authenticate(request)
+                    .await?
+                    .into_inner();
+                tracing::debug!(node = addr, "authenticated");
+                *self.cached_token() = Some(answer.token.clone());
+                (answer.token, true)
+            }
+        };
+        if token.is_empty() {
+            return Ok((TokenHeader(None), fresh));
+        }
+        let value: AsciiMetadataValue = MetadataValue::try_from(token.as_str())
+            .map_err(|_| Status::internal("the node sent a token that is not ASCII"))?;
+        Ok((TokenHeader(Some(value)), fresh))
     }
 
     pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
@@ -80,14 +143,34 @@ impl Transport {
         limit: Duration,
     ) -> Result<T, Failure>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let channel = self
             .channel(addr)
             .map_err(|e| Failure::Unreachable(format!("{addr}: {e}")))?;
-        match tokio::time::timeout(limit, op(channel)).await {
+        let mut fresh = false;
+        let run = async {
+            // A refused authentication is final, not an expired token.
+            fresh = true;
+            let (header, new) = self.token_header(addr, &channel).await?;
+            fresh = new;
+            op(InterceptedService::new(channel.clone(), header)).await
+        };
+        match tokio::time::timeout(limit, run).await {
             Ok(Ok(value)) => Ok(value),
+            // An expired or voided token: authenticate again and retry.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unauthenticated
+                    && self.options.credentials.is_some()
+                    && !fresh =>
+            {
+                *self.cached_token() = None;
+                Err(Failure::Busy(format!(
+                    "{addr}: {}; authenticating again",
+                    status.message()
+                )))
+            }
             Ok(Err(status)) => match classify(&status) {
                 Failure::Unreachable(detail) => {
                     Err(Failure::Unreachable(format!("{addr}: {detail}")))
@@ -105,7 +188,7 @@ impl Transport {
     /// session sequence number on every attempt.
     pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_tracked(op).await.map(|(value, _)| value)
@@ -117,7 +200,7 @@ impl Transport {
     /// write's session refusal means "not applied" only when none was.
     pub(crate) async fn call_tracked<T, F, Fut>(&self, mut op: F) -> Result<(T, bool), ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut maybe_executed = false;
@@ -231,7 +314,7 @@ impl Transport {
     /// One attempt at the node `addr` itself (no redirect), for per-node RPCs.
     pub(crate) async fn call_at<T, F, Fut>(&self, addr: &str, mut op: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let limit = self.options.attempt_timeout.min(self.options.timeout);

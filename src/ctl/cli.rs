@@ -83,6 +83,17 @@ pub struct Cli {
     )]
     pub key: Option<PathBuf>,
 
+    /// Authenticate as NAME (password after ':', else RAFTKV_PASSWORD)
+    /// when the cluster has auth enabled (docs/security.md).
+    #[arg(
+        long,
+        value_name = "NAME[:PASSWORD]",
+        global = true,
+        env = "RAFTKV_USER",
+        hide_env_values = true
+    )]
+    pub user: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -171,6 +182,15 @@ pub enum Command {
     Member(MemberCommand),
     /// Ask the leader to hand leadership to node ID.
     TransferLeader { id: u64 },
+    /// Users: add, delete, passwd, grant, revoke, list, get (docs/security.md).
+    #[command(subcommand)]
+    User(super::auth::UserCommand),
+    /// Roles and their per-prefix permissions.
+    #[command(subcommand)]
+    Role(super::auth::RoleCommand),
+    /// Turn auth on or off, or show whether it is on.
+    #[command(subcommand)]
+    Auth(super::auth::AuthCommand),
     /// Run a local cluster of raftkv processes on 127.0.0.1 until Ctrl-C.
     Local(LocalArgs),
     /// Print a node's data directory (identity, hard state, snapshot, log

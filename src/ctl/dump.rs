@@ -239,6 +239,31 @@ pub fn command_text(op: &Op) -> String {
             "STATE-REPORT node {} hashed entry {} to {:016x}",
             r.reporter, r.index, r.hash
         ),
+        Op::Auth(a) => format!("AUTH {}", auth_text(a)),
+    }
+}
+
+/// An auth change without its secrets (hashes, signing key).
+fn auth_text(a: &crate::pb::AuthCmd) -> String {
+    use crate::pb::auth_cmd::Op as A;
+    match &a.op {
+        None => "(no operation)".into(),
+        Some(A::UserAdd(c)) => format!("USER-ADD {}", c.name),
+        Some(A::UserDelete(c)) => format!("USER-DELETE {}", c.name),
+        Some(A::UserPasswd(c)) => format!("USER-PASSWD {}", c.name),
+        Some(A::UserGrant(c)) => format!("USER-GRANT {} {}", c.user, c.role),
+        Some(A::UserRevoke(c)) => format!("USER-REVOKE {} {}", c.user, c.role),
+        Some(A::RoleAdd(c)) => format!("ROLE-ADD {}", c.name),
+        Some(A::RoleDelete(c)) => format!("ROLE-DELETE {}", c.name),
+        Some(A::RoleGrant(c)) => format!(
+            "ROLE-GRANT {} {} {}",
+            c.role,
+            show(&c.prefix),
+            c.permission().as_str_name()
+        ),
+        Some(A::RoleRevoke(c)) => format!("ROLE-REVOKE {} {}", c.role, show(&c.prefix)),
+        Some(A::Enable(_)) => "AUTH-ENABLE".into(),
+        Some(A::Disable(_)) => "AUTH-DISABLE".into(),
     }
 }
 
@@ -405,6 +430,7 @@ mod tests {
                     value: Bytes::from_static(b"hi\n"),
                 })),
             }),
+            user: String::new(),
         };
         let v = decode(&command_entry(5, set));
         assert_eq!(v.kind, "command");

@@ -3,6 +3,7 @@
 //! error into one stderr line and a documented exit code.
 
 pub mod any_platform;
+pub mod auth;
 pub mod bench;
 pub mod chaos;
 pub mod check;
@@ -124,8 +125,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let tls = cli
         .client_tls()
         .map_err(|e| CtlError::new(Exit::BadInput, e))?;
+    let credentials = auth::credentials(cli.user.as_deref())?;
     let options = ClientOptions {
         tls,
+        credentials,
         ..ClientOptions::default()
     }
     .with_timeout(cli.timeout)
@@ -151,6 +154,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Members => cluster::members(&client()?, output).await,
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
+        Command::User(command) => auth::user(&client()?, output, command).await,
+        Command::Role(command) => auth::role(&client()?, output, command).await,
+        Command::Auth(command) => auth::auth(&client()?, output, command).await,
         Command::Local(args) => local::run(args).await,
         Command::Dump { data_dir, force } => dump::run(data_dir, *force, output),
         Command::Bench(args) => {

@@ -14,7 +14,8 @@ const MAX_STEPS: usize = 512;
 /// Two replicas that apply the same entries stay equal and valid.
 ///
 /// Input (decoded with `arbitrary`): steps, each a log entry (a client
-/// command with or without a session, a session registration, a state
+/// command with or without a session, a command on behalf of a user, a
+/// change of users and roles, a session registration, a state
 /// check or report, a member's addresses, a time entry, a no-op, raw
 /// bytes as a proposal), a read, a retry of an applied index, or a
 /// snapshot of one replica restored in place of the other. Every entry is
@@ -64,6 +65,12 @@ enum Step {
         op: Cmd,
     },
     Register,
+    /// A command without a session on behalf of a user (a few names, or
+    /// nobody), checked against the auth store when applied.
+    WriteBy {
+        user: Option<u8>,
+        op: Cmd,
+    },
     /// A time entry (a proposal without a command).
     Time(Advance),
     /// The leader's no-op or a membership entry: an index the state
@@ -94,6 +101,27 @@ enum Cmd {
     MemberAddrs(u8, String),
     /// A command without an operation.
     Empty,
+    /// A change of users, roles or auth (names from a few, so they meet).
+    Auth(AuthStep),
+}
+
+#[derive(Arbitrary, Debug)]
+enum AuthStep {
+    UserAdd(u8),
+    UserDelete(u8),
+    UserGrant(u8, u8),
+    UserRevoke(u8, u8),
+    RoleAdd(u8),
+    RoleDelete(u8),
+    RoleGrant(u8, Key, u8),
+    RoleRevoke(u8, Key),
+    Enable,
+    Disable,
+}
+
+/// A few names: `root` (the built-in role and the user enable needs) and two more.
+fn name(n: u8) -> String {
+    ["root", "a", "b"][usize::from(n % 3)].to_string()
 }
 
 /// One of a few keys, so that commands meet; or the empty key, or one
@@ -166,6 +194,10 @@ impl Run {
                     first_incomplete,
                 };
                 self.propose(Some(session), Some(op.command(&self.limits)));
+            }
+            Step::WriteBy { user, op } => {
+                let user = user.map(name).unwrap_or_default();
+                self.propose_by(None, Some(op.command(&self.limits)), user);
             }
             Step::Register => {
                 let register = pb::Command {
@@ -271,10 +303,21 @@ impl Run {
         session: Option<pb::Session>,
         command: Option<pb::Command>,
     ) -> pb::WriteResponse {
+        self.propose_by(session, command, String::new())
+    }
+
+    /// [`Run::propose`] on behalf of `user` (empty: nobody).
+    fn propose_by(
+        &mut self,
+        session: Option<pb::Session>,
+        command: Option<pb::Command>,
+        user: String,
+    ) -> pb::WriteResponse {
         let proposal = pb::Proposal {
             session,
             stamp_ms: self.stamp,
             command,
+            user,
         };
         let entry = pb::Entry {
             term: 1,
@@ -355,8 +398,49 @@ impl Cmd {
                 client_addr: addr,
             }),
             Cmd::Empty => return pb::Command { op: None },
+            Cmd::Auth(step) => Op::Auth(pb::AuthCmd {
+                op: Some(step.op(limits)),
+            }),
         };
         pb::Command { op: Some(op) }
+    }
+}
+
+impl AuthStep {
+    fn op(self, limits: &Limits) -> pb::auth_cmd::Op {
+        use pb::auth_cmd::Op as A;
+        // What the receiving node proposes: a hash, never a password.
+        let password = |n| pb::UserAddCmd {
+            name: name(n),
+            password: String::new(),
+            password_hash: format!("$argon2id$v=19$m=8,t=1,p=1$c2FsdA${n}"),
+        };
+        let user_role = |u, r| pb::UserRoleCmd {
+            user: name(u),
+            role: name(r),
+        };
+        match self {
+            AuthStep::UserAdd(n) => A::UserAdd(password(n)),
+            AuthStep::UserDelete(n) => A::UserDelete(pb::UserNameCmd { name: name(n) }),
+            AuthStep::UserGrant(u, r) => A::UserGrant(user_role(u, r)),
+            AuthStep::UserRevoke(u, r) => A::UserRevoke(user_role(u, r)),
+            AuthStep::RoleAdd(n) => A::RoleAdd(pb::RoleNameCmd { name: name(n) }),
+            AuthStep::RoleDelete(n) => A::RoleDelete(pb::RoleNameCmd { name: name(n) }),
+            AuthStep::RoleGrant(r, prefix, p) => A::RoleGrant(pb::RoleGrantCmd {
+                role: name(r),
+                prefix: prefix.bytes(limits),
+                permission: i32::from(p % 4),
+            }),
+            AuthStep::RoleRevoke(r, prefix) => A::RoleRevoke(pb::RoleGrantCmd {
+                role: name(r),
+                prefix: prefix.bytes(limits),
+                permission: 0,
+            }),
+            AuthStep::Enable => A::Enable(pb::AuthEnableCmd {
+                signing_key: Bytes::from(vec![7; crate::kv::SIGNING_KEY_BYTES]),
+            }),
+            AuthStep::Disable => A::Disable(pb::AuthDisableCmd {}),
+        }
     }
 }
 

@@ -139,6 +139,7 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
             session,
             stamp_ms: 1000 * index,
             command: Some(pb::Command { op: Some(op) }),
+            user: String::new(),
         };
         sm.apply(index, &proposal.encode_to_vec());
     }

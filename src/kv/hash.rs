@@ -5,7 +5,8 @@
 //! docs/consensus.md, "Replica hash checks"). It covers everything `apply`
 //! and the reads depend on: the applied index, cluster time, the limits
 //! `apply` enforces, every key with its value and deadline, every session
-//! with its kept answers, and the member addresses. Derived indexes (the
+//! with its kept answers and owner, the member addresses, and the auth
+//! store (users with password hashes, roles, the signing key). Derived indexes (the
 //! expiry index, the session activity and byte counts) are left out: they
 //! are rebuilt from these, and `check_invariants` checks that they match.
 //!
@@ -73,10 +74,17 @@ impl StateMachine {
                 h.u64(seq);
                 h.message(response);
             }
+            // Only when set, so states without auth hash as before it.
+            if !client.owner.is_empty() {
+                h.bytes(client.owner.as_bytes());
+            }
         }
         h.u64(self.members.len() as u64);
         for member in self.members.values() {
             h.message(member);
+        }
+        if let Some(auth) = self.auth.record() {
+            h.message(&auth);
         }
         h.0.digest()
     }

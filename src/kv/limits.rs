@@ -74,7 +74,7 @@ impl Limits {
                 }
                 self.check_value(&c.value)
             }
-            Some(Op::Register(_) | Op::StateCheck(_) | Op::StateReport(_)) => Ok(()),
+            Some(Op::Register(_) | Op::StateCheck(_) | Op::StateReport(_) | Op::Auth(_)) => Ok(()),
             Some(Op::MemberAddrs(m)) => {
                 if m.peer_addr.len() > MAX_ADDR_BYTES || m.client_addr.len() > MAX_ADDR_BYTES {
                     return Err(super::error::invalid(format!(

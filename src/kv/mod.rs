@@ -17,6 +17,7 @@
 //! answers, not failures: the entry still counts as applied, nothing else
 //! changes, and every replica answers the same.
 
+mod auth;
 mod commands;
 mod error;
 mod hash;
@@ -28,6 +29,7 @@ mod store;
 mod tests;
 
 pub use crate::pb::KvError;
+pub use auth::{Auth, Need, ROOT, SIGNING_KEY_BYTES, User};
 pub use commands::parse_integer;
 pub use limits::Limits;
 pub use sessions::{
@@ -41,6 +43,7 @@ use bytes::Bytes;
 use prost::Message;
 use sessions::{Admission, Sessions};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use store::Store;
 
 /// Most expired keys (and, separately, idle sessions) removed per applied
@@ -65,6 +68,9 @@ pub struct StateMachine {
     applied_index: u64,
     /// Addresses of members added at run time, by id (see `members`).
     members: BTreeMap<u64, pb::MemberAddrsCmd>,
+    /// Users, roles and permissions (see `auth`); shared, as it rarely
+    /// changes and every copy of the state machine carries it.
+    auth: Arc<Auth>,
 }
 
 impl StateMachine {
@@ -77,7 +83,18 @@ impl StateMachine {
             time_ms: 0,
             applied_index: 0,
             members: BTreeMap::new(),
+            auth: Arc::default(),
         }
+    }
+
+    /// The auth store as applied: nodes check reads and tokens against it.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The auth store, for `raftctl snapshot restore --disable-auth`.
+    pub fn auth_mut(&mut self) -> &mut Auth {
+        Arc::make_mut(&mut self.auth)
     }
 
     /// Checks a command against the limits before the leader proposes it, so
@@ -161,6 +178,11 @@ impl StateMachine {
         if let Err(e) = self.limits.check(&command) {
             return respond(index, Outcome::Error(e));
         }
+        // The authoritative permission check: at this log position, the same
+        // on every replica (docs/security.md, "Users and roles").
+        if let Err(e) = self.auth.check(&proposal.user, Need::of(&command)) {
+            return respond(index, Outcome::Error(e));
+        }
         self.advance_time(proposal.stamp_ms);
 
         match command.op {
@@ -174,17 +196,25 @@ impl StateMachine {
                 return respond(index, Outcome::StateCheck(pb::StateCheckResult {}));
             }
             Some(Op::StateReport(r)) => return respond(index, Outcome::StateReport(r)),
+            Some(Op::Auth(a)) => {
+                let outcome = match self.auth_mut().apply(a) {
+                    Ok(r) => Outcome::Auth(r),
+                    Err(e) => Outcome::Error(e),
+                };
+                return respond(index, outcome);
+            }
             _ => {}
         }
         // Registering ignores any session it carries: it is how a client gets one.
         if let Some(Op::Register(_)) = command.op {
-            self.sessions.register(index, self.time_ms);
+            self.sessions.register(index, self.time_ms, &proposal.user);
             let result = RegisterResult { client_id: index };
             return respond(index, Outcome::Register(result));
         }
         let session = proposal.session.filter(|s| s.client_id != 0);
         if let Some(session) = &session {
-            match self.sessions.admit(session, self.time_ms) {
+            let owner = self.auth.enabled().then_some(proposal.user.as_str());
+            match self.sessions.admit(session, self.time_ms, owner) {
                 Admission::Apply => {}
                 Admission::Replay(response) => return response,
                 Admission::Refuse(e) => return respond(index, Outcome::Error(e)),
@@ -216,9 +246,13 @@ impl StateMachine {
             Some(Op::Cas(c)) => commands::cas(&mut self.store, c, t),
             // Unreachable: `check` refuses a missing op; apply handles the rest.
             None
-            | Some(Op::Register(_) | Op::MemberAddrs(_) | Op::StateCheck(_) | Op::StateReport(_)) => {
-                Outcome::Error(error::invalid("no operation"))
-            }
+            | Some(
+                Op::Register(_)
+                | Op::MemberAddrs(_)
+                | Op::StateCheck(_)
+                | Op::StateReport(_)
+                | Op::Auth(_),
+            ) => Outcome::Error(error::invalid("no operation")),
         }
     }
 

@@ -65,6 +65,9 @@ pub(crate) struct Client {
     pub last_active_ms: u64,
     /// Answers to requests `>= first_incomplete`, by sequence number.
     pub responses: BTreeMap<u64, WriteResponse>,
+    /// The user that registered it (empty: none); only it may use the
+    /// session while auth is enabled.
+    pub owner: String,
 }
 
 /// What to do with a request that carries a session.
@@ -137,13 +140,14 @@ impl Sessions {
     /// Opens a session for `client_id` (the log index of the register entry,
     /// hence unique and the same on every replica), evicting the least
     /// recently active sessions beyond the cap.
-    pub fn register(&mut self, client_id: u64, now_ms: u64) {
+    pub fn register(&mut self, client_id: u64, now_ms: u64, owner: &str) {
         self.insert(
             client_id,
             Client {
                 first_incomplete: 0,
                 last_active_ms: now_ms,
                 responses: BTreeMap::new(),
+                owner: owner.to_string(),
             },
         );
         while self.clients.len() > self.bounds.sessions {
@@ -157,14 +161,22 @@ impl Sessions {
     }
 
     /// Decides whether the request `session` is applied, replayed or refused,
-    /// and updates the client's activity and acknowledged answers.
-    pub fn admit(&mut self, session: &Session, now_ms: u64) -> Admission {
+    /// and updates the client's activity and acknowledged answers. With
+    /// `user` set (auth enabled), a session owned by another user is refused.
+    pub fn admit(&mut self, session: &Session, now_ms: u64, user: Option<&str>) -> Admission {
         let id = session.client_id;
         let Some(client) = self.clients.get(&id) else {
             return Admission::Refuse(session_expired(format!(
                 "client {id} has no session (never registered, expired or evicted); register again"
             )));
         };
+        if let Some(user) = user
+            && client.owner != user
+        {
+            return Admission::Refuse(super::auth::denied(format!(
+                "the session of client {id} belongs to another user"
+            )));
+        }
         if expired(client, now_ms) {
             self.remove(id);
             return Admission::Refuse(session_expired(format!(

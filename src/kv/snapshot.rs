@@ -7,6 +7,7 @@
 //! the snapshot is only ever read back by this module. A new layout gets a
 //! new version; `restore` refuses versions it does not know.
 
+use super::auth::{Auth, AuthRecord};
 use super::error::invalid;
 use super::sessions::{Client, MAX_KEPT_RESPONSES, Sessions};
 use super::store::{Item, Store};
@@ -32,6 +33,9 @@ struct SnapshotBody {
     /// Member addresses by ascending id (absent in older snapshots: none).
     #[prost(message, repeated, tag = "5")]
     members: Vec<MemberAddrsCmd>,
+    /// Users and roles (absent in older snapshots and while empty).
+    #[prost(message, optional, tag = "6")]
+    auth: Option<AuthRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -54,6 +58,9 @@ struct SessionRecord {
     last_active_ms: u64,
     #[prost(message, repeated, tag = "4")]
     responses: Vec<KeptResponse>,
+    /// The user that registered it (absent in older snapshots: none).
+    #[prost(string, tag = "5")]
+    owner: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,6 +81,7 @@ impl StateMachine {
             items: self.store.iter().map(item_record).collect(),
             sessions: self.sessions.iter().map(session_record).collect(),
             members: self.members.values().cloned().collect(),
+            auth: self.auth.record(),
         }
         .encode_to_vec();
         let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
@@ -100,6 +108,7 @@ impl StateMachine {
         sm.store = restore_store(body.items)?;
         sm.sessions = restore_sessions(&limits, body.sessions, body.applied_index)?;
         sm.members = body.members.into_iter().map(|m| (m.id, m)).collect();
+        sm.auth = std::sync::Arc::new(Auth::from_record(body.auth)?);
         Ok(sm)
     }
 }
@@ -135,6 +144,7 @@ fn session_record((client_id, client): (&u64, &Client)) -> SessionRecord {
         client_id: *client_id,
         first_incomplete: client.first_incomplete,
         last_active_ms: client.last_active_ms,
+        owner: client.owner.clone(),
         responses: client
             .responses
             .iter()
@@ -197,6 +207,7 @@ fn restore_sessions(
             first_incomplete: record.first_incomplete,
             last_active_ms: record.last_active_ms,
             responses: Default::default(),
+            owner: record.owner,
         };
         for kept in record.responses {
             let above_previous = client
@@ -251,6 +262,7 @@ mod tests {
             client_id,
             first_incomplete,
             last_active_ms: 0,
+            owner: String::new(),
             responses: seqs
                 .iter()
                 .map(|&seq| KeptResponse {
@@ -268,6 +280,7 @@ mod tests {
             items,
             sessions,
             members: Vec::new(),
+            auth: None,
         };
         StateMachine::restore(Limits::default(), &framed(&body))
             .map(|_| ())
@@ -300,6 +313,7 @@ mod tests {
             items,
             sessions: Vec::new(),
             members: Vec::new(),
+            auth: None,
         };
         let sm = StateMachine::restore(Limits::default(), &framed(&body)).unwrap();
         let time = |what: &str, f: &mut dyn FnMut()| {

@@ -31,7 +31,7 @@ pub mod state_check;
 #[cfg(test)]
 mod tests;
 
-use crate::kv::{Limits, RangeView, StateMachine};
+use crate::kv::{self, Limits, RangeView, StateMachine};
 use crate::pb;
 use crate::raft::{
     self, ConfChange, Entry, Instant, LogIndex, NodeId, Payload, ProposeError, Raft, ReadState,
@@ -493,6 +493,19 @@ impl<C: Callers> Replica<C> {
 
     /// Proposes a client's write; it is answered once applied (or refused now).
     pub fn propose_write(&mut self, req: pb::WriteRequest, caller: C::Write, now: Instant) {
+        self.propose_write_as(req, String::new(), caller, now)
+    }
+
+    /// [`Replica::propose_write`] on behalf of the authenticated `user`
+    /// (empty: none), which the state machine checks when it applies the
+    /// entry (docs/security.md, "Users and roles").
+    pub fn propose_write_as(
+        &mut self,
+        req: pb::WriteRequest,
+        user: String,
+        caller: C::Write,
+        now: Instant,
+    ) {
         if self.is_stopping() {
             return self.refuse_write(caller, Refusal::Stopping);
         }
@@ -514,7 +527,10 @@ impl<C: Callers> Replica<C> {
             );
             return self.refuse_write(caller, Refusal::Busy(why));
         }
-        match self.propose(req.session, Some(command), now) {
+        if let Err(e) = self.sm.auth().check(&user, kv::Need::of(&command)) {
+            return self.refuse_write(caller, Refusal::Rejected(e));
+        }
+        match self.propose_as(req.session, Some(command), user, now) {
             Ok(id) => {
                 if is_check {
                     self.checks.proposed(now, self.applied);
@@ -553,10 +569,21 @@ impl<C: Callers> Replica<C> {
         command: Option<pb::Command>,
         now: Instant,
     ) -> Result<raft::LogId, ProposeError> {
+        self.propose_as(session, command, String::new(), now)
+    }
+
+    fn propose_as(
+        &mut self,
+        session: Option<pb::Session>,
+        command: Option<pb::Command>,
+        user: String,
+        now: Instant,
+    ) -> Result<raft::LogId, ProposeError> {
         let proposal = pb::Proposal {
             session,
             stamp_ms: self.clock.stamp(now),
             command,
+            user,
         };
         let id = self.raft.propose(proposal.encode_to_vec().into(), now)?;
         self.clock.proposed(now);

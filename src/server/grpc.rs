@@ -2,8 +2,10 @@
 //! loop, with the not-leader convention of docs/internals.md and a duration
 //! histogram per method.
 
+use super::auth::{AuthView, denied_status, need_to_propose, prepare};
 use super::node::{MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
 use super::peer_check::PeerHealth;
+use crate::kv::Need;
 use crate::observe::Metrics;
 use crate::pb;
 use crate::raft::{ConfChange, NodeId};
@@ -21,6 +23,8 @@ pub struct ClientService {
     pub peers: Arc<PeerHealth>,
     /// When the process started serving, for `Status.uptime_seconds`.
     pub started: Instant,
+    /// Who sends each request, and what it may do (docs/security.md).
+    pub auth: AuthView,
 }
 
 /// The gRPC status of a node error, in the shared vocabulary
@@ -64,11 +68,29 @@ impl pb::kv_server::Kv for ClientService {
         &self,
         r: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        self.timed("Write", self.node.write(r.into_inner())).await
+        let user = self.auth.authenticate(&r)?;
+        let mut request = r.into_inner();
+        if let Some(command) = &mut request.command {
+            self.auth.check(&user, need_to_propose(command))?;
+            prepare(command).await?;
+        }
+        let response = self
+            .timed("Write", self.node.write(request, user.clone()))
+            .await?;
+        // Refused when applied: a permission error, not an answer.
+        if let Some(pb::write_response::Result::Error(e)) = &response.get_ref().result
+            && e.code() == pb::kv_error::Code::PermissionDenied
+        {
+            return Err(denied_status(&user, &e.message));
+        }
+        Ok(response)
     }
 
     async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let user = self.auth.authenticate(&r)?;
         let key = r.into_inner().key;
+        self.auth
+            .check(&user, Need::Key(&key, pb::Permission::Read))?;
         self.timed("Get", async {
             match self.node.read(ReadKind::Get(key)).await? {
                 ReadAnswer::Get(g) => Ok(g),
@@ -79,7 +101,10 @@ impl pb::kv_server::Kv for ClientService {
     }
 
     async fn ttl(&self, r: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        let user = self.auth.authenticate(&r)?;
         let key = r.into_inner().key;
+        self.auth
+            .check(&user, Need::Key(&key, pb::Permission::Read))?;
         self.timed("Ttl", async {
             match self.node.read(ReadKind::Ttl(key)).await? {
                 ReadAnswer::Ttl(t) => Ok(t),
@@ -94,7 +119,10 @@ impl pb::kv_server::Kv for ClientService {
         &self,
         r: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let user = self.auth.authenticate(&r)?;
         let request = r.into_inner();
+        let need = Need::Key(&request.prefix, pb::Permission::Read);
+        self.auth.check(&user, need)?;
         self.timed("Range", async {
             match self.node.read(ReadKind::Range(request)).await? {
                 ReadAnswer::Range(page) => Ok(page),
@@ -137,6 +165,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.auth.admit(&r, Need::Root)?;
         let r = r.into_inner();
         self.timed("AddMember", async {
             let change = if r.promote {
@@ -158,6 +187,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.auth.admit(&r, Need::Root)?;
         let id = r.into_inner().id;
         self.timed("RemoveMember", async {
             let index = self
@@ -173,6 +203,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
+        self.auth.admit(&r, Need::Root)?;
         let to = r.into_inner().to;
         self.timed("TransferLeader", async {
             self.node.transfer(Some(NodeId(to))).await?;
@@ -187,8 +218,10 @@ impl pb::cluster_server::Cluster for ClientService {
     /// A backup: the stream opens once the leader has copied its state.
     async fn snapshot(
         &self,
-        _: Request<pb::SnapshotRequest>,
+        r: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // The backup holds password hashes and the token signing key.
+        self.auth.admit(&r, Need::Root)?;
         self.timed("Snapshot", super::backup::snapshot(&self.node))
             .await
     }

@@ -1,6 +1,7 @@
 //! The node: drives the consensus core, storage and state machine with
 //! tokio, and serves the peer and client gRPC services.
 
+pub mod auth;
 pub mod backup;
 mod boot_clock;
 mod bootstrap;

@@ -65,7 +65,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 /// One input of the node loop, other than a peer's message.
 pub enum Input {
-    Write(pb::WriteRequest, Reply<pb::WriteResponse>),
+    /// A client's write and its authenticated user (empty: none).
+    Write(pb::WriteRequest, String, Reply<pb::WriteResponse>),
     Read(ReadKind, Reply<ReadAnswer>),
     /// A membership change (with the addresses of an added node); answered
     /// with its log index once committed.
@@ -133,8 +134,13 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
-    pub async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, NodeError> {
-        self.ask(|r| Input::Write(req, r)).await
+    /// A write on behalf of the authenticated `user` (empty: none).
+    pub async fn write(
+        &self,
+        req: pb::WriteRequest,
+        user: String,
+    ) -> Result<pb::WriteResponse, NodeError> {
+        self.ask(|r| Input::Write(req, user, r)).await
     }
 
     pub async fn read(&self, kind: ReadKind) -> Result<ReadAnswer, NodeError> {

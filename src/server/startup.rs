@@ -5,6 +5,7 @@
 //! listener and the delivery of Raft messages start. Then it waits for
 //! SIGTERM/SIGINT and stops gracefully.
 
+use super::auth::{AuthService, AuthView};
 use super::boot_clock::BootClock;
 use super::bootstrap::{self, Boot};
 use super::config::{Config, Dialers};
@@ -171,8 +172,14 @@ impl Start<'_> {
         self.metrics.identify(&cluster_id, config.id);
 
         let (node, inbox) = node::channels();
+        let cert_auth = config
+            .tls
+            .client
+            .as_ref()
+            .is_some_and(|t| t.client_cert_auth);
+        let (auth, auth_view) = super::auth::channel(&sm, cert_auth);
         let client_server = serve(
-            client_services(config, &node, self.gate, &self.metrics),
+            client_services(config, &node, self.gate, &self.metrics, auth_view),
             client_listener,
             self.client_tls.map(|t| (t, "client")),
             &self.metrics,
@@ -193,6 +200,7 @@ impl Start<'_> {
                 log_ratio: config.snapshot_log_ratio,
             },
             restored_bytes,
+            auth,
         });
         self.gate.activate(Active {
             cluster_id: cluster_id.clone(),
@@ -265,12 +273,14 @@ fn client_services(
     node: &node::NodeHandle,
     gate: &Gate,
     metrics: &Metrics,
+    auth: AuthView,
 ) -> tonic::transport::server::Router {
     let client = ClientService {
         node: node.clone(),
         metrics: metrics.clone(),
         peers: gate.peers.clone(),
         started: std::time::Instant::now(),
+        auth: auth.clone(),
     };
     let limit = crate::status::client_message_limit(config.max_key_bytes, config.max_value_bytes);
     let counted = GrpcMetricsLayer::new(metrics);
@@ -283,6 +293,7 @@ fn client_services(
             ),
         )
         .add_service(counted.layer(pb::cluster_server::ClusterServer::new(client)))
+        .add_service(counted.layer(pb::auth_server::AuthServer::new(AuthService { view: auth })))
 }
 
 /// The state machine from the snapshot, if any, and the index it covers.

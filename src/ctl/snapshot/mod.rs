@@ -95,6 +95,11 @@ pub struct RestoreArgs {
     /// voters, so every member's restore agrees).
     #[arg(long)]
     pub cluster_id: Option<String>,
+    /// Restore with auth turned off (users and roles kept): how to get back
+    /// in after losing root's password (docs/security.md). Give it to every
+    /// member's restore, or their states differ.
+    #[arg(long)]
+    pub disable_auth: bool,
 }
 
 /// Runs one `raftctl snapshot` command; `client` connects for `save`.
@@ -342,6 +347,7 @@ fn restore(args: &RestoreArgs, output: Output) -> Result<(), CtlError> {
         member,
         voters: &args.voters,
         cluster_id: args.cluster_id.as_deref(),
+        disable_auth: args.disable_auth,
     };
     let restored = restore::restore(&backup, &plan).map_err(|e| {
         let exit = match &e {

@@ -49,6 +49,8 @@ pub struct Plan<'a> {
     pub member: u64,
     pub voters: &'a [u64],
     pub cluster_id: Option<&'a str>,
+    /// Turn auth off in the restored state.
+    pub disable_auth: bool,
 }
 
 /// What a restore wrote.
@@ -102,7 +104,7 @@ pub fn restore(backup: &Backup, plan: &Plan) -> Result<Restored, RestoreError> {
         Some(id) => id.to_string(),
         None => derived_cluster_id(backup, &voters),
     };
-    let data = state(backup)?;
+    let data = state(backup, plan.disable_auth)?;
     let destination = Destination::check(plan.data_dir)?;
     let snapshot = Snapshot {
         meta: SnapshotMeta {
@@ -150,8 +152,9 @@ pub fn derived_cluster_id(backup: &Backup, voters: &[u64]) -> String {
 }
 
 /// The backup's state machine, decoded and checked whole, re-encoded
-/// without the old members' addresses (the new members are given theirs).
-fn state(backup: &Backup) -> Result<bytes::Bytes, RestoreError> {
+/// without the old members' addresses (the new members are given theirs),
+/// and with auth off if asked.
+fn state(backup: &Backup, disable_auth: bool) -> Result<bytes::Bytes, RestoreError> {
     let corrupt = |detail: String| FileError::Corrupt {
         path: PathBuf::from("the backup"),
         detail,
@@ -167,6 +170,9 @@ fn state(backup: &Backup) -> Result<bytes::Bytes, RestoreError> {
         .into());
     }
     sm.forget_member_addresses();
+    if disable_auth {
+        sm.auth_mut().disable();
+    }
     Ok(sm.snapshot())
 }
 
@@ -377,6 +383,7 @@ mod tests {
                 session,
                 stamp_ms: 1_000_000,
                 command: command.map(|op| pb::Command { op: Some(op) }),
+                user: String::new(),
             }
             .encode_to_vec()
         };
@@ -440,6 +447,7 @@ mod tests {
             member,
             voters: &[],
             cluster_id: None,
+            disable_auth: false,
         }
     }
 
@@ -514,6 +522,7 @@ mod tests {
                         value: Bytes::from(vec![b'v'; 100]),
                     })),
                 }),
+                user: String::new(),
             };
             sm.apply(i + 1, &proposal.encode_to_vec());
         }

@@ -207,12 +207,14 @@ fn malformed_entries_are_refused_and_change_nothing() {
         session: None,
         stamp_ms: 0,
         command: None,
+        user: String::new(),
     };
     assert_eq!(h.apply_raw(&no_command.encode_to_vec()).result, None);
     let empty = Proposal {
         session: None,
         stamp_ms: 0,
         command: Some(Command { op: None }),
+        user: String::new(),
     };
     assert_eq!(
         error_code(&h.apply_raw(&empty.encode_to_vec())),

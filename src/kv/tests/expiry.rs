@@ -72,6 +72,7 @@ fn a_time_entry_never_moves_time_back() {
         session: None,
         stamp_ms: 10,
         command: None,
+        user: String::new(),
     };
     h.apply_raw(&back.encode_to_vec());
     assert_eq!(h.sm.time_ms(), 5_000);

@@ -1,5 +1,6 @@
 //! Tests of the state machine through its public interface.
 
+mod auth;
 mod commands;
 mod expiry;
 mod limits;
@@ -93,6 +94,7 @@ impl Harness {
                 session: None,
                 stamp_ms: now_ms,
                 command: None,
+                user: String::new(),
             };
             let r = self.apply_raw(&entry.encode_to_vec());
             assert_eq!(r.result, None, "a time entry has no answer");
@@ -117,6 +119,7 @@ pub(super) fn encode(session: Option<Session>, stamp_ms: u64, op: Op) -> Vec<u8>
         session,
         stamp_ms,
         command: Some(Command { op: Some(op) }),
+        user: String::new(),
     }
     .encode_to_vec()
 }

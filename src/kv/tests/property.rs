@@ -71,7 +71,11 @@ impl Model {
                     format!("cas false {current:?}")
                 }
             }
-            Op::Register(_) | Op::MemberAddrs(_) | Op::StateCheck(_) | Op::StateReport(_) => {
+            Op::Register(_)
+            | Op::MemberAddrs(_)
+            | Op::StateCheck(_)
+            | Op::StateReport(_)
+            | Op::Auth(_) => {
                 unreachable!()
             }
         }
@@ -91,6 +95,7 @@ fn shape(r: &WriteResponse) -> String {
         Outcome::MemberAddrs(_) => "member addrs".into(),
         Outcome::StateCheck(_) => "state check".into(),
         Outcome::StateReport(_) => "state report".into(),
+        Outcome::Auth(_) => "auth".into(),
     }
 }
 

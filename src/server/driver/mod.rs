@@ -34,6 +34,7 @@
 
 mod view;
 
+use super::auth::AuthPublisher;
 use super::boot_clock::BootClock;
 use super::config::Config;
 use super::node::{Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
@@ -218,6 +219,7 @@ pub struct Driver {
     /// end of it (taken by `run`).
     hashes: mpsc::UnboundedSender<(u64, u64)>,
     hashed: Option<mpsc::UnboundedReceiver<(u64, u64)>>,
+    auth: AuthPublisher,
 }
 
 /// A written snapshot file: (index, path, where its time went).
@@ -237,6 +239,8 @@ pub struct Parts {
     /// When to snapshot, and the size of the snapshot restored at start.
     pub snapshot_policy: SnapshotPolicy,
     pub restored_bytes: u64,
+    /// Where the applied auth store goes for the client port's checks.
+    pub auth: AuthPublisher,
 }
 
 impl Driver {
@@ -272,6 +276,7 @@ impl Driver {
             pending_adoption: None,
             hashes,
             hashed: Some(hashed),
+            auth: p.auth,
         };
         driver
             .replica
@@ -404,7 +409,7 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Write(req, reply) => self.replica.propose_write(req, reply, now),
+            Input::Write(req, user, reply) => self.replica.propose_write_as(req, user, reply, now),
             Input::Read(kind, reply) => self.replica.read(kind, reply, now),
             Input::Change(change, addrs, reply) => {
                 // Only the leader uses the addresses: everyone else learns
@@ -511,6 +516,7 @@ impl Driver {
     /// Carries out the replica's decisions: answers to waiting callers,
     /// member addresses to learn.
     fn deliver(&mut self) {
+        self.auth.publish(self.replica.state_machine());
         for effect in self.replica.take_effects() {
             match effect {
                 Effect::Written { caller, result, .. } => {
