@@ -15,9 +15,13 @@ use std::time::Instant;
 /// peer that is down never answers, and its rounds must not pile up).
 const PENDING_PER_PEER: usize = 64;
 
-/// Heartbeats sent and not yet answered, per peer: (term, round, sent at).
+/// Heartbeat rounds sent to one peer and not yet answered, oldest first:
+/// (term, round, sent at).
+type Unanswered = VecDeque<(u64, u64, Instant)>;
+
+/// Heartbeats sent and not yet answered, per peer.
 pub struct RoundTrips {
-    pending: Mutex<HashMap<NodeId, VecDeque<(u64, u64, Instant)>>>,
+    pending: Mutex<HashMap<NodeId, Unanswered>>,
     histogram: HistogramVec,
 }
 
