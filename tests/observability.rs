@@ -412,7 +412,7 @@ fn client_addr(cluster: &Local, i: u16) -> String {
 /// is UNIMPLEMENTED under `method="unknown"` (no label from the client).
 fn check_grpc_codes(cluster: &Local) {
     let leader = cluster.leader() as u16;
-    let follower = (0..local::NODES as u16).find(|i| *i != leader).unwrap();
+    let follower = (0..local::NODES).find(|i| *i != leader).unwrap();
     let series = |method: &str, code: &str| {
         format!(
             "raftkv_grpc_requests_total{{code=\"{code}\",method=\"{method}\",service=\"raftkv.v1.Kv\"}}"
@@ -474,7 +474,7 @@ fn check_grpc_codes(cluster: &Local) {
 fn check_round_trips_and_bytes(cluster: &Local, dir: &Path) {
     let leader = cluster.leader() as u16;
     let text = metrics_of(&cluster.http_addr(leader));
-    for peer in (0..local::NODES as u16).filter(|p| *p != leader) {
+    for peer in (0..local::NODES).filter(|p| *p != leader) {
         let count = sample(
             &text,
             &format!("raftkv_peer_round_trip_seconds_count{{peer=\"{peer}\"}}"),
@@ -494,7 +494,7 @@ fn check_round_trips_and_bytes(cluster: &Local, dir: &Path) {
             "leader {leader} -> {peer}: mean {mean} s"
         );
     }
-    for i in 0..local::NODES as u16 {
+    for i in 0..local::NODES {
         let data = data_dir(dir, i);
         let on_disk = |sub: &str| -> f64 {
             std::fs::read_dir(data.join(sub))
@@ -537,7 +537,7 @@ fn data_dir(dir: &Path, i: u16) -> PathBuf {
 /// that the panels name on purpose.
 fn check_panel_metrics(cluster: &Local) {
     let mut exported = std::collections::BTreeSet::new();
-    for i in 0..local::NODES as u16 {
+    for i in 0..local::NODES {
         for line in metrics_of(&cluster.http_addr(i)).lines() {
             if line.starts_with('#') || line.is_empty() {
                 continue;
