@@ -15,13 +15,12 @@ use std::time::Instant;
 /// peer that is down never answers, and its rounds must not pile up).
 const PENDING_PER_PEER: usize = 64;
 
-/// Heartbeat rounds sent to one peer and not yet answered, oldest first:
-/// (term, round, sent at).
-type Unanswered = VecDeque<(u64, u64, Instant)>;
+/// A heartbeat sent and not yet answered: (term, round, sent at).
+type Unanswered = (u64, u64, Instant);
 
 /// Heartbeats sent and not yet answered, per peer.
 pub struct RoundTrips {
-    pending: Mutex<HashMap<NodeId, Unanswered>>,
+    pending: Mutex<HashMap<NodeId, VecDeque<Unanswered>>>,
     histogram: HistogramVec,
 }
 
