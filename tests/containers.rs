@@ -7,8 +7,12 @@
 
 mod common;
 
+#[path = "containers/api.rs"]
+mod api;
 #[path = "containers/cluster.rs"]
 mod cluster;
+#[path = "containers/jobs.rs"]
+mod jobs;
 #[path = "containers/load.rs"]
 mod load;
 #[path = "containers/pod.rs"]
@@ -19,7 +23,11 @@ mod sts;
 use cluster::Env;
 use common::docker;
 use common::wait::wait_for;
+use jobs::OneOff;
 use load::Writer;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(60);
@@ -335,6 +343,334 @@ fn sigterm_to_leader_hands_over_and_exits_0() {
             "; leader {leader} exited 0 in {:.2} s (grace {} s), node {successor} leads",
             exited.as_secs_f64(),
             grace.as_secs()
+        ),
+    );
+}
+
+/// A directory a container's non-root user (the image's 65532, as the pod
+/// security context's fsGroup would make a volume) can read and write.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+fn path_string(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The scale-down hook on the StatefulSet stand-in: the Job Helm renders
+/// for `helm upgrade` from 5 to 3 replicas (scripts/chart.py render
+/// --upgrade-from 5), its command and args as rendered, run as a container
+/// on the cluster's network against 5 pods, with an API server stand-in
+/// (tests/containers/api.rs) behind the StatefulSet. First with two
+/// members down, so that the 3 left would have no quorum: it refuses and
+/// nothing changes (5 voters, 5 pods, no scale patch, writes go on). Then
+/// with every member up: members 4 and 3 removed, the StatefulSet scaled
+/// to 3 (its pods 4 and 3 deleted), 3 voters, no acknowledged write lost.
+#[test]
+fn scale_down_hook_removes_members_or_refuses() {
+    let Some(env) = Env::new("hook") else {
+        return;
+    };
+    let sts = &env.sts;
+    let objects = jobs::render(&sts::root(), &sts.template.image, &["replicas=3"], Some(5));
+    let job = jobs::pod_of(&objects, "Job", "/spec/template/spec");
+    let hook = OneOff::of(job, &job["containers"][0], "raftkv-scale-down-x");
+    assert_eq!(
+        hook.argv[..2],
+        ["/usr/local/bin/raftctl", "scale"],
+        "{:?}",
+        hook.argv
+    );
+    let labels: api::Labels = serde_json::from_value(
+        jobs::pod_of(&objects, "StatefulSet", "/spec/template/metadata/labels").clone(),
+    )
+    .unwrap();
+    let api = api::FakeApi::start(sts.clone(), labels);
+    let creds = shared_dir();
+    let config = creds.path().join("config");
+    std::fs::write(&config, api.kubeconfig("/var/run/kube/ca.crt")).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".into()]).unwrap();
+    std::fs::write(creds.path().join("ca.crt"), ca.cert.pem()).unwrap();
+    for file in ["config", "ca.crt"] {
+        let path = creds.path().join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // What the kubelet gives a pod: the API server's address, the service
+    // account's credentials (here a kubeconfig: the stand-in speaks plain
+    // HTTP), and the cluster DNS search path with ndots:5.
+    let kubelet: Vec<String> = [
+        "-e",
+        &format!("KUBERNETES_SERVICE_HOST={}", api.address.ip()),
+        "-e",
+        &format!("KUBERNETES_SERVICE_PORT={}", api.address.port()),
+        "-e",
+        "KUBECONFIG=/var/run/kube/config",
+        "-v",
+        &format!("{}:/var/run/kube:ro", path_string(creds.path())),
+        "--dns-search",
+        "default.svc.cluster.local",
+        "--dns-search",
+        "svc.cluster.local",
+        "--dns-search",
+        "cluster.local",
+        "--dns-opt",
+        "ndots:5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    for i in 0..5 {
+        sts.start(i);
+    }
+    for i in 0..5 {
+        sts.wait_ready(i, READY);
+    }
+    env.wait_voters(&[0, 1, 2, 3, 4], READY);
+    let writer = Writer::start(sts.clone(), "hook");
+    writer.wait_progress(50, PROGRESS);
+
+    // Refusal: members 1 and 2 down; voters 0, 1, 2 would keep no quorum.
+    sts.kill(1);
+    sts.kill(2);
+    writer.wait_progress(20, PROGRESS);
+    let (code, out) = hook.run(
+        &format!("{}-hook-1", sts.prefix),
+        &sts.network,
+        &[],
+        &kubelet,
+    );
+    assert_ne!(code, 0, "the hook must refuse:\n{out}");
+    assert!(out.contains("quorum"), "the refusal says why:\n{out}");
+    let refused_with = out.lines().last().unwrap_or("").to_string();
+    assert!(
+        !api.requests().iter().any(|r| r.starts_with("PATCH")),
+        "{:?}",
+        api.requests()
+    );
+    assert_eq!(sts.ordinals(), [0, 3, 4]);
+    let members = env.members();
+    assert_eq!(members.members.iter().filter(|m| m.voter).count(), 5);
+    writer.wait_progress(20, PROGRESS);
+
+    // Every member back: the hook removes 4 and 3 and scales to 3.
+    sts.start(1);
+    sts.start(2);
+    sts.wait_ready(1, READY);
+    sts.wait_ready(2, READY);
+    let started = Instant::now();
+    let (code, out) = hook.run(
+        &format!("{}-hook-2", sts.prefix),
+        &sts.network,
+        &[],
+        &kubelet,
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 0, "the hook failed:\n{out}");
+    env.wait_voters(&[0, 1, 2], READY);
+    assert_eq!(sts.ordinals(), [0, 1, 2]);
+    let requests = api.requests();
+    let listed = requests
+        .iter()
+        .find(|r| r.starts_with("GET /api/v1/namespaces/default/pods?"))
+        .expect("the pods were listed");
+    assert!(
+        listed.contains("labelSelector=app.kubernetes.io%2Finstance%3Draftkv%2Capp.kubernetes.io%2Fname%3Draftkv"),
+        "{listed}"
+    );
+    let patches: Vec<&String> = requests.iter().filter(|r| r.starts_with("PATCH")).collect();
+    assert_eq!(patches.len(), 2, "{requests:?}");
+    assert!(patches[0].contains(r#""replicas":4"#) && patches[1].contains(r#""replicas":3"#));
+    writer.wait_progress(50, PROGRESS);
+    env.write_read("after-hook", "3 voters");
+    let r = writer.finish(sts);
+    report(
+        "scale_down_hook_removes_members_or_refuses",
+        &r,
+        &format!(
+            "; refused with 2 of 5 down ({refused_with}); 5 -> 3 by the rendered hook Job in {:.2} s",
+            took.as_secs_f64()
+        ),
+    );
+}
+
+/// Backup and restore through the chart on the stand-in: the backup
+/// CronJob's container as rendered (`raftctl snapshot save --dir /backup
+/// --keep 2` against the client Service) runs three times while a writer
+/// goes on, leaving the newest 2 files; the restore init container as
+/// rendered with restore.fromSnapshot seeds three fresh volumes from the
+/// newest, and a fresh 3-pod StatefulSet starts on them: every write
+/// acknowledged before that save began is there, a TTL set before it still
+/// runs, and writes are accepted. Rerun on a started member's volume and
+/// for an ordinal above the founders, the init container changes nothing.
+#[test]
+fn backup_cronjob_and_restore_init_container_round_trip() {
+    let Some(env) = Env::new("backup") else {
+        return;
+    };
+    let sts = &env.sts;
+    let root = sts::root();
+    env.start_ready(3);
+    env.retry("set", |c| async move { c.set(b"ttl/key", b"kept").await });
+    env.retry(
+        "expire",
+        |c| async move { c.expire(b"ttl/key", 3600).await },
+    );
+    let writer = Writer::start(sts.clone(), "backup");
+    writer.wait_progress(100, PROGRESS);
+
+    let objects = jobs::render(
+        &root,
+        &sts.template.image,
+        &["backup.enabled=true,backup.keep=2"],
+        None,
+    );
+    let spec = jobs::pod_of(&objects, "CronJob", "/spec/jobTemplate/spec/template/spec");
+    let backup = OneOff::of(spec, &spec["containers"][0], "raftkv-backup-x");
+    let endpoint = &backup.argv[backup.argv.iter().position(|a| a == "--endpoints").unwrap() + 1];
+    let service = endpoint.rsplit_once(':').unwrap().0.to_string();
+    let dir = shared_dir();
+    let mut last_start = Instant::now();
+    let mut saves = Vec::new();
+    for run in 0..3 {
+        // The client Service: its name resolves to a member (kube-proxy's
+        // part); a follower sends the save on to the leader.
+        let member = sts.addr(run % 3, sts.template.client_port).unwrap();
+        let ip = member.rsplit_once(':').unwrap().0;
+        last_start = Instant::now();
+        let (code, out) = backup.run(
+            &format!("{}-backup-{run}", sts.prefix),
+            &sts.network,
+            &[("backup", path_string(dir.path()))],
+            &["--add-host".into(), format!("{service}:{ip}")],
+        );
+        assert_eq!(code, 0, "backup run {run} failed:\n{out}");
+        saves.push(format!("{:.2} s", last_start.elapsed().as_secs_f64()));
+        writer.wait_progress(30, PROGRESS);
+    }
+    let acked = writer.acked_before(last_start);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "--keep 2 after 3 saves: {files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("raftkv-") && f.ends_with(".snap"))
+    );
+    let newest = files
+        .iter()
+        .max_by_key(|f| {
+            f.rsplit_once('-')
+                .unwrap()
+                .1
+                .trim_end_matches(".snap")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .unwrap()
+        .clone();
+    let r = writer.finish(sts);
+
+    // A fresh StatefulSet seeded by the restore init container.
+    let fresh = Arc::new(sts::StatefulSet::new("restored", &sts.template.image));
+    let objects = jobs::render(
+        &root,
+        &sts.template.image,
+        &[
+            &format!("restore.fromSnapshot.enabled=true,restore.fromSnapshot.file={newest}"),
+            "restore.fromSnapshot.volume.persistentVolumeClaim.claimName=raftkv-backup",
+        ],
+        None,
+    );
+    let pod = jobs::pod_of(&objects, "StatefulSet", "/spec/template/spec");
+    let init = |i: u64| OneOff::of(pod, &pod["initContainers"][0], &fresh.template.pod_name(i));
+    let restore_dir = path_string(dir.path());
+    let run_init = |i: u64, what: &str| {
+        init(i).run(
+            &format!("{}-restore-{i}-{what}", fresh.prefix),
+            &fresh.network,
+            &[("data", fresh.claim(i)), ("restore", restore_dir.clone())],
+            &[],
+        )
+    };
+    let started = Instant::now();
+    let mut cluster_ids = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let (code, out) = run_init(i, "first");
+        assert_eq!(code, 0, "restore of pod {i} failed:\n{out}");
+        let id = out
+            .split("of new cluster ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("pod {i}: {out}"));
+        cluster_ids.insert(id.to_string());
+    }
+    let restored_in = started.elapsed();
+    assert_eq!(cluster_ids.len(), 1, "founders disagree: {cluster_ids:?}");
+    for i in 0..3 {
+        fresh.start(i);
+    }
+    for i in 0..3 {
+        fresh.wait_ready(i, READY);
+    }
+    load::verify(&fresh, "backup", &acked);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ttl = wait_for("the restored leader", READY, || {
+        rt.block_on(async {
+            let c = fresh.leader_client().await?;
+            let ttl = c.ttl(b"ttl/key").await.ok()?;
+            let value = c.get(b"ttl/key").await.ok()?;
+            c.set(b"after-restore", b"accepted").await.ok()?;
+            Some((ttl, value))
+        })
+    });
+    assert_eq!(ttl.1.as_deref(), Some(&b"kept"[..]));
+    match ttl.0 {
+        raftkv::client::Ttl::Seconds(s) => assert!((3000..=3600).contains(&s), "ttl {s}"),
+        other => panic!("the TTL was lost: {other:?}"),
+    }
+    // The init container again: on a member's volume, and for a pod above
+    // the founders (a later scale-up), it restores nothing.
+    let (code, out) = run_init(0, "again");
+    assert!(
+        code == 0 && out.contains("already holds a node's data"),
+        "{out}"
+    );
+    let (code, out) = run_init(3, "scale-up");
+    assert!(
+        code == 0 && out.contains("not one of the new cluster's voters"),
+        "{out}"
+    );
+    let members = rt.block_on(async {
+        fresh
+            .leader_client()
+            .await
+            .unwrap()
+            .members()
+            .await
+            .unwrap()
+    });
+    assert_eq!(members.members.iter().filter(|m| m.voter).count(), 3);
+    report(
+        "backup_cronjob_and_restore_init_container_round_trip",
+        &r,
+        &format!(
+            "; 3 saves under load by the rendered CronJob container ({}), {} kept; {} keys acknowledged before the \
+             last save all in the restored cluster {} (3 init containers in {:.2} s), TTL {:?} left",
+            saves.join(", "),
+            files.len(),
+            acked.len(),
+            cluster_ids.iter().next().unwrap(),
+            restored_in.as_secs_f64(),
+            ttl.0
         ),
     );
 }

@@ -125,6 +125,17 @@ impl Writer {
         }
     }
 
+    /// The writes acknowledged before `at` (a backup taken from then on
+    /// holds them all).
+    pub fn acked_before(&self, at: Instant) -> Vec<u64> {
+        let log = self.log.lock().unwrap();
+        log.acked
+            .iter()
+            .filter(|(_, t)| *t < at)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// Stops writing, then checks that every acknowledged write is there.
     pub fn finish(mut self, sts: &StatefulSet) -> Report {
         self.halt();

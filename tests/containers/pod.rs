@@ -226,7 +226,7 @@ fn env_entry(e: &Value) -> (String, EnvValue) {
 
 /// The security context as Docker flags; a setting Docker cannot express
 /// fails the test rather than being dropped silently.
-fn security_flags(pod: &Value, container: &Value) -> Vec<String> {
+pub fn security_flags(pod: &Value, container: &Value) -> Vec<String> {
     let get = |key: &str| {
         let c = &container[key];
         if c.is_null() {

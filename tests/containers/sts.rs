@@ -55,7 +55,8 @@ impl StatefulSet {
         format!("{}-{}", self.prefix, self.template.pod_name(i))
     }
 
-    fn volume(&self, i: u64) -> String {
+    /// The named volume of pod `i` (its claim).
+    pub fn volume(&self, i: u64) -> String {
         format!("{}-data-{i}", self.prefix)
     }
 
@@ -69,9 +70,16 @@ impl StatefulSet {
         self.start_with(i, true);
     }
 
-    fn start_with(&self, i: u64, dns_late: bool) {
+    /// Creates pod `i`'s volume (kept and removed like the pods' own) for
+    /// a container that runs before the pod (an init container).
+    pub fn claim(&self, i: u64) -> String {
         let volume = self.volume(i);
         self.volumes.lock().unwrap().insert(volume.clone());
+        volume
+    }
+
+    fn start_with(&self, i: u64, dns_late: bool) {
+        let volume = self.claim(i);
         let mut args = vec!["run".to_string()];
         args.extend(self.template.run_args(
             i,
