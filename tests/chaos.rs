@@ -156,6 +156,14 @@ fn chaos_pausing_the_leader_on_a_local_cluster_stays_linearizable() {
         assert_eq!(f["fault"], "pause 900ms", "{report:#}");
         assert_eq!(f["grace"], "-");
         assert_eq!(f["was_leader"], true, "{report:#}");
+        // Counted from the pause's start (once it was counted from its
+        // end, and read 0.05 s): the frozen leader serves nothing until
+        // the others elect, at least an election timeout (300 ms) later.
+        let gap = f["unavailable_seconds"].as_f64().unwrap();
+        assert!(
+            gap >= 0.25,
+            "a pause of the leader measured {gap}s: {report:#}"
+        );
     }
     // Each pause outlasted the election timeout: the frozen leader was
     // replaced, so the term moved past the first leader's.

@@ -328,23 +328,30 @@ pub fn cluster_id(config: &Config) -> String {
     if let Some(id) = &config.cluster_id {
         return id.clone();
     }
-    let list: Vec<String> = initial_members(config)
-        .map(|p| format!("{}={}", p.id, p.peer_addr))
-        .collect();
+    let derived = derived_cluster_id(initial_members(config).map(|p| (p.id, p.peer_addr.as_str())));
+    if initial_members(config).count() > 1 {
+        return derived;
+    }
+    // A lone founder agrees with nobody, so its id can be unique: if its
+    // volume is lost after the cluster grew (`member add`), it bootstraps
+    // again at once (there is no other initial member to ask), and a new id
+    // keeps the old cluster's messages from reaching the amnesiac node.
+    format!("{derived}-{:08x}", rand::random::<u32>())
+}
+
+/// The cluster id founders derive from their peer list (id, peer address),
+/// sorted by id, without `--cluster-id`. Public for `raftctl local`, whose
+/// nodes each see their peers behind other proxy addresses and are given
+/// the id of the unproxied list.
+pub fn derived_cluster_id<'a>(members: impl Iterator<Item = (u64, &'a str)>) -> String {
+    let list: Vec<String> = members.map(|(id, addr)| format!("{id}={addr}")).collect();
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in list.join(",").bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    if initial_members(config).count() > 1 {
-        return format!("raftkv-{h:016x}");
-    }
-    // A lone founder agrees with nobody, so its id can be unique: if its
-    // volume is lost after the cluster grew (`member add`), it bootstraps
-    // again at once (there is no other initial member to ask), and a new id
-    // keeps the old cluster's messages from reaching the amnesiac node.
-    format!("raftkv-{h:016x}-{:08x}", rand::random::<u32>())
+    format!("raftkv-{h:016x}")
 }
 
 #[cfg(test)]

@@ -21,4 +21,5 @@ pub(crate) mod startup;
 pub mod transport;
 pub mod wire;
 
+pub use bootstrap::derived_cluster_id;
 pub use startup::run;

@@ -176,9 +176,14 @@ pub async fn run<P: Platform>(
                     (d.pod, d.was_leader, before)
                 })
         } else {
+            // A pause returns once the process runs again: its
+            // unavailability counts from its start (docs/testing.md).
             inject(platform, &admin, &plan.target, fault, grace)
                 .await
-                .map(|(pod, was_leader)| (pod, was_leader, workload.now()))
+                .map(|(pod, was_leader)| match fault {
+                    FaultKind::Pause(_) => (pod, was_leader, before),
+                    _ => (pod, was_leader, workload.now()),
+                })
         };
         match injected {
             Ok((pod, was_leader, at)) => {

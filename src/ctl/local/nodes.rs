@@ -156,22 +156,13 @@ pub fn link_addr(from: u64, to: &LocalNode) -> Option<String> {
 }
 
 /// The cluster id the founders of `founders` derive from their peer list
-/// when they are given none (the server's FNV-1a of `0=ADDR,1=ADDR,...`):
-/// behind proxies every node sees another peer list, so the supervisor
-/// passes this one, and data directories made before the proxies keep it.
+/// when they are given none: behind proxies every node sees another peer
+/// list, so the supervisor passes this one, and data directories made
+/// before the proxies keep it.
 pub fn derived_cluster_id(founders: &[LocalNode]) -> String {
     let mut sorted: Vec<&LocalNode> = founders.iter().collect();
     sorted.sort_by_key(|n| n.id);
-    let list: Vec<String> = sorted
-        .iter()
-        .map(|n| format!("{}={}", n.id, n.peer_addr))
-        .collect();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in list.join(",").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("raftkv-{h:016x}")
+    crate::server::derived_cluster_id(sorted.iter().map(|n| (n.id, n.peer_addr.as_str())))
 }
 
 /// The arguments of founder `node` whose peers are reached through the
