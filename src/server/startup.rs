@@ -287,7 +287,10 @@ fn client_services(
                 .max_encoding_message_size(limit),
         )
         .add_service(pb::cluster_server::ClusterServer::new(client))
-        .add_service(pb::auth_server::AuthServer::new(AuthService { view: auth }))
+        .add_service(pb::auth_server::AuthServer::new(AuthService {
+            view: auth,
+            node: node.clone(),
+        }))
 }
 
 /// The state machine from the snapshot, if any, and the index it covers.
