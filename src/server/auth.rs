@@ -8,6 +8,7 @@
 //! name of its client certificate. Writes are checked again, for good, when
 //! the state machine applies them.
 
+use super::node::{NodeError, NodeHandle};
 use crate::kv::{Auth, Need, StateMachine};
 use crate::pb;
 use crate::tls::PeerCerts;
@@ -124,11 +125,33 @@ impl AuthView {
             .map_err(|e| denied_status(user, &e.message))
     }
 
-    /// [`AuthView::authenticate`], then [`AuthView::check`].
-    pub fn admit<T>(&self, r: &Request<T>, need: Need<'_>) -> Result<User, Status> {
-        let user = self.authenticate(r)?;
-        self.check(&user, need)?;
-        Ok(user)
+    /// [`AuthView::authenticate`], then [`AuthView::check`]; a refusal
+    /// on a follower is a redirect ([`leader_decides`]).
+    pub async fn admit<T>(
+        &self,
+        node: &NodeHandle,
+        r: &Request<T>,
+        need: Need<'_>,
+    ) -> Result<User, Status> {
+        let checked = self
+            .authenticate(r)
+            .and_then(|user| self.check(&user, need).map(|()| user));
+        match checked {
+            Ok(user) => Ok(user),
+            Err(refusal) => Err(leader_decides(node, refusal).await),
+        }
+    }
+}
+
+/// `refusal` (of a request checked against this node's applied store), or
+/// a redirect to the leader if this node is not it: a follower's store may
+/// lag (a user or grant just added), so only the leader refuses for good.
+pub async fn leader_decides(node: &NodeHandle, refusal: Status) -> Status {
+    match node.status().await {
+        Ok(s) if s.role != "leader" => super::grpc::to_status(NodeError::NotLeader {
+            leader: s.leader.map(|id| (id, s.leader_address)),
+        }),
+        _ => refusal,
     }
 }
 
@@ -265,6 +288,7 @@ pub fn verify_token(auth: &Auth, token: &str, now_ms: u64) -> Result<User, &'sta
 #[derive(Clone)]
 pub struct AuthService {
     pub view: AuthView,
+    pub node: NodeHandle,
 }
 
 #[tonic::async_trait]
@@ -279,16 +303,19 @@ impl pb::auth_server::Auth for AuthService {
             // Nothing to prove: the client goes on without a token.
             return Ok(Response::new(pb::AuthenticateResponse::default()));
         }
-        let wrong = || Status::unauthenticated("wrong user name or password");
+        let wrong = || async {
+            let refusal = Status::unauthenticated("wrong user name or password");
+            leader_decides(&self.node, refusal).await
+        };
         let Some(user) = auth.user(&r.user).cloned() else {
-            return Err(wrong());
+            return Err(wrong().await);
         };
         let hash = user.password_hash.clone();
         let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &r.password))
             .await
             .map_err(|e| Status::internal(format!("password check failed: {e}")))?;
         if !ok {
-            return Err(wrong());
+            return Err(wrong().await);
         }
         let now = self.view.time_ms.load(Ordering::Relaxed);
         let expires_ms = now.saturating_add(TOKEN_LIFETIME.as_millis() as u64);

@@ -68,10 +68,13 @@ impl pb::kv_server::Kv for ClientService {
         &self,
         r: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let user = self.auth.authenticate(&r)?;
+        let need = match &r.get_ref().command {
+            Some(command) => need_to_propose(command),
+            None => Need::Nothing,
+        };
+        let user = self.auth.admit(&self.node, &r, need).await?;
         let mut request = r.into_inner();
         if let Some(command) = &mut request.command {
-            self.auth.check(&user, need_to_propose(command))?;
             prepare(command).await?;
         }
         let response = self
@@ -87,10 +90,9 @@ impl pb::kv_server::Kv for ClientService {
     }
 
     async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let user = self.auth.authenticate(&r)?;
+        let need = Need::Key(&r.get_ref().key, pb::Permission::Read);
+        self.auth.admit(&self.node, &r, need).await?;
         let key = r.into_inner().key;
-        self.auth
-            .check(&user, Need::Key(&key, pb::Permission::Read))?;
         self.timed("Get", async {
             match self.node.read(ReadKind::Get(key)).await? {
                 ReadAnswer::Get(g) => Ok(g),
@@ -101,10 +103,9 @@ impl pb::kv_server::Kv for ClientService {
     }
 
     async fn ttl(&self, r: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
-        let user = self.auth.authenticate(&r)?;
+        let need = Need::Key(&r.get_ref().key, pb::Permission::Read);
+        self.auth.admit(&self.node, &r, need).await?;
         let key = r.into_inner().key;
-        self.auth
-            .check(&user, Need::Key(&key, pb::Permission::Read))?;
         self.timed("Ttl", async {
             match self.node.read(ReadKind::Ttl(key)).await? {
                 ReadAnswer::Ttl(t) => Ok(t),
@@ -119,10 +120,9 @@ impl pb::kv_server::Kv for ClientService {
         &self,
         r: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let user = self.auth.authenticate(&r)?;
+        let need = Need::Key(&r.get_ref().prefix, pb::Permission::Read);
+        self.auth.admit(&self.node, &r, need).await?;
         let request = r.into_inner();
-        let need = Need::Key(&request.prefix, pb::Permission::Read);
-        self.auth.check(&user, need)?;
         self.timed("Range", async {
             match self.node.read(ReadKind::Range(request)).await? {
                 ReadAnswer::Range(page) => Ok(page),
@@ -165,7 +165,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        self.auth.admit(&r, Need::Root)?;
+        self.auth.admit(&self.node, &r, Need::Root).await?;
         let r = r.into_inner();
         self.timed("AddMember", async {
             let change = if r.promote {
@@ -187,7 +187,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        self.auth.admit(&r, Need::Root)?;
+        self.auth.admit(&self.node, &r, Need::Root).await?;
         let id = r.into_inner().id;
         self.timed("RemoveMember", async {
             let index = self
@@ -203,7 +203,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        self.auth.admit(&r, Need::Root)?;
+        self.auth.admit(&self.node, &r, Need::Root).await?;
         let to = r.into_inner().to;
         self.timed("TransferLeader", async {
             self.node.transfer(Some(NodeId(to))).await?;
@@ -221,7 +221,7 @@ impl pb::cluster_server::Cluster for ClientService {
         r: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // The backup holds password hashes and the token signing key.
-        self.auth.admit(&r, Need::Root)?;
+        self.auth.admit(&self.node, &r, Need::Root).await?;
         self.timed("Snapshot", super::backup::snapshot(&self.node))
             .await
     }

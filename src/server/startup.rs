@@ -293,7 +293,10 @@ fn client_services(
             ),
         )
         .add_service(counted.layer(pb::cluster_server::ClusterServer::new(client)))
-        .add_service(counted.layer(pb::auth_server::AuthServer::new(AuthService { view: auth })))
+        .add_service(counted.layer(pb::auth_server::AuthServer::new(AuthService {
+            view: auth,
+            node: node.clone(),
+        })))
 }
 
 /// The state machine from the snapshot, if any, and the index it covers.

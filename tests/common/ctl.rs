@@ -12,12 +12,15 @@ pub const RAFTKV: &str = env!("CARGO_BIN_EXE_raftkv");
 
 /// Variables raftctl reads instead of a flag: removed unless a test sets
 /// them, so the shell that runs the tests does not pick the cluster.
-const OWN_ENV: [&str; 5] = [
+const OWN_ENV: [&str; 8] = [
     "RAFTKV_ENDPOINTS",
     "RAFTKV_PLATFORM",
     "RAFTKV_CACERT",
     "RAFTKV_CERT",
     "RAFTKV_KEY",
+    "RAFTKV_USER",
+    "RAFTKV_PASSWORD",
+    "RAFTKV_NEW_PASSWORD",
 ];
 
 /// `raftctl ARGS` in a clean environment.
