@@ -250,9 +250,13 @@ impl Drop for StatefulSet {
         if std::thread::panicking() {
             eprintln!("{}", self.all_logs());
         }
-        let pods: Vec<u64> = self.ordinals();
-        for i in pods {
-            let _ = docker(&["rm", "-f", &self.container(i)]);
+        // Every container of this test by its prefix, not only the pods the
+        // set has now: a pod the stand-in's scale-down dropped from the set
+        // may still run.
+        let filter = format!("name=^{}-", self.prefix);
+        let listed = docker(&["ps", "-aq", "--filter", &filter]).unwrap_or_default();
+        for id in listed.lines() {
+            let _ = docker(&["rm", "-f", id]);
         }
         for v in self.volumes.lock().unwrap().iter() {
             let _ = docker(&["volume", "rm", "-f", v]);
