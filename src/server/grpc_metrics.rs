@@ -38,6 +38,7 @@ pub const METHODS: &[(&str, &[&str])] = &[
             "Snapshot",
         ],
     ),
+    ("raftkv.v1.Auth", &["Authenticate", "Status"]),
 ];
 
 /// Counts the answers of the services it wraps into `metrics`.

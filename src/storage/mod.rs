@@ -16,7 +16,7 @@ pub mod codec;
 mod dump;
 mod error;
 mod fsutil;
-mod identity;
+pub(crate) mod identity;
 mod lock;
 mod record;
 mod recovery;
@@ -69,6 +69,12 @@ impl DiskBytes {
             self.snapshot.store(m.len(), Ordering::Relaxed);
         }
     }
+}
+
+/// The identity a data directory holds, `None` for a fresh one; reads
+/// without taking the lock (for tools that plan before a node starts).
+pub fn read_identity(dir: &Path) -> Result<Option<Identity>, StorageError> {
+    identity::read(dir)
 }
 
 /// Which cluster and node this data directory belongs to.

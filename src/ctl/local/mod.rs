@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 pub use certs::LocalCerts;
 pub use nodes::{
-    LocalNode, PROXIED_IDS, Placement, data_dir, derived_cluster_id, endpoints, link_addr,
-    peers_flag, plan, server_args,
+    LocalNode, PROXIED_IDS, Placement, data_dir, derived_cluster_id, endpoints,
+    founders_cluster_id, link_addr, peers_flag, plan, server_args,
 };
 pub use procs::LocalCluster;
 
@@ -156,7 +156,8 @@ pub async fn run(args: &LocalArgs) -> Result<(), CtlError> {
             let founding = placement
                 .plan(args.nodes.into())
                 .map_err(|e| CtlError::new(Exit::BadInput, e))?;
-            LocalCluster::start_proxied(&binary, nodes, derived_cluster_id(&founding))?
+            let cluster_id = founders_cluster_id(&founding).map_err(CtlError::error)?;
+            LocalCluster::start_proxied(&binary, nodes, cluster_id)?
         }
         None => LocalCluster::start(&binary, nodes)?,
     };

@@ -165,6 +165,20 @@ pub fn derived_cluster_id(founders: &[LocalNode]) -> String {
     crate::server::derived_cluster_id(sorted.iter().map(|n| (n.id, n.peer_addr.as_str())))
 }
 
+/// The cluster id the founders run under behind the link proxies: the one
+/// their data directories already hold (a cluster made before the proxies,
+/// or restored from a backup under a new id), else the derived one.
+pub fn founders_cluster_id(founders: &[LocalNode]) -> Result<String, String> {
+    for node in founders {
+        let held = crate::storage::read_identity(&node.data_dir)
+            .map_err(|e| format!("data directory {}: {e}", node.data_dir.display()))?;
+        if let Some(identity) = held {
+            return Ok(identity.cluster_id);
+        }
+    }
+    Ok(derived_cluster_id(founders))
+}
+
 /// The arguments of founder `node` whose peers are reached through the
 /// link proxies: `--peers` with each proxy's address, the peers' real
 /// client addresses (the server would derive them from the proxy's port)
@@ -277,5 +291,24 @@ mod tests {
             ),
             "{args}"
         );
+    }
+
+    #[test]
+    fn founders_keep_the_cluster_id_their_data_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = plan(3, 7379, dir.path()).unwrap();
+        assert_eq!(
+            founders_cluster_id(&nodes).unwrap(),
+            derived_cluster_id(&nodes)
+        );
+        // A restored cluster's id, which no peer list derives.
+        let restored = crate::storage::Identity {
+            cluster_id: "raftkv-restored".into(),
+            node_id: 1,
+            incarnation: 0,
+        };
+        std::fs::create_dir_all(&nodes[1].data_dir).unwrap();
+        crate::storage::identity::write(&nodes[1].data_dir, &restored).unwrap();
+        assert_eq!(founders_cluster_id(&nodes).unwrap(), "raftkv-restored");
     }
 }
