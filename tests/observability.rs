@@ -175,18 +175,21 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
 /// selected the client Service scraped every pod twice, and the uptime
 /// stat, `count(up)` and the per-pod alerts counted each member twice.
 fn check_targets(prom: &Prometheus, targets: &[Target]) {
-    // Prometheus hands discovered targets to the scrapers every 5 s.
+    // Prometheus hands discovered targets to the scrapers every 5 s, and
+    // the fake kubelet's may be active before the nodes': wait for a node.
     let active = common::wait::wait_for("prometheus's targets", Duration::from_secs(30), || {
         let data = prom.api("/api/v1/targets?state=active");
-        let active = data["activeTargets"]
+        let nodes: Vec<serde_json::Value> = data["activeTargets"]
             .as_array()
             .cloned()
-            .unwrap_or_default();
-        (!active.is_empty()).then_some(active)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["labels"]["job"] != prom::FakeKubelet::JOB)
+            .collect();
+        (!nodes.is_empty()).then_some(nodes)
     });
     let mut got: Vec<BTreeMap<String, String>> = active
         .iter()
-        .filter(|t| t["labels"]["job"] != prom::FakeKubelet::JOB)
         .map(|t| serde_json::from_value(t["labels"].clone()).unwrap())
         .collect();
     got.sort();
