@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::cluster::Cluster;
 use common::ctl::Ctl;
+use common::kube_answers::{failure, json_response};
 use common::wait::wait_for_async;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -133,22 +134,6 @@ impl FakeApi {
     fn traffic(&self) -> BTreeMap<String, Traffic> {
         self.state.traffic.lock().unwrap().clone()
     }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": status.as_u16()
-    });
-    json_response(status, &body)
 }
 
 fn pod(name: &str) -> Value {

@@ -8,7 +8,8 @@
 //! - [`local`]: a `raftctl local` cluster, for tests of its supervisor;
 //! - [`ports`]: loopback ports reserved for the test process;
 //! - [`docker`] and [`image`]: the `docker` command line and the image under
-//!   test, for the tests that run containers.
+//!   test, for the tests that run containers;
+//! - [`kube_answers`]: what a Kubernetes API server stand-in answers.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod ctl;
 pub mod docker;
 pub mod image;
+pub mod kube_answers;
 pub mod local;
 pub mod ports;
 pub mod wait;

@@ -11,6 +11,7 @@
 //! raftctl knows it runs in a cluster.
 
 use super::sts::StatefulSet;
+use crate::common::kube_answers::{failure, json_response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -112,22 +113,6 @@ impl FakeApi {
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
     }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn failure(status: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": status.as_u16()
-    });
-    json_response(status, &body)
 }
 
 /// Whether `labels` satisfy a label selector query (`k=v,k=v`).
