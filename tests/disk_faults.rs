@@ -24,26 +24,42 @@ use std::time::Duration;
 /// The keys a background writer had acknowledged, in order.
 type Acked = Arc<Mutex<Vec<String>>>;
 
-/// Writes `prefix-0`, `prefix-1`, … one after another until stopped,
-/// recording each acknowledged key. A failed write is not recorded (it may
-/// or may not have taken effect) and the writer goes on with the next key.
-fn start_writer(client: Client, prefix: &str) -> (Acked, tokio::sync::watch::Sender<bool>) {
-    let acked: Acked = Arc::default();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let record = acked.clone();
-    let prefix = prefix.to_string();
-    tokio::spawn(async move {
-        for n in 0.. {
-            if *stopped.borrow_and_update() {
-                break;
+/// A background writer: `prefix-0`, `prefix-1`, … one after another
+/// until stopped, recording each acknowledged key. A failed write is not
+/// recorded (it may or may not have taken effect) and the writer goes on
+/// with the next key.
+struct Writer {
+    acked: Acked,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(client: Client, prefix: &str) -> Writer {
+        let acked: Acked = Arc::default();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let record = acked.clone();
+        let prefix = prefix.to_string();
+        let task = tokio::spawn(async move {
+            for n in 0.. {
+                if *stopped.borrow_and_update() {
+                    break;
+                }
+                let key = format!("{prefix}-{n}");
+                if client.set(key.as_bytes(), b"v").await.is_ok() {
+                    record.lock().unwrap().push(key);
+                }
             }
-            let key = format!("{prefix}-{n}");
-            if client.set(key.as_bytes(), b"v").await.is_ok() {
-                record.lock().unwrap().push(key);
-            }
-        }
-    });
-    (acked, stop)
+        });
+        Writer { acked, stop, task }
+    }
+
+    /// Stops it after the write in flight; every key it had acknowledged.
+    async fn finish(self) -> Vec<String> {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+        self.acked.lock().unwrap().clone()
+    }
 }
 
 /// Every key in `keys` reads back from the cluster.
@@ -95,8 +111,9 @@ async fn a_failed_fsync_stops_the_leader_and_no_acknowledged_write_is_lost() {
         cluster.spawn_under(i, &["fiu-run", "-x", "-f", fifo_base]);
     }
     let client = cluster.client().await;
-    let (acked, stop) = start_writer(client.clone(), "fsync");
-    wait_for_writes(&acked, 50, "writes before the fault").await;
+    let writer = Writer::start(client.clone(), "fsync");
+    let acked = &writer.acked;
+    wait_for_writes(acked, 50, "writes before the fault").await;
 
     // From now on every fsync and fdatasync of the leader fails with EIO.
     // fiu-run runs the node in its own process (exec), so the pid is the
@@ -131,11 +148,10 @@ async fn a_failed_fsync_stops_the_leader_and_no_acknowledged_write_is_lost() {
 
     // The others carry on, then the node comes back without the fault and
     // catches up; nothing acknowledged is missing, the replicas agree.
-    wait_for_writes(&acked, 50, "writes after the leader stopped").await;
+    wait_for_writes(acked, 50, "writes after the leader stopped").await;
     cluster.spawn(leader);
-    wait_for_writes(&acked, 20, "writes after the node came back").await;
-    stop.send(true).unwrap();
-    let keys = acked.lock().unwrap().clone();
+    wait_for_writes(acked, 20, "writes after the node came back").await;
+    let keys = writer.finish().await;
     assert_all_present(&client, &keys).await;
     assert_replicas_agree(&cluster);
 }
@@ -200,8 +216,9 @@ async fn a_full_volume_stops_its_node_and_it_serves_again_when_space_returns() {
         cluster.spawn(i);
     }
     let client = cluster.client().await;
-    let (acked, stop) = start_writer(client.clone(), "full");
-    wait_for_writes(&acked, 50, "writes before the volume fills").await;
+    let writer = Writer::start(client.clone(), "full");
+    let acked = &writer.acked;
+    wait_for_writes(acked, 50, "writes before the volume fills").await;
 
     // One follower's volume fills: it stops with a line that says so, and
     // the other two go on.
@@ -215,16 +232,13 @@ async fn a_full_volume_stops_its_node_and_it_serves_again_when_space_returns() {
         log.contains("the volume is full"),
         "no line says the volume is full:\n{log}"
     );
-    wait_for_writes(&acked, 50, "writes while one volume is full").await;
+    wait_for_writes(acked, 50, "writes while one volume is full").await;
 
     // Space returns; restarted, the node catches up and agrees.
     std::fs::remove_file(&filler).unwrap();
     cluster.spawn(follower);
-    wait_for_writes(&acked, 20, "writes after space returned").await;
-    stop.send(true).unwrap();
-    // The writer may be inside one last write: let it finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let keys = acked.lock().unwrap().clone();
+    wait_for_writes(acked, 20, "writes after space returned").await;
+    let keys = writer.finish().await;
     assert_all_present(&client, &keys).await;
     assert_replicas_agree(&cluster);
 
