@@ -145,6 +145,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     std::thread::sleep(Duration::from_secs(2));
     cluster.restart_dead();
     prom.wait_for(all_up, Duration::from_secs(60), |n| n == 3.0);
+    wait_all_ready(&targets, Duration::from_secs(60));
     prom.wait_for(
         r#"count(raftkv_ready{job="raftkv"} == 1)"#,
         Duration::from_secs(60),
@@ -216,6 +217,29 @@ fn check_targets(prom: &Prometheus, targets: &[Target]) {
         got, want,
         "the chart's ServiceMonitor must scrape each pod once, with these labels"
     );
+}
+
+/// Waits until every node's /readyz answers 200, failing with what each
+/// one last answered: the gauge Prometheus sees says only "not ready".
+fn wait_all_ready(targets: &[Target], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answers: Vec<String> = targets
+            .iter()
+            .map(|t| match observability::http::get(&t.addr, "/readyz") {
+                Ok((status, body)) => format!("{}: {status} {}", t.pod, body.trim()),
+                Err(e) => format!("{}: {e}", t.pod),
+            })
+            .collect();
+        if answers.iter().all(|a| a.contains(": 200")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes not ready within {limit:?}: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `raftctl bench mixed` for `duration` on a thread; whether it succeeded.

@@ -3,7 +3,7 @@
 //! printed and restarted with SIGHUP, stopped with Ctrl-C.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub fn free_base_port() -> u16 {
 pub struct Local {
     pub child: Child,
     pub base: u16,
+    /// The data directory: the nodes' logs (`node-N.log`) are there.
+    pub dir: PathBuf,
     /// `raftctl local`'s stdout, up to the ready banner.
     pub banner: Vec<String>,
 }
@@ -109,6 +111,7 @@ impl Local {
         Local {
             child,
             base,
+            dir: dir.to_path_buf(),
             banner,
         }
     }
@@ -177,6 +180,39 @@ impl Drop for Local {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test's temporary directory goes with it: show what the
+        // nodes said, or a flaky failure leaves nothing to read.
+        if std::thread::panicking() {
+            print_log_tails(&self.dir, NODES_LOG_TAIL);
+        }
+    }
+}
+
+/// Lines of each node's log a failed test prints.
+const NODES_LOG_TAIL: usize = 60;
+
+/// Prints the last `lines` lines of every `node-N.log` in `dir`.
+fn print_log_tails(dir: &Path, lines: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("node-") && n.ends_with(".log"))
+        })
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        eprintln!("--- last {} lines of {} ---", tail.len(), log.display());
+        for line in tail {
+            eprintln!("{line}");
+        }
     }
 }
 
