@@ -278,6 +278,11 @@ def check():
        "member its pod name says, founders as voters, once (skips an initialized directory and non-founders); "
        "refused without file or volume and on upgrade")
 
+    check_test_user()
+    ok("auth.testUser: both helm test containers authenticate as the Secret's user (RAFTKV_USER and "
+       "RAFTKV_PASSWORD from its keys, nothing on the command line), with and without TLS from every source; "
+       "refused without helm test or with an empty key")
+
     check_tls()
     ok("tls.enabled: each source (generate, certManager, existingSecret) at 3 and 5 members mounts the Secret, "
        "sets the node's and helm test's TLS settings and keeps probes and NetworkPolicy; the Certificates name "
@@ -1502,6 +1507,65 @@ def check_tls():
     text = notes({"tls": {"enabled": True}})
     assert "--cacert" in text and "raftkv-client-tls" in text and "helm template" in text, text
     assert "--cacert" not in notes()
+
+
+def test_containers(objs):
+    """The helm test pod's containers (write, then read-back)."""
+    test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
+    return test["spec"]["initContainers"] + test["spec"]["containers"]
+
+
+def secret_env(container):
+    """{name: (Secret, key)} of the container's env taken from Secrets."""
+    out = {}
+    for e in container.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            out[e["name"]] = (ref["name"], ref["key"])
+    return out
+
+
+def check_test_user():
+    """auth.testUser.existingSecret: both test containers get raftctl's
+    user and password (RAFTKV_USER, RAFTKV_PASSWORD) from the Secret's keys,
+    never as literals or arguments; TLS settings stay as they were; without
+    it nothing of the sort is rendered."""
+    for c in test_containers(render()):
+        assert not c.get("env") and not secret_env(c), f"test {c['name']}: env without TLS or a test user: {c.get('env')}"
+    user = {"testUser": {"existingSecret": "helm-test-user"}}
+    want = {"RAFTKV_USER": ("helm-test-user", "username"), "RAFTKV_PASSWORD": ("helm-test-user", "password")}
+    cases = [("plaintext", {"auth": user}, None)]
+    for source, (tls, server_secret, client_secret) in TLS_SOURCES.items():
+        cases.append((f"tls {source}", {"auth": user, "tls": dict(tls, enabled=True)}, (server_secret, client_secret)))
+    for what, values, secrets in cases:
+        lint(values)
+        objs = render(values)
+        validate(objs, f"test user, {what}")
+        for c in test_containers(objs):
+            assert secret_env(c) == want, f"{what}: test {c['name']} env {c.get('env')}"
+            literal = {e["name"] for e in c["env"] if "value" in e}
+            assert not literal & {"RAFTKV_USER", "RAFTKV_PASSWORD"}, f"{what}: {literal}"
+            assert not [a for a in c["args"] if a.startswith("--user") or a.startswith("--password")], c["args"]
+            if secrets is None:
+                assert not c.get("volumeMounts") and not literal, f"{what}: TLS settings without TLS: {c}"
+        if secrets is not None:
+            check_tls_pods(objs, *secrets)
+        # Only the test pod learns the password.
+        others = [o for o in objs if not is_hook(o)]
+        assert "helm-test-user" not in json.dumps(others), f"{what}: the test user's Secret is used outside helm test"
+    objs = render({"auth": {"testUser": {"existingSecret": "u", "usernameKey": "name", "passwordKey": "secret"}}})
+    for c in test_containers(objs):
+        assert secret_env(c) == {"RAFTKV_USER": ("u", "name"), "RAFTKV_PASSWORD": ("u", "secret")}, c["env"]
+    refused = {
+        "test user without helm test": ({"test": {"enabled": False}, "auth": user}, "test.enabled is false"),
+        "empty username key": ({"auth": {"testUser": {"existingSecret": "u", "usernameKey": ""}}}, "usernameKey"),
+        "empty password key": ({"auth": {"testUser": {"existingSecret": "u", "passwordKey": ""}}}, "passwordKey"),
+        "unknown auth setting": ({"auth": {"testUser": {"secret": "u"}}}, "secret"),
+    }
+    for what, (values, needle) in refused.items():
+        err = render_error(values)
+        assert err is not None, f"{what}: rendered, should have been refused"
+        assert needle in err, f"{what}: refused, but the message does not say why: {err}"
 
 
 def write_k8s():

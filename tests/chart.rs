@@ -29,7 +29,7 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
         out.status.success(),
         "scripts/chart.py check failed (needs `pip install helm-python-sdk kubernetes-validate`):\n{text}"
     );
-    assert!(text.contains("chart check: 12 checks passed"), "{text}");
+    assert!(text.contains("chart check: 13 checks passed"), "{text}");
     assert!(
         text.contains("helm upgrade 5 -> 3: a pre-upgrade Job runs `raftctl scale 3`"),
         "{text}"

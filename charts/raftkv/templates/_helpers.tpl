@@ -146,6 +146,7 @@ in that order; the upgrade must then carry the new count). */ -}}
 {{- end -}}
 {{- end -}}
 {{- include "raftkv.tls.validate" . -}}
+{{- include "raftkv.test.validate" . -}}
 {{- end -}}
 
 {{/* The backup CronJob and its claim (raftkv.backupName), with labels of
