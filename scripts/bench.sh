@@ -1,86 +1,146 @@
 #!/usr/bin/env bash
-# The standard benchmark (docs/performance.md): a fresh 3-node local cluster,
-# then, REPS times each, single-client SET, 64-client SET and 64-client GET
-# for SECONDS each, then FAILOVERS leader kills under a 4-client SET load.
-# Prints every run and the medians. Usage: scripts/bench.sh [REPS] [SECONDS] [FAILOVERS]
+# The standard benchmark (docs/performance.md): raftkv beside etcd, driven
+# by the same load generator (`raftctl bench`, etcd through `--target etcd`).
+# Starts a fresh 3-node `raftctl local` cluster and a 3-member etcd
+# (Debian's etcd-server, defaults) on loopback, then REPS rounds; each round
+# runs every workload against raftkv and then etcd, so the two interleave:
+# SET with 1 and 64 clients, linearizable GET with 64 clients, SECONDS each.
+# Every run reports throughput, latency and the servers' CPU per request
+# (/proc of the member processes). Then FAILOVERS leader kills with
+# `raftctl bench failover`. Prints every run and a table of medians.
+#
+# Usage: scripts/bench.sh [REPS] [SECONDS] [FAILOVERS]
+#   ETCD=0 skips etcd (and the protoc the etcd client's build needs);
+#   OUT=DIR keeps every run's JSON there. Ports 46379-46521 on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
 SECS=${2:-5}
 FAILOVERS=${3:-7}
-BASE=17379
-export RAFTKV_ENDPOINTS=127.0.0.1:$BASE,127.0.0.1:$((BASE + 10)),127.0.0.1:$((BASE + 20))
+ETCD=${ETCD:-1}
+BASE=46379
+EBASE=46500
+RAFTKV=127.0.0.1:$BASE,127.0.0.1:$((BASE + 10)),127.0.0.1:$((BASE + 20))
+ETCDS=127.0.0.1:$EBASE,127.0.0.1:$((EBASE + 10)),127.0.0.1:$((EBASE + 20))
 CTL=target/release/raftctl
-cargo build --release --quiet
+
+# What the comparison needs from Debian, installed when missing (as root).
+need() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "missing: ${missing[*]} (apt-get install them, or ETCD=0)" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+if [ "$ETCD" = 1 ]; then
+  need etcd=etcd-server etcdctl=etcd-client protoc=protobuf-compiler
+  cargo build --release --quiet --features etcd --bin raftctl --bin raftkv
+else
+  cargo build --release --quiet --bin raftctl --bin raftkv
+fi
 
 WORK=$(mktemp -d)
-trap 'kill -INT "$LOCAL" 2>/dev/null; wait "$LOCAL" 2>/dev/null; rm -rf "$WORK"' EXIT
+OUT=${OUT:-$WORK/runs}
+mkdir -p "$OUT"
+EPIDS=()
+cleanup() {
+  kill -INT "$LOCAL" 2>/dev/null && wait "$LOCAL" 2>/dev/null || true
+  for p in "${EPIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK/data" "$WORK"/etcd*
+}
+trap cleanup EXIT
+
 $CTL local --data-dir "$WORK/data" --base-port $BASE >"$WORK/local.out" 2>&1 &
 LOCAL=$!
-until $CTL status >/dev/null 2>&1; do
-  if ! kill -0 "$LOCAL" 2>/dev/null; then
-    cat "$WORK/local.out" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
-
-field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
-median() { python3 -c "import statistics,sys; print(round(statistics.median(map(float, sys.argv[1:])), 3))" "$@"; }
-
-leader_id() {
-  $CTL status -o json 2>/dev/null | python3 -c \
-    "import json,sys; print(next(r['id'] for r in json.load(sys.stdin) if r['role']=='leader'))"
+if [ "$ETCD" = 1 ]; then
+  peers=""
+  for i in 0 1 2; do peers+="${peers:+,}e$i=http://127.0.0.1:$((EBASE + 10 * i + 1))"; done
+  for i in 0 1 2; do
+    c=http://127.0.0.1:$((EBASE + 10 * i))
+    p=http://127.0.0.1:$((EBASE + 10 * i + 1))
+    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+      --listen-client-urls "$c" --advertise-client-urls "$c" \
+      --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
+      --initial-cluster "$peers" --initial-cluster-state new \
+      --initial-cluster-token raftkv-bench >"$WORK/etcd$i.log" 2>&1 &
+    EPIDS+=($!)
+  done
+fi
+ready() {
+  $CTL --endpoints "$RAFTKV" status >/dev/null 2>&1 || return 1
+  [ "$ETCD" = 0 ] || ETCDCTL_API=3 etcdctl --endpoints "$ETCDS" endpoint health >/dev/null 2>&1
 }
-# A counter on the leader's /metrics.
-counter() {
-  curl -s "127.0.0.1:$((BASE + 2 + 10 * $(leader_id)))/metrics" | awk -v m="$1" '$1 == m { print $2 }'
-}
+for _ in $(seq 300); do ready && break; sleep 0.2; done
+if ! ready; then
+  cat "$WORK/local.out" "$WORK"/etcd*.log >&2 2>/dev/null || true
+  echo "the clusters did not start" >&2
+  exit 1
+fi
+EPIDLIST=$(IFS=,; echo "${EPIDS[*]}")
 
-declare -A results
+systems=(raftkv)
+[ "$ETCD" = 1 ] && systems+=(etcd)
 for rep in $(seq "$REPS"); do
   for spec in "set 1" "set 64" "get 64"; do
     set -- $spec
-    out="$WORK/$1-$2-$rep.json"
-    syncs=$(counter raftkv_wal_fsync_duration_seconds_count)
-    $CTL bench "$1" --clients "$2" --duration "${SECS}s" -o json >"$out" 2>/dev/null
-    syncs=$(($(counter raftkv_wal_fsync_duration_seconds_count) - syncs))
-    tput=$(field "$out" "round(d['throughput'])")
-    p50=$(field "$out" "d['latency_ms']['p50']")
-    echo "run $rep: $1 x$2: $tput req/s, p50 $p50 ms, $syncs fsyncs on the leader"
-    results["$1 x$2 tput"]+=" $tput"
-    results["$1 x$2 p50"]+=" $p50"
+    for sys in "${systems[@]}"; do
+      out="$OUT/$sys-$1-$2-$rep.json"
+      if [ "$sys" = raftkv ]; then
+        $CTL --endpoints "$RAFTKV" bench "$1" --clients "$2" --duration "${SECS}s" \
+          --data-dir "$WORK/data" -o json >"$out" 2>/dev/null
+      else
+        $CTL --endpoints "$ETCDS" bench "$1" --clients "$2" --duration "${SECS}s" \
+          --target etcd --cpu-pids "$EPIDLIST" -o json >"$out" 2>/dev/null
+      fi
+      python3 - "$out" "$sys" "$rep" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+cpu = d["cpu"].get("total") or {}
+print(f"run {sys.argv[3]}: {sys.argv[2]:6} {d['workload']} x{d['clients']}: "
+      f"{d['throughput']:.0f} req/s, p50 {d['latency_ms']['p50']} ms, "
+      f"p99 {d['latency_ms']['p99']} ms, CPU {cpu.get('total_us', float('nan')):.1f} µs/req, "
+      f"{d['errors']} errors")
+PY
+    done
   done
 done
 
-leader_pid() {
-  local id
-  id=$(leader_id)
-  pgrep -f "raftkv --id $id .*--client-addr 127.0.0.1:$((BASE + 10 * id))"
-}
-gaps=""
-for t in $(seq "$FAILOVERS"); do
-  pid=$(leader_pid)
-  out="$WORK/failover-$t.json"
-  $CTL bench set --clients 4 --duration 4s -o json >"$out" 2>/dev/null &
-  bench=$!
-  sleep 1.5
-  kill -9 "$pid"
-  wait "$bench"
-  gap=$(field "$out" "d['latency_ms']['max']")
-  echo "failover $t: longest write $gap ms, errors $(field "$out" "d['errors']")"
-  gaps+=" $gap"
-  kill -HUP "$LOCAL" # restart the killed node
-  until [ "$($CTL status -o json 2>/dev/null | python3 -c \
-    "import json,sys; print(sum(r['role'] in ('leader','follower') for r in json.load(sys.stdin)))" 2>/dev/null)" = 3 ]; do
-    sleep 0.2
-  done
-done
+echo "== medians over $REPS rounds of ${SECS}s ($(date -u +%F))"
+python3 - "$OUT" "$ETCD" <<'PY'
+import glob, json, os, statistics, sys
+out, etcd = sys.argv[1], sys.argv[2] == "1"
+runs = {}
+for path in glob.glob(os.path.join(out, "*.json")):
+    sys_, wl, clients, _ = os.path.basename(path)[:-5].split("-")
+    d = json.load(open(path))
+    cpu = d["cpu"].get("total") or {}
+    runs.setdefault((wl, int(clients), sys_), []).append(
+        (d["throughput"], d["latency_ms"]["p99"], cpu.get("total_us"), cpu.get("user_us"), cpu.get("system_us")))
+def med(rows, i):
+    v = [r[i] for r in rows if r[i] is not None]
+    return statistics.median(v) if v else float("nan")
+names = {"set": "SET", "get": "linearizable GET"}
+print("| workload | system | req/s | p99 ms | server CPU µs/req (user + sys) |")
+print("|---|---|---|---|---|")
+for wl, c in (("set", 1), ("set", 64), ("get", 64)):
+    for s in (("raftkv", "etcd") if etcd else ("raftkv",)):
+        rows = runs.get((wl, c, s), [])
+        print(f"| {names[wl]}, {c} client{'s' if c > 1 else ''} | {s} | {med(rows, 0):,.0f} | {med(rows, 1):.2f} | "
+              f"{med(rows, 2):.0f} ({med(rows, 3):.0f} + {med(rows, 4):.0f}) |")
+    if etcd:
+        r, e = runs.get((wl, c, "raftkv"), []), runs.get((wl, c, "etcd"), [])
+        print(f"| | raftkv / etcd | {med(r, 0) / med(e, 0):.2f}× | {med(r, 1) / med(e, 1):.2f}× | {med(r, 2) / med(e, 2):.2f}× |")
+PY
 
-echo "== medians over $REPS runs of ${SECS}s"
-for k in "set x1" "set x64" "get x64"; do
-  echo "$k: $(median ${results["$k tput"]}) req/s, p50 $(median ${results["$k p50"]}) ms"
-done
 if [ "$FAILOVERS" -gt 0 ]; then
-  echo "failover (longest write across a leader SIGKILL), median of $FAILOVERS: $(median $gaps) ms"
+  echo "== failover: $FAILOVERS leader SIGKILLs under 200 writes/s"
+  $CTL --endpoints "$RAFTKV" bench failover --trials "$FAILOVERS" --signal kill \
+    --data-dir "$WORK/data"
 fi
+echo "every run's JSON: $OUT"

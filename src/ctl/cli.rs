@@ -522,9 +522,10 @@ pub struct BenchArgs {
     /// the leader of a `raftctl local` cluster and measure the write gap.
     #[arg(value_enum, default_value_t = Workload::Set)]
     pub workload: Workload,
-    /// Concurrent clients, each with its own connection and session.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
+    /// Concurrent clients, each with its own connection and session; a
+    /// comma-separated list (1,16,256) runs one point per count (a sweep).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub clients: Vec<usize>,
     /// Total requests (default: run for --duration).
     #[arg(long, conflicts_with = "duration")]
     pub requests: Option<u64>,
@@ -534,14 +535,41 @@ pub struct BenchArgs {
     /// Number of distinct keys.
     #[arg(long, default_value_t = 1000)]
     pub key_space: u64,
-    /// Bytes per written value.
-    #[arg(long, default_value_t = 100)]
-    pub value_size: usize,
+    /// Bytes per written value; a comma-separated list runs one point per size.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub value_size: Vec<usize>,
     /// Share of reads in the mixed workload, in percent.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub read_percent: u8,
+    /// Open loop: requests offered per second, all clients together, on a
+    /// fixed schedule whatever the answers; latency counts from each
+    /// request's planned start. Default: closed loop. failover: writes per
+    /// second (default 200).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// The system under test: raftkv, or etcd (v3 API at --endpoints; only
+    /// in a raftctl built with `--features etcd`).
+    #[arg(long, value_enum, default_value_t = Target::Raftkv)]
+    pub target: Target,
+    /// Server CPU from /proc/PID/stat of these local processes (user and
+    /// system apart). Default: the pids a `raftctl local` supervisor on
+    /// --data-dir gives, else each member's /metrics (total only).
+    #[arg(long, value_delimiter = ',')]
+    pub cpu_pids: Vec<u32>,
+    /// The members' /metrics addresses (HOST:PORT). Default: raftkv, each
+    /// endpoint's port + 2; etcd, the endpoint itself.
+    #[arg(long, value_delimiter = ',', value_parser = parse_endpoint)]
+    pub metrics: Vec<String>,
     #[command(flatten)]
     pub failover: super::bench::failover::FailoverArgs,
+}
+
+/// What `raftctl bench` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Raftkv,
+    Etcd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -279,7 +279,7 @@ mod tests {
         };
         assert_eq!(
             (b.workload, b.requests, b.clients),
-            (cli::Workload::Mixed, Some(10), 64)
+            (cli::Workload::Mixed, Some(10), vec![64])
         );
         assert!(
             Cli::try_parse_from(["raftctl", "bench", "--requests", "1", "--duration", "1s"])

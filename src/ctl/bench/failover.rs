@@ -39,9 +39,6 @@ pub struct FailoverArgs {
     /// term (SIGTERM, a graceful stop that hands leadership over).
     #[arg(long, value_enum, default_value_t = KillSignal::Kill)]
     pub signal: KillSignal,
-    /// failover: writes started per second.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u32,
     /// failover: a write not acknowledged within this long (retries
     /// included) counts as failed.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -52,7 +49,8 @@ pub struct FailoverArgs {
     /// failover: how long writes run after the signal.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub observe: Duration,
-    /// failover: data directory of the `raftctl local` cluster.
+    /// failover, and server CPU of the other workloads: data directory of
+    /// the `raftctl local` cluster (its supervisor gives the nodes' pids).
     #[arg(long, default_value = "./raftkv-data")]
     pub data_dir: PathBuf,
 }
@@ -150,13 +148,17 @@ struct Write {
     error: Option<String>,
 }
 
+/// Writes per second when `--rate` is not given.
+pub const DEFAULT_RATE: u32 = 200;
+
 pub async fn run(
     args: &FailoverArgs,
+    rate: u32,
     endpoints: Vec<String>,
     options: ClientOptions,
     output: Output,
 ) -> Result<(), CtlError> {
-    if args.trials == 0 || args.rate == 0 {
+    if args.trials == 0 || rate == 0 {
         return Err(CtlError::new(
             Exit::BadInput,
             "--trials and --rate must be at least 1",
@@ -172,7 +174,7 @@ pub async fn run(
     let client = Client::connect(endpoints, options).await?;
     let mut trials = Vec::new();
     for trial in 1..=args.trials {
-        let t = one_trial(args, &client, trial).await?;
+        let t = one_trial(args, rate, &client, trial).await?;
         eprintln!(
             "trial {trial}: {} node {} -> leader {}: longest write gap {:.1}ms, {} of {} writes failed",
             args.signal.name(),
@@ -187,7 +189,7 @@ pub async fn run(
     let gaps: Vec<f64> = trials.iter().map(|t| t.longest_gap_ms).collect();
     let report = Report {
         signal: args.signal,
-        rate: args.rate,
+        rate,
         deadline_ms: args.deadline.as_secs_f64() * 1000.0,
         longest_gap_ms: Spread::of(&gaps),
         failed_writes: trials.iter().map(|t| t.failed_writes).sum(),
@@ -201,13 +203,18 @@ pub async fn run(
     Ok(())
 }
 
-async fn one_trial(args: &FailoverArgs, client: &Client, trial: u32) -> Result<Trial, CtlError> {
+async fn one_trial(
+    args: &FailoverArgs,
+    rate: u32,
+    client: &Client,
+    trial: u32,
+) -> Result<Trial, CtlError> {
     let (leader, pid) = settled_leader(args, client).await?;
     let log = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_at_rate(
         client.clone(),
-        args.rate,
+        rate,
         trial,
         Arc::clone(&stop),
         Arc::clone(&log),
