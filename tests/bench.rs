@@ -151,17 +151,18 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         "{out}"
     );
 
-    // Open loop: 200 requests/s over 3 s, the leader stopped for 400 ms a
-    // second in. The requests planned during the stall are sent late, and
-    // their latency counts from when they were planned: a closed loop
-    // would show one slow request per client and a clean p99.
+    // Open loop: 200 requests/s from 16 clients over 3 s, the leader
+    // stopped for 400 ms a second in. The requests planned during the
+    // stall are sent late, and their latency counts from when they were
+    // planned: a closed loop would show one slow request per client and a
+    // clean p99.
     let leader = local.leader();
     let bench = {
         let mut command = ctl.command(&[
             "bench",
             "set",
             "--clients",
-            "4",
+            "16",
             "--rate",
             "200",
             "--duration",
@@ -194,7 +195,9 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         (570.0..=630.0).contains(&planned),
         "{planned} planned: {text}"
     );
-    assert!(sent >= 500.0, "{text}");
+    // Sixteen clients have room for 200/s even on a loaded machine: nearly
+    // all that was planned was sent, late or not.
+    assert!(sent >= 0.8 * planned, "{text}");
     let latency = &r["latency_ms"];
     assert!(num(&latency["max"]) >= 300.0, "a {stall:?} stall, {text}");
     assert!(num(&latency["p99"]) >= 150.0, "a {stall:?} stall, {text}");
