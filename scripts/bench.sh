@@ -11,7 +11,8 @@
 #
 # Usage: scripts/bench.sh [REPS] [SECONDS] [FAILOVERS]
 #   ETCD=0 skips etcd (and the protoc the etcd client's build needs);
-#   OUT=DIR keeps every run's JSON there. Ports 46379-46521 on loopback.
+#   OUT=DIR keeps every run's JSON there; BUILD=0 uses target/release as
+#   it is (built with --features etcd). Ports 46379-46521 on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -40,9 +41,9 @@ need() {
 }
 if [ "$ETCD" = 1 ]; then
   need etcd=etcd-server etcdctl=etcd-client protoc=protobuf-compiler
-  cargo build --release --quiet --features etcd --bin raftctl --bin raftkv
+  [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet --features etcd --bin raftctl --bin raftkv
 else
-  cargo build --release --quiet --bin raftctl --bin raftkv
+  [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet --bin raftctl --bin raftkv
 fi
 
 WORK=$(mktemp -d)

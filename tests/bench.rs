@@ -121,8 +121,15 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         ])
         .ok();
     let r = out.json();
-    assert!(r["cpu"]["total"]["user_us"].is_null(), "{out}");
-    assert!(num(&r["cpu"]["total"]["total_us"]) > 0.0, "{out}");
+    let total = &r["cpu"]["total"];
+    assert!(total["user_us"].is_null(), "{out}");
+    assert!(num(&total["total_us"]) >= 0.0, "{out}");
+    // raftkv's counter steps by whole seconds: one step per member.
+    let resolution = 3e6 / num(&r["requests"]);
+    assert!(
+        (num(&total["resolution_us"]) - resolution).abs() < 1e-6 * resolution,
+        "{out}"
+    );
     // A member whose /metrics does not answer is named, not guessed.
     let out = ctl
         .run(&[
@@ -144,17 +151,18 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         "{out}"
     );
 
-    // Open loop: 200 requests/s over 3 s, the leader stopped for 400 ms a
-    // second in. The requests planned during the stall are sent late, and
-    // their latency counts from when they were planned: a closed loop
-    // would show one slow request per client and a clean p99.
+    // Open loop: 200 requests/s from 16 clients over 3 s, the leader
+    // stopped for 400 ms a second in. The requests planned during the
+    // stall are sent late, and their latency counts from when they were
+    // planned: a closed loop would show one slow request per client and a
+    // clean p99.
     let leader = local.leader();
     let bench = {
         let mut command = ctl.command(&[
             "bench",
             "set",
             "--clients",
-            "4",
+            "16",
             "--rate",
             "200",
             "--duration",
@@ -187,7 +195,9 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         (570.0..=630.0).contains(&planned),
         "{planned} planned: {text}"
     );
-    assert!(sent >= 500.0, "{text}");
+    // Sixteen clients have room for 200/s even on a loaded machine: nearly
+    // all that was planned was sent, late or not.
+    assert!(sent >= 0.8 * planned, "{text}");
     let latency = &r["latency_ms"];
     assert!(num(&latency["max"]) >= 300.0, "a {stall:?} stall, {text}");
     assert!(num(&latency["p99"]) >= 150.0, "a {stall:?} stall, {text}");

@@ -4,7 +4,8 @@
 # (SET and GET, 100-byte values) and over value sizes (SET, 16 clients),
 # SECONDS per point; the JSON records go to docs/bench/ and
 # scripts/bench/plot.py draws docs/bench/*.png from them.
-# Usage: scripts/bench/sweep.sh [SECONDS]   (ports 46600-46622 on loopback)
+# Usage: scripts/bench/sweep.sh [SECONDS]   (ports 46600-46622 on loopback;
+# BUILD=0 uses target/release as it is)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-3}
@@ -12,7 +13,7 @@ BASE=46600
 export RAFTKV_ENDPOINTS=127.0.0.1:$BASE,127.0.0.1:$((BASE + 10)),127.0.0.1:$((BASE + 20))
 CTL=target/release/raftctl
 OUT=docs/bench
-cargo build --release --quiet --bin raftctl --bin raftkv
+[ "${BUILD:-1}" = 0 ] || cargo build --release --quiet --bin raftctl --bin raftkv
 mkdir -p "$OUT"
 
 WORK=$(mktemp -d)

@@ -7,7 +7,11 @@
 //! system time (the pids come from `--cpu-pids` or from the `raftctl local`
 //! supervisor). Otherwise each member's `/metrics`: the Prometheus process
 //! collector's `process_cpu_seconds_total` is user + system in one counter
-//! (raftkv's and etcd's alike), so only the total is known.
+//! (raftkv's and etcd's alike), so only the total is known; and raftkv's
+//! counts whole seconds only (the `prometheus` crate's collector divides
+//! the kernel's ticks in integers), so each figure carries its resolution:
+//! one step of the counter per sample, divided by the requests. A figure
+//! from raftkv's `/metrics` is worth quoting only from a long run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +45,8 @@ pub struct CpuTime {
     pub user: Option<f64>,
     pub system: Option<f64>,
     pub total: f64,
+    /// The counter's step, in seconds.
+    pub step: f64,
 }
 
 /// The members whose CPU is sampled, or why none can be.
@@ -57,6 +63,8 @@ pub struct PerOp {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_us: Option<f64>,
     pub total_us: f64,
+    /// How far `total_us` may be off through the counters' steps alone.
+    pub resolution_us: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -157,6 +165,7 @@ impl Probe {
             user_us: Some(0.0),
             system_us: Some(0.0),
             total_us: 0.0,
+            resolution_us: 0.0,
         });
         for ((member, b), a) in self.members.iter().zip(before).zip(after) {
             let figure = match (b, a) {
@@ -168,6 +177,7 @@ impl Probe {
                     user_us: s.user_us.zip(f.user_us).map(|(x, y)| x + y),
                     system_us: s.system_us.zip(f.system_us).map(|(x, y)| x + y),
                     total_us: s.total_us + f.total_us,
+                    resolution_us: s.resolution_us + f.resolution_us,
                 }),
                 _ => None,
             };
@@ -198,6 +208,7 @@ fn per_op(before: &CpuTime, after: &CpuTime, ops: u64) -> Result<PerOp, String> 
         user_us: us(before.user, after.user),
         system_us: us(before.system, after.system),
         total_us: (after.total - before.total) * 1e6 / ops as f64,
+        resolution_us: before.step.max(after.step) * 1e6 / ops as f64,
     })
 }
 
@@ -257,8 +268,20 @@ async fn read(source: &Source) -> Result<CpuTime, String> {
                 user: None,
                 system: None,
                 total,
+                step: counter_step(total)?,
             })
         }
+    }
+}
+
+/// The step of a scraped CPU counter: whole seconds if it shows no
+/// fraction (raftkv's), else the kernel's tick (etcd's, read from /proc as
+/// a float). A whole value from a fine counter only overstates the step.
+fn counter_step(value: f64) -> Result<f64, String> {
+    if value.fract() == 0.0 {
+        Ok(1.0)
+    } else {
+        Ok(1.0 / clock_ticks()?)
     }
 }
 
@@ -293,6 +316,7 @@ fn parse_proc_stat(text: &str, ticks_per_second: f64) -> Result<CpuTime, String>
         user: Some(user),
         system: Some(system),
         total: user + system,
+        step: 1.0 / ticks_per_second,
     })
 }
 
@@ -343,6 +367,7 @@ pub fn render(cpu: &CpuReport) -> String {
             num(per_op.and_then(|p| p.user_us)),
             num(per_op.and_then(|p| p.system_us)),
             num(per_op.map(|p| p.total_us)),
+            per_op.map_or("-".into(), |p| format!("±{:.1}", p.resolution_us)),
         ];
         if let Some(why) = why {
             cells.push(format!("unavailable: {why}"));
@@ -353,7 +378,8 @@ pub fn render(cpu: &CpuReport) -> String {
         row(&m.member, m.per_op.as_ref(), m.unavailable.as_deref());
     }
     row("all members", cpu.total.as_ref(), None);
-    let table = crate::ctl::output::table(&["member", "user", "system", "total"], &rows);
+    let table =
+        crate::ctl::output::table(&["member", "user", "system", "total", "resolution"], &rows);
     let indented: String = table.lines().map(|l| format!("  {l}\n")).collect();
     format!(
         "server CPU  µs per request, from {}\n{indented}",
@@ -421,6 +447,7 @@ mod tests {
             user: Some(user),
             system: Some(system),
             total: user + system,
+            step: 0.01,
         })
     }
 
@@ -435,7 +462,8 @@ mod tests {
             Some(PerOp {
                 user_us: Some(500.0),
                 system_us: Some(250.0),
-                total_us: 750.0
+                total_us: 750.0,
+                resolution_us: 10.0,
             })
         );
         assert_eq!(
@@ -443,16 +471,17 @@ mod tests {
             Some(PerOp {
                 user_us: Some(750.0),
                 system_us: Some(250.0),
-                total_us: 1000.0
+                total_us: 1000.0,
+                resolution_us: 20.0,
             })
         );
         let text = render(&r);
         assert!(
-            text.contains("  node 0       500.0  250.0   750.0"),
+            text.contains("  node 0       500.0  250.0   750.0   ±10.0"),
             "{text}"
         );
         assert!(
-            text.contains("all members  750.0  250.0   1000.0"),
+            text.contains("all members  750.0  250.0   1000.0  ±20.0"),
             "{text}"
         );
     }
@@ -460,22 +489,26 @@ mod tests {
     #[test]
     fn a_missing_member_leaves_no_total_and_says_why() {
         let p = probe(2);
+        // A scraped counter in whole seconds: its step over 500 requests.
         let total_only = Ok(CpuTime {
             user: None,
             system: None,
             total: 1.0,
+            step: 1.0,
         });
         let later = Ok(CpuTime {
             user: None,
             system: None,
-            total: 1.5,
+            total: 2.0,
+            step: 1.0,
         });
         let r = p.report(
             &[total_only.clone(), Err("refused".into())],
             &[later, split(0.0, 0.0)],
             500,
         );
-        assert_eq!(r.members[0].per_op.as_ref().unwrap().total_us, 1000.0);
+        let scraped = r.members[0].per_op.as_ref().unwrap();
+        assert_eq!((scraped.total_us, scraped.resolution_us), (2000.0, 2000.0));
         assert_eq!(r.members[0].per_op.as_ref().unwrap().user_us, None);
         assert_eq!(r.members[1].unavailable.as_deref(), Some("refused"));
         assert_eq!(r.total, None);
@@ -527,6 +560,8 @@ mod tests {
         });
         let t = read(&Source::Metrics(addr.clone())).await.unwrap();
         assert_eq!((t.user, t.total), (None, 4.25));
+        assert!(t.step < 0.1, "a counter with a fraction steps by a tick");
+        assert_eq!(counter_step(12.0), Ok(1.0));
         // Nothing listens there any more.
         assert!(read(&Source::Metrics(addr)).await.is_err());
     }
