@@ -964,7 +964,8 @@ def env_map(container):
 def check_tls_pods(objs, server_secret, client_secret, client_cert_auth=True):
     """The members mount the server Secret and point every TLS setting into
     it; both test containers mount the client Secret and give raftctl its
-    files; the HTTP probes are untouched."""
+    files (client_secret None: there is no test pod); the HTTP probes are
+    untouched."""
     sts = find(objs, "StatefulSet")
     pod = sts["spec"]["template"]["spec"]
     node = pod["containers"][0]
@@ -976,6 +977,9 @@ def check_tls_pods(objs, server_secret, client_secret, client_cert_auth=True):
     assert env.get("RAFTKV_CLIENT_CERT_AUTH") == str(client_cert_auth).lower(), env
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert node[probe]["httpGet"]["port"] == "http" and "scheme" not in node[probe]["httpGet"], node[probe]
+    if client_secret is None:
+        assert not [o for o in objs if is_hook(o) and o["kind"] == "Pod"], "a test pod without its client Secret"
+        return
     test = next(o for o in objs if is_hook(o) and o["kind"] == "Pod")
     tpod = test["spec"]
     containers = tpod["initContainers"] + tpod["containers"]
@@ -1612,12 +1616,23 @@ def compare(path):
     replicas = next(o for o in ours if o["kind"] == "StatefulSet")["spec"]["replicas"]
     image = next(o for o in ours if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
     repo, tag = image.rsplit(":", 1)
-    chart = render({"replicas": replicas, "cluster": {"initialMembers": replicas},
-                    "image": {"repository": repo, "tag": tag}})
+    values = {"replicas": replicas, "cluster": {"initialMembers": replicas},
+              "image": {"repository": repo, "tag": tag}}
+    chart_only = set(CHART_ONLY)
+    # raftctl --tls-secret is the chart's tls.source=existingSecret (the
+    # chart's helm test, which needs a client Secret, is left out).
+    tls_secret = raftctl_tls_secret(ours)
+    if tls_secret:
+        node_env = env_map(next(o for o in ours if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0])
+        values["tls"] = {"enabled": True, "source": "existingSecret", "existingSecret": {"name": tls_secret},
+                         "clientCertAuth": node_env.get("RAFTKV_CLIENT_CERT_AUTH") == "true"}
+        values["test"] = {"enabled": False}
+        chart_only.discard(("Pod", "raftkv-test"))
+    chart = render(values)
     validate(ours, "raftctl manifests")
     names = lambda objs: {(o["kind"], o["metadata"]["name"]) for o in objs}
-    assert names(chart) - names(ours) == CHART_ONLY, \
-        f"kinds/names differ: chart only {names(chart) - names(ours)}, expected {CHART_ONLY}"
+    assert names(chart) - names(ours) == chart_only, \
+        f"kinds/names differ: chart only {names(chart) - names(ours)}, expected {chart_only}"
     assert names(ours) <= names(chart), f"raftctl only: {names(ours) - names(chart)}"
     checks = 0
     for o in ours:
@@ -1652,8 +1667,24 @@ def compare(path):
             assert _ports(oc["ports"]) == _ports(cc["ports"]), f"{where} container ports"
             data = [m for m in cc["volumeMounts"] if m["name"] == "data"]
             assert [m for m in oc["volumeMounts"] if m["name"] == "data"] == data, f"{where} data mount"
+            # TLS: the same Secret volume, mount and node settings (or none).
+            tls = lambda spec, c: ([v for v in spec.get("volumes") or [] if v["name"] == "tls"],
+                                   [m for m in c["volumeMounts"] if m["name"] == "tls"],
+                                   {k: v for k, v in env_map(c).items() if k in NODE_TLS_ENV or k == "RAFTKV_CLIENT_CERT_AUTH"})
+            assert tls(op, oc) == tls(cp, cc), f"{where} TLS: {tls(op, oc)} != {tls(cp, cc)}"
+            if tls_secret:
+                check_tls_pods(chart, tls_secret, None, client_cert_auth=values["tls"]["clientCertAuth"])
+                check_tls_pods(ours, tls_secret, None, client_cert_auth=values["tls"]["clientCertAuth"])
         checks += 1
-    print(f"compare: {len(ours)} raftctl objects valid and equal to the chart's in {checks} comparisons")
+    tls_note = f"; TLS from Secret {tls_secret} as the chart's existingSecret" if tls_secret else ""
+    print(f"compare: {len(ours)} raftctl objects valid and equal to the chart's in {checks} comparisons{tls_note}")
+
+
+def raftctl_tls_secret(objs):
+    """The Secret raftctl's StatefulSet mounts for TLS, or None."""
+    sts = next(o for o in objs if o["kind"] == "StatefulSet")
+    vols = [v for v in sts["spec"]["template"]["spec"].get("volumes") or [] if v["name"] == "tls"]
+    return vols[0]["secret"]["secretName"] if vols else None
 
 
 def scrape_configs(values, release, pods):

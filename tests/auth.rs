@@ -212,3 +212,20 @@ fn a_client_certificate_names_its_user() {
         .fails(1, "names user \"carol\", which does not exist");
     assert_eq!(root.run(&["get", "k"]).ok().stdout.trim(), "v");
 }
+
+/// Without a terminal (the tests' raftctl reads a closed stdin), a missing
+/// password is an error at once, before any node is asked: `--user NAME`
+/// without RAFTKV_PASSWORD, and `user add` without a new password.
+#[test]
+fn without_a_terminal_a_missing_password_is_an_error_not_a_prompt() {
+    // Endpoints nobody listens on: the refusal must come before a dial.
+    let ctl = Ctl::new().tail(["--endpoints", "127.0.0.1:1", "--timeout", "1s"]);
+    ctl.run(&["--user", "alice", "get", "k"])
+        .fails(3, "--user alice: no password, and no terminal to ask on");
+    ctl.run(&["user", "add", "bob"])
+        .fails(3, "user bob: no password, and no terminal to ask on");
+    ctl.clone()
+        .env("RAFTKV_USER", "alice")
+        .run(&["get", "k"])
+        .fails(3, "give --user alice:PASSWORD or set RAFTKV_PASSWORD");
+}

@@ -39,11 +39,24 @@ fn chart_renders_lints_validates_and_matches_k8s_base() {
 /// `raftctl manifests` against the chart rendered with the same values
 /// (`scripts/chart.py compare`): same kinds and names (the chart-only
 /// objects are listed there with the reason), ports, probes, volume
-/// claims, security context; every raftctl object schema-valid (strict).
+/// claims, security context, and with `--tls-secret` the chart's
+/// `tls.source=existingSecret` (Secret volume, mount, node TLS settings,
+/// client certificates required or not); every raftctl object
+/// schema-valid (strict).
 #[test]
 fn raftctl_manifests_agree_with_the_chart() {
-    for replicas in ["3", "5"] {
-        let out = raftctl(&[
+    let tls: [&[&str]; 3] = [
+        &[],
+        &["--tls-secret", "kv-members"],
+        &[
+            "--tls-secret",
+            "kv-members",
+            "--tls-client-cert-auth",
+            "false",
+        ],
+    ];
+    for (replicas, tls) in [("3", tls[0]), ("5", tls[0]), ("3", tls[1]), ("5", tls[2])] {
+        let mut args = vec![
             "manifests",
             "-o",
             "json",
@@ -51,8 +64,9 @@ fn raftctl_manifests_agree_with_the_chart() {
             replicas,
             "--image",
             "registry.example/raftkv:1.2.3",
-        ])
-        .ok();
+        ];
+        args.extend(tls);
+        let out = raftctl(&args).ok();
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &out.stdout).unwrap();
         let out = Command::new("python3")
@@ -66,7 +80,12 @@ fn raftctl_manifests_agree_with_the_chart() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "replicas {replicas}:\n{text}");
+        assert!(out.status.success(), "replicas {replicas} {tls:?}:\n{text}");
         assert!(text.contains("4 raftctl objects valid and equal"), "{text}");
+        assert_eq!(
+            text.contains("TLS from Secret kv-members as the chart's existingSecret"),
+            !tls.is_empty(),
+            "{text}"
+        );
     }
 }

@@ -674,3 +674,242 @@ fn backup_cronjob_and_restore_init_container_round_trip() {
         ),
     );
 }
+
+/// A Secret's files as the kubelet would mount them, made by the test:
+/// one file per key in a directory the pods' non-root user can read.
+fn secret_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (key, text) in files {
+        let path = dir.path().join(key);
+        std::fs::write(&path, text).unwrap();
+        // The pod's fsGroup would make a 0440 Secret file readable by the
+        // node's user; a bind mount keeps the host's owner, so: world-readable.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir
+}
+
+/// The image with TLS from an existing Secret (`tls.source=existingSecret`,
+/// client certificates required), the certificates made here with rcgen:
+/// the members' certificate names every pod's DNS name and the client
+/// Service. raftctl of the image, with the CA and a client certificate as
+/// the chart's `helm test` pod mounts them, writes and reads; plaintext,
+/// a client without a certificate and one from another CA are refused (the
+/// node logs why), and so is the host's plaintext client. Then, with auth
+/// enabled and `auth.testUser.existingSecret` naming a Secret with a
+/// user's name and password, the rendered `helm test` pod's two containers
+/// (write, then read back) pass as that user, and fail with a wrong
+/// password although their client certificate is root's.
+#[test]
+fn tls_cluster_serves_clients_with_the_ca_and_helm_test_runs_as_its_user() {
+    use raftkv::tls::generate::{Authority, Leaf};
+    let ca = Authority::new("raftkv test ca").unwrap();
+    let mut hosts: Vec<String> = (0..3)
+        .map(|i| format!("raftkv-{i}.raftkv-headless.default.svc.cluster.local"))
+        .collect();
+    hosts.push("raftkv".into());
+    let member = ca.issue(&Leaf::server("raftkv", &hosts)).unwrap();
+    let root = ca.issue(&Leaf::user("root")).unwrap();
+    let other_ca = Authority::new("another ca").unwrap();
+    let stranger = other_ca.issue(&Leaf::user("root")).unwrap();
+    let tls_files = |pair: &raftkv::tls::generate::Pair, ca_pem: &str| {
+        secret_dir(&[
+            ("ca.crt", ca_pem),
+            ("tls.crt", &pair.cert_pem),
+            ("tls.key", &pair.key_pem),
+        ])
+    };
+    let members = tls_files(&member, &ca.cert_pem);
+    let client = tls_files(&root, &ca.cert_pem);
+    let strangers = tls_files(&stranger, &ca.cert_pem);
+    let test_user = secret_dir(&[("username", "helm-test"), ("password", "t3st-pw")]);
+    let wrong_user = secret_dir(&[("username", "helm-test"), ("password", "wrong")]);
+    let secrets: pod::Secrets = [
+        ("raftkv-members", &members),
+        ("raftkv-client", &client),
+        ("raftkv-helm-test", &test_user),
+    ]
+    .into_iter()
+    .map(|(name, dir)| (name.to_string(), dir.path().to_path_buf()))
+    .collect();
+    let tls_set = "tls.enabled=true,tls.source=existingSecret,\
+                   tls.existingSecret.name=raftkv-members,tls.existingSecret.clientName=raftkv-client";
+    let Some(env) = Env::with_values("tls", &[tls_set], &secrets) else {
+        return;
+    };
+    let sts = &env.sts;
+    // Readiness is plain HTTP: the probes work as without TLS.
+    env.start_ready(3);
+
+    // raftctl as the rendered helm test pod runs it, other commands.
+    let objects = jobs::render(
+        &sts::root(),
+        &sts.template.image,
+        &[tls_set, "auth.testUser.existingSecret=raftkv-helm-test"],
+        None,
+    );
+    let test_pod = objects
+        .iter()
+        .find(|o| o["kind"] == "Pod" && o["metadata"]["name"] == "raftkv-test")
+        .expect("the helm test pod")["spec"]
+        .clone();
+    // The helm test pod's containers: "initContainers" (write) or
+    // "containers" (read-back), their Secrets' values from `secrets`.
+    let test_container = |which: &str, secrets: &pod::Secrets| {
+        OneOff::with_secrets(&test_pod, &test_pod[which][0], "raftkv-test", secrets)
+    };
+    let write = test_container("initContainers", &secrets);
+    let read_back = test_container("containers", &secrets);
+    let endpoint = &write.argv[write.argv.iter().position(|a| a == "--endpoints").unwrap() + 1];
+    let service = endpoint.rsplit_once(':').unwrap().0.to_string();
+    assert_eq!(service, "raftkv", "the test pod dials the client Service");
+    let runs = std::cell::Cell::new(0);
+    // Runs `c` with `args` (None: as rendered) and the client Service
+    // resolving to pod 0 (a follower forwards or redirects in the network).
+    let run = |c: &OneOff, args: Option<&[&str]>, tls_dir: &Path| {
+        let mut c = c.clone();
+        if let Some(args) = args {
+            c.argv = ["/usr/local/bin/raftctl", "--endpoints", endpoint.as_str()]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect();
+        }
+        runs.set(runs.get() + 1);
+        let ip = sts.addr(0, sts.template.client_port).unwrap();
+        c.run(
+            &format!("{}-raftctl-{}", sts.prefix, runs.get()),
+            &sts.network,
+            &[("tls", path_string(tls_dir))],
+            &[
+                "--add-host".into(),
+                format!("{service}:{}", ip.rsplit_once(':').unwrap().0),
+            ],
+        )
+    };
+    let without = |names: &[&str]| {
+        let mut c = write.clone();
+        c.env.retain(|(k, _)| !names.contains(&k.as_str()));
+        c
+    };
+    // TLS with root's certificate, no test user.
+    let as_root = without(&["RAFTKV_USER", "RAFTKV_PASSWORD"]);
+    let ctl = |args: &[&str]| run(&as_root, Some(args), client.path());
+    let ok = |args: &[&str]| {
+        let (code, out) = wait_for(format!("raftctl {args:?}"), PROGRESS, || {
+            let (code, out) = ctl(args);
+            (code == 0).then_some((code, out))
+        });
+        assert_eq!(code, 0);
+        out
+    };
+    ok(&["set", "tls/k", "over-tls"]);
+    assert_eq!(ok(&["get", "tls/k"]).trim(), "over-tls");
+
+    // Refused: plaintext, no client certificate, another CA; the node
+    // says why in its log.
+    let plaintext = without(&[
+        "RAFTKV_CACERT",
+        "RAFTKV_CERT",
+        "RAFTKV_KEY",
+        "RAFTKV_USER",
+        "RAFTKV_PASSWORD",
+    ]);
+    let no_cert = without(&[
+        "RAFTKV_CERT",
+        "RAFTKV_KEY",
+        "RAFTKV_USER",
+        "RAFTKV_PASSWORD",
+    ]);
+    for (what, c, dir, logged) in [
+        (
+            "plaintext",
+            &plaintext,
+            client.path(),
+            "sent plaintext to a TLS port",
+        ),
+        (
+            "no certificate",
+            &no_cert,
+            client.path(),
+            "presented no certificate",
+        ),
+        (
+            "another CA's certificate",
+            &as_root,
+            strangers.path(),
+            "not signed by a trusted CA",
+        ),
+    ] {
+        let (code, out) = run(c, Some(&["--timeout", "3s", "get", "tls/k"]), dir);
+        assert_ne!(code, 0, "a client with {what} was answered:\n{out}");
+        sts.wait_log(0, logged, PROGRESS);
+    }
+    // The host's client, plaintext, to a pod's address: refused too.
+    let addr = sts.addr(0, sts.template.client_port).unwrap();
+    assert!(
+        env.rt.block_on(env.client().status(&addr)).is_err(),
+        "a plaintext status was answered"
+    );
+
+    // Auth on, as root (the client certificate's name), with a user for
+    // helm test that may touch helm-test/ only.
+    for (args, new_password) in [
+        (&["user", "add", "root"][..], Some("r00t-pw")),
+        (&["user", "grant", "root", "root"][..], None),
+        (&["role", "add", "helm-test"][..], None),
+        (
+            &["role", "grant", "helm-test", "helm-test/", "readwrite"][..],
+            None,
+        ),
+        (&["user", "add", "helm-test"][..], Some("t3st-pw")),
+        (&["user", "grant", "helm-test", "helm-test"][..], None),
+        (&["auth", "enable"][..], None),
+    ] {
+        let mut c = as_root.clone();
+        if let Some(p) = new_password {
+            c.env.push(("RAFTKV_NEW_PASSWORD".into(), p.into()));
+        }
+        let (code, out) = run(&c, Some(args), client.path());
+        assert_eq!(code, 0, "raftctl {args:?}:\n{out}");
+    }
+
+    // helm test as rendered: both containers, as the test user.
+    let (code, out) = run(&write, None, client.path());
+    assert_eq!(code, 0, "helm test write:\n{out}");
+    let (code, out) = run(&read_back, None, client.path());
+    assert_eq!(code, 0, "helm test read-back:\n{out}");
+    let key = &write.argv[write.argv.len() - 2];
+    let (code, out) = run(&as_root, Some(&["get", key]), client.path());
+    assert_eq!(
+        (code, out.trim()),
+        (0, "read-back"),
+        "{key} after helm test"
+    );
+    // The test user's identity is what counts: a wrong password fails
+    // although the client certificate is root's; and the user may not
+    // write outside helm-test/.
+    let wrong: pod::Secrets = [(
+        "raftkv-helm-test".to_string(),
+        wrong_user.path().to_path_buf(),
+    )]
+    .into_iter()
+    .collect();
+    let wrong_write = test_container("initContainers", &wrong);
+    let (code, out) = run(&wrong_write, None, client.path());
+    assert!(
+        code != 0 && out.contains("wrong user name or password"),
+        "a wrong password passed, or failed for another reason:\n{out}"
+    );
+    let (code, out) = run(&write, Some(&["set", "tls/k", "x"]), client.path());
+    assert!(
+        code != 0 && out.contains("no WRITE permission"),
+        "the test user wrote outside helm-test/, or failed for another reason:\n{out}"
+    );
+    println!(
+        "RESULT tls_cluster_serves_clients_with_the_ca_and_helm_test_runs_as_its_user: ok; raftctl with the CA and \
+         root's certificate read and wrote; plaintext, no certificate and another CA refused (logged); helm test's \
+         write and read-back passed as user helm-test, a wrong password and a key outside helm-test/ refused"
+    );
+}

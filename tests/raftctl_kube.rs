@@ -10,7 +10,7 @@ use kube::client::Body;
 use raftkv::ctl::exit::Exit;
 use raftkv::ctl::kube::manifests::Manifests;
 use raftkv::ctl::kube::{KubePlatform, deploy, scale, status};
-use raftkv::ctl::platform::pod::Values;
+use raftkv::ctl::platform::pod::{TlsValues, Values};
 use raftkv::ctl::platform::{Grace, Platform};
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -40,8 +40,13 @@ fn step(method: Method, uri: impl Into<String>, status: u16, answer: Value) -> S
 }
 
 impl Step {
+    /// Adds `check` after the step's checks so far.
     fn checking(mut self, check: impl Fn(&http::HeaderMap, &Value) + Send + 'static) -> Step {
-        self.check = Box::new(check);
+        let before = self.check;
+        self.check = Box::new(move |headers, body| {
+            before(headers, body);
+            check(headers, body);
+        });
         self
     }
 }
@@ -103,6 +108,7 @@ fn values(replicas: i32) -> Values {
         image: "raftkv:test".into(),
         storage_size: "1Gi".into(),
         storage_class: None,
+        tls: None,
     }
 }
 
@@ -120,7 +126,11 @@ fn stored(object: &Value, resource_version: &str) -> Value {
 }
 
 fn objects(replicas: i32) -> [(String, Value); 4] {
-    let m = Manifests::new(&values(replicas));
+    objects_of(&values(replicas))
+}
+
+fn objects_of(values: &Values) -> [(String, Value); 4] {
+    let m = Manifests::new(values);
     [
         (
             HEADLESS.to_string(),
@@ -137,8 +147,12 @@ fn objects(replicas: i32) -> [(String, Value); 4] {
 
 /// GET then server-side apply of each object; `before` is what the GET finds.
 fn apply_steps(replicas: i32, before: Option<&str>, after: &str) -> Vec<Step> {
+    apply_steps_of(&values(replicas), before, after)
+}
+
+fn apply_steps_of(values: &Values, before: Option<&str>, after: &str) -> Vec<Step> {
     let mut steps = Vec::new();
-    for (path, object) in objects(replicas) {
+    for (path, object) in objects_of(values) {
         steps.push(match before {
             None => step(Method::GET, path.clone(), 404, not_found(&path)),
             Some(rv) => step(Method::GET, path.clone(), 200, stored(&object, rv)),
@@ -193,6 +207,72 @@ async fn deploy_creates_every_object_by_server_side_apply() {
             "statefulset.apps/raftkv created"
         ]
     );
+    server.await.unwrap();
+}
+
+/// `deploy --tls-secret`: the applied StatefulSet mounts the Secret and
+/// starts the node with TLS on both ports; the Services and the budget are
+/// those of a plaintext deploy.
+#[tokio::test]
+async fn a_tls_deploy_applies_the_secret_mount_and_the_node_tls_settings() {
+    let tls = Values {
+        tls: Some(TlsValues {
+            secret: "raftkv-members".into(),
+            client_cert_auth: true,
+        }),
+        ..values(3)
+    };
+    let mut steps = vec![step(
+        Method::GET,
+        STS,
+        404,
+        not_found("statefulsets.apps \"raftkv\""),
+    )];
+    steps.extend(apply_steps_of(&tls, None, "1"));
+    // What the API server receives, beyond equality with the typed object.
+    let sts_apply = steps.pop().unwrap();
+    let plain_sts = objects(3)[3].1.clone();
+    steps.push(sts_apply.checking(move |_, body| {
+        let pod = &body["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "tls", "secret": {"secretName": "raftkv-members", "defaultMode": 0o440}}])
+        );
+        let c = &pod["containers"][0];
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": "tls", "mountPath": "/etc/raftkv-tls", "readOnly": true})),
+            "{c}"
+        );
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(env("RAFTKV_CERT_FILE"), Some(json!("/etc/raftkv-tls/tls.crt")));
+        assert_eq!(env("RAFTKV_PEER_TRUSTED_CA_FILE"), Some(json!("/etc/raftkv-tls/ca.crt")));
+        assert_eq!(env("RAFTKV_CLIENT_CERT_AUTH"), Some(json!("true")));
+        let plain = &plain_sts["spec"]["template"]["spec"]["containers"][0];
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            assert_eq!(c[probe], plain[probe], "{probe}: plain HTTP as without TLS");
+        }
+    }));
+    for (i, (_, plain)) in objects(3).into_iter().take(3).enumerate() {
+        assert_eq!(objects_of(&tls)[i].1, plain, "only the StatefulSet changes");
+    }
+    let (platform, server) = mock_platform(steps);
+    let existing = deploy::existing(&platform).await.unwrap();
+    let (values, _) = deploy::reconcile(tls.clone(), Some(3), existing).unwrap();
+    let applied = deploy::apply(&platform, &Manifests::new(&values))
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 4);
+    assert!(applied.iter().all(|a| a.action == "created"), "{applied:?}");
     server.await.unwrap();
 }
 

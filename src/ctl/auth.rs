@@ -16,12 +16,13 @@ pub const NEW_PASSWORD_ENV: &str = "RAFTKV_NEW_PASSWORD";
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add user NAME (password from --password or RAFTKV_NEW_PASSWORD).
+    /// Add user NAME (password from --password or RAFTKV_NEW_PASSWORD, else
+    /// asked twice on the terminal).
     Add(UserPassword),
     /// Delete user NAME.
     Delete { name: String },
-    /// Set NAME's password (from --password or RAFTKV_NEW_PASSWORD); its
-    /// older tokens stop working.
+    /// Set NAME's password (from --password or RAFTKV_NEW_PASSWORD, else
+    /// asked twice on the terminal); its older tokens stop working.
     Passwd(UserPassword),
     /// Grant role ROLE to user NAME.
     Grant { name: String, role: String },
@@ -80,53 +81,112 @@ pub enum AuthCommand {
     Status,
 }
 
-/// `--user NAME[:PASSWORD]` with RAFTKV_PASSWORD for a missing password.
-/// No prompt: the password comes inline or from the environment.
-pub fn credentials(user: Option<&str>) -> Result<Option<Credentials>, CtlError> {
+/// Where a password comes from when neither the command line nor the
+/// environment has one: the terminal, asked without echo. A trait so the
+/// decisions (ask, or refuse) are tested without a terminal.
+pub trait Prompt {
+    /// Whether there is someone to ask: standard input is a terminal.
+    fn interactive(&self) -> bool;
+    /// Shows `prompt` and reads one line without echoing it.
+    fn read_hidden(&self, prompt: &str) -> std::io::Result<String>;
+}
+
+/// The process's terminal.
+pub struct Terminal;
+
+impl Prompt for Terminal {
+    fn interactive(&self) -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stdin())
+    }
+
+    fn read_hidden(&self, prompt: &str) -> std::io::Result<String> {
+        rpassword::prompt_password(prompt)
+    }
+}
+
+fn read_password(prompt: &dyn Prompt, text: &str) -> Result<String, CtlError> {
+    prompt
+        .read_hidden(text)
+        .map_err(|e| CtlError::error(format!("cannot read the password from the terminal: {e}")))
+}
+
+/// `--user NAME[:PASSWORD]`; without `:PASSWORD` the password is
+/// `env_password` (RAFTKV_PASSWORD), else asked on the terminal, else
+/// refused: a script without a password fails at once rather than hang.
+pub fn credentials(
+    user: Option<&str>,
+    env_password: Option<String>,
+    prompt: &dyn Prompt,
+) -> Result<Option<Credentials>, CtlError> {
     let Some(user) = user else {
         return Ok(None);
     };
     let (name, password) = match user.split_once(':') {
-        Some((name, password)) => (name.to_string(), password.to_string()),
-        None => match std::env::var("RAFTKV_PASSWORD") {
-            Ok(password) => (user.to_string(), password),
-            Err(_) => {
-                return Err(CtlError::new(
-                    Exit::BadInput,
-                    format!(
-                        "--user {user}: no password; give --user {user}:PASSWORD or set \
-                         RAFTKV_PASSWORD"
-                    ),
-                ));
-            }
-        },
+        Some((name, password)) => (name.to_string(), Some(password.to_string())),
+        None => (user.to_string(), env_password),
     };
     if name.is_empty() {
         return Err(CtlError::new(Exit::BadInput, "--user: empty user name"));
     }
+    let password = match password {
+        Some(password) => password,
+        None if prompt.interactive() => read_password(prompt, &format!("Password for {name}: "))?,
+        None => {
+            return Err(CtlError::new(
+                Exit::BadInput,
+                format!(
+                    "--user {name}: no password, and no terminal to ask on; give --user \
+                     {name}:PASSWORD or set RAFTKV_PASSWORD"
+                ),
+            ));
+        }
+    };
     Ok(Some(Credentials {
         user: name,
         password,
     }))
 }
 
-fn new_password(args: &UserPassword) -> Result<String, CtlError> {
-    match &args.password {
-        Some(p) if !p.is_empty() => Ok(p.clone()),
-        _ => Err(CtlError::new(
+/// The new password of `user add` and `user passwd`: `--password` (or
+/// RAFTKV_NEW_PASSWORD), else asked twice on the terminal, else refused.
+fn new_password(args: &UserPassword, prompt: &dyn Prompt) -> Result<String, CtlError> {
+    let name = &args.name;
+    let password = match &args.password {
+        Some(p) => p.clone(),
+        None if prompt.interactive() => {
+            let first = read_password(prompt, &format!("New password for {name}: "))?;
+            let again = read_password(prompt, &format!("New password for {name} again: "))?;
+            if first != again {
+                return Err(CtlError::new(
+                    Exit::BadInput,
+                    format!("user {name}: the passwords do not match; nothing changed"),
+                ));
+            }
+            first
+        }
+        None => {
+            return Err(CtlError::new(
+                Exit::BadInput,
+                format!(
+                    "user {name}: no password, and no terminal to ask on; give --password or \
+                     set {NEW_PASSWORD_ENV}"
+                ),
+            ));
+        }
+    };
+    if password.is_empty() {
+        return Err(CtlError::new(
             Exit::BadInput,
-            format!(
-                "user {}: give --password or set {NEW_PASSWORD_ENV}",
-                args.name
-            ),
-        )),
+            format!("user {name}: the password is empty; nothing changed"),
+        ));
     }
+    Ok(password)
 }
 
-fn user_password(args: &UserPassword) -> Result<pb::UserAddCmd, CtlError> {
+fn user_password(args: &UserPassword, prompt: &dyn Prompt) -> Result<pb::UserAddCmd, CtlError> {
     Ok(pb::UserAddCmd {
         name: args.name.clone(),
-        password: new_password(args)?,
+        password: new_password(args, prompt)?,
         password_hash: String::new(),
     })
 }
@@ -148,10 +208,16 @@ async fn change(client: &Client, output: Output, op: Op) -> Result<(), CtlError>
     Ok(())
 }
 
-pub async fn user(client: &Client, output: Output, command: &UserCommand) -> Result<(), CtlError> {
+/// `raftctl user ...`; `prompt` asks for a new password that was not given.
+pub async fn user(
+    client: &Client,
+    output: Output,
+    command: &UserCommand,
+    prompt: &dyn Prompt,
+) -> Result<(), CtlError> {
     let op = match command {
-        UserCommand::Add(args) => Op::UserAdd(user_password(args)?),
-        UserCommand::Passwd(args) => Op::UserPasswd(user_password(args)?),
+        UserCommand::Add(args) => Op::UserAdd(user_password(args, prompt)?),
+        UserCommand::Passwd(args) => Op::UserPasswd(user_password(args, prompt)?),
         UserCommand::Delete { name } => Op::UserDelete(pb::UserNameCmd { name: name.clone() }),
         UserCommand::Grant { name, role } => Op::UserGrant(user_role(name, role)),
         UserCommand::Revoke { name, role } => Op::UserRevoke(user_role(name, role)),
@@ -330,3 +396,6 @@ async fn list_roles(client: &Client, output: Output, only: Option<&str>) -> Resu
         .collect();
     print_structured(output, &roles)
 }
+
+#[cfg(test)]
+mod tests;

@@ -83,8 +83,8 @@ pub struct Cli {
     )]
     pub key: Option<PathBuf>,
 
-    /// Authenticate as NAME (password after ':', else RAFTKV_PASSWORD)
-    /// when the cluster has auth enabled (docs/security.md).
+    /// Authenticate as NAME (password after ':', else RAFTKV_PASSWORD, else
+    /// asked on the terminal) when the cluster has auth enabled (docs/security.md).
     #[arg(
         long,
         value_name = "NAME[:PASSWORD]",
@@ -285,6 +285,15 @@ pub struct ValuesArgs {
     /// StorageClass of the volume claims (default: the cluster's default class).
     #[arg(long)]
     pub storage_class: Option<String>,
+    /// TLS on the client and peer ports with Secret NAME of the namespace
+    /// (ca.crt, tls.crt, tls.key; its certificate must name every member:
+    /// docs/kubernetes.md, "TLS"), mounted read-only at /etc/raftkv-tls.
+    #[arg(long, value_name = "NAME", value_parser = parse_secret_name)]
+    pub tls_secret: Option<String>,
+    /// With --tls-secret: whether clients must present a certificate signed
+    /// by the Secret's ca.crt [default: true].
+    #[arg(long, value_name = "BOOL", requires = "tls_secret")]
+    pub tls_client_cert_auth: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -626,5 +635,24 @@ fn parse_node_count(text: &str) -> Result<u32, String> {
     match text.parse() {
         Ok(n @ (1 | 3 | 5)) => Ok(n),
         _ => Err(format!("{text:?} is not 1, 3 or 5")),
+    }
+}
+
+/// A Secret's name: a DNS subdomain (RFC 1123), as the API server demands,
+/// refused here rather than by a deploy that already applied the Services.
+fn parse_secret_name(text: &str) -> Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if text.len() <= 253 && text.split('.').all(label_ok) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)"
+        ))
     }
 }

@@ -125,7 +125,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let tls = cli
         .client_tls()
         .map_err(|e| CtlError::new(Exit::BadInput, e))?;
-    let credentials = auth::credentials(cli.user.as_deref())?;
+    let credentials = auth::credentials(
+        cli.user.as_deref(),
+        std::env::var("RAFTKV_PASSWORD").ok(),
+        &auth::Terminal,
+    )?;
     let options = ClientOptions {
         tls,
         credentials,
@@ -154,7 +158,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Members => cluster::members(&client()?, output).await,
         Command::Member(command) => cluster::member(&client()?, output, command).await,
         Command::TransferLeader { id } => cluster::transfer_leader(&client()?, output, *id).await,
-        Command::User(command) => auth::user(&client()?, output, command).await,
+        Command::User(command) => auth::user(&client()?, output, command, &auth::Terminal).await,
         Command::Role(command) => auth::role(&client()?, output, command).await,
         Command::Auth(command) => auth::auth(&client()?, output, command).await,
         Command::Local(args) => local::run(args).await,
@@ -165,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::DeletePod(args) => faults::delete_pod(args, output, options.tls.clone()).await,
         Command::Chaos(args) => faults::chaos(args, output, options.tls.clone()).await,
         Command::Manifests(args) => kube::commands::manifests(args, output),
-        Command::Deploy(args) => kube::commands::deploy(args, output).await,
+        Command::Deploy(args) => kube::commands::deploy(args, output, options.clone()).await,
         Command::Snapshot(command) => snapshot::command(command, client, output).await,
         Command::Scale(args) => {
             let chosen = AnyPlatform::from_args(&args.platform).await?;

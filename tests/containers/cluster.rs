@@ -2,6 +2,7 @@
 //! a limit on how many tests run containers at once, and questions to the cluster (who leads,
 //! who votes) asked through the Rust client.
 
+use super::pod::Secrets;
 use super::sts::StatefulSet;
 use crate::common::image::image;
 use crate::common::wait::{Later, wait_for};
@@ -50,10 +51,16 @@ pub struct Env {
 impl Env {
     /// `None` when Docker is absent (the test then returns, skipped).
     pub fn new(test: &str) -> Option<Env> {
+        Env::with_values(test, &[], &Secrets::new())
+    }
+
+    /// As [`Self::new`], the chart rendered with `sets`, its Secret
+    /// volumes mounted from `secrets`.
+    pub fn with_values(test: &str, sets: &[&str], secrets: &Secrets) -> Option<Env> {
         let image = image()?;
         let slot = slot();
         Some(Env {
-            sts: Arc::new(StatefulSet::new(test, &image)),
+            sts: Arc::new(StatefulSet::with_values(test, &image, sets, secrets)),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

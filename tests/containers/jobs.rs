@@ -3,12 +3,12 @@
 //! StatefulSet stand-in. Each is read from Helm's render (`scripts/chart.py
 //! render --json` with the values a test sets), never retyped: command and
 //! args as rendered, with `$(VAR)` expanded from the container's env as the
-//! kubelet does; env (literal and the pod name); the security context as
+//! kubelet does; env (literal, the pod name and Secret keys); the security context as
 //! Docker flags (`pod::security_flags`). The test maps each volume the
 //! container mounts to a Docker volume or a host directory; an unmapped
 //! one fails the test.
 
-use super::pod::{NAMESPACE, security_flags};
+use super::pod::{NAMESPACE, Secrets, security_flags};
 use crate::common::docker::docker;
 use serde_json::Value;
 use std::path::Path;
@@ -54,11 +54,30 @@ pub struct OneOff {
 impl OneOff {
     /// Container `container` of pod spec `pod`, as pod `pod_name` would run it.
     pub fn of(pod: &Value, container: &Value, pod_name: &str) -> OneOff {
+        OneOff::with_secrets(pod, container, pod_name, &Secrets::new())
+    }
+
+    /// As [`Self::of`]; env taken from a Secret's key (`secretKeyRef`) is
+    /// read from the file of that key in the Secret's directory in `secrets`.
+    pub fn with_secrets(
+        pod: &Value,
+        container: &Value,
+        pod_name: &str,
+        secrets: &Secrets,
+    ) -> OneOff {
         let mut env = Vec::new();
         for e in container["env"].as_array().into_iter().flatten() {
             let name = e["name"].as_str().unwrap().to_string();
+            let secret_ref = &e["valueFrom"]["secretKeyRef"];
             let value = if let Some(v) = e["value"].as_str() {
                 v.to_string()
+            } else if let Some(secret) = secret_ref["name"].as_str() {
+                let key = secret_ref["key"].as_str().unwrap();
+                let dir = secrets.get(secret).unwrap_or_else(|| {
+                    panic!("env {name}: Secret {secret}: the test made no files for it")
+                });
+                std::fs::read_to_string(dir.join(key))
+                    .unwrap_or_else(|e| panic!("env {name}: Secret {secret} key {key}: {e}"))
             } else {
                 match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                     Some("metadata.name") => pod_name.to_string(),

@@ -4,8 +4,9 @@
 //! the env, args, mounts, user and security settings the chart gives a pod.
 //! What only a kubelet provides is emulated, each in one place below:
 //! downward-API env (pod name, namespace), ConfigMap volumes (files in a
-//! directory mounted read-only), the volume claim (a named volume) and the
-//! StatefulSet's DNS (hostname and network alias).
+//! directory mounted read-only), Secret volumes (the directory of files the
+//! test made for that Secret, mounted read-only), the volume claim (a named
+//! volume) and the StatefulSet's DNS (hostname and network alias).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,7 +27,8 @@ pub struct PodTemplate {
     /// `NAME=value`, with downward-API references left to [`Self::env_for`].
     env: Vec<(String, EnvValue)>,
     args: Vec<String>,
-    /// (host directory with the ConfigMap's files, mount path).
+    /// (host directory with a ConfigMap's or a Secret's files, mount path),
+    /// mounted read-only.
     config_mounts: Vec<(PathBuf, String)>,
     /// Where the data volume (the volume claim) is mounted.
     pub data_path: String,
@@ -46,15 +48,29 @@ enum EnvValue {
     Namespace,
 }
 
-/// Renders the chart with default values (only the image changed) and reads
-/// its StatefulSet. `config_dir` receives the ConfigMap files.
-pub fn from_chart(root: &Path, image: &str, config_dir: &Path) -> PodTemplate {
+/// The files of the Secrets a test made: Secret name to a host directory
+/// holding one file per key (as the kubelet mounts a Secret).
+pub type Secrets = BTreeMap<String, PathBuf>;
+
+/// Renders the chart with default values (only the image changed, and
+/// `sets`) and reads its StatefulSet. `config_dir` receives the ConfigMap
+/// files; a Secret volume is mounted from its directory in `secrets`.
+pub fn from_chart(
+    root: &Path,
+    image: &str,
+    config_dir: &Path,
+    sets: &[&str],
+    secrets: &Secrets,
+) -> PodTemplate {
     let (repo, tag) = image.rsplit_once(':').expect("image has a tag");
     let mut render = Command::new("python3");
     render
         .current_dir(root)
         .args(["scripts/chart.py", "render", "--json"])
         .args(["--set", &format!("image.repository={repo},image.tag={tag}")]);
+    for set in sets {
+        render.args(["--set", set]);
+    }
     // Extra chart values, to run the tests against another configuration
     // (e.g. `cluster.autoJoin=false` shows what auto-join fixes).
     if let Ok(set) = std::env::var("RAFTKV_TEST_CHART_SET") {
@@ -128,8 +144,15 @@ pub fn from_chart(root: &Path, image: &str, config_dir: &Path) -> PodTemplate {
                 std::fs::write(dir.join(file), text.as_str().unwrap()).unwrap();
             }
             config_mounts.push((dir, path));
+        } else if let Some(secret) = volume.and_then(|v| v["secret"]["secretName"].as_str()) {
+            let dir = secrets
+                .get(secret)
+                .unwrap_or_else(|| panic!("Secret {secret}: the test made no files for it"));
+            config_mounts.push((dir.clone(), path));
         } else {
-            panic!("volume {name}: neither the volume claim nor a ConfigMap; emulate it here");
+            panic!(
+                "volume {name}: neither the volume claim, a ConfigMap nor a Secret; emulate it here"
+            );
         }
     }
     PodTemplate {

@@ -5,7 +5,7 @@
 //! never collide; dropping the value removes the containers, volumes and
 //! network even when the test failed.
 
-use super::pod::PodTemplate;
+use super::pod::{PodTemplate, Secrets};
 use crate::common::docker::{self, docker, must};
 use crate::common::wait::{Later, wait_for};
 use raftkv::client::{Client, ClientOptions};
@@ -31,6 +31,12 @@ pub struct StatefulSet {
 impl StatefulSet {
     /// A network for `test`, and the pod template rendered from the chart.
     pub fn new(test: &str, image: &str) -> StatefulSet {
+        StatefulSet::with_values(test, image, &[], &Secrets::new())
+    }
+
+    /// As [`Self::new`], the chart rendered with `sets`; its Secret volumes
+    /// are the directories in `secrets`.
+    pub fn with_values(test: &str, image: &str, sets: &[&str], secrets: &Secrets) -> StatefulSet {
         let prefix = format!(
             "rkt-{}-{}-{:04x}",
             test.replace('_', "-"),
@@ -38,7 +44,7 @@ impl StatefulSet {
             rand::random::<u16>()
         );
         let config_dir = tempfile::tempdir().unwrap();
-        let template = super::pod::from_chart(&root(), image, config_dir.path());
+        let template = super::pod::from_chart(&root(), image, config_dir.path(), sets, secrets);
         let network = format!("{prefix}-net");
         must(&["network", "create", "--label", "raftkv-test=1", &network]);
         StatefulSet {

@@ -10,7 +10,7 @@ use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::output::print_structured;
 use crate::ctl::platform::docker::deploy as docker_deploy;
 use crate::ctl::platform::docker::run::Layout;
-use crate::ctl::platform::pod::{self, Values};
+use crate::ctl::platform::pod::{self, TlsValues, Values};
 use crate::ctl::platform::{Applied, Platform};
 use crate::ctl::signals::Signals;
 
@@ -22,6 +22,10 @@ fn values(args: &ValuesArgs, name: &str, namespace: &str) -> Values {
         image: args.image.clone(),
         storage_size: args.storage_size.clone(),
         storage_class: args.storage_class.clone(),
+        tls: args.tls_secret.as_ref().map(|secret| TlsValues {
+            secret: secret.clone(),
+            client_cert_auth: args.tls_client_cert_auth.unwrap_or(true),
+        }),
     }
 }
 
@@ -47,10 +51,20 @@ pub fn manifests(args: &ManifestsArgs, output: Output) -> Result<(), CtlError> {
     }
 }
 
-/// `raftctl deploy`, on the platform `--platform` names.
-pub async fn deploy(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
+/// `raftctl deploy`, on the platform `--platform` names; `options` (TLS,
+/// credentials) are raftctl's own, for the wait for a leader.
+pub async fn deploy(
+    args: &DeployArgs,
+    output: Output,
+    options: ClientOptions,
+) -> Result<(), CtlError> {
     match args.platform {
-        PlatformKind::Kube => deploy_kube(args, output).await,
+        PlatformKind::Kube => deploy_kube(args, output, options).await,
+        PlatformKind::Docker if args.values.tls_secret.is_some() => Err(CtlError::new(
+            Exit::BadInput,
+            "deploy --platform docker: --tls-secret names a Kubernetes Secret, which Docker does not have; \
+             deploy to Kubernetes, or run TLS on one machine with `raftctl local --tls`",
+        )),
         PlatformKind::Docker => deploy_docker(args, output).await,
         PlatformKind::Local => Err(CtlError::new(
             Exit::BadInput,
@@ -103,11 +117,42 @@ async fn deploy_docker(args: &DeployArgs, output: Output) -> Result<(), CtlError
     Ok(())
 }
 
+/// Whether raftctl can ask a cluster of `values` for its leader: over TLS
+/// it needs the CA, and a client certificate where the nodes demand one.
+/// Checked before anything is applied.
+pub fn check_wait_tls(values: &Values, options: &ClientOptions) -> Result<(), CtlError> {
+    let Some(tls) = &values.tls else {
+        return Ok(());
+    };
+    let missing = match &options.tls {
+        None => "--cacert (and --cert, --key)",
+        Some(t) if tls.client_cert_auth && t.files().files().identity.is_none() => {
+            "--cert and --key"
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(CtlError::new(
+        Exit::BadInput,
+        format!(
+            "deploy --tls-secret {}: waiting for a leader talks TLS to the pods, so raftctl needs {missing} \
+             (the CA of the Secret and a client certificate it signed); or deploy with --no-wait",
+            tls.secret
+        ),
+    ))
+}
+
 /// `raftctl deploy --platform kube`.
-async fn deploy_kube(args: &DeployArgs, output: Output) -> Result<(), CtlError> {
+async fn deploy_kube(
+    args: &DeployArgs,
+    output: Output,
+    options: ClientOptions,
+) -> Result<(), CtlError> {
     let mut signals = Signals::install()?;
     let platform = KubePlatform::connect(&args.kube).await?;
     let wanted = values(&args.values, &platform.name, &platform.namespace);
+    if !args.no_wait {
+        check_wait_tls(&wanted, &options)?;
+    }
     let existing = deploy::existing(&platform).await?;
     let (values, replicas) = deploy::reconcile(wanted, args.values.replicas, existing)?;
     let applied = deploy::apply(&platform, &Manifests::new(&values)).await?;
@@ -117,7 +162,7 @@ async fn deploy_kube(args: &DeployArgs, output: Output) -> Result<(), CtlError> 
     }
     let leader = || async {
         let endpoints = platform.endpoints_for(replicas as u64).await.ok()?;
-        let client = Client::lazy(endpoints, ClientOptions::default()).ok()?;
+        let client = Client::lazy(endpoints, options.clone()).ok()?;
         crate::ctl::platform::leader_with_lease(&client).await
     };
     let progress = deploy::wait_ready(

@@ -20,8 +20,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    VolumeMount, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -37,6 +37,11 @@ pub const DATA_DIR: &str = "/var/lib/raftkv";
 const USER: i64 = 65532;
 /// SIGTERM to SIGKILL: time to hand leadership over and flush.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+/// Where the TLS Secret is mounted: the chart's path, so both kinds of
+/// deployment take the same Secret and docs.
+pub const TLS_DIR: &str = "/etc/raftkv-tls";
+/// The TLS volume's name in the pod.
+const TLS_VOLUME: &str = "tls";
 
 /// What varies between deployments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,59 @@ pub struct Values {
     pub image: String,
     pub storage_size: String,
     pub storage_class: Option<String>,
+    /// TLS on the client and peer ports (`None`: plaintext).
+    pub tls: Option<TlsValues>,
+}
+
+/// TLS from a Secret the user made, as the chart's
+/// `tls.source=existingSecret`: one certificate for both ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsValues {
+    /// Secret in the namespace with `ca.crt`, `tls.crt` and `tls.key`.
+    pub secret: String,
+    /// Clients must present a certificate signed by `ca.crt`.
+    pub client_cert_auth: bool,
+}
+
+impl TlsValues {
+    /// The node's TLS settings, pointing into the mounted Secret (the
+    /// chart's `raftkv.tls.nodeEnv`).
+    fn env(&self) -> Vec<EnvVar> {
+        let file = |name: &str| format!("{TLS_DIR}/{name}");
+        vec![
+            env("RAFTKV_CERT_FILE", file("tls.crt")),
+            env("RAFTKV_KEY_FILE", file("tls.key")),
+            env("RAFTKV_TRUSTED_CA_FILE", file("ca.crt")),
+            env("RAFTKV_CLIENT_CERT_AUTH", self.client_cert_auth.to_string()),
+            env("RAFTKV_PEER_CERT_FILE", file("tls.crt")),
+            env("RAFTKV_PEER_KEY_FILE", file("tls.key")),
+            env("RAFTKV_PEER_TRUSTED_CA_FILE", file("ca.crt")),
+        ]
+    }
+
+    /// The Secret as a volume; the kubelet rewrites its files in place when
+    /// the Secret changes (no subPath), and the node reloads them.
+    fn volume(&self) -> Volume {
+        Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(self.secret.clone()),
+                // Owner and fsGroup read: the key is for the node alone.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }
+    }
+
+    fn mount(&self) -> VolumeMount {
+        VolumeMount {
+            name: TLS_VOLUME.into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }
+    }
 }
 
 impl Values {
@@ -128,6 +186,26 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The node's settings: identity from the pod, peers from StatefulSet
+/// naming, and the TLS files when TLS is on.
+fn node_env(v: &Values) -> Vec<EnvVar> {
+    let mut env_vars = vec![
+        env_from_field("POD_NAME", "metadata.name"),
+        env_from_field("RAFTKV_NAMESPACE", "metadata.namespace"),
+        env("RAFTKV_STATEFULSET", v.name.clone()),
+        env("RAFTKV_SERVICE", v.headless_service()),
+        // The founding members: fixed at the first deploy (see module doc).
+        env("RAFTKV_REPLICAS", v.replicas.to_string()),
+        // Pods added by `raftctl scale`, and pods whose volume was lost,
+        // join by themselves (the chart's cluster.autoJoin, default on).
+        env("RAFTKV_AUTO_JOIN", "true"),
+        env("RAFTKV_DATA_DIR", DATA_DIR),
+        env("RAFTKV_LOG_FORMAT", "json"),
+    ];
+    env_vars.extend(v.tls.iter().flat_map(TlsValues::env));
+    env_vars
+}
+
 fn container(v: &Values) -> Container {
     let container_port = |name: &str, number| ContainerPort {
         name: Some(name.into()),
@@ -139,19 +217,7 @@ fn container(v: &Values) -> Container {
         name: "raftkv".into(),
         image: Some(v.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![
-            env_from_field("POD_NAME", "metadata.name"),
-            env_from_field("RAFTKV_NAMESPACE", "metadata.namespace"),
-            env("RAFTKV_STATEFULSET", v.name.clone()),
-            env("RAFTKV_SERVICE", v.headless_service()),
-            // The founding members: fixed at the first deploy (see module doc).
-            env("RAFTKV_REPLICAS", v.replicas.to_string()),
-            // Pods added by `raftctl scale`, and pods whose volume was lost,
-            // join by themselves (the chart's cluster.autoJoin, default on).
-            env("RAFTKV_AUTO_JOIN", "true"),
-            env("RAFTKV_DATA_DIR", DATA_DIR),
-            env("RAFTKV_LOG_FORMAT", "json"),
-        ]),
+        env: Some(node_env(v)),
         ports: Some(vec![
             container_port("client", CLIENT_PORT),
             container_port("peer", PEER_PORT),
@@ -186,11 +252,15 @@ fn container(v: &Values) -> Container {
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            })
+            .chain(v.tls.as_ref().map(TlsValues::mount))
+            .collect(),
+        ),
         ..Container::default()
     }
 }
@@ -206,6 +276,7 @@ fn runtime_default() -> SeccompProfile {
 pub fn statefulset(v: &Values) -> StatefulSet {
     let pod = PodSpec {
         containers: vec![container(v)],
+        volumes: v.tls.as_ref().map(|t| vec![t.volume()]),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),

@@ -267,6 +267,7 @@ mod tests {
             image: "raftkv:t".into(),
             storage_size: "1Gi".into(),
             storage_class: None,
+            tls: None,
         })
     }
 

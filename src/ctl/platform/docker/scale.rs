@@ -84,6 +84,7 @@ impl Docker {
             // Not part of the pod template (Docker volumes have no size).
             storage_size: "1Gi".into(),
             storage_class: None,
+            tls: None,
         });
         Ok((layout, sts))
     }
@@ -101,6 +102,7 @@ impl Docker {
             image: String::new(),
             storage_size: "1Gi".into(),
             storage_class: None,
+            tls: None,
         });
         run::claim_names(&sts)
             .iter()

@@ -11,6 +11,7 @@ pub(crate) fn values() -> Values {
         image: "raftkv:test".into(),
         storage_size: "1Gi".into(),
         storage_class: None,
+        tls: None,
     }
 }
 
