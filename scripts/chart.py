@@ -1560,6 +1560,9 @@ def check_test_user():
     objs = render({"auth": {"testUser": {"existingSecret": "u", "usernameKey": "name", "passwordKey": "secret"}}})
     for c in test_containers(objs):
         assert secret_env(c) == {"RAFTKV_USER": ("u", "name"), "RAFTKV_PASSWORD": ("u", "secret")}, c["env"]
+    text = notes({"auth": user})
+    assert "as the user named in Secret helm-test-user" in text, text
+    assert "as the user named" not in notes()
     refused = {
         "test user without helm test": ({"test": {"enabled": False}, "auth": user}, "test.enabled is false"),
         "empty username key": ({"auth": {"testUser": {"existingSecret": "u", "usernameKey": ""}}}, "usernameKey"),
