@@ -105,6 +105,19 @@ impl Platform for AnyPlatform {
         }
     }
 
+    async fn set_clock(
+        &self,
+        id: u64,
+        rate_ppm: Option<u32>,
+        restore_after: std::time::Duration,
+    ) -> Result<(), CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.set_clock(id, rate_ppm, restore_after).await,
+            AnyPlatform::Docker(p) => p.set_clock(id, rate_ppm, restore_after).await,
+            AnyPlatform::Local(p) => p.set_clock(id, rate_ppm, restore_after).await,
+        }
+    }
+
     async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
         match self {
             AnyPlatform::Kube(p) => p.start_pod(id).await,

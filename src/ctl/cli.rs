@@ -429,7 +429,12 @@ pub struct ChaosArgs {
     /// partition=KIND[:LENGTH] (KIND: isolate-leader, leader-minority,
     /// one-way-out, one-way-in, bridge; 3s by default; local only);
     /// slow=DELAY[~JITTER][:LENGTH] (the pod's links, 5s by default; local
-    /// only). See docs/testing.md, "Faults".
+    /// only); skew=RATE[@leader|@follower][:LENGTH] (restart the pod on a
+    /// clock at RATE of real time with libfaketime, isolate the leader
+    /// meanwhile, 8s by default; local only); member=CHANGE (CHANGE:
+    /// add-learner, remove-leader, remove-follower, transfer-lagging,
+    /// rolling-restart; transfer-lagging on local and docker only). See
+    /// docs/testing.md, "Faults".
     #[arg(long, alias = "fault", default_value = "kill")]
     pub faults: crate::ctl::fault::Faults,
     /// forced, graceful, alternate (forced then graceful, in turn), or a

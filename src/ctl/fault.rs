@@ -21,6 +21,82 @@ pub const DEFAULT_CUT: Duration = Duration::from_secs(3);
 /// How long a slow link lasts when no length is given.
 pub const DEFAULT_SLOW: Duration = Duration::from_secs(5);
 
+/// How long a skewed clock runs when no length is given: room for the
+/// isolate-leader cut it holds ([`DEFAULT_CUT`]) and the recovery after it.
+pub const DEFAULT_SKEW: Duration = Duration::from_secs(8);
+
+/// The shortest skew: it must hold its cut and a second more.
+pub const MIN_SKEW: Duration = Duration::from_secs(4);
+
+/// The clock rates a skew accepts, in parts per million of real time:
+/// from a tenth to ten times. Beyond them the node's own timers (its
+/// heartbeats, which follow its clock) break the cluster before any lease
+/// question arises.
+pub const SKEW_RATES_PPM: std::ops::RangeInclusive<u32> = 100_000..=10_000_000;
+
+/// Which node a skew restarts on another clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkewOn {
+    /// The pod `--kill` chooses (the leader's by default).
+    Chosen,
+    /// The leader's, made leader again after its restart.
+    Leader,
+    /// A follower's, chosen at random.
+    Follower,
+}
+
+/// A change of the cluster's members (or of their processes, one after
+/// another) while the workload runs. Each leaves the cluster with the
+/// voters it found, so the changes can repeat for as long as a run lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A new node (the next ordinal) joins as a learner and is promoted
+    /// once caught up; then it is removed again.
+    AddLearner,
+    /// As `AddLearner`, then the new node is made leader and removed while
+    /// it leads.
+    RemoveLeader,
+    /// As `AddLearner`; the fault is the new node's removal while it
+    /// follows.
+    RemoveFollower,
+    /// A follower is frozen for a second under the workload, so that its
+    /// log lags, and leadership is handed to it the moment it runs again.
+    TransferLagging,
+    /// Every node restarted gracefully in turn, the followers first and
+    /// the leader last, each once the cluster is healthy again.
+    RollingRestart,
+}
+
+impl MemberChange {
+    pub const ALL: [MemberChange; 5] = [
+        MemberChange::AddLearner,
+        MemberChange::RemoveLeader,
+        MemberChange::RemoveFollower,
+        MemberChange::TransferLagging,
+        MemberChange::RollingRestart,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            MemberChange::AddLearner => "add-learner",
+            MemberChange::RemoveLeader => "remove-leader",
+            MemberChange::RemoveFollower => "remove-follower",
+            MemberChange::TransferLagging => "transfer-lagging",
+            MemberChange::RollingRestart => "rolling-restart",
+        }
+    }
+
+    fn parse(text: &str) -> Result<MemberChange, String> {
+        MemberChange::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = MemberChange::ALL.iter().map(MemberChange::name).collect();
+                format!("{text:?} is not a member change: use {}", names.join(", "))
+            })
+    }
+}
+
 /// Which links a partition cuts, relative to the leader of the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partition {
@@ -125,6 +201,19 @@ pub enum FaultKind {
         jitter: Duration,
         length: Duration,
     },
+    /// Restarts a pod with its clocks (the monotonic and boot-time clocks
+    /// its leases run on, and the wall clock) running at `rate_ppm`
+    /// millionths of real time for `length`, isolates the leader of the
+    /// moment once meanwhile (an isolate-leader cut of [`DEFAULT_CUT`]),
+    /// then restarts it on the real clock. Within the drift bound nothing
+    /// may go wrong; beyond it the lease argument no longer holds.
+    Skew {
+        rate_ppm: u32,
+        on: SkewOn,
+        length: Duration,
+    },
+    /// Changes the members (or restarts them in turn) under the workload.
+    Member(MemberChange),
 }
 
 /// `DURATION` that must not be zero, for `what`.
@@ -133,6 +222,22 @@ fn positive(text: &str, what: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("{what} must last longer than 0")),
         d => Ok(d),
     }
+}
+
+/// A clock rate such as `0.991` or `1.05` (real time is 1), in millionths.
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a clock rate: use a number such as 0.995 or 1.01"))?;
+    let ppm = (rate * 1e6).round();
+    if !rate.is_finite()
+        || !(f64::from(*SKEW_RATES_PPM.start())..=f64::from(*SKEW_RATES_PPM.end())).contains(&ppm)
+    {
+        return Err(format!(
+            "a clock rate must be within [0.1, 10] times real time, not {text}"
+        ));
+    }
+    Ok(ppm as u32)
 }
 
 /// Splits `TEXT:LENGTH` into TEXT and LENGTH (`default` without one).
@@ -172,9 +277,35 @@ impl FaultKind {
                     length,
                 })
             }
+            Some(("member", change)) => Ok(FaultKind::Member(MemberChange::parse(change)?)),
+            Some(("skew", rest)) => {
+                let (rate, length) = with_length(rest, DEFAULT_SKEW)?;
+                if length < MIN_SKEW {
+                    return Err(format!(
+                        "a skew must last at least {MIN_SKEW:?}: it holds a {DEFAULT_CUT:?} \
+                         isolate-leader cut"
+                    ));
+                }
+                let (rate, on) = match rate.split_once('@') {
+                    None => (rate, SkewOn::Chosen),
+                    Some((rate, "leader")) => (rate, SkewOn::Leader),
+                    Some((rate, "follower")) => (rate, SkewOn::Follower),
+                    Some((_, other)) => {
+                        return Err(format!(
+                            "{other:?} is not a node to skew: use @leader or @follower"
+                        ));
+                    }
+                };
+                Ok(FaultKind::Skew {
+                    rate_ppm: parse_rate(rate)?,
+                    on,
+                    length,
+                })
+            }
             _ => Err(format!(
-                "{text:?} is not a fault: use kill, pause[=DURATION], partition=KIND[:LENGTH] \
-                 or slow=DELAY[~JITTER][:LENGTH]"
+                "{text:?} is not a fault: use kill, pause[=DURATION], partition=KIND[:LENGTH], \
+                 slow=DELAY[~JITTER][:LENGTH], skew=RATE[@leader|@follower][:LENGTH] or \
+                 member=CHANGE"
             )),
         }
     }
@@ -190,6 +321,9 @@ impl FaultKind {
                     .map(|p| FaultKind::Partition(p, DEFAULT_CUT)),
             );
             all.push(FaultKind::parse("slow=50ms").expect("a valid fault"));
+            // The leader's clock slow, within the default drift bound (1%).
+            all.push(FaultKind::parse("skew=0.995@leader").expect("a valid fault"));
+            all.extend(MemberChange::ALL.into_iter().map(FaultKind::Member));
             return Ok(Faults(all));
         }
         let faults = text
@@ -211,12 +345,36 @@ impl FaultKind {
                 jitter,
                 length,
             } => format!("slow {delay:?}~{jitter:?} {length:?}"),
+            FaultKind::Skew {
+                rate_ppm,
+                on,
+                length,
+            } => format!(
+                "skew x{}{} {length:?}",
+                f64::from(*rate_ppm) / 1e6,
+                match on {
+                    SkewOn::Chosen => "",
+                    SkewOn::Leader => "@leader",
+                    SkewOn::Follower => "@follower",
+                }
+            ),
+            FaultKind::Member(change) => format!("member {}", change.name()),
         }
     }
 
     /// Whether it acts on the links between nodes rather than a process.
     pub fn on_links(&self) -> bool {
         matches!(self, FaultKind::Partition(..) | FaultKind::SlowLink { .. })
+    }
+
+    /// Whether it changes the members (or restarts them in turn).
+    pub fn changes_members(&self) -> bool {
+        matches!(self, FaultKind::Member(_))
+    }
+
+    /// Whether it restarts a pod on another clock (and cuts links meanwhile).
+    pub fn skews(&self) -> bool {
+        matches!(self, FaultKind::Skew { .. })
     }
 }
 
@@ -296,6 +454,44 @@ mod tests {
             FaultKind::parse("slow=20ms~0:2s").unwrap().label(),
             "slow 20ms~0ns 2s"
         );
+        assert_eq!(
+            FaultKind::parse("skew=0.991@leader"),
+            Ok(FaultKind::Skew {
+                rate_ppm: 991_000,
+                on: SkewOn::Leader,
+                length: DEFAULT_SKEW
+            })
+        );
+        assert_eq!(
+            FaultKind::parse("skew=1.5:6s").unwrap().label(),
+            "skew x1.5 6s"
+        );
+        assert_eq!(
+            FaultKind::parse("skew=0.5@follower").unwrap().label(),
+            "skew x0.5@follower 8s"
+        );
+        assert_eq!(
+            FaultKind::parse("member=transfer-lagging"),
+            Ok(FaultKind::Member(MemberChange::TransferLagging))
+        );
+        assert_eq!(
+            FaultKind::parse("member=remove-leader").unwrap().label(),
+            "member remove-leader"
+        );
+        for (bad, says) in [
+            ("member=shuffle", "add-learner, remove-leader"),
+            ("member", "not a fault"),
+            ("skew=fast", "not a clock rate"),
+            ("skew=0", "within [0.1, 10]"),
+            ("skew=-1", "within [0.1, 10]"),
+            ("skew=11", "within [0.1, 10]"),
+            ("skew=NaN", "within [0.1, 10]"),
+            ("skew=0.5@nobody", "@leader or @follower"),
+            ("skew=0.5:2s", "at least 4s"),
+        ] {
+            let e = FaultKind::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
         for bad in [
             "partition",
             "partition=everyone",
@@ -325,8 +521,10 @@ mod tests {
             FaultKind::Partition(Partition::Bridge, DEFAULT_CUT)
         );
         let all = FaultKind::parse_list("all").unwrap().0;
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 14);
         assert!(all.iter().filter(|f| f.on_links()).count() == 6);
+        assert_eq!(all.iter().filter(|f| f.skews()).count(), 1);
+        assert_eq!(all.iter().filter(|f| f.changes_members()).count(), 5);
         assert!("kill,nap".parse::<Faults>().is_err());
     }
 

@@ -37,7 +37,7 @@ pub struct Disturbed {
 }
 
 /// The answers of the nodes that answered.
-async fn statuses(admin: &Client) -> Vec<StatusResponse> {
+pub(super) async fn statuses(admin: &Client) -> Vec<StatusResponse> {
     admin
         .status_all()
         .await
@@ -47,7 +47,7 @@ async fn statuses(admin: &Client) -> Vec<StatusResponse> {
 }
 
 /// The leader of the highest term among `answers`, with that term.
-fn leader_and_term(answers: &[StatusResponse]) -> Option<(u64, u64)> {
+pub(super) fn leader_and_term(answers: &[StatusResponse]) -> Option<(u64, u64)> {
     answers
         .iter()
         .filter(|s| s.role == "leader")
@@ -279,7 +279,7 @@ async fn confirm_slow(
 
 /// After the heal: every node answers, a leader holds its lease, and a
 /// state check (a write) finds equal hashes, within [`recovery_bound`].
-async fn recover(admin: &Client) -> (bool, String, Option<f64>) {
+pub(super) async fn recover(admin: &Client) -> (bool, String, Option<f64>) {
     let start = Instant::now();
     let deadline = start + recovery_bound();
     let mut last = String::from("not healthy yet");

@@ -8,7 +8,9 @@
 //! operator runs against a real cluster.
 
 pub mod links;
+pub mod members;
 mod report;
+pub mod skew;
 pub mod verdict;
 pub mod workload;
 
@@ -164,17 +166,29 @@ pub async fn run<P: Platform>(
         let grace = plan.grace.nth(faults.len());
         let fault = plan.faults.nth(faults.len());
         let before = workload.now();
-        let injected = if fault.on_links() {
-            let heal_key = format!("{}-links", plan.workload.prefix);
-            links::disturb(platform, &admin, &plan.target, fault, &heal_key)
-                .await
-                .map(|d| {
-                    let mut check = d.check;
-                    check.at_seconds = seconds(before);
-                    link_checks.push(check);
-                    // Unavailability counts from the cut, not the heal.
-                    (d.pod, d.was_leader, before)
-                })
+        let heal_key = format!("{}-links", plan.workload.prefix);
+        let injected = if let FaultKind::Member(change) = fault {
+            members::change(platform, &admin, change).await.map(|c| {
+                let mut check = c.check;
+                let at = before + c.setup.as_nanos() as u64;
+                check.at_seconds = seconds(at);
+                link_checks.push(check);
+                // Unavailability counts from the change proper.
+                (c.pod, c.was_leader, at)
+            })
+        } else if fault.on_links() || fault.skews() {
+            let disturbed = if fault.skews() {
+                skew::skew(platform, &admin, &plan.target, fault, &heal_key).await
+            } else {
+                links::disturb(platform, &admin, &plan.target, fault, &heal_key).await
+            };
+            disturbed.map(|d| {
+                let mut check = d.check;
+                check.at_seconds = seconds(before);
+                link_checks.push(check);
+                // Unavailability counts from the cut, not the heal.
+                (d.pod, d.was_leader, before)
+            })
         } else {
             // A pause returns once the process runs again: its
             // unavailability counts from its start (docs/testing.md).
@@ -404,6 +418,8 @@ fn kind_of(label: &str) -> String {
     let words: Vec<&str> = label.split_whitespace().collect();
     match words.as_slice() {
         ["partition", kind, ..] => format!("partition {kind}"),
+        ["member", change, ..] => format!("member {change}"),
+        ["skew", rate, ..] => format!("skew {rate}"),
         [first, ..] => (*first).to_string(),
         [] => String::new(),
     }

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use tokio::time::Instant;
+
+use super::clock::{self, Skew};
 use super::links::{LinkRule, Links};
 use super::nodes::Placement;
 use super::procs::LocalCluster;
@@ -63,6 +66,18 @@ pub enum Request {
     },
     /// Every link passes.
     Heal,
+    /// Restart node `id` (SIGTERM, SIGKILL after `grace_ms`) on a clock
+    /// running at `rate_ppm` millionths of real time (libfaketime), or on
+    /// the real clock (`rate_ppm` absent). A skewed node is restarted on
+    /// the real clock by the supervisor itself after `restore_after_ms`.
+    Clock {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_ppm: Option<u32>,
+        grace_ms: u64,
+        #[serde(default)]
+        restore_after_ms: u64,
+    },
 }
 
 /// One process of the local cluster.
@@ -89,6 +104,11 @@ pub enum Answer {
     /// The node is no longer supervised (`killed`: it needed SIGKILL).
     Stopped {
         killed: bool,
+    },
+    /// Node `id` runs again (`pid`) on the clock asked for.
+    Clock {
+        pid: Option<u32>,
+        rate_ppm: Option<u32>,
     },
     /// The link faults are set (none after a heal); `proxied` lists every
     /// link with a proxy, (from, to).
@@ -228,6 +248,31 @@ async fn handle(
             }
         }
         Request::Start { id } => start(cluster, placement, id),
+        Request::Clock {
+            id,
+            rate_ppm,
+            grace_ms,
+            restore_after_ms,
+        } => {
+            let skew = match rate_ppm {
+                None => None,
+                Some(rate) if !crate::ctl::fault::SKEW_RATES_PPM.contains(&rate) => {
+                    return Answer::Error(format!(
+                        "a clock rate must be within [0.1, 10] times real time, not {}",
+                        clock::rate_text(rate)
+                    ));
+                }
+                Some(rate_ppm) => match clock::library() {
+                    Ok(library) => Some(Skew {
+                        rate_ppm,
+                        library,
+                        until: Instant::now() + Duration::from_millis(restore_after_ms),
+                    }),
+                    Err(e) => return Answer::Error(e),
+                },
+            };
+            reclock(cluster, id, skew, Duration::from_millis(grace_ms)).await
+        }
         Request::Stop { id, grace_ms } => {
             let Some(index) = cluster.index_of(id) else {
                 return Answer::Stopped { killed: false };
@@ -242,6 +287,36 @@ async fn handle(
                 Err(e) => Answer::Error(format!("node {id} stopped, but {e}")),
             }
         }
+    }
+}
+
+/// Restarts node `id` on `skew`'s clock (None: the real one), stopping it
+/// with `grace` first; also how the supervisor ends a skew that is due.
+pub async fn reclock(
+    cluster: &mut LocalCluster,
+    id: u64,
+    skew: Option<Skew>,
+    grace: Duration,
+) -> Answer {
+    let Some(index) = cluster.index_of(id) else {
+        return Answer::Error(format!("the local cluster has no node {id}"));
+    };
+    cluster.stop_node(index, grace).await;
+    let rate_ppm = skew.as_ref().map(|s| s.rate_ppm);
+    cluster.set_skew(index, skew);
+    eprintln!(
+        "node {id} restarted on request on {}",
+        match rate_ppm {
+            Some(rate) => format!("a clock at {} of real time", clock::rate_text(rate)),
+            None => "the real clock".into(),
+        }
+    );
+    match cluster.spawn(index) {
+        Ok(()) => Answer::Clock {
+            pid: cluster.pid(index),
+            rate_ppm,
+        },
+        Err(e) => Answer::Error(format!("node {id} stopped but did not start: {e}")),
     }
 }
 

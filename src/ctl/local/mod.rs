@@ -2,6 +2,7 @@
 //! waited on until a leader holds its lease, and supervised until Ctrl-C.
 
 mod certs;
+pub mod clock;
 pub mod control;
 pub mod links;
 mod nodes;
@@ -431,6 +432,12 @@ async fn supervise(
         }
         if request == Some(Request::Stop) {
             return Ok(());
+        }
+        for id in cluster.skews_due(Instant::now()) {
+            eprintln!("node {id}: its skew's length is over");
+            if let control::Answer::Error(e) = control::reclock(cluster, id, None, GRACE).await {
+                eprintln!("node {id} could not be put back on the real clock: {e}");
+            }
         }
         for (index, status) in cluster.reap() {
             let node = &cluster.nodes()[index];

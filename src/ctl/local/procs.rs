@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::clock::Skew;
 use super::nodes::{LocalNode, PROXIED_IDS, peers_flag, proxied_server_args, server_args};
 
 /// Running (or dead) `raftkv` processes, one slot per supervised node.
@@ -29,6 +30,9 @@ pub struct LocalCluster {
     /// The founders as started (a scale may remove some later).
     founders: Vec<LocalNode>,
     children: Vec<Option<Child>>,
+    /// The clock each node runs on (None: the real one), kept across the
+    /// node's restarts until [`set_skew`](Self::set_skew) changes it.
+    skews: Vec<Option<Skew>>,
 }
 
 impl LocalCluster {
@@ -60,6 +64,7 @@ impl LocalCluster {
             proxied,
             founders,
             children: nodes.iter().map(|_| None).collect(),
+            skews: nodes.iter().map(|_| None).collect(),
             nodes,
         };
         for i in 0..cluster.nodes.len() {
@@ -81,10 +86,12 @@ impl LocalCluster {
     pub fn add(&mut self, node: LocalNode) -> std::io::Result<()> {
         self.nodes.push(node);
         self.children.push(None);
+        self.skews.push(None);
         let index = self.nodes.len() - 1;
         self.spawn(index).inspect_err(|_| {
             self.nodes.pop();
             self.children.pop();
+            self.skews.pop();
         })
     }
 
@@ -93,6 +100,7 @@ impl LocalCluster {
     pub fn remove(&mut self, index: usize) -> LocalNode {
         // A child still running is killed on drop.
         self.children.remove(index);
+        self.skews.remove(index);
         self.nodes.remove(index)
     }
 
@@ -125,6 +133,14 @@ impl LocalCluster {
             }
             _ => server_args(node, &self.peers),
         };
+        if let Some(skew) = &self.skews[index] {
+            writeln!(
+                log,
+                "--- on a clock at {} of real time (libfaketime) ---",
+                super::clock::rate_text(skew.rate_ppm)
+            )?;
+            command.envs(skew.env());
+        }
         let child = command
             .args(args)
             .stdin(Stdio::null())
@@ -143,6 +159,27 @@ impl LocalCluster {
             })?;
         self.children[index] = Some(child);
         Ok(())
+    }
+
+    /// The clock node `index` runs on from its next start (None: the real
+    /// one).
+    pub fn set_skew(&mut self, index: usize, skew: Option<Skew>) {
+        self.skews[index] = skew;
+    }
+
+    /// The clock node `index` runs on (None: the real one).
+    pub fn skew(&self, index: usize) -> Option<&Skew> {
+        self.skews[index].as_ref()
+    }
+
+    /// The ids of the skewed nodes due back on the real clock at `now`.
+    pub fn skews_due(&self, now: Instant) -> Vec<u64> {
+        self.skews
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(skew, _)| skew.as_ref().is_some_and(|s| s.until <= now))
+            .map(|(_, node)| node.id)
+            .collect()
     }
 
     /// The nodes whose processes exited since the last call, with how.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
 use crate::ctl::fault::{FaultKind, LinkEffect, LinkFault};
+use crate::ctl::local::clock;
 use crate::ctl::local::control::{self, Answer, Request};
 use crate::ctl::local::data_dir;
 use crate::ctl::local::links::LinkRule;
@@ -148,8 +149,40 @@ impl Platform for Local {
         }
     }
 
-    fn refuses(&self, _: FaultKind) -> Option<String> {
-        None
+    /// Everything, but a skew only where libfaketime is installed (the
+    /// supervisor runs on this machine too).
+    fn refuses(&self, fault: FaultKind) -> Option<String> {
+        match fault {
+            FaultKind::Skew { .. } => clock::library()
+                .err()
+                .map(|e| format!("the local platform cannot skew a node's clock: {e}")),
+            _ => None,
+        }
+    }
+
+    /// The supervisor restarts the node with libfaketime preloaded, or
+    /// without it; gracefully, so that a leader hands over first.
+    async fn set_clock(
+        &self,
+        id: u64,
+        rate_ppm: Option<u32>,
+        restore_after: Duration,
+    ) -> Result<(), CtlError> {
+        let request = Request::Clock {
+            id,
+            rate_ppm,
+            grace_ms: Local::grace_ms(DEFAULT_GRACE),
+            restore_after_ms: Local::grace_ms(restore_after),
+        };
+        match self
+            .ask(request, DEFAULT_GRACE + Duration::from_secs(15))
+            .await?
+        {
+            Answer::Clock { .. } => Ok(()),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a clock change"
+            ))),
+        }
     }
 
     /// Through the supervisor's link proxies; the supervisor heals them

@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use target::{Target, choose, leader_of, leader_with_lease};
 
 use super::exit::{CtlError, Exit};
-use super::fault::{FaultKind, LinkFault};
+use super::fault::{FaultKind, LinkFault, MemberChange};
 
 /// One node's pod (or container, or process), as the platform sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,7 +138,35 @@ pub trait Platform {
             FaultKind::Partition(..) | FaultKind::SlowLink { .. } => {
                 Some(refuse_links(self.kind()))
             }
+            FaultKind::Skew { .. } => Some(refuse_skew(self.kind())),
+            // It freezes the follower that is to lag, as a pause does.
+            FaultKind::Member(MemberChange::TransferLagging) => Some(format!(
+                "the {} platform cannot make a follower lag: raftctl freezes its process for a \
+                 second (SIGSTOP, docker pause), which the API does not reach; use --platform \
+                 local or docker",
+                self.kind()
+            )),
+            // The steps of `raftctl scale` and deletions, which every
+            // platform has.
+            FaultKind::Member(_) => None,
         }
+    }
+
+    /// Restarts pod `id` (gracefully) with its clocks running at
+    /// `rate_ppm` millionths of real time, or on the real clock again
+    /// (`None`); returns once it runs. A skewed pod goes back to the real
+    /// clock by itself after `restore_after`, so a run that dies midway
+    /// leaves no skewed node behind. Platforms that cannot reach a pod's
+    /// process environment refuse (see [`Self::refuses`]).
+    fn set_clock(
+        &self,
+        id: u64,
+        rate_ppm: Option<u32>,
+        restore_after: Duration,
+    ) -> impl Future<Output = Result<(), CtlError>> + Send {
+        let _ = (id, rate_ppm, restore_after);
+        let why = refuse_skew(self.kind());
+        async move { Err(CtlError::new(Exit::BadInput, why)) }
     }
 
     /// Loses or delays the Raft messages of the links in `faults` (every
@@ -178,6 +206,16 @@ pub trait Platform {
             ))
         }
     }
+}
+
+/// Why a platform other than local refuses clock skews.
+pub fn refuse_skew(kind: &str) -> String {
+    format!(
+        "the {kind} platform cannot run a pod's clock at another rate: raftctl chaos restarts a \
+         `raftctl local` node under libfaketime (LD_PRELOAD in the process's environment) and \
+         isolates the leader through the local link proxies meanwhile (use --platform local); \
+         on {kind} that would need the library inside the image and a changed pod environment"
+    )
 }
 
 /// Why a platform without link proxies refuses partitions and slow links.

@@ -198,6 +198,10 @@ impl Platform for Docker {
     }
 
     fn refuses(&self, fault: FaultKind) -> Option<String> {
+        if fault.skews() {
+            return Some(super::refuse_skew(self.kind()));
+        }
+        // Pausing (which a lagging transfer uses) and scaling work here.
         fault.on_links().then(|| super::refuse_links(self.kind()))
     }
 
