@@ -183,10 +183,17 @@ impl Sessions {
                 "the session of client {id} expired after an hour without requests; register again"
             )));
         }
-        let Some(mut client) = self.remove(id) else {
+        // Updated in place, indexes included: taking the client out and
+        // putting it back cost every write twice the map operations and a
+        // fresh sum of its kept answers (docs/performance.md, "Where the CPU
+        // goes"). `check_invariants` holds the two ways to the same table.
+        let Some(client) = self.clients.get_mut(&id) else {
             unreachable!("client {id} was looked up above");
         };
+        let was = (client.last_active_ms, id);
         client.last_active_ms = client.last_active_ms.max(now_ms);
+        let now = (client.last_active_ms, id);
+        let mut freed = 0;
         let admission = if session.seq < client.first_incomplete {
             Admission::Refuse(session_expired(format!(
                 "the answer to request {} of client {id} is no longer kept (acknowledged, or \
@@ -202,14 +209,35 @@ impl Sessions {
         } else {
             if session.first_incomplete > client.first_incomplete {
                 client.first_incomplete = session.first_incomplete;
-                client.responses = client.responses.split_off(&session.first_incomplete);
+                let kept = client.responses.split_off(&session.first_incomplete);
+                // What is left below `first_incomplete` was acknowledged.
+                freed = client.responses.values().map(answer_bytes).sum();
+                client.responses = kept;
             }
             match client.responses.get(&session.seq) {
                 Some(response) => Admission::Replay(response.clone()),
                 None => Admission::Apply,
             }
         };
-        self.insert(id, client);
+        let holds = !client.responses.is_empty();
+        if was != now {
+            self.by_activity.remove(&was);
+            self.by_activity.insert(now);
+            if self.holders.remove(&was) {
+                self.holders.insert(now);
+            }
+        }
+        if freed > 0 {
+            let before = self.held.remove(&id).unwrap_or(0);
+            self.kept_bytes = self.kept_bytes.saturating_sub(before);
+            let after = before.saturating_sub(freed);
+            if holds && after > 0 {
+                self.held.insert(id, after);
+                self.kept_bytes += after;
+            } else {
+                self.holders.remove(&now);
+            }
+        }
         admission
     }
 

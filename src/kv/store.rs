@@ -50,9 +50,24 @@ impl Store {
     }
 
     /// Stores `item` under `key`, replacing any previous item and deadline.
+    ///
+    /// One lookup when the key exists (the item is replaced in place and the
+    /// stored key kept), and a key is cloned only for a deadline: this runs
+    /// on every SET, on every replica (docs/performance.md, "Where the CPU
+    /// goes").
     pub fn insert(&mut self, key: Bytes, item: Item) {
-        if let Some(old_deadline) = self.data.get(&key).and_then(|old| old.deadline) {
-            self.expiry.remove(&(old_deadline, key.clone()));
+        if let Some((stored, slot)) = self.data.get_key_value_mut(&key) {
+            let old = std::mem::replace(slot, item);
+            let new_deadline = slot.deadline;
+            if old.deadline != new_deadline {
+                if let Some(d) = old.deadline {
+                    self.expiry.remove(&(d, stored.clone()));
+                }
+                if let Some(d) = new_deadline {
+                    self.expiry.insert((d, stored.clone()));
+                }
+            }
+            return;
         }
         if let Some(deadline) = item.deadline {
             self.expiry.insert((deadline, key.clone()));
