@@ -88,18 +88,17 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
 
     // Without the supervisor: the nodes' /metrics, total only.
     let elsewhere = dir.path().join("none");
-    let out = ctl
-        .run(&[
-            "bench",
-            "get",
-            "--clients",
-            "2",
-            "--duration",
-            "1s",
-            "--data-dir",
-            elsewhere.to_str().unwrap(),
-        ])
-        .ok();
+    let get_without_pids = [
+        "bench",
+        "get",
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--data-dir",
+        elsewhere.to_str().unwrap(),
+    ];
+    let out = ctl.run(&get_without_pids).ok();
     assert!(
         out.stdout
             .contains("process_cpu_seconds_total (user and system not split)"),
@@ -107,18 +106,7 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
     );
     assert!(out.stdout.contains(&local.http_addr(0)), "{out}");
     let out = ctl
-        .run(&[
-            "bench",
-            "get",
-            "--clients",
-            "2",
-            "--duration",
-            "1s",
-            "--data-dir",
-            elsewhere.to_str().unwrap(),
-            "-o",
-            "json",
-        ])
+        .run(&[&get_without_pids[..], &["-o", "json"]].concat())
         .ok();
     let r = out.json();
     let total = &r["cpu"]["total"];
