@@ -8,6 +8,7 @@ use std::pin::pin;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use raftkv::ctl::exit::Exit;
+use raftkv::ctl::kube::deploy::Existing;
 use raftkv::ctl::kube::manifests::Manifests;
 use raftkv::ctl::kube::{KubePlatform, deploy, scale, status};
 use raftkv::ctl::platform::pod::{TlsValues, Values};
@@ -286,7 +287,14 @@ async fn a_second_deploy_changes_nothing_and_keeps_the_founders() {
     steps.extend(apply_steps(3, Some("7"), "7"));
     let (platform, server) = mock_platform(steps);
     let existing = deploy::existing(&platform).await.unwrap();
-    assert_eq!(existing, Some((1, 3)));
+    assert_eq!(
+        existing,
+        Some(Existing {
+            replicas: 1,
+            founders: 3,
+            tls: None
+        })
+    );
     let (values, replicas) = deploy::reconcile(values(3), None, existing).unwrap();
     assert_eq!((values.replicas, replicas), (3, 1));
     let applied = deploy::apply(&platform, &Manifests::new(&values))
@@ -307,6 +315,72 @@ async fn deploy_refuses_to_change_the_replica_count() {
     let e = deploy::reconcile(values(5), Some(5), existing).unwrap_err();
     assert_eq!(e.exit, Exit::BadInput);
     assert!(e.message.contains("raftctl scale 5"), "{e}");
+    server.await.unwrap();
+}
+
+fn with_tls(secret: &str) -> Values {
+    Values {
+        tls: Some(TlsValues {
+            secret: secret.into(),
+            client_cert_auth: true,
+        }),
+        ..values(3)
+    }
+}
+
+/// A deploy that would turn TLS off (a forgotten `--tls-secret`) or on in
+/// place is refused after reading the StatefulSet, before applying
+/// anything: the mock server gets the one GET and nothing else.
+#[tokio::test]
+async fn deploy_refuses_to_switch_tls_in_place() {
+    let running_tls = objects_of(&with_tls("raftkv-members"))[3].1.clone();
+    let running_plain = objects(3)[3].1.clone();
+    for (running, wanted, says) in [
+        (
+            &running_tls,
+            values(3),
+            [
+                "runs with TLS from Secret raftkv-members",
+                "add `--tls-secret raftkv-members`",
+            ],
+        ),
+        (
+            &running_plain,
+            with_tls("raftkv-members"),
+            ["serves plaintext", "would roll it to TLS"],
+        ),
+    ] {
+        let (platform, server) =
+            mock_platform(vec![step(Method::GET, STS, 200, stored(running, "7"))]);
+        let existing = deploy::existing(&platform).await.unwrap();
+        let e = deploy::reconcile(wanted, None, existing).unwrap_err();
+        assert_eq!(e.exit, Exit::BadInput);
+        for part in says
+            .iter()
+            .chain(&["kubectl -n db delete statefulset raftkv"])
+        {
+            assert!(e.message.contains(part), "{part:?} in {e}");
+        }
+        server.await.unwrap();
+    }
+}
+
+/// A new Secret (rotation to another CA, say) or another client
+/// certificate rule rolls as any template change does.
+#[tokio::test]
+async fn deploy_with_another_tls_secret_is_applied() {
+    let running = objects_of(&with_tls("raftkv-members"))[3].1.clone();
+    let (platform, server) =
+        mock_platform(vec![step(Method::GET, STS, 200, stored(&running, "7"))]);
+    let existing = deploy::existing(&platform).await.unwrap();
+    assert_eq!(
+        existing.as_ref().and_then(|e| e.tls.clone()),
+        with_tls("raftkv-members").tls
+    );
+    let mut wanted = with_tls("raftkv-members-2026");
+    wanted.tls.as_mut().unwrap().client_cert_auth = false;
+    let (values, replicas) = deploy::reconcile(wanted.clone(), None, existing).unwrap();
+    assert_eq!((values, replicas), (wanted, 3));
     server.await.unwrap();
 }
 

@@ -23,11 +23,21 @@ use super::errors::api_error;
 use super::manifests::Manifests;
 use super::{FIELD_MANAGER, KubePlatform};
 use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::platform::pod::{Values, selector_of};
+use crate::ctl::platform::pod::{TlsValues, Values, selector_of};
 use crate::ctl::platform::{Applied, Progress};
 
-/// The replica count and founding member count of an existing StatefulSet.
-pub async fn existing(platform: &KubePlatform) -> Result<Option<(i32, i32)>, CtlError> {
+/// What a deploy finds of an earlier one: the StatefulSet's replica count,
+/// the founding member count in its template, and the TLS its pods run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub replicas: i32,
+    pub founders: i32,
+    /// `None`: the pods serve plaintext.
+    pub tls: Option<TlsValues>,
+}
+
+/// The StatefulSet a deploy would change, if there is one.
+pub async fn existing(platform: &KubePlatform) -> Result<Option<Existing>, CtlError> {
     let api: Api<StatefulSet> = Api::namespaced(platform.client.clone(), &platform.namespace);
     let sts = api.get_opt(&platform.name).await.map_err(|e| {
         api_error(
@@ -41,16 +51,20 @@ pub async fn existing(platform: &KubePlatform) -> Result<Option<(i32, i32)>, Ctl
     Ok(sts.map(|sts| {
         let spec = sts.spec;
         let replicas = spec.replicas.unwrap_or(1);
-        let founders = spec
-            .template
-            .spec
-            .and_then(|p| p.containers.into_iter().next())
-            .and_then(|c| c.env)
-            .and_then(|env| env.into_iter().find(|e| e.name == "RAFTKV_REPLICAS"))
-            .and_then(|e| e.value)
+        let pod = spec.template.spec.unwrap_or_default();
+        let founders = pod
+            .containers
+            .first()
+            .and_then(|c| c.env.as_ref())
+            .and_then(|env| env.iter().find(|e| e.name == "RAFTKV_REPLICAS"))
+            .and_then(|e| e.value.as_ref())
             .and_then(|v| v.parse().ok())
             .unwrap_or(replicas);
-        (replicas, founders)
+        Existing {
+            replicas,
+            founders,
+            tls: TlsValues::of_pod(&pod),
+        }
     }))
 }
 
@@ -120,32 +134,63 @@ pub async fn apply(
 
 /// The values of a deploy over what already exists: an existing
 /// StatefulSet keeps its replicas and founders; asking for another replica
-/// count is refused (that is `raftctl scale`).
+/// count is refused (that is `raftctl scale`), and so is turning TLS on or
+/// off (see [`tls_switch`]).
 pub fn reconcile(
     mut values: Values,
     asked: Option<i32>,
-    existing: Option<(i32, i32)>,
+    existing: Option<Existing>,
 ) -> Result<(Values, i32), CtlError> {
-    match existing {
-        None => {
-            values.replicas = asked.unwrap_or(values.replicas);
-            let replicas = values.replicas;
-            Ok((values, replicas))
-        }
-        Some((replicas, founders)) => {
-            if let Some(asked) = asked.filter(|a| *a != replicas) {
-                return Err(CtlError::new(
-                    Exit::BadInput,
-                    format!(
-                        "statefulset {} already runs {replicas} replicas; change that with `raftctl scale {asked}` (it adds and removes members in a safe order), not deploy",
-                        values.name
-                    ),
-                ));
-            }
-            // The template carries the founders; spec.replicas stays as is.
-            values.replicas = founders;
-            Ok((values, replicas))
-        }
+    let Some(existing) = existing else {
+        values.replicas = asked.unwrap_or(values.replicas);
+        let replicas = values.replicas;
+        return Ok((values, replicas));
+    };
+    let replicas = existing.replicas;
+    if let Some(asked) = asked.filter(|a| *a != replicas) {
+        return Err(CtlError::new(
+            Exit::BadInput,
+            format!(
+                "statefulset {} already runs {replicas} replicas; change that with `raftctl scale {asked}` (it adds and removes members in a safe order), not deploy",
+                values.name
+            ),
+        ));
+    }
+    if let Some(why) = tls_switch(&values, existing.tls.as_ref()) {
+        return Err(CtlError::new(Exit::BadInput, why));
+    }
+    // The template carries the founders; spec.replicas stays as is.
+    values.replicas = existing.founders;
+    Ok((values, replicas))
+}
+
+/// Why a deploy may not turn TLS on or off in place, if it would.
+///
+/// The StatefulSet rolls its pods one at a time, and a member with TLS and
+/// one without cannot talk (each refuses the other's handshake): the first
+/// pod rolled never becomes ready and the roll stalls with a member cut
+/// off. Turning TLS off by leaving out `--tls-secret` by mistake would
+/// also expose the data in plaintext. A new Secret or another client
+/// certificate rule rolls fine (docs/security.md, "Turning TLS on or off").
+pub fn tls_switch(wanted: &Values, running: Option<&TlsValues>) -> Option<String> {
+    let restart = format!(
+        "delete the StatefulSet (its volumes are retained, data included) and deploy again: \
+         `kubectl -n {} delete statefulset {}`, then this `raftctl deploy`; the pods start together",
+        wanted.namespace, wanted.name
+    );
+    match (running, &wanted.tls) {
+        (Some(running), None) => Some(format!(
+            "statefulset {} runs with TLS from Secret {}; this deploy has no --tls-secret and would roll it to plaintext, \
+             where the rolled members cannot talk to those still on TLS. To keep TLS, add `--tls-secret {}`; \
+             to turn it off on purpose, {restart}",
+            wanted.name, running.secret, running.secret
+        )),
+        (None, Some(tls)) => Some(format!(
+            "statefulset {} serves plaintext; deploying it with --tls-secret {} would roll it to TLS, \
+             where the rolled members cannot talk to those still on plaintext. To turn TLS on, {restart}",
+            wanted.name, tls.secret
+        )),
+        _ => None,
     }
 }
 

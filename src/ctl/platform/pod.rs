@@ -83,6 +83,30 @@ impl TlsValues {
         ]
     }
 
+    /// The TLS a pod template runs, read back from what [`Self::env`] and
+    /// [`Self::volume`] put in it (`None`: plaintext).
+    pub fn of_pod(pod: &PodSpec) -> Option<TlsValues> {
+        let env = pod.containers.first()?.env.as_ref()?;
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.as_deref())
+        };
+        value("RAFTKV_CERT_FILE")?;
+        let secret = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TLS_VOLUME)
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone())
+            .unwrap_or_default();
+        Some(TlsValues {
+            secret,
+            client_cert_auth: value("RAFTKV_CLIENT_CERT_AUTH") == Some("true"),
+        })
+    }
+
     /// The Secret as a volume; the kubelet rewrites its files in place when
     /// the Secret changes (no subPath), and the node reloads them.
     fn volume(&self) -> Volume {

@@ -21,6 +21,7 @@ use super::run::{self, LABEL, Layout};
 use super::{docker, inspect};
 use crate::client::{Client, ClientOptions};
 use crate::ctl::exit::{CtlError, Exit};
+use crate::ctl::kube::deploy::Existing;
 use crate::ctl::platform::{Applied, Progress};
 
 /// The label carrying a hash of a container's `docker run` arguments.
@@ -143,7 +144,8 @@ pub async fn apply(
 /// The cluster's replica count and founding member count if it exists:
 /// the containers of `layout`, and the RAFTKV_REPLICAS they were made with
 /// (after `raftctl scale` the two differ; the founders never change).
-pub async fn existing(layout: &Layout) -> Result<Option<(i32, i32)>, CtlError> {
+/// Docker runs no TLS (`deploy --tls-secret` is refused there).
+pub async fn existing(layout: &Layout) -> Result<Option<Existing>, CtlError> {
     let replicas = existing_replicas(layout).await?;
     if replicas == 0 {
         return Ok(None);
@@ -153,7 +155,11 @@ pub async fn existing(layout: &Layout) -> Result<Option<(i32, i32)>, CtlError> {
     };
     let founders = docker.template().await?.founders;
     let replicas = i32::try_from(replicas).map_err(|_| CtlError::error("too many containers"))?;
-    Ok(Some((replicas, founders)))
+    Ok(Some(Existing {
+        replicas,
+        founders,
+        tls: None,
+    }))
 }
 
 /// The containers of `layout` that exist, by ordinal (none: `0`).

@@ -87,3 +87,22 @@ fn the_node_is_configured_by_statefulset_naming() {
     assert_eq!(env["RAFTKV_REPLICAS"].0.as_deref(), Some("3"));
     assert_eq!(env["RAFTKV_DATA_DIR"].0.as_deref(), Some(DATA_DIR));
 }
+
+/// A deploy reads the TLS of the running pods back from their template, to
+/// refuse switching it on or off in place: what was written reads back.
+#[test]
+fn the_tls_of_a_template_reads_back() {
+    let pod_of = |v: &Values| statefulset(v).spec.template.spec.unwrap();
+    assert_eq!(TlsValues::of_pod(&pod_of(&values())), None);
+    for client_cert_auth in [true, false] {
+        let tls = TlsValues {
+            secret: "raftkv-members".into(),
+            client_cert_auth,
+        };
+        let v = Values {
+            tls: Some(tls.clone()),
+            ..values()
+        };
+        assert_eq!(TlsValues::of_pod(&pod_of(&v)), Some(tls));
+    }
+}
