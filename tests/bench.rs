@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::http_get;
 use common::local::{Local, free_base_port, signal};
+use common::wait::wait_for;
 use serde_json::Value;
 
 /// User + system seconds of `pid` so far, from /proc.
@@ -145,6 +147,18 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
     // planned: a closed loop would show one slow request per client and a
     // clean p99.
     let leader = local.leader();
+    let commit_index = || {
+        let (_, text) = http_get(&local.http_addr(leader as u16), "/metrics").ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("raftkv_commit_index "))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok()
+    };
+    let before = wait_for(
+        "the leader's commit index",
+        Duration::from_secs(10),
+        commit_index,
+    );
     let bench = {
         let mut command = ctl.command(&[
             "bench",
@@ -162,7 +176,11 @@ fn bench_reports_server_cpu_open_loop_latency_and_sweeps() {
         ]);
         std::thread::spawn(move || command.output().unwrap())
     };
-    std::thread::sleep(Duration::from_millis(1000));
+    // Stall only once the bench is writing (it may take a while to start
+    // on a loaded machine), so the stall falls inside its run.
+    wait_for("the bench's first writes", Duration::from_secs(30), || {
+        commit_index().filter(|&i| i >= before + 20.0)
+    });
     let stalled = Instant::now();
     signal("-STOP", local.pid(leader));
     std::thread::sleep(Duration::from_millis(400));

@@ -20,6 +20,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use backon::{ConstantBuilder, Retryable};
 use common::local::{Local, free_base_port};
 use raftkv::check::linearizability::{self, CheckResult, Op, OpKind};
 use raftkv::client::{Client, ClientOptions};
@@ -59,17 +60,24 @@ async fn ask(dir: &Path, request: Request) -> Answer {
 
 /// Node `id` leads with a lease, handing leadership to it as needed.
 async fn make_leader(admin: &Client, id: u64, endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = admin.status(endpoint).await
-            && s.leads_with_lease()
-        {
-            return;
+    // Each try that finds another leader asks for a transfer; the next
+    // one, 300 ms later, looks again (100 tries: 30 s).
+    let leads = || async {
+        match admin.status(endpoint).await {
+            Ok(s) if s.leads_with_lease() => Ok(()),
+            _ => {
+                let _ = admin.transfer_leader(id).await;
+                Err(())
+            }
         }
-        assert!(Instant::now() < deadline, "node {id} never led");
-        let _ = admin.transfer_leader(id).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
+    let tries = ConstantBuilder::default()
+        .with_delay(Duration::from_millis(300))
+        .with_max_times(100);
+    leads
+        .retry(tries)
+        .await
+        .unwrap_or_else(|()| panic!("node {id} never led"));
 }
 
 /// Cuts leader `leader` off (both directions of every link) for 4 s while
