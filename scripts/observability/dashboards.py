@@ -314,8 +314,10 @@ def node_panels():
         ts("Snapshot duration", "Time to take and save a snapshot (p99).",
            quantiles("raftkv_snapshot_duration_seconds", "pod", [(0.99, "p99")],
                      "{{{{pod}}}} {q}"), "s"),
-        ts("CPU", "CPU seconds per second used by the raftkv process.",
-           [q(f"rate(process_cpu_seconds_total{{{P}}}[$__rate_interval])", "{{pod}}")],
+        ts("CPU", "CPU seconds per second used by the raftkv process, user and system "
+           "(the node's own counters, in microsecond steps).",
+           [q(f"sum by (pod) (rate(raftkv_process_cpu_seconds_total{{{P}}}[$__rate_interval]))",
+              "{{pod}}")],
            "percentunit"),
         ts("Memory", "Resident memory of the raftkv process.",
            [q(f"process_resident_memory_bytes{{{P}}}", "{{pod}}")], "bytes"),

@@ -313,6 +313,7 @@ impl Metrics {
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             let _ = m.registry.register(Box::new(pc));
+            register(&m.registry, super::cpu::CpuCollector::new());
         }
         m
     }

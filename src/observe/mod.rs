@@ -1,5 +1,6 @@
 //! Observability: the Prometheus registry and the HTTP probes.
 
+mod cpu;
 pub mod http;
 mod lease_clock;
 mod metrics;

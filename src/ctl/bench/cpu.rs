@@ -5,13 +5,13 @@
 //!
 //! Two sources. `/proc/PID/stat` of local processes splits user from
 //! system time (the pids come from `--cpu-pids` or from the `raftctl local`
-//! supervisor). Otherwise each member's `/metrics`: the Prometheus process
-//! collector's `process_cpu_seconds_total` is user + system in one counter
-//! (raftkv's and etcd's alike), so only the total is known; and raftkv's
-//! counts whole seconds only (the `prometheus` crate's collector divides
-//! the kernel's ticks in integers), so each figure carries its resolution:
-//! one step of the counter per sample, divided by the requests. A figure
-//! from raftkv's `/metrics` is worth quoting only from a long run.
+//! supervisor). Otherwise each member's `/metrics`: raftkv serves
+//! `raftkv_process_cpu_seconds_total{mode}`, user and system apart in
+//! microsecond steps. Other servers (etcd) only have the Prometheus process
+//! collector's `process_cpu_seconds_total`, user + system in one counter in
+//! clock ticks (and whole seconds in the `prometheus` crate's collector,
+//! which an older raftkv serves alone). Each figure carries its resolution:
+//! one step of the counter per sample, divided by the requests.
 
 use std::path::Path;
 use std::time::Duration;
@@ -148,7 +148,7 @@ impl Probe {
         if proc {
             "/proc/PID/stat of the member processes (user and system)".into()
         } else {
-            "the members' /metrics process_cpu_seconds_total (user and system not split)".into()
+            "the members' /metrics: raftkv_process_cpu_seconds_total by mode where served, else process_cpu_seconds_total (user and system not split)".into()
         }
     }
 
@@ -262,7 +262,22 @@ async fn read(source: &Source) -> Result<CpuTime, String> {
         }
         Source::Metrics(addr) => {
             let body = scrape(addr).await?;
-            let total = parse_cpu_counter(&body)
+            let mode = |m: &str| {
+                parse_sample(
+                    &body,
+                    "raftkv_process_cpu_seconds_total",
+                    &format!("mode=\"{m}\""),
+                )
+            };
+            if let (Some(user), Some(system)) = (mode("user"), mode("system")) {
+                return Ok(CpuTime {
+                    user: Some(user),
+                    system: Some(system),
+                    total: user + system,
+                    step: 1e-6,
+                });
+            }
+            let total = parse_sample(&body, "process_cpu_seconds_total", "")
                 .ok_or_else(|| format!("http://{addr}/metrics has no process_cpu_seconds_total"))?;
             Ok(CpuTime {
                 user: None,
@@ -320,12 +335,13 @@ fn parse_proc_stat(text: &str, ticks_per_second: f64) -> Result<CpuTime, String>
     })
 }
 
-/// The value of `process_cpu_seconds_total` in a Prometheus text page.
-fn parse_cpu_counter(page: &str) -> Option<f64> {
+/// The value of the first series named `name` whose labels contain
+/// `label` (`""`: any labels) in a Prometheus text page.
+fn parse_sample(page: &str, name: &str, label: &str) -> Option<f64> {
     page.lines().find_map(|line| {
-        let (name, value) = line.trim().split_once(char::is_whitespace)?;
-        let bare = name.split('{').next()?;
-        (bare == "process_cpu_seconds_total")
+        let (series, value) = line.trim().split_once(char::is_whitespace)?;
+        let (bare, labels) = series.split_once('{').unwrap_or((series, ""));
+        (bare == name && labels.contains(label))
             .then(|| value.split_whitespace().next()?.parse().ok())
             .flatten()
     })
@@ -411,12 +427,25 @@ mod tests {
                     process_cpu_seconds_total_other 9\n\
                     process_cpu_seconds_total 12.5\n\
                     process_open_fds 20\n";
-        assert_eq!(parse_cpu_counter(page), Some(12.5));
+        let total = |page: &str| parse_sample(page, "process_cpu_seconds_total", "");
+        assert_eq!(total(page), Some(12.5));
         assert_eq!(
-            parse_cpu_counter("process_cpu_seconds_total{pod=\"a\"} 3e-1\n"),
+            total("process_cpu_seconds_total{pod=\"a\"} 3e-1\n"),
             Some(0.3)
         );
-        assert_eq!(parse_cpu_counter("process_open_fds 20\n"), None);
+        assert_eq!(total("process_open_fds 20\n"), None);
+        // raftkv's own counters, by mode.
+        let page = "raftkv_process_cpu_seconds_total{mode=\"system\"} 0.25\n\
+                    raftkv_process_cpu_seconds_total{mode=\"user\"} 1.5\n";
+        let mode = |m: &str| {
+            parse_sample(
+                page,
+                "raftkv_process_cpu_seconds_total",
+                &format!("mode=\"{m}\""),
+            )
+        };
+        assert_eq!((mode("user"), mode("system")), (Some(1.5), Some(0.25)));
+        assert_eq!(mode("idle"), None);
     }
 
     #[test]
