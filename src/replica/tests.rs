@@ -421,7 +421,7 @@ fn a_stopping_node_refuses_new_requests_and_a_lone_leader_stops_after_its_grace(
     one.replica
         .read(ReadKind::Get(Bytes::from_static(b"k")), 2, at(one.now));
     one.replica
-        .propose_change(ConfChange::AddLearner(NodeId(1)), 3, at(one.now));
+        .propose_change(ConfChange::AddLearner(NodeId(1)), None, 3, at(one.now));
     one.replica.transfer_leadership(None, 4, at(one.now));
     let refused: Vec<bool> = one
         .replica
