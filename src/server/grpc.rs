@@ -182,7 +182,7 @@ impl pb::cluster_server::Cluster for ClientService {
                 addrs: Some(addrs),
                 context: change_context(r.session, user),
             };
-            Ok(self.node.change(request).await?)
+            self.node.change(request).await
         })
         .await
     }
@@ -199,7 +199,7 @@ impl pb::cluster_server::Cluster for ClientService {
                 addrs: None,
                 context: change_context(r.session, user),
             };
-            Ok(self.node.change(request).await?)
+            self.node.change(request).await
         })
         .await
     }
