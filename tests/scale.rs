@@ -360,6 +360,83 @@ async fn local_refusals_change_nothing() {
     local.stop();
 }
 
+/// How many times `local_removing_the_leader_through_itself_answers_success`
+/// removes the leader: the answer was lost in about half the removals of
+/// a chaos run under its workload.
+const LEADER_REMOVALS: usize = 5;
+
+/// Removing the leader through itself answers success (docs/consensus.md,
+/// "Membership changes, exactly once"). The removed leader steps down as
+/// its removal commits, and its answer can be lost on the way; the client
+/// then retries at the next leader, which, evaluating the request afresh,
+/// found no such member and refused: `raftctl member remove` failed for a
+/// removal that happened. Each round adds node 3 (`raftctl scale 4`), hands
+/// it leadership, and removes it with `raftctl member remove 3`, which must
+/// succeed, node 3 gone and a founder leading. A write workload keeps the
+/// leader's disk busy, as in chaos runs: the founders' acknowledgements of
+/// the removal then tend to arrive while the leader waits on an fsync, so
+/// that it steps down before the removal is applied, and the answer goes
+/// out as outcome-unknown. A node that never was a member is still refused
+/// with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_removing_the_leader_through_itself_answers_success() {
+    let _one = one_at_a_time().await;
+    let wall = Instant::now();
+    let setup = LocalSetup::start();
+    let admin = client(setup.endpoints());
+    let node_3 = format!("127.0.0.1:{}", setup.base + 30);
+    // The founders and node 3: the request goes to the leader, node 3,
+    // and a retry to whichever node answers.
+    let endpoints = [setup.endpoints(), vec![node_3.clone()]].concat().join(",");
+    let ctl = Ctl::new().endpoints(&endpoints);
+    let config = WorkloadConfig {
+        clients: 8,
+        registers: 3,
+        pause: Duration::ZERO,
+        prefix: format!("leader-removal-{:08x}", rand::random::<u32>()),
+        op_timeout: Duration::from_secs(5),
+        tls: None,
+    };
+    let epoch = tokio::time::Instant::now();
+    let workload = Workload::start(config, setup.endpoints(), epoch).unwrap();
+    for round in 1..=LEADER_REMOVALS {
+        scale("4", &[&["--delete-data"][..], &setup.args()].concat()).await;
+        wait_for_async(
+            "node 3 to lead with a lease",
+            Duration::from_secs(30),
+            || async {
+                let status = admin.status(&node_3).await.ok()?;
+                if status.role == "leader" && status.lease_remaining_seconds > 0.0 {
+                    return Some(());
+                }
+                // Refused while it catches up, or timed out: asked again.
+                let _ = admin.transfer_leader(3).await;
+                None
+            },
+        )
+        .await;
+        let removed = ctl.run_async(&["member", "remove", "3"]).await;
+        println!("round {round}: {}", removed.stdout.trim());
+        removed.ok();
+        wait_for_async("a founder to lead", Duration::from_secs(10), || async {
+            let members = admin.members().await.ok()?;
+            members.leader.filter(|l| *l < 3).map(drop)
+        })
+        .await;
+        assert_eq!(membership(&admin).await, (ids(&[0, 1, 2]), ids(&[])));
+        setup.platform.stop_pod(3).await.unwrap();
+        setup.platform.delete_data(3).await.unwrap();
+    }
+    drop(workload.stop().await);
+    let never = ctl.run_async(&["member", "remove", "7"]).await;
+    never.fails(3, "node 7 is not a member");
+    println!(
+        "RESULT local leader removals: {LEADER_REMOVALS} rounds, test {:.1}s",
+        wall.elapsed().as_secs_f64()
+    );
+    setup.local.stop();
+}
+
 /// Node `id`'s process id, from the supervisor's pod list.
 async fn local_pid(platform: &platform::local::Local, id: u64) -> u32 {
     use raftkv::ctl::local::control::{self, Answer, Request};

@@ -358,6 +358,13 @@ fn a_leader_removed_during_its_wait_acknowledges_nothing_early() {
     assert_scenario_passes(scenarios::leader_removed_during_its_wait);
 }
 
+/// A membership change retried through its session after
+/// its answer was lost is answered with success: it took effect once.
+#[test]
+fn a_retried_membership_change_gets_its_first_answer() {
+    assert_scenario_passes(scenarios::member_change_answer_lost);
+}
+
 /// A gate that holds entries back only while the node leads lets a new
 /// leader that steps down during its wait — handing over, or removed —
 /// acknowledge a write while the old lease still serves reads.

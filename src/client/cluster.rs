@@ -4,6 +4,7 @@ use futures::future::join_all;
 
 use super::Client;
 use super::error::ClientError;
+use super::transport::Chan;
 use crate::pb;
 use crate::pb::cluster_client::ClusterClient;
 
@@ -41,7 +42,9 @@ impl Client {
     }
 
     /// Adds node `id` as a learner (promoted to voter once caught up if
-    /// `promote`); the log index of the change.
+    /// `promote`); the log index of the change. Sent through the client's
+    /// session, like a write: a retry after a lost answer gets the first
+    /// answer (docs/consensus.md, "Membership changes, exactly once").
     pub async fn add_member(
         &self,
         id: u64,
@@ -54,32 +57,55 @@ impl Client {
             peer_address: peer_address.to_string(),
             client_address: client_address.to_string(),
             promote,
+            session: None,
         };
-        self.transport
-            .call(|channel| {
-                let request = request.clone();
-                async move {
-                    Ok(ClusterClient::new(channel)
-                        .add_member(request)
-                        .await?
-                        .into_inner()
-                        .index)
-                }
-            })
-            .await
+        self.change(|channel, session| {
+            let request = pb::AddMemberRequest {
+                session: Some(session),
+                ..request.clone()
+            };
+            async move {
+                Ok(ClusterClient::new(channel)
+                    .add_member(request)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
     }
 
     /// Removes node `id` from the membership; the log index of the change.
+    /// Exactly-once, as [`Client::add_member`]: removing the leader through
+    /// itself, whose answer its stepping down can lose, still answers.
     pub async fn remove_member(&self, id: u64) -> Result<u64, ClientError> {
-        self.transport
-            .call(|channel| async move {
+        self.change(|channel, session| {
+            let request = pb::RemoveMemberRequest {
+                id,
+                session: Some(session),
+            };
+            async move {
                 Ok(ClusterClient::new(channel)
-                    .remove_member(pb::RemoveMemberRequest { id })
+                    .remove_member(request)
                     .await?
-                    .into_inner()
-                    .index)
-            })
-            .await
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// One membership change through the session; its log index.
+    async fn change<F, Fut>(&self, attempt: F) -> Result<u64, ClientError>
+    where
+        F: FnMut(Chan, pb::Session) -> Fut,
+        Fut: std::future::Future<Output = Result<pb::ChangeResponse, tonic::Status>>,
+    {
+        let (response, session, retried) = self.through_session(attempt).await?;
+        match response.error {
+            Some(e) => Err(self
+                .refused(&session, e, retried, "membership change")
+                .await),
+            None => Ok(response.index),
+        }
     }
 
     /// Asks the leader to hand leadership to node `to`.

@@ -250,19 +250,28 @@ impl Cluster for FakeLeader {
             state.learner_behind -= 1;
             return Err(status::learner_behind(request.id));
         }
-        Ok(Response::new(pb::ChangeResponse { index: 7 }))
+        Ok(Response::new(pb::ChangeResponse {
+            index: 7,
+            error: None,
+        }))
     }
     async fn remove_member(
         &self,
         _: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        Ok(Response::new(pb::ChangeResponse { index: 8 }))
+        Ok(Response::new(pb::ChangeResponse {
+            index: 8,
+            error: None,
+        }))
     }
     async fn transfer_leader(
         &self,
         _: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        Ok(Response::new(pb::ChangeResponse { index: 9 }))
+        Ok(Response::new(pb::ChangeResponse {
+            index: 9,
+            error: None,
+        }))
     }
 
     type SnapshotStream = crate::server::backup::SnapshotStream;

@@ -236,40 +236,70 @@ impl Client {
                 "sessions are registered by the client itself".into(),
             ));
         }
-        let session = self.current_session().await?;
-        let seq = session.begin();
         let command = pb::Command { op: Some(op) };
-        let (response, retried) = self
-            .transport
-            .call_tracked(|channel| {
+        let (response, session, retried) = self
+            .through_session(|channel, session| {
                 let request = pb::WriteRequest {
-                    session: Some(seq.header()),
+                    session: Some(session),
                     command: Some(command.clone()),
                 };
                 let mut kv = kv_client(channel, self.options());
                 async move { Ok(kv.write(request).await?.into_inner()) }
             })
             .await?;
-        drop(seq);
         match response.result {
-            Some(Answer::Error(e)) if e.code() == pb::kv_error::Code::SessionExpired => {
-                self.forget_session(&session).await;
-                // The cluster forgot this session, or the answer it kept for
-                // this write. If an earlier attempt may have applied the
-                // write, the refusal of the retry says nothing about it.
-                if retried {
-                    Err(ClientError::OutcomeUnknown(format!(
-                        "the write may or may not have been applied: an earlier attempt's outcome \
-                         was unknown and the retry was refused ({})",
-                        e.message
-                    )))
-                } else {
-                    Err(ClientError::Rejected(e))
-                }
-            }
-            Some(Answer::Error(e)) => Err(ClientError::Rejected(e)),
+            Some(Answer::Error(e)) => Err(self.refused(&session, e, retried, "write").await),
             Some(answer) => Ok((answer, response.index)),
             None => Err(ClientError::Other("empty write response".into())),
+        }
+    }
+
+    /// Sends one request through this client's session (registering it
+    /// first if needed): `attempt` makes each attempt with the session
+    /// header, the same sequence number every time, so the cluster answers
+    /// a retry of an applied request with its first answer. Returns the
+    /// answer, the session, and whether an earlier attempt's outcome was
+    /// unknown.
+    pub(crate) async fn through_session<T, F, Fut>(
+        &self,
+        mut attempt: F,
+    ) -> Result<(T, Arc<Session>, bool), ClientError>
+    where
+        F: FnMut(Chan, pb::Session) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let session = self.current_session().await?;
+        let seq = session.begin();
+        let (answer, retried) = self
+            .transport
+            .call_tracked(|channel| attempt(channel, seq.header()))
+            .await?;
+        Ok((answer, session, retried))
+    }
+
+    /// The error for a request (`what`) the cluster refused, `e`: when the
+    /// cluster forgot the session, or the answer it kept for this request,
+    /// the next request registers a new one, and if an earlier attempt may
+    /// have taken effect, the refusal of the retry says nothing about it.
+    pub(crate) async fn refused(
+        &self,
+        session: &Arc<Session>,
+        e: pb::KvError,
+        retried: bool,
+        what: &str,
+    ) -> ClientError {
+        if e.code() != pb::kv_error::Code::SessionExpired {
+            return ClientError::Rejected(e);
+        }
+        self.forget_session(session).await;
+        if retried {
+            ClientError::OutcomeUnknown(format!(
+                "the {what} may or may not have been applied: an earlier attempt's outcome was \
+                 unknown and the retry was refused ({})",
+                e.message
+            ))
+        } else {
+            ClientError::Rejected(e)
         }
     }
 

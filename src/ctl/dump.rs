@@ -187,7 +187,7 @@ pub fn decode(e: &Entry) -> EntryView {
     };
     match &e.payload {
         Payload::Noop => {}
-        Payload::Config(m) => {
+        Payload::Config { membership: m, .. } => {
             view.kind = "config";
             view.voters = Some(ids(&m.voters));
             view.learners = Some(ids(&m.learners));
@@ -364,7 +364,7 @@ mod tests {
                 term: crate::raft::Term(1),
                 index: crate::raft::LogIndex(index),
             },
-            payload: Payload::Config(m),
+            payload: Payload::config(m),
         }
     }
 

@@ -216,6 +216,7 @@ impl Run {
                     term: 1,
                     index: self.next_index(),
                     payload: Some(pb::entry::Payload::Noop(pb::Noop {})),
+                    config_context: Bytes::new(),
                 };
                 self.commit(entry);
             }
@@ -224,6 +225,7 @@ impl Run {
                     term: 1,
                     index: self.next_index(),
                     payload: Some(pb::entry::Payload::Command(Bytes::from(bytes))),
+                    config_context: Bytes::new(),
                 };
                 self.commit(entry);
             }
@@ -323,6 +325,7 @@ impl Run {
             term: 1,
             index: self.next_index(),
             payload: Some(pb::entry::Payload::Command(proposal.encode_to_vec().into())),
+            config_context: Bytes::new(),
         };
         self.commit(entry).unwrap_or_default()
     }

@@ -156,6 +156,7 @@ fn build(p: &Parts, raft: &Raft, lease_bound: Duration) -> pb::PeerMessage {
                     term: t.near(log_id.term),
                     index: log_id.index.wrapping_add(i),
                     payload: Some(payload(*kind)),
+                    config_context: Bytes::new(),
                 })
                 .collect(),
             commit: p.index.near(commit),
@@ -403,7 +404,7 @@ impl Node {
                     1 => ConfChange::Promote(node),
                     _ => ConfChange::Remove(node),
                 };
-                let _ = self.raft.propose_conf_change(change, now);
+                let _ = self.raft.propose_conf_change(change, Bytes::new(), now);
             }
             Step::Transfer(to) => {
                 let _ = self
@@ -514,7 +515,7 @@ fn initial_disk(start: &Start) -> Disk {
     };
     let command = || Payload::Command(Bytes::from_static(b"x"));
     let mut entries = vec![
-        entry(1, 1, Payload::Config(members.clone())),
+        entry(1, 1, Payload::config(members.clone())),
         entry(1, 2, command()),
         entry(2, 3, command()),
         entry(2, 4, command()),

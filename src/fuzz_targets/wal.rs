@@ -179,7 +179,7 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
     let entry = |index: u64| Entry {
         id: LogId::new(1 + index / 4, index),
         payload: match index {
-            1 => Payload::Config(Membership::new([NodeId(0), NodeId(1), NodeId(2)])),
+            1 => Payload::config(Membership::new([NodeId(0), NodeId(1), NodeId(2)])),
             _ => Payload::Command(Bytes::from(format!("set k{index}"))),
         },
     };

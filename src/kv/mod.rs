@@ -227,6 +227,55 @@ impl StateMachine {
         response
     }
 
+    /// Whether the membership change asked through `context`'s session is
+    /// new (`Ok(None)`: propose it), a retry of one applied at an index
+    /// (`Ok(Some(index))`: answer with it), or refused by the session.
+    /// Changes nothing: the leader asks before proposing, and only entries
+    /// applied on every replica move sessions (docs/consensus.md,
+    /// "Membership changes, exactly once").
+    pub fn admit_change(&self, context: &pb::ChangeContext) -> Result<Option<u64>, KvError> {
+        let Some(session) = context.session.as_ref().filter(|s| s.client_id != 0) else {
+            return Ok(None);
+        };
+        let owner = self.auth.enabled().then_some(context.user.as_str());
+        match self.sessions.peek(session, self.time_ms, owner) {
+            Admission::Apply => Ok(None),
+            Admission::Replay(WriteResponse {
+                result: Some(Outcome::Change(_)),
+                index,
+            }) => Ok(Some(index)),
+            Admission::Replay(other) => Err(error::invalid(format!(
+                "request {} of client {} was a write (answered at index {}), not a membership \
+                 change",
+                session.seq, session.client_id, other.index
+            ))),
+            Admission::Refuse(e) => Err(e),
+        }
+    }
+
+    /// The config entry at `index`, with the `context` its leader gave it,
+    /// is applied: a change made through a session has its answer kept
+    /// there, so that a retry is answered with it rather than evaluated
+    /// against the membership it already changed.
+    pub fn change_applied(&mut self, index: u64, context: &[u8]) {
+        if context.is_empty() {
+            return;
+        }
+        // Undecodable context is from no leader of ours: every replica
+        // skips it alike.
+        let Ok(context) = pb::ChangeContext::decode(context) else {
+            return;
+        };
+        let Some(session) = context.session.filter(|s| s.client_id != 0) else {
+            return;
+        };
+        let owner = self.auth.enabled().then_some(context.user.as_str());
+        if let Admission::Apply = self.sessions.admit(&session, self.time_ms, owner) {
+            let answer = respond(index, Outcome::Change(pb::ChangeResult {}));
+            self.sessions.record(&session, &answer);
+        }
+    }
+
     /// Moves cluster time to `stamp_ms` unless it is already later, and
     /// sweeps what expired.
     fn advance_time(&mut self, stamp_ms: u64) {

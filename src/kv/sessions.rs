@@ -81,6 +81,20 @@ pub(crate) enum Admission {
     Refuse(KvError),
 }
 
+/// [`Sessions::verdict`]: an admission, and what it does to the session.
+enum Verdict<'a> {
+    /// Refused, the session left as it is (none, or another user's).
+    Untouched(KvError),
+    /// Refused: the session is past its timeout and goes.
+    Expired(KvError),
+    /// Refused, the client's activity noted.
+    Refused(KvError),
+    /// A retry of an applied request, answered with this.
+    Replay(&'a WriteResponse),
+    /// First time seen.
+    Apply,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Sessions {
     clients: BTreeMap<u64, Client>,
@@ -160,65 +174,97 @@ impl Sessions {
         }
     }
 
-    /// Decides whether the request `session` is applied, replayed or refused,
-    /// and updates the client's activity and acknowledged answers. With
-    /// `user` set (auth enabled), a session owned by another user is refused.
-    pub fn admit(&mut self, session: &Session, now_ms: u64, user: Option<&str>) -> Admission {
+    /// What to do with the request `session`, before anything moves:
+    /// [`Sessions::admit`] carries it out, [`Sessions::peek`] only tells.
+    fn verdict(&self, session: &Session, now_ms: u64, user: Option<&str>) -> Verdict<'_> {
         let id = session.client_id;
         let Some(client) = self.clients.get(&id) else {
-            return Admission::Refuse(session_expired(format!(
+            return Verdict::Untouched(session_expired(format!(
                 "client {id} has no session (never registered, expired or evicted); register again"
             )));
         };
         if let Some(user) = user
             && client.owner != user
         {
-            return Admission::Refuse(super::auth::denied(format!(
+            return Verdict::Untouched(super::auth::denied(format!(
                 "the session of client {id} belongs to another user"
             )));
         }
         if expired(client, now_ms) {
-            self.remove(id);
-            return Admission::Refuse(session_expired(format!(
+            return Verdict::Expired(session_expired(format!(
                 "the session of client {id} expired after an hour without requests; register again"
             )));
         }
-        // Updated in place, indexes included: taking the client out and
-        // putting it back cost every write twice the map operations and a
-        // fresh sum of its kept answers (docs/performance.md, "Where the CPU
-        // goes"). `check_invariants` holds the two ways to the same table.
-        let Some(client) = self.clients.get_mut(&id) else {
-            unreachable!("client {id} was looked up above");
-        };
-        let was = (client.last_active_ms, id);
-        client.last_active_ms = client.last_active_ms.max(now_ms);
-        let now = (client.last_active_ms, id);
-        let mut freed = 0;
-        let admission = if session.seq < client.first_incomplete {
-            Admission::Refuse(session_expired(format!(
+        if session.seq < client.first_incomplete {
+            Verdict::Refused(session_expired(format!(
                 "the answer to request {} of client {id} is no longer kept (acknowledged, or \
                  evicted to bound session memory; first kept request is {}): not applied now, \
                  and if it was sent before, its outcome is unknown",
                 session.seq, client.first_incomplete
             )))
         } else if session.first_incomplete > session.seq {
-            Admission::Refuse(invalid(format!(
+            Verdict::Refused(invalid(format!(
                 "request {} of client {id} claims first_incomplete {}, above itself",
                 session.seq, session.first_incomplete
             )))
         } else {
-            if session.first_incomplete > client.first_incomplete {
-                client.first_incomplete = session.first_incomplete;
-                let kept = client.responses.split_off(&session.first_incomplete);
-                // What is left below `first_incomplete` was acknowledged.
-                freed = client.responses.values().map(answer_bytes).sum();
-                client.responses = kept;
-            }
+            // Acknowledging answers below `first_incomplete` (<= seq) never
+            // drops this request's: it is looked up before they go.
             match client.responses.get(&session.seq) {
-                Some(response) => Admission::Replay(response.clone()),
-                None => Admission::Apply,
+                Some(response) => Verdict::Replay(response),
+                None => Verdict::Apply,
             }
+        }
+    }
+
+    /// What [`Sessions::admit`] would decide, changing nothing: a leader
+    /// asks before it proposes a membership change (docs/consensus.md,
+    /// "Membership changes, exactly once").
+    pub fn peek(&self, session: &Session, now_ms: u64, user: Option<&str>) -> Admission {
+        match self.verdict(session, now_ms, user) {
+            Verdict::Untouched(e) | Verdict::Expired(e) | Verdict::Refused(e) => {
+                Admission::Refuse(e)
+            }
+            Verdict::Replay(response) => Admission::Replay(response.clone()),
+            Verdict::Apply => Admission::Apply,
+        }
+    }
+
+    /// Decides whether the request `session` is applied, replayed or refused,
+    /// and updates the client's activity and acknowledged answers. With
+    /// `user` set (auth enabled), a session owned by another user is refused.
+    pub fn admit(&mut self, session: &Session, now_ms: u64, user: Option<&str>) -> Admission {
+        let id = session.client_id;
+        let admission = match self.verdict(session, now_ms, user) {
+            Verdict::Untouched(e) => return Admission::Refuse(e),
+            Verdict::Expired(e) => {
+                self.remove(id);
+                return Admission::Refuse(e);
+            }
+            Verdict::Refused(e) => Admission::Refuse(e),
+            Verdict::Replay(response) => Admission::Replay(response.clone()),
+            Verdict::Apply => Admission::Apply,
         };
+        // Updated in place, indexes included: taking the client out and
+        // putting it back cost every write twice the map operations and a
+        // fresh sum of its kept answers (docs/performance.md, "Where the CPU
+        // goes"). `check_invariants` holds the two ways to the same table.
+        let Some(client) = self.clients.get_mut(&id) else {
+            unreachable!("client {id} was looked up by the verdict");
+        };
+        let was = (client.last_active_ms, id);
+        client.last_active_ms = client.last_active_ms.max(now_ms);
+        let now = (client.last_active_ms, id);
+        let mut freed = 0;
+        if !matches!(admission, Admission::Refuse(_))
+            && session.first_incomplete > client.first_incomplete
+        {
+            client.first_incomplete = session.first_incomplete;
+            let kept = client.responses.split_off(&session.first_incomplete);
+            // What is left below `first_incomplete` was acknowledged.
+            freed = client.responses.values().map(answer_bytes).sum();
+            client.responses = kept;
+        }
         let holds = !client.responses.is_empty();
         if was != now {
             self.by_activity.remove(&was);

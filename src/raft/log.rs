@@ -48,7 +48,7 @@ impl RaftLog {
         let configs = entries
             .iter()
             .filter_map(|e| match &e.payload {
-                Payload::Config(m) => Some((e.index(), m.clone())),
+                Payload::Config { membership: m, .. } => Some((e.index(), m.clone())),
                 _ => None,
             })
             .collect();
@@ -172,7 +172,7 @@ impl RaftLog {
             term,
             index: self.last_index().next(),
         };
-        if let Payload::Config(m) = &payload {
+        if let Payload::Config { membership: m, .. } = &payload {
             self.configs.push((id.index, m.clone()));
         }
         self.entries.push(Entry { id, payload });
@@ -211,7 +211,7 @@ impl RaftLog {
                 None => {}
             }
             debug_assert_eq!(e.index(), self.last_index().next());
-            if let Payload::Config(m) = &e.payload {
+            if let Payload::Config { membership: m, .. } = &e.payload {
                 self.configs.push((e.index(), m.clone()));
             }
             self.unstable_from = self.unstable_from.min(e.index());
@@ -426,7 +426,7 @@ mod tests {
         log.commit_to(LogIndex(4));
         log.take_committed();
         let m = Membership::new([NodeId(1), NodeId(2)]);
-        log.append(Term(2), Payload::Config(m.clone()));
+        log.append(Term(2), Payload::config(m.clone()));
         let snap = log.compact(LogIndex(3), Bytes::from_static(b"s"));
         assert_eq!(snap.meta.last, LogId::new(2, 3));
         assert_eq!(log.first_index(), LogIndex(4));

@@ -147,8 +147,24 @@ pub enum Payload {
     Noop,
     /// An opaque state-machine command.
     Command(Bytes),
-    /// The new membership, in force as soon as it is in a node's log.
-    Config(Membership),
+    /// The new membership, in force as soon as it is in a node's log, and
+    /// the application's opaque `context` for the change (the session of
+    /// the request that asked for it, docs/consensus.md "Membership
+    /// changes, exactly once"); empty if none.
+    Config {
+        membership: Membership,
+        context: Bytes,
+    },
+}
+
+impl Payload {
+    /// A configuration entry without context (bootstrap, tests).
+    pub fn config(membership: Membership) -> Payload {
+        Payload::Config {
+            membership,
+            context: Bytes::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,7 +185,10 @@ impl Entry {
         24 + match &self.payload {
             Payload::Noop => 0,
             Payload::Command(b) => b.len(),
-            Payload::Config(m) => 8 * (m.voters.len() + m.learners.len()),
+            Payload::Config {
+                membership: m,
+                context,
+            } => 8 * (m.voters.len() + m.learners.len()) + context.len(),
         }
     }
 }

@@ -591,17 +591,54 @@ impl<C: Callers> Replica<C> {
     }
 
     /// Proposes a membership change; answered with its index once applied.
-    pub fn propose_change(&mut self, change: ConfChange, caller: C::Change, now: Instant) {
+    /// A change with a session `context` is exactly-once: a retry of one
+    /// already applied is answered with its index, not evaluated again
+    /// (docs/consensus.md, "Membership changes, exactly once").
+    pub fn propose_change(
+        &mut self,
+        change: ConfChange,
+        context: Option<pb::ChangeContext>,
+        caller: C::Change,
+        now: Instant,
+    ) {
         if self.is_stopping() {
             let result = Err(Refusal::Stopping);
             return self.effects.push(Effect::Changed { caller, result });
         }
-        match self.raft.propose_conf_change(change, now) {
+        let mut encoded = Bytes::new();
+        if let Some(context) = context {
+            if let Some(result) = self.answered_change(&context) {
+                return self.effects.push(Effect::Changed { caller, result });
+            }
+            encoded = context.encode_to_vec().into();
+        }
+        match self.raft.propose_conf_change(change, encoded, now) {
             Ok(id) => self.pending.add_change(id, caller),
             Err(e) => {
                 let result = Err(self.refusal(e));
                 self.effects.push(Effect::Changed { caller, result });
             }
+        }
+    }
+
+    /// The answer to a change through a session that must not be proposed:
+    /// a retry of one applied (its index), or a refusal of the session's.
+    /// Asked of a leader only once every config entry in its log is
+    /// applied, so that the session has seen each (a node that does not
+    /// lead leaves the refusal to the core).
+    fn answered_change(&self, context: &pb::ChangeContext) -> Option<Result<u64, Refusal>> {
+        if self.raft.role() != Role::Leader {
+            return None;
+        }
+        let last_change = self.raft.membership_index().0;
+        if self.applied < last_change {
+            let why = format!("the membership change at index {last_change} is not applied yet");
+            return Some(Err(Refusal::Busy(why)));
+        }
+        match self.sm.admit_change(context) {
+            Ok(None) => None,
+            Ok(Some(index)) => Some(Ok(index)),
+            Err(e) => Some(Err(Refusal::Rejected(e))),
         }
     }
 
@@ -863,7 +900,8 @@ impl<C: Callers> Replica<C> {
                     self.refuse_write(caller, replaced(index));
                 }
             }
-            Payload::Config(_) => {
+            Payload::Config { context, .. } => {
+                self.sm.change_applied(index, context);
                 if let Some((proposed, caller)) = self.pending.take_change(index) {
                     let result = if proposed == term {
                         Ok(index)
@@ -1041,7 +1079,7 @@ impl<C: Callers> Replica<C> {
 fn entry_bytes(entry: &Entry) -> u64 {
     let payload = match &entry.payload {
         Payload::Command(bytes) => bytes.len() as u64,
-        Payload::Noop | Payload::Config(_) => 0,
+        Payload::Noop | Payload::Config { .. } => 0,
     };
     payload + ENTRY_OVERHEAD_BYTES
 }

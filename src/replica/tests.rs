@@ -421,7 +421,7 @@ fn a_stopping_node_refuses_new_requests_and_a_lone_leader_stops_after_its_grace(
     one.replica
         .read(ReadKind::Get(Bytes::from_static(b"k")), 2, at(one.now));
     one.replica
-        .propose_change(ConfChange::AddLearner(NodeId(1)), 3, at(one.now));
+        .propose_change(ConfChange::AddLearner(NodeId(1)), None, 3, at(one.now));
     one.replica.transfer_leadership(None, 4, at(one.now));
     let refused: Vec<bool> = one
         .replica
@@ -468,4 +468,106 @@ fn a_transfer_with_no_voter_to_take_over_is_refused_as_busy() {
         [Effect::Transferred { caller: 5, result: Err(Refusal::Busy(why)) }]
             if why.contains("no voter")
     ));
+}
+
+/// Asks for `change` through request `seq` of `client`'s session; the
+/// effects that answer it once the log has moved.
+fn change_through(one: &mut One, change: ConfChange, client: u64, seq: u64) -> Vec<Effect<Test>> {
+    let context = pb::ChangeContext {
+        session: Some(pb::Session {
+            client_id: client,
+            seq,
+            first_incomplete: seq,
+        }),
+        user: String::new(),
+    };
+    let now = at(one.now);
+    one.replica.propose_change(change, Some(context), 6, now);
+    one.turn();
+    one.replica.take_effects()
+}
+
+#[test]
+fn a_retried_change_is_answered_from_its_session_not_evaluated_again() {
+    let mut one = One::new(0);
+    let (r, _) = one.write(Op::Register(pb::RegisterSession {}));
+    let Some(pb::write_response::Result::Register(session)) = r.result else {
+        panic!("register answered {r:?}");
+    };
+    let client = session.client_id;
+    let add = ConfChange::AddLearner(NodeId(1));
+    let first = change_through(&mut one, add, client, 1);
+    let [
+        Effect::Changed {
+            caller: 6,
+            result: Ok(index),
+        },
+    ] = first.as_slice()
+    else {
+        panic!("the change answered {first:?}");
+    };
+    let index = *index;
+    assert!(one.replica.raft().membership().contains(NodeId(1)));
+    // The retry: evaluated again, node 1 is already a member; from the
+    // session, it is the first answer, and nothing is proposed.
+    let applied = one.replica.applied();
+    let retry = change_through(&mut one, add, client, 1);
+    assert!(
+        matches!(retry.as_slice(), [Effect::Changed { caller: 6, result: Ok(i) }] if *i == index),
+        "{retry:?}"
+    );
+    assert_eq!(one.replica.applied(), applied);
+    // A new request of the session is evaluated, and refused.
+    let again = change_through(&mut one, add, client, 2);
+    assert!(
+        matches!(again.as_slice(), [Effect::Changed { caller: 6, result: Err(Refusal::Invalid(why)) }]
+            if why.contains("already a member")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_change_through_a_session_waits_for_the_last_change_to_apply() {
+    let mut one = One::new(0);
+    let (r, _) = one.write(Op::Register(pb::RegisterSession {}));
+    let Some(pb::write_response::Result::Register(session)) = r.result else {
+        panic!("register answered {r:?}");
+    };
+    let context = |seq| pb::ChangeContext {
+        session: Some(pb::Session {
+            client_id: session.client_id,
+            seq,
+            first_incomplete: 1,
+        }),
+        user: String::new(),
+    };
+    let now = at(one.now);
+    let add = ConfChange::AddLearner(NodeId(1));
+    one.replica.propose_change(add, Some(context(1)), 1, now);
+    // Not applied yet: whether request 1 took effect is not known here.
+    one.replica.propose_change(add, Some(context(1)), 2, now);
+    assert!(matches!(one.replica.take_effects().as_slice(),
+            [Effect::Changed { caller: 2, result: Err(Refusal::Busy(why)) }]
+                if why.contains("not applied yet")),);
+    // An unknown session is refused before anything is proposed.
+    one.turn();
+    let stranger = pb::ChangeContext {
+        session: Some(pb::Session {
+            client_id: 999,
+            seq: 1,
+            first_incomplete: 1,
+        }),
+        user: String::new(),
+    };
+    let remove = ConfChange::Remove(NodeId(1));
+    one.replica
+        .propose_change(remove, Some(stranger), 3, at(one.now));
+    let effects = one.replica.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e,
+            Effect::Changed { caller: 3, result: Err(Refusal::Rejected(e)) }
+                if e.code() == pb::kv_error::Code::SessionExpired)),
+        "{effects:?}"
+    );
+    assert!(one.replica.raft().membership().contains(NodeId(1)));
 }

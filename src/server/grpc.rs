@@ -3,7 +3,7 @@
 //! histogram per method.
 
 use super::auth::{AuthView, denied_status, need_to_propose, prepare};
-use super::node::{MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
+use super::node::{ChangeRequest, MemberAddrs, NodeError, NodeHandle, ReadAnswer, ReadKind};
 use super::peer_check::PeerHealth;
 use crate::kv::Need;
 use crate::observe::Metrics;
@@ -165,7 +165,7 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        self.auth.admit(&self.node, &r, Need::Root).await?;
+        let user = self.auth.admit(&self.node, &r, Need::Root).await?;
         let r = r.into_inner();
         self.timed("AddMember", async {
             let change = if r.promote {
@@ -177,8 +177,12 @@ impl pb::cluster_server::Cluster for ClientService {
                 peer: r.peer_address,
                 client: r.client_address,
             };
-            let index = self.node.change(change, Some(addrs)).await?;
-            Ok(pb::ChangeResponse { index })
+            let request = ChangeRequest {
+                change,
+                addrs: Some(addrs),
+                context: change_context(r.session, user),
+            };
+            self.node.change(request).await
         })
         .await
     }
@@ -187,14 +191,15 @@ impl pb::cluster_server::Cluster for ClientService {
         &self,
         r: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        self.auth.admit(&self.node, &r, Need::Root).await?;
-        let id = r.into_inner().id;
+        let user = self.auth.admit(&self.node, &r, Need::Root).await?;
+        let r = r.into_inner();
         self.timed("RemoveMember", async {
-            let index = self
-                .node
-                .change(ConfChange::Remove(NodeId(id)), None)
-                .await?;
-            Ok(pb::ChangeResponse { index })
+            let request = ChangeRequest {
+                change: ConfChange::Remove(NodeId(r.id)),
+                addrs: None,
+                context: change_context(r.session, user),
+            };
+            self.node.change(request).await
         })
         .await
     }
@@ -208,7 +213,10 @@ impl pb::cluster_server::Cluster for ClientService {
         self.timed("TransferLeader", async {
             self.node.transfer(Some(NodeId(to))).await?;
             // A transfer has no log index of its own.
-            Ok(pb::ChangeResponse { index: 0 })
+            Ok(pb::ChangeResponse {
+                index: 0,
+                error: None,
+            })
         })
         .await
     }
@@ -225,6 +233,17 @@ impl pb::cluster_server::Cluster for ClientService {
         self.timed("Snapshot", super::backup::snapshot(&self.node))
             .await
     }
+}
+
+/// The context that makes a membership change exactly-once: the client's
+/// session (none: evaluated afresh on each attempt, as before clients sent
+/// one) and who asked.
+fn change_context(session: Option<pb::Session>, user: String) -> Option<pb::ChangeContext> {
+    let session = session.filter(|s| s.client_id != 0)?;
+    Some(pb::ChangeContext {
+        session: Some(session),
+        user,
+    })
 }
 
 #[cfg(test)]

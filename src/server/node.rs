@@ -63,14 +63,24 @@ pub struct MemberAddrs {
 
 pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
+/// A membership change as a client asks for it.
+pub struct ChangeRequest {
+    pub change: ConfChange,
+    /// Where an added node listens.
+    pub addrs: Option<MemberAddrs>,
+    /// The client's session and user, which make the change exactly-once
+    /// (docs/consensus.md, "Membership changes, exactly once").
+    pub context: Option<pb::ChangeContext>,
+}
+
 /// One input of the node loop, other than a peer's message.
 pub enum Input {
     /// A client's write and its authenticated user (empty: none).
     Write(pb::WriteRequest, String, Reply<pb::WriteResponse>),
     Read(ReadKind, Reply<ReadAnswer>),
-    /// A membership change (with the addresses of an added node); answered
-    /// with its log index once committed.
-    Change(ConfChange, Option<MemberAddrs>, Reply<u64>),
+    /// A membership change; answered with its log index once committed
+    /// (or with the session's refusal).
+    Change(ChangeRequest, Reply<pb::ChangeResponse>),
     /// Hand leadership to `to`, or to the most caught-up voter if `None`.
     Transfer(Option<NodeId>, Reply<u64>),
     Status(oneshot::Sender<pb::StatusResponse>),
@@ -147,12 +157,8 @@ impl NodeHandle {
         self.ask(|r| Input::Read(kind, r)).await
     }
 
-    pub async fn change(
-        &self,
-        change: ConfChange,
-        addrs: Option<MemberAddrs>,
-    ) -> Result<u64, NodeError> {
-        self.ask(|r| Input::Change(change, addrs, r)).await
+    pub async fn change(&self, request: ChangeRequest) -> Result<pb::ChangeResponse, NodeError> {
+        self.ask(|r| Input::Change(request, r)).await
     }
 
     pub async fn transfer(&self, to: Option<NodeId>) -> Result<u64, NodeError> {

@@ -330,7 +330,7 @@ mod tests {
             entries: vec![
                 e(5, Payload::Noop),
                 e(6, Payload::Command(Bytes::from_static(b"x"))),
-                e(7, Payload::Config(Membership::new([NodeId(0), NodeId(1)]))),
+                e(7, Payload::config(Membership::new([NodeId(0), NodeId(1)]))),
             ],
             commit: LogIndex(4),
             round: 9,

@@ -10,6 +10,7 @@ use crate::pb;
 use crate::raft::{
     Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, SnapshotMeta, Term,
 };
+use bytes::Bytes;
 use std::collections::BTreeSet;
 
 /// Every term and index the data directory holds is below this (2^63).
@@ -71,15 +72,23 @@ fn node_set(ids: &[u64], what: &str) -> Result<BTreeSet<NodeId>, CodecError> {
 }
 
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
+    let mut config_context = Bytes::new();
     let payload = match &e.payload {
         Payload::Noop => pb::entry::Payload::Noop(pb::Noop {}),
         Payload::Command(b) => pb::entry::Payload::Command(b.clone()),
-        Payload::Config(m) => pb::entry::Payload::Config(membership_to_pb(m)),
+        Payload::Config {
+            membership,
+            context,
+        } => {
+            config_context = context.clone();
+            pb::entry::Payload::Config(membership_to_pb(membership))
+        }
     };
     pb::Entry {
         term: e.id.term.0,
         index: e.id.index.0,
         payload: Some(payload),
+        config_context,
     }
 }
 
@@ -87,7 +96,10 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, CodecError> {
     let payload = match e.payload {
         Some(pb::entry::Payload::Noop(_)) => Payload::Noop,
         Some(pb::entry::Payload::Command(b)) => Payload::Command(b),
-        Some(pb::entry::Payload::Config(m)) => Payload::Config(membership_from_pb(&m)?),
+        Some(pb::entry::Payload::Config(m)) => Payload::Config {
+            membership: membership_from_pb(&m)?,
+            context: e.config_context,
+        },
         None => return Err(CodecError(format!("entry {} has no payload", e.index))),
     };
     if e.index == 0 {

@@ -74,7 +74,7 @@ fn entry_line(e: &Entry) -> String {
             let more = if b.len() > PREVIEW { "..." } else { "" };
             format!("command {} bytes \"{shown}{more}\"", b.len())
         }
-        Payload::Config(m) => format!("config {}", membership(m)),
+        Payload::Config { membership: m, .. } => format!("config {}", membership(m)),
     };
     format!("index {} term {} {body}", e.index(), e.term())
 }

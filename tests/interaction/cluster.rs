@@ -398,12 +398,12 @@ impl Cluster {
             other => return Err(format!("unknown change `{other}`")),
         };
         let now = self.now;
-        Ok(vec![
-            match self.raft(leader)?.propose_conf_change(change, now) {
-                Ok(lid) => format!("n{leader} appended {}", print::id(lid)),
-                Err(e) => format!("n{leader} refused: {e}"),
-            },
-        ])
+        let raft = self.raft(leader)?;
+        let answer = match raft.propose_conf_change(change, Bytes::new(), now) {
+            Ok(lid) => format!("n{leader} appended {}", print::id(lid)),
+            Err(e) => format!("n{leader} refused: {e}"),
+        };
+        Ok(vec![answer])
     }
 
     /// The node snapshots what it applied, as on `Ready::snapshot_due`.

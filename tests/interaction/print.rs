@@ -70,7 +70,7 @@ pub fn entry(e: &Entry) -> String {
     let payload = match &e.payload {
         Payload::Noop => "noop".to_string(),
         Payload::Command(b) => String::from_utf8_lossy(b).into_owned(),
-        Payload::Config(m) => members(m),
+        Payload::Config { membership: m, .. } => members(m),
     };
     format!("{}:{payload}", id(e.id))
 }

@@ -46,6 +46,10 @@ pub enum Call {
     Write(Cmd),
     /// Open a session (not an op of the history).
     Register,
+    /// A membership change through the client's session, as `raftctl
+    /// member` sends it (not an op of the history: its answer is kept in
+    /// `Client::changed`).
+    Change(ConfChange),
 }
 
 /// The simulator's callers: (client, attempt).
@@ -53,7 +57,8 @@ pub(super) struct Sim;
 
 impl Callers for Sim {
     type Write = (usize, u64);
-    type Change = ();
+    /// None: proposed by the script itself (`Action::Change`).
+    type Change = Option<(usize, u64)>;
     type Read = (usize, u64);
     type Transfer = ();
 }
@@ -70,6 +75,12 @@ pub(super) enum ClientMsg {
         attempt: u64,
         kind: ReadKind,
     },
+    Change {
+        client: usize,
+        attempt: u64,
+        change: ConfChange,
+        context: pb::ChangeContext,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +91,8 @@ pub(super) enum Answer {
     Redirect(Option<NodeId>),
     /// Proposed, outcome unknown: retry the same request.
     Unknown,
+    /// A membership change's final answer: its index, or why it was refused.
+    Changed(Result<u64, String>),
 }
 
 pub(super) struct PendingOp {
@@ -102,6 +115,8 @@ pub(super) struct Client {
     counter: u64,
     /// The value last seen per key (what a CAS expects).
     seen: BTreeMap<String, Option<String>>,
+    /// The final answer to the client's last membership change.
+    pub(super) changed: Option<Result<u64, String>>,
 }
 
 fn bytes(s: &str) -> Bytes {
@@ -262,6 +277,26 @@ impl World {
                 };
                 (None, None, msg)
             }
+            Call::Change(change) => {
+                let client = &mut self.clients[c];
+                client.seq += 1;
+                let session = client.session.map(|client_id| Session {
+                    client_id,
+                    seq: client.seq,
+                    first_incomplete: client.seq,
+                });
+                let context = pb::ChangeContext {
+                    session,
+                    user: String::new(),
+                };
+                let msg = ClientMsg::Change {
+                    client: c,
+                    attempt: 0,
+                    change,
+                    context,
+                };
+                (None, None, msg)
+            }
             Call::Write(cmd) => {
                 let client = &mut self.clients[c];
                 client.seq += 1;
@@ -306,9 +341,9 @@ impl World {
         let p = self.clients[c].pending.as_mut().expect("pending");
         let attempt = p.attempt;
         match &mut p.msg {
-            ClientMsg::Write { attempt: a, .. } | ClientMsg::Read { attempt: a, .. } => {
-                *a = attempt
-            }
+            ClientMsg::Write { attempt: a, .. }
+            | ClientMsg::Read { attempt: a, .. }
+            | ClientMsg::Change { attempt: a, .. } => *a = attempt,
         }
         let (msg, target) = (p.msg.clone(), p.target);
         let d = self.net_delay();
@@ -352,6 +387,10 @@ impl World {
                 self.client_retry(c, hint);
             }
             Answer::Unknown => self.client_retry(c, Some(target)),
+            Answer::Changed(result) => {
+                self.clients[c].changed = Some(result);
+                self.finish(c, target);
+            }
             Answer::Written(response) => match op_index {
                 None => self.registered(c, target, response),
                 Some(i) => self.written(c, target, i, response),
@@ -478,6 +517,12 @@ impl World {
                 attempt,
                 kind,
             } => replica.read(kind, (client, attempt), local),
+            ClientMsg::Change {
+                client,
+                attempt,
+                change,
+                context,
+            } => replica.propose_change(change, Some(context), Some((client, attempt)), local),
         }
         self.deliver(id);
         self.after_input(id)
@@ -506,9 +551,12 @@ impl World {
                     };
                     (caller, answer)
                 }
-                Effect::Changed { result, .. } => {
+                Effect::Changed { caller, result } => {
                     self.log(format!("n{id} membership change answered {result:?}"));
-                    continue;
+                    let Some(caller) = caller else {
+                        continue;
+                    };
+                    (caller, changed_answer(result))
                 }
                 Effect::Transferred { result, .. } => {
                     self.log(format!("n{id} transfer answered {result:?}"));
@@ -536,6 +584,19 @@ impl World {
                 }
             };
             self.reply(client, attempt, answer);
+        }
+    }
+}
+
+fn changed_answer(result: Result<u64, Refusal>) -> Answer {
+    match result {
+        Ok(index) => Answer::Changed(Ok(index)),
+        Err(Refusal::NotLeader(hint)) => Answer::Redirect(hint),
+        Err(Refusal::OutcomeUnknown(_)) => Answer::Unknown,
+        Err(Refusal::Busy(_) | Refusal::Stopping) => Answer::Redirect(None),
+        Err(Refusal::Rejected(e)) => Answer::Changed(Err(e.message)),
+        Err(r @ (Refusal::Invalid(_) | Refusal::LearnerBehind(_))) => {
+            Answer::Changed(Err(format!("{r:?}")))
         }
     }
 }

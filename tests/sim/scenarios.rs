@@ -143,6 +143,48 @@ pub fn leader_removed_during_its_wait() -> Scenario {
     old_lease_scenario("a new leader is removed during its wait", 5, script)
 }
 
+/// A membership change whose answer is lost is retried at the next leader.
+///
+/// n0 leads term 2. Client 0 opens a session and asks n0 to remove n0
+/// itself, as `raftctl member remove` does through the leader. n2's
+/// acknowledgements to n0 are cut, so n0 never learns that its removal
+/// commits; n1 and n2 get the entry (in force for them at once), and n0
+/// crashes unanswered: the answer is lost, as when a removed leader steps
+/// down before its answer leaves. n1 leads term 3 and commits the removal
+/// with its first entry. The client sends its request again, with the same
+/// sequence number, to n1: the answer must be success, for the removal
+/// took effect, once. Evaluated afresh, n1 finds no member n0 and refuses:
+/// a failure reported for a change that happened (docs/consensus.md,
+/// "Membership changes, exactly once").
+pub fn member_change_answer_lost() -> Scenario {
+    let script = Script::new()
+        .hold_timer(N1)
+        .hold_timer(N2)
+        .until(Cond::Leads(N0, 2), ms(2000))
+        .register(0, N0)
+        .until(Cond::Answered(0), ms(1000))
+        // Every entry so far acknowledged by both followers.
+        .run(ms(200))
+        .cut(N2, N0, Traffic::All)
+        .change_through(0, N0, ConfChange::Remove(N0))
+        .until(Cond::Excludes(N1, N0), ms(1000))
+        .until(Cond::Excludes(N2, N0), ms(1000))
+        .crash(N0)
+        .release_timer(N1)
+        .until(Cond::Leads(N1, 3), ms(3000))
+        // n1 waits out n0's lease, then applies the removal.
+        .run(ms(2000))
+        .retry(0, N1)
+        .until(Cond::Answered(0), ms(1000))
+        .expect_once(Cond::Changed(0));
+    Scenario {
+        name: "a membership change's answer is lost",
+        clock_rates: vec![1.0; 3],
+        script,
+        settle: ms(1000),
+    }
+}
+
 /// Raft's Figure 8 (§5.4.2), n0..n4 for S1..S5.
 ///
 /// (a) n0 leads term 2; its NO-OP (index 2) and a client's write (index 3)

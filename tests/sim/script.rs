@@ -105,6 +105,13 @@ enum Action {
         node: NodeId,
         call: Call,
     },
+    /// The client sends its unanswered request again, the same session
+    /// sequence number included, to the node (as the real client does
+    /// after a lost answer).
+    Retry {
+        client: usize,
+        node: NodeId,
+    },
 }
 
 /// What a script waits for, or expects to hold.
@@ -120,6 +127,10 @@ pub enum Cond {
     Commits(NodeId, u64),
     /// The client has no request in flight.
     Answered(usize),
+    /// The client's last membership change was answered with success.
+    Changed(usize),
+    /// The node's membership (as its log has it) no longer lists the member.
+    Excludes(NodeId, NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +146,9 @@ enum Step {
     /// The condition must hold now, or the protocol failed to stay live
     /// (a `Liveness` failure, not the script's).
     ExpectLive(Cond),
+    /// The condition must hold now, or a retry was not answered as its
+    /// first attempt took effect (an `ExactlyOnce` failure).
+    ExpectOnce(Cond),
 }
 
 /// A list of steps, written with the builder methods below.
@@ -211,6 +225,19 @@ impl Script {
         let call = Call::Write(Cmd::Set(key.into(), value.into()));
         self.act(Action::Call { client, node, call })
     }
+    /// The client opens a session at the node.
+    pub fn register(self, client: usize, node: NodeId) -> Script {
+        let call = Call::Register;
+        self.act(Action::Call { client, node, call })
+    }
+    /// The client asks the node for a membership change through its session.
+    pub fn change_through(self, client: usize, node: NodeId, change: ConfChange) -> Script {
+        let call = Call::Change(change);
+        self.act(Action::Call { client, node, call })
+    }
+    pub fn retry(self, client: usize, node: NodeId) -> Script {
+        self.act(Action::Retry { client, node })
+    }
     pub fn get(self, client: usize, node: NodeId, key: &str) -> Script {
         let call = Call::Get(key.into());
         self.act(Action::Call { client, node, call })
@@ -230,6 +257,10 @@ impl Script {
     }
     pub fn expect_live(mut self, c: Cond) -> Script {
         self.steps.push(Step::ExpectLive(c));
+        self
+    }
+    pub fn expect_once(mut self, c: Cond) -> Script {
+        self.steps.push(Step::ExpectOnce(c));
         self
     }
     pub fn slow_disk(self, n: NodeId, sync: Duration) -> Script {
@@ -322,14 +353,16 @@ impl World {
                 reached
             }
             Step::Expect(c) => self.holds(c),
-            Step::ExpectLive(c) => {
+            Step::ExpectLive(c) | Step::ExpectOnce(c) => {
                 if self.holds(c) {
                     return Ok(());
                 }
-                return Err(self.failure(Violation {
-                    check: Check::Liveness,
-                    detail: format!("{step} did not hold"),
-                }));
+                let check = match step {
+                    Step::ExpectOnce(_) => Check::ExactlyOnce,
+                    _ => Check::Liveness,
+                };
+                let detail = format!("{step} did not hold{}", self.change_answers());
+                return Err(self.failure(Violation { check, detail }));
             }
         };
         if reached {
@@ -410,6 +443,19 @@ impl World {
                 node,
                 ref call,
             } => self.call(client, node, call.clone()),
+            Action::Retry { client, node } => self.client_retry(client, Some(node)),
+        }
+    }
+
+    /// The clients' last membership-change answers, for a failure message.
+    fn change_answers(&self) -> String {
+        let answers: Vec<String> = (self.clients.iter().enumerate())
+            .filter_map(|(c, client)| Some(format!("client {c}: {:?}", client.changed.as_ref()?)))
+            .collect();
+        if answers.is_empty() {
+            String::new()
+        } else {
+            format!(" (membership changes answered: {})", answers.join(", "))
         }
     }
 
@@ -430,6 +476,10 @@ impl World {
             Cond::Durable(n, id) => self.nodes[&n].disk.term_at(id.index) == Some(id.term),
             Cond::Commits(n, i) => running(&n).is_some_and(|r| r.commit_index() >= LogIndex(i)),
             Cond::Answered(client) => self.clients[client].pending.is_none(),
+            Cond::Changed(client) => matches!(self.clients[client].changed, Some(Ok(_))),
+            Cond::Excludes(n, member) => {
+                running(&n).is_some_and(|r| !r.membership().contains(member))
+            }
         }
     }
 }
@@ -471,6 +521,9 @@ impl fmt::Display for Action {
             Action::Call { client, node, call } => {
                 write!(f, "client {client}: {call:?} at n{node}")
             }
+            Action::Retry { client, node } => {
+                write!(f, "client {client} sends its request again, to n{node}")
+            }
         }
     }
 }
@@ -485,6 +538,8 @@ impl fmt::Display for Cond {
             }
             Cond::Commits(n, i) => write!(f, "n{n} knows index {i} is committed"),
             Cond::Answered(c) => write!(f, "client {c} has its answer"),
+            Cond::Changed(c) => write!(f, "client {c}'s membership change succeeded"),
+            Cond::Excludes(n, m) => write!(f, "n{n}'s membership excludes n{m}"),
         }
     }
 }
@@ -496,7 +551,7 @@ impl fmt::Display for Step {
             Step::Run(d) => write!(f, "`run {d:?}`"),
             Step::Until(c, limit) => write!(f, "`until {c}` (within {limit:?})"),
             Step::Expect(c) => write!(f, "`expect {c}`"),
-            Step::ExpectLive(c) => write!(f, "`expect {c}`"),
+            Step::ExpectLive(c) | Step::ExpectOnce(c) => write!(f, "`expect {c}`"),
         }
     }
 }

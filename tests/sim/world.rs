@@ -78,6 +78,10 @@ pub enum Check {
     Panic,
     Liveness,
     Linearizability,
+    /// A request retried through its session was answered otherwise than
+    /// its first attempt took effect (a membership change that committed,
+    /// answered as refused).
+    ExactlyOnce,
     /// A directed scenario did not reach the state it steers towards: the
     /// script needs fixing, the protocol is not at fault.
     Script,
@@ -96,6 +100,7 @@ impl Check {
             Check::Panic => "panic",
             Check::Liveness => "liveness",
             Check::Linearizability => "linearizability",
+            Check::ExactlyOnce => "exactly once",
             Check::Script => "script",
         }
     }
@@ -1556,7 +1561,7 @@ impl World {
     fn propose_change(&mut self, l: NodeId, change: ConfChange) {
         let local = self.local(l);
         self.log(format!("MEMBERSHIP n{l} {change:?}"));
-        self.replica(l).propose_change(change, (), local);
+        self.replica(l).propose_change(change, None, None, local);
         self.deliver(l);
         let _ = self.after_input(l);
     }

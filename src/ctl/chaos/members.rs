@@ -187,10 +187,12 @@ pub async fn change<P: Platform>(
                 after.clone().unwrap_or_else(|| "no other node led".into()),
                 yes(gone)
             );
-            // Judged by its effect: the removed leader may step down before
-            // its answer leaves, and the client's retry elsewhere then
-            // finds it no member already (docs/testing.md, "Bugs found").
-            (pod, led.is_some() && after.is_some() && gone, what)
+            // Judged by its answer too: the removal goes through the
+            // client's session, so a retry after the removed leader's
+            // answer was lost gets the first answer (docs/consensus.md,
+            // "Membership changes, exactly once").
+            let confirmed = removed.is_ok() && led.is_some() && after.is_some() && gone;
+            (pod, confirmed, what)
         }
         MemberChange::TransferLagging => {
             let followers: Vec<&PodInfo> = founders.iter().filter(|p| p.id != leader).collect();

@@ -1,6 +1,7 @@
 //! Tests of the state machine through its public interface.
 
 mod auth;
+mod changes;
 mod commands;
 mod expiry;
 mod limits;

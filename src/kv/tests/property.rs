@@ -93,6 +93,7 @@ fn shape(r: &WriteResponse) -> String {
         Outcome::Error(e) => format!("{:?}", e.code()),
         Outcome::Register(_) => "register".into(),
         Outcome::MemberAddrs(_) => "member addrs".into(),
+        Outcome::Change(_) => "change".into(),
         Outcome::StateCheck(_) => "state check".into(),
         Outcome::StateReport(_) => "state report".into(),
         Outcome::Auth(_) => "auth".into(),

@@ -5,11 +5,15 @@ use super::Raft;
 use crate::raft::message::*;
 use crate::raft::progress::Progress;
 use crate::raft::{ConfChange, Instant, LogId, Payload};
+use bytes::Bytes;
 
 impl Raft {
+    /// Appends the membership `change`, with the application's `context`
+    /// (opaque to the core, handed back with the committed entry).
     pub fn propose_conf_change(
         &mut self,
         change: ConfChange,
+        context: Bytes,
         now: Instant,
     ) -> Result<LogId, ProposeError> {
         self.advance_clock(now);
@@ -37,7 +41,11 @@ impl Raft {
                 return Err(ProposeError::LearnerBehind(id));
             }
         }
-        let id = self.log.append(self.term, Payload::Config(next));
+        let payload = Payload::Config {
+            membership: next,
+            context,
+        };
+        let id = self.log.append(self.term, payload);
         self.on_membership_change();
         self.leader_mut().pending_broadcast = true;
         self.after_input();

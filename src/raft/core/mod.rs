@@ -68,7 +68,7 @@ pub fn bootstrap(membership: Membership) -> Persisted {
         snapshot: None,
         entries: vec![Entry {
             id: LogId::new(1, 1),
-            payload: Payload::Config(membership),
+            payload: Payload::config(membership),
         }],
     }
 }
@@ -184,6 +184,11 @@ impl Raft {
 
     pub fn membership(&self) -> &Membership {
         self.log.membership()
+    }
+
+    /// The index of the entry that set the membership in force.
+    pub fn membership_index(&self) -> LogIndex {
+        self.log.membership_index()
     }
 
     pub fn commit_index(&self) -> LogIndex {

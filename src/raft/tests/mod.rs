@@ -31,7 +31,7 @@ pub(super) fn members() -> Membership {
 pub(super) fn log(terms: &[u64]) -> Vec<Entry> {
     let mut entries = vec![Entry {
         id: LogId::new(1, 1),
-        payload: Payload::Config(members()),
+        payload: Payload::config(members()),
     }];
     for (i, t) in terms.iter().enumerate() {
         let index = i as u64 + 2;

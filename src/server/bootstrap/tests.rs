@@ -84,7 +84,7 @@ fn a_joining_node_never_campaigns_and_takes_the_leaders_log() {
     let entries = vec![
         Entry {
             id: LogId::new(1, 1),
-            payload: Payload::Config(members),
+            payload: Payload::config(members),
         },
         Entry {
             id: LogId::new(3, 2),

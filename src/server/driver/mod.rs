@@ -37,7 +37,7 @@ mod view;
 use super::auth::AuthPublisher;
 use super::boot_clock::BootClock;
 use super::config::Config;
-use super::node::{Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
+use super::node::{ChangeRequest, Inbox, Input, MemberAddrs, NodeError, ReadAnswer, Reply};
 use super::transport::Transport;
 use crate::kv::StateMachine;
 use crate::observe::Metrics;
@@ -189,7 +189,7 @@ pub(super) struct Waiters;
 
 impl Callers for Waiters {
     type Write = Reply<pb::WriteResponse>;
-    type Change = Reply<u64>;
+    type Change = Reply<pb::ChangeResponse>;
     type Read = Reply<ReadAnswer>;
     type Transfer = Reply<u64>;
 }
@@ -411,7 +411,12 @@ impl Driver {
         match input {
             Input::Write(req, user, reply) => self.replica.propose_write_as(req, user, reply, now),
             Input::Read(kind, reply) => self.replica.read(kind, reply, now),
-            Input::Change(change, addrs, reply) => {
+            Input::Change(request, reply) => {
+                let ChangeRequest {
+                    change,
+                    addrs,
+                    context,
+                } = request;
                 // Only the leader uses the addresses: everyone else learns
                 // them from the log (a follower just redirects the request).
                 if let (raft::ConfChange::AddLearner(id), Some(a), Role::Leader) =
@@ -427,7 +432,7 @@ impl Driver {
                     }
                     self.learn_addresses(id, a);
                 }
-                self.replica.propose_change(change, reply, now);
+                self.replica.propose_change(change, context, reply, now);
             }
             Input::Transfer(to, reply) => self.replica.transfer_leadership(to, reply, now),
             Input::Status(reply) => {
@@ -547,7 +552,16 @@ impl Driver {
                     let _ = caller.send(answer);
                 }
                 Effect::Changed { caller, result } => {
-                    let _ = caller.send(result.map_err(|r| self.node_error(r)));
+                    let answer = match result {
+                        Ok(index) => Ok(pb::ChangeResponse { index, error: None }),
+                        // The session refused it: nothing changed.
+                        Err(Refusal::Rejected(e)) => Ok(pb::ChangeResponse {
+                            index: 0,
+                            error: Some(e),
+                        }),
+                        Err(r) => Err(self.node_error(r)),
+                    };
+                    let _ = caller.send(answer);
                 }
                 Effect::Transferred { caller, result } => {
                     let answer = result.map(|to| to.0).map_err(|r| self.node_error(r));

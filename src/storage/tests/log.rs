@@ -20,7 +20,7 @@ fn round_trip() {
     let mut log = vec![
         Entry {
             id: LogId::new(1, 1),
-            payload: Payload::Config(Membership::new([NodeId(0), NodeId(1)])),
+            payload: Payload::config(Membership::new([NodeId(0), NodeId(1)])),
         },
         Entry {
             id: LogId::new(1, 2),
@@ -134,7 +134,7 @@ fn snapshot_covering_the_whole_log_restarts_it() {
 fn codec_round_trips_and_rejects_bad_membership() {
     let e = Entry {
         id: LogId::new(2, 9),
-        payload: Payload::Config(Membership::new([NodeId(0), NodeId(4)])),
+        payload: Payload::config(Membership::new([NodeId(0), NodeId(4)])),
     };
     assert_eq!(entry_from_pb(entry_to_pb(&e)).unwrap(), e);
     let hs = hard_state(5, None, 3);
