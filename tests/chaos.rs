@@ -481,9 +481,8 @@ fn chaos_failing_the_leaders_fsyncs_on_a_local_cluster_loses_nothing() {
     }
 }
 
-/// A follower's volume (a small tmpfs; root) fills up, then the leader's:
-/// each stops saying so, the others go on, and back on a sound disk it
-/// serves again.
+/// A follower's volume (a small tmpfs; root) fills up: it stops saying
+/// so, the others go on, and back on a sound disk it serves again.
 #[test]
 fn chaos_filling_a_nodes_volume_on_a_local_cluster_loses_nothing() {
     if disk_fault_possible(raftkv::ctl::fault::DiskFault::Full) {
