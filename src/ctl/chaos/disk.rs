@@ -17,8 +17,8 @@ use super::members::{self, Changed};
 use super::report::LinkCheck;
 use crate::client::Client;
 use crate::ctl::exit::CtlError;
+use crate::ctl::fault::FaultKind;
 use crate::ctl::fault::disk::{DiskFault, DiskState, DiskStep, NodeExit};
-use crate::ctl::fault::{FaultKind, NodeChoice};
 use crate::ctl::platform::{Platform, Target};
 
 /// How long a restarted node has to rejoin, a transfer to take effect,
@@ -73,7 +73,7 @@ pub async fn fail<P: Platform>(
     platform
         .set_disk(pod.id, DiskStep::Prepare(disk), restore_after)
         .await?;
-    let watched = watch(platform, admin, &pod, disk, on, was_leader, length, key).await;
+    let watched = watch(platform, admin, &pod, disk, was_leader, length, key).await;
     let restored = platform
         .set_disk(pod.id, DiskStep::Restore, restore_after)
         .await;
@@ -97,13 +97,11 @@ pub async fn fail<P: Platform>(
 
 /// From the prepared node's restart to the end of the fault's length:
 /// the check so far (not yet recovered).
-#[allow(clippy::too_many_arguments)]
 async fn watch<P: Platform>(
     platform: &P,
     admin: &Client,
     pod: &crate::ctl::platform::PodInfo,
     disk: DiskFault,
-    on: NodeChoice,
     was_leader: bool,
     length: Duration,
     key: &str,
@@ -115,7 +113,9 @@ async fn watch<P: Platform>(
             pod.name
         ));
     }
-    if was_leader && on != NodeChoice::Follower {
+    // A leader chosen (by `@leader` or `--kill leader`) is made leader
+    // again, so that its disk fails while it leads.
+    if was_leader {
         let endpoint = pod.endpoint.clone().unwrap_or_default();
         if members::transfer_to(admin, pod.id, &endpoint, SETTLE)
             .await
