@@ -319,7 +319,9 @@ fn a_leader_cut_off_by_the_link_proxies_commits_nothing() {
 /// Every fault kind `raftctl chaos` knows, each once and briefly, in one
 /// run on a local cluster: a kill, a pause, the five partitions, a slow
 /// link, a clock skew within the drift bound (where libfaketime is
-/// installed), and the five member changes. The verdict must be PASS, and
+/// installed), the five member changes, and the leader's fsyncs failing
+/// and a follower's volume filling up (where libfiu's tools are
+/// installed, and a tmpfs can be mounted). The verdict must be PASS, and
 /// each fault that reports what it did must have been seen to take effect
 /// and the cluster to recover.
 #[test]
