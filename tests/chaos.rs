@@ -319,7 +319,9 @@ fn a_leader_cut_off_by_the_link_proxies_commits_nothing() {
 /// Every fault kind `raftctl chaos` knows, each once and briefly, in one
 /// run on a local cluster: a kill, a pause, the five partitions, a slow
 /// link, a clock skew within the drift bound (where libfaketime is
-/// installed), and the five member changes. The verdict must be PASS, and
+/// installed), the five member changes, and the leader's fsyncs failing
+/// and a follower's volume filling up (where libfiu's tools are
+/// installed, and a tmpfs can be mounted). The verdict must be PASS, and
 /// each fault that reports what it did must have been seen to take effect
 /// and the cluster to recover.
 #[test]
@@ -347,6 +349,13 @@ fn every_fault_kind_once_on_a_local_cluster_passes() {
     match raftkv::ctl::local::clock::library() {
         Ok(_) => kinds.push("skew=0.991@leader:4s"),
         Err(e) => eprintln!("SKIPPED the skew fault: {e}"),
+    }
+    use raftkv::ctl::fault::DiskFault;
+    if disk_fault_possible(DiskFault::Fsync) {
+        kinds.push("disk=fsync@leader:2s");
+    }
+    if disk_fault_possible(DiskFault::Full) {
+        kinds.push("disk=full@follower:2s");
     }
     let faults = kinds.join(",");
     let report = raftctl(&faults_args("240s", "1s", &faults, d)).ok().json();
@@ -377,6 +386,18 @@ fn every_fault_kind_once_on_a_local_cluster_passes() {
             .iter()
             .any(|k| k.starts_with("skew"))
             .then_some("skew x0.991@leader"),
+    )
+    .chain(
+        kinds
+            .iter()
+            .any(|k| k.starts_with("disk=fsync"))
+            .then_some("disk fsync@leader"),
+    )
+    .chain(
+        kinds
+            .iter()
+            .any(|k| k.starts_with("disk=full"))
+            .then_some("disk full@follower"),
     ) {
         assert!(
             labels.iter().any(|l| l.starts_with(kind)),
@@ -398,6 +419,118 @@ fn every_fault_kind_once_on_a_local_cluster_passes() {
     local.stop();
 }
 
+/// Whether this machine can inject `fault` on a local cluster; prints
+/// SKIPPED with what is missing where it cannot.
+fn disk_fault_possible(fault: raftkv::ctl::fault::DiskFault) -> bool {
+    use raftkv::ctl::fault::DiskFault;
+    use raftkv::ctl::local::disk;
+    let able = match fault {
+        DiskFault::Fsync => disk::fiu_tools(),
+        DiskFault::Full => disk::can_mount(),
+    };
+    able.inspect_err(|e| eprintln!("SKIPPED disk={}: {e}", fault.name()))
+        .is_ok()
+}
+
+/// A short chaos run of disk fault `faults` alone on a local cluster: the
+/// verdict must be PASS and each fault seen to stop its node with the
+/// line that names the cause (`says`) while the others commit, and the
+/// cluster to recover once the node is back on a sound disk.
+fn assert_disk_fault_passes(faults: &str, says: &str, on_leader: bool) {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let local = Local::start(dir.path(), free_base_port());
+    let report = raftctl(&faults_args("16s", "2s", faults, d)).ok().json();
+    assert_verdict_passed(&report);
+    let checks = report["links"].as_array().unwrap();
+    assert!(checks.len() >= 2, "{report:#}");
+    for check in checks {
+        assert_eq!(check["confirmed"], true, "{check:#}");
+        let seen = check["confirmation"].as_str().unwrap();
+        assert!(seen.contains(says), "{check:#}");
+        assert!(seen.contains("exit status: 1"), "{check:#}");
+        assert!(seen.contains("a write committed without it"), "{check:#}");
+        assert_eq!(check["recovered"], true, "{check:#}");
+    }
+    for f in report["faults"].as_array().unwrap() {
+        assert_eq!(f["was_leader"], on_leader, "{report:#}");
+    }
+    assert!(
+        report["operations"]["ok"].as_u64().unwrap() > 1000,
+        "{report:#}"
+    );
+    // Every node is back in its own data directory: no volume, no fifo.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".volume") || n.contains(".fiu"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    local.stop();
+}
+
+/// Every fsync of the leader fails (libfiu) while it serves: it must stop
+/// rather than retry, and nothing it acknowledged may be lost.
+#[test]
+fn chaos_failing_the_leaders_fsyncs_on_a_local_cluster_loses_nothing() {
+    if disk_fault_possible(raftkv::ctl::fault::DiskFault::Fsync) {
+        assert_disk_fault_passes(
+            "disk=fsync@leader:2s",
+            "the node stops rather than retry",
+            true,
+        );
+    }
+}
+
+/// A follower's volume (a small tmpfs; root) fills up: it stops saying
+/// so, the others go on, and back on a sound disk it serves again.
+#[test]
+fn chaos_filling_a_nodes_volume_on_a_local_cluster_loses_nothing() {
+    if disk_fault_possible(raftkv::ctl::fault::DiskFault::Full) {
+        assert_disk_fault_passes("disk=full@follower:2s", "the volume is full", false);
+    }
+}
+
+/// Where the tool a disk fault needs is missing, the local platform
+/// refuses it before the run, naming what to install (here: nothing on
+/// PATH, so neither libfiu's tools nor `mount`).
+#[test]
+fn disk_faults_without_their_tools_are_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let without_tools = Ctl::new().env("PATH", "/nonexistent");
+    // As root the mount is missing; otherwise root is.
+    for (fault, says, either, or) in [
+        (
+            "disk=fsync",
+            "cannot fail a node's fsyncs: fiu-run is not installed",
+            "fiu-utils",
+            "fiu-utils",
+        ),
+        (
+            "disk=full@leader",
+            "cannot fill a node's volume",
+            "needs root",
+            "mount is not installed",
+        ),
+    ] {
+        let out = without_tools.run(&[
+            "chaos",
+            "--platform",
+            "local",
+            "--data-dir",
+            d,
+            "--faults",
+            fault,
+            "--duration",
+            "1s",
+        ]);
+        let why = out.fails(3, says);
+        assert!(why.contains(either) || why.contains(or), "{why}");
+    }
+}
+
 /// Where the links between pods are out of reach, partitions and slow
 /// links are refused before the run, saying what would be needed.
 #[test]
@@ -415,6 +548,27 @@ fn docker_refuses_link_faults_before_the_run() {
     ]);
     let why = out.fails(3, "the docker platform cannot cut or slow the links");
     assert!(why.contains("docker network disconnect"), "{why}");
+}
+
+/// Docker cannot reach a pod's process or volume: disk faults are refused
+/// before the run, saying what would be needed.
+#[test]
+fn docker_refuses_disk_faults_before_the_run() {
+    for fault in ["disk=fsync", "disk=full@follower"] {
+        let out = raftctl(&[
+            "chaos",
+            "--platform",
+            "docker",
+            "--name",
+            "no-such-cluster-disks",
+            "--faults",
+            fault,
+            "--duration",
+            "1s",
+        ]);
+        let why = out.fails(3, "the docker platform cannot make a pod's disk fail");
+        assert!(why.contains("libfiu inside the image"), "{why}");
+    }
 }
 
 #[test]

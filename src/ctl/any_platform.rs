@@ -118,6 +118,19 @@ impl Platform for AnyPlatform {
         }
     }
 
+    async fn set_disk(
+        &self,
+        id: u64,
+        step: crate::ctl::fault::disk::DiskStep,
+        restore_after: std::time::Duration,
+    ) -> Result<crate::ctl::fault::disk::DiskState, CtlError> {
+        match self {
+            AnyPlatform::Kube(p) => p.set_disk(id, step, restore_after).await,
+            AnyPlatform::Docker(p) => p.set_disk(id, step, restore_after).await,
+            AnyPlatform::Local(p) => p.set_disk(id, step, restore_after).await,
+        }
+    }
+
     async fn start_pod(&self, id: u64) -> Result<(), CtlError> {
         match self {
             AnyPlatform::Kube(p) => p.start_pod(id).await,

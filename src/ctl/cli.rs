@@ -433,8 +433,12 @@ pub struct ChaosArgs {
     /// clock at RATE of real time with libfaketime, isolate the leader
     /// meanwhile, 8s by default; local only); member=CHANGE (CHANGE:
     /// add-learner, remove-leader, remove-follower, transfer-lagging,
-    /// rolling-restart; transfer-lagging on local and docker only). See
-    /// docs/testing.md, "Faults".
+    /// rolling-restart; transfer-lagging on local and docker only);
+    /// disk=fsync|full[@leader|@follower][:LENGTH] (restart the pod where
+    /// its disk can fail, then fail every fsync with libfiu's fiu-run, or
+    /// fill its data's small tmpfs (root): the node must stop; restored
+    /// after LENGTH, 3s by default; local only: docker and kube cannot
+    /// reach a pod's process or volume). See docs/testing.md, "Faults".
     #[arg(long, alias = "fault", default_value = "kill")]
     pub faults: crate::ctl::fault::Faults,
     /// forced, graceful, alternate (forced then graceful, in turn), or a

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use super::duration::parse_duration;
 
+pub mod disk;
+
+pub use disk::DiskFault;
+
 /// How long `pause` freezes a pod when no length is given: a few election
 /// timeouts at the defaults, so that the followers elect a new leader
 /// while the old one, frozen with its lease, cannot tell.
@@ -34,15 +38,44 @@ pub const MIN_SKEW: Duration = Duration::from_secs(4);
 /// question arises.
 pub const SKEW_RATES_PPM: std::ops::RangeInclusive<u32> = 100_000..=10_000_000;
 
-/// Which node a skew restarts on another clock.
+/// How long a node stays down after its disk failed, when no length is
+/// given: room for the others to elect and go on without it.
+pub const DEFAULT_DISK: Duration = Duration::from_secs(3);
+
+/// Which node a skew or a disk fault restarts (on another clock, under
+/// libfiu, on a small volume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkewOn {
+pub enum NodeChoice {
     /// The pod `--kill` chooses (the leader's by default).
     Chosen,
     /// The leader's, made leader again after its restart.
     Leader,
     /// A follower's, chosen at random.
     Follower,
+}
+
+impl NodeChoice {
+    /// `TEXT[@leader|@follower]`: TEXT and the node; `what` names the
+    /// fault in the message for another suffix.
+    fn split<'a>(text: &'a str, what: &str) -> Result<(&'a str, NodeChoice), String> {
+        match text.split_once('@') {
+            None => Ok((text, NodeChoice::Chosen)),
+            Some((head, "leader")) => Ok((head, NodeChoice::Leader)),
+            Some((head, "follower")) => Ok((head, NodeChoice::Follower)),
+            Some((_, other)) => Err(format!(
+                "{other:?} is not a node to {what}: use @leader or @follower"
+            )),
+        }
+    }
+
+    /// `@leader`, `@follower`, or nothing for the chosen pod.
+    fn suffix(&self) -> &'static str {
+        match self {
+            NodeChoice::Chosen => "",
+            NodeChoice::Leader => "@leader",
+            NodeChoice::Follower => "@follower",
+        }
+    }
 }
 
 /// A change of the cluster's members (or of their processes, one after
@@ -209,11 +242,21 @@ pub enum FaultKind {
     /// may go wrong; beyond it the lease argument no longer holds.
     Skew {
         rate_ppm: u32,
-        on: SkewOn,
+        on: NodeChoice,
         length: Duration,
     },
     /// Changes the members (or restarts them in turn) under the workload.
     Member(MemberChange),
+    /// Restarts a pod where its disk can fail (under libfiu, on a small
+    /// volume), makes it fail while the pod serves, confirms that the node
+    /// stopped, leaves it down for `length`, then restarts it on a sound
+    /// disk. Nothing acknowledged may be lost (docs/node.md, "When the
+    /// disk fails").
+    Disk {
+        fault: DiskFault,
+        on: NodeChoice,
+        length: Duration,
+    },
 }
 
 /// `DURATION` that must not be zero, for `what`.
@@ -286,26 +329,26 @@ impl FaultKind {
                          isolate-leader cut"
                     ));
                 }
-                let (rate, on) = match rate.split_once('@') {
-                    None => (rate, SkewOn::Chosen),
-                    Some((rate, "leader")) => (rate, SkewOn::Leader),
-                    Some((rate, "follower")) => (rate, SkewOn::Follower),
-                    Some((_, other)) => {
-                        return Err(format!(
-                            "{other:?} is not a node to skew: use @leader or @follower"
-                        ));
-                    }
-                };
+                let (rate, on) = NodeChoice::split(rate, "skew")?;
                 Ok(FaultKind::Skew {
                     rate_ppm: parse_rate(rate)?,
                     on,
                     length,
                 })
             }
+            Some(("disk", rest)) => {
+                let (fault, length) = with_length(rest, DEFAULT_DISK)?;
+                let (fault, on) = NodeChoice::split(fault, "fail the disk of")?;
+                Ok(FaultKind::Disk {
+                    fault: DiskFault::parse(fault)?,
+                    on,
+                    length,
+                })
+            }
             _ => Err(format!(
                 "{text:?} is not a fault: use kill, pause[=DURATION], partition=KIND[:LENGTH], \
-                 slow=DELAY[~JITTER][:LENGTH], skew=RATE[@leader|@follower][:LENGTH] or \
-                 member=CHANGE"
+                 slow=DELAY[~JITTER][:LENGTH], skew=RATE[@leader|@follower][:LENGTH], \
+                 member=CHANGE or disk=KIND[@leader|@follower][:LENGTH]"
             )),
         }
     }
@@ -324,6 +367,10 @@ impl FaultKind {
             // The leader's clock slow, within the default drift bound (1%).
             all.push(FaultKind::parse("skew=0.995@leader").expect("a valid fault"));
             all.extend(MemberChange::ALL.into_iter().map(FaultKind::Member));
+            // The leader's fsync (it must not acknowledge what it could not
+            // sync) and a follower's volume.
+            all.push(FaultKind::parse("disk=fsync@leader").expect("a valid fault"));
+            all.push(FaultKind::parse("disk=full@follower").expect("a valid fault"));
             return Ok(Faults(all));
         }
         let faults = text
@@ -352,13 +399,12 @@ impl FaultKind {
             } => format!(
                 "skew x{}{} {length:?}",
                 f64::from(*rate_ppm) / 1e6,
-                match on {
-                    SkewOn::Chosen => "",
-                    SkewOn::Leader => "@leader",
-                    SkewOn::Follower => "@follower",
-                }
+                on.suffix()
             ),
             FaultKind::Member(change) => format!("member {}", change.name()),
+            FaultKind::Disk { fault, on, length } => {
+                format!("disk {}{} {length:?}", fault.name(), on.suffix())
+            }
         }
     }
 
@@ -375,6 +421,11 @@ impl FaultKind {
     /// Whether it restarts a pod on another clock (and cuts links meanwhile).
     pub fn skews(&self) -> bool {
         matches!(self, FaultKind::Skew { .. })
+    }
+
+    /// Whether it makes a pod's disk fail.
+    pub fn fails_disk(&self) -> bool {
+        matches!(self, FaultKind::Disk { .. })
     }
 }
 
@@ -458,7 +509,7 @@ mod tests {
             FaultKind::parse("skew=0.991@leader"),
             Ok(FaultKind::Skew {
                 rate_ppm: 991_000,
-                on: SkewOn::Leader,
+                on: NodeChoice::Leader,
                 length: DEFAULT_SKEW
             })
         );
@@ -478,7 +529,39 @@ mod tests {
             FaultKind::parse("member=remove-leader").unwrap().label(),
             "member remove-leader"
         );
+        assert_eq!(
+            FaultKind::parse("disk=fsync@leader"),
+            Ok(FaultKind::Disk {
+                fault: DiskFault::Fsync,
+                on: NodeChoice::Leader,
+                length: DEFAULT_DISK
+            })
+        );
+        assert_eq!(
+            FaultKind::parse("disk=full:5s"),
+            Ok(FaultKind::Disk {
+                fault: DiskFault::Full,
+                on: NodeChoice::Chosen,
+                length: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(
+            FaultKind::parse("disk=full@follower:1500ms")
+                .unwrap()
+                .label(),
+            "disk full@follower 1.5s"
+        );
+        assert_eq!(
+            FaultKind::parse("disk=fsync").unwrap().label(),
+            "disk fsync 3s"
+        );
         for (bad, says) in [
+            ("disk=slow", "use fsync or full"),
+            ("disk", "not a fault"),
+            ("disk=fsync@nobody", "@leader or @follower"),
+            ("disk=full:0s", "longer than 0"),
+            ("disk=full:soon", ""),
+            ("disk=full@leader@follower", "@leader or @follower"),
             ("member=shuffle", "add-learner, remove-leader"),
             ("member", "not a fault"),
             ("skew=fast", "not a clock rate"),
@@ -504,7 +587,9 @@ mod tests {
         ] {
             assert!(FaultKind::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(FaultKind::parse("nap").unwrap_err().contains("kill, pause"));
+        let unknown = FaultKind::parse("nap").unwrap_err();
+        assert!(unknown.contains("kill, pause"), "{unknown}");
+        assert!(unknown.contains("disk=KIND"), "{unknown}");
         assert!(
             FaultKind::parse("partition=x")
                 .unwrap_err()
@@ -521,7 +606,13 @@ mod tests {
             FaultKind::Partition(Partition::Bridge, DEFAULT_CUT)
         );
         let all = FaultKind::parse_list("all").unwrap().0;
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 16);
+        let disks: Vec<String> = all
+            .iter()
+            .filter(|f| f.fails_disk())
+            .map(FaultKind::label)
+            .collect();
+        assert_eq!(disks, ["disk fsync@leader 3s", "disk full@follower 3s"]);
         assert!(all.iter().filter(|f| f.on_links()).count() == 6);
         assert_eq!(all.iter().filter(|f| f.skews()).count(), 1);
         assert_eq!(all.iter().filter(|f| f.changes_members()).count(), 5);

@@ -27,9 +27,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// for the workload to leave its log well behind.
 const LAG: Duration = Duration::from_secs(1);
 
-/// What a membership change did: the pod it centred on, whether that pod
-/// led, how long the preparation took before the change proper (its
-/// unavailability counts from then), and the check for the report.
+/// What a membership change (or a disk fault) did: the pod it centred on,
+/// whether that pod led, how long the preparation took before the change
+/// proper (its unavailability counts from then), and the check for the
+/// report.
 pub struct Changed {
     pub pod: PodInfo,
     pub was_leader: bool,

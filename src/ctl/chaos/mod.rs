@@ -7,6 +7,7 @@
 //! `crate::check::linearizability`) so the test suite runs the same code an
 //! operator runs against a real cluster.
 
+pub mod disk;
 pub mod links;
 pub mod members;
 mod report;
@@ -15,6 +16,8 @@ pub mod verdict;
 pub mod workload;
 
 use std::collections::BTreeMap;
+
+use rand::seq::IndexedRandom;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,7 +30,7 @@ pub use workload::{Workload, WorkloadConfig};
 use super::check::{self, MemberHash, StateCheck, StateVerdict};
 use super::cli::Output;
 use super::exit::{CtlError, Exit};
-use super::fault::{FaultKind, Faults};
+use super::fault::{FaultKind, Faults, NodeChoice};
 use super::platform::{self, Grace, Platform, Target};
 use super::signals::Signals;
 use crate::check::linearizability::{self, CheckResult, OpKind};
@@ -167,13 +170,18 @@ pub async fn run<P: Platform>(
         let fault = plan.faults.nth(faults.len());
         let before = workload.now();
         let heal_key = format!("{}-links", plan.workload.prefix);
-        let injected = if let FaultKind::Member(change) = fault {
-            members::change(platform, &admin, change).await.map(|c| {
+        let injected = if fault.changes_members() || fault.fails_disk() {
+            let changed = match fault {
+                FaultKind::Member(change) => members::change(platform, &admin, change).await,
+                _ => disk::fail(platform, &admin, &plan.target, fault, &heal_key).await,
+            };
+            changed.map(|c| {
                 let mut check = c.check;
                 let at = before + c.setup.as_nanos() as u64;
                 check.at_seconds = seconds(at);
                 link_checks.push(check);
-                // Unavailability counts from the change proper.
+                // Unavailability counts from the change proper (a disk
+                // fault has no setup: see chaos::disk).
                 (c.pod, c.was_leader, at)
             })
         } else if fault.on_links() || fault.skews() {
@@ -270,7 +278,31 @@ pub async fn compare_states(report: &mut Report, client: &Client, wait: Duration
     report.replica_states = Some(check);
 }
 
-/// Deletes the pod `target` names; it and whether it led when chosen.
+/// The pod a fault that names its node acts on (`target` chooses it for
+/// [`NodeChoice::Chosen`]), and the leader of the moment.
+async fn choose_node<P: Platform>(
+    platform: &P,
+    admin: &Client,
+    target: &Target,
+    on: NodeChoice,
+) -> Result<(platform::PodInfo, Option<u64>), CtlError> {
+    let pods = platform.pods().await?;
+    let leader = platform::leader_of(admin).await;
+    let pod = match on {
+        NodeChoice::Chosen => platform::choose(target, &pods, leader)?,
+        NodeChoice::Leader => platform::choose(&Target::Leader, &pods, leader)?,
+        NodeChoice::Follower => {
+            let followers: Vec<&platform::PodInfo> =
+                pods.iter().filter(|p| Some(p.id) != leader).collect();
+            (*followers.choose(&mut rand::rng()).ok_or_else(|| {
+                CtlError::new(Exit::Unhealthy, "no follower: the cluster has one node")
+            })?)
+            .clone()
+        }
+    };
+    Ok((pod, leader))
+}
+
 /// Injects one `fault` into the pod `target` chooses; returns it, and
 /// whether it led when chosen. A pause returns once the pod runs again.
 async fn inject<P: Platform>(
@@ -420,6 +452,7 @@ fn kind_of(label: &str) -> String {
         ["partition", kind, ..] => format!("partition {kind}"),
         ["member", change, ..] => format!("member {change}"),
         ["skew", rate, ..] => format!("skew {rate}"),
+        ["disk", fault, ..] => format!("disk {fault}"),
         [first, ..] => (*first).to_string(),
         [] => String::new(),
     }

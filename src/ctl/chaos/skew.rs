@@ -10,15 +10,14 @@
 
 use std::time::Duration;
 
-use rand::seq::IndexedRandom;
 use tokio::time::Instant;
 
 use super::links::{self, Disturbed};
 use super::members;
 use crate::client::Client;
-use crate::ctl::exit::{CtlError, Exit};
-use crate::ctl::fault::{DEFAULT_CUT, FaultKind, Partition, SkewOn};
-use crate::ctl::platform::{self, Platform, PodInfo, Target};
+use crate::ctl::exit::CtlError;
+use crate::ctl::fault::{DEFAULT_CUT, FaultKind, Partition};
+use crate::ctl::platform::{Platform, Target};
 
 /// How long a restarted node has to rejoin, and a transfer to take effect.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -74,22 +73,7 @@ pub async fn skew<P: Platform>(
     else {
         return Err(CtlError::error(format!("{} is not a skew", fault.label())));
     };
-    let pods = platform.pods().await?;
-    let leader = platform::leader_of(admin).await;
-    let pod = match on {
-        SkewOn::Chosen => platform::choose(target, &pods, leader)?,
-        SkewOn::Leader => platform::choose(&Target::Leader, &pods, leader)?,
-        SkewOn::Follower => {
-            let followers: Vec<&PodInfo> = pods.iter().filter(|p| Some(p.id) != leader).collect();
-            (*followers.choose(&mut rand::rng()).ok_or_else(|| {
-                CtlError::new(
-                    Exit::Unhealthy,
-                    "no follower to skew: the cluster has one node",
-                )
-            })?)
-            .clone()
-        }
-    };
+    let (pod, leader) = super::choose_node(platform, admin, target, on).await?;
     let endpoint = pod.endpoint.clone().ok_or_else(|| {
         CtlError::error(format!(
             "{} has no client endpoint to read its clock",

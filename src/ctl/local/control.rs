@@ -24,6 +24,7 @@ use super::clock::{self, Skew};
 use super::links::{LinkRule, Links};
 use super::nodes::Placement;
 use super::procs::LocalCluster;
+use crate::ctl::fault::disk::{DiskState, DiskStep};
 
 /// The socket's file name inside the data directory.
 pub const SOCKET: &str = "raftctl-local.sock";
@@ -78,6 +79,16 @@ pub enum Request {
         #[serde(default)]
         restore_after_ms: u64,
     },
+    /// One step of a disk fault on node `id` (`local::disk`): restarts
+    /// stop it with SIGTERM, SIGKILL after `grace_ms`; a prepared node is
+    /// restored by the supervisor itself after `restore_after_ms`.
+    Disk {
+        id: u64,
+        step: DiskStep,
+        grace_ms: u64,
+        #[serde(default)]
+        restore_after_ms: u64,
+    },
 }
 
 /// One process of the local cluster.
@@ -110,6 +121,8 @@ pub enum Answer {
         pid: Option<u32>,
         rate_ppm: Option<u32>,
     },
+    /// Node `id`'s disk after a disk step.
+    Disk(DiskState),
     /// The link faults are set (none after a heal); `proxied` lists every
     /// link with a proxy, (from, to).
     Links {
@@ -272,6 +285,21 @@ async fn handle(
                 },
             };
             reclock(cluster, id, skew, Duration::from_millis(grace_ms)).await
+        }
+        Request::Disk {
+            id,
+            step,
+            grace_ms,
+            restore_after_ms,
+        } => {
+            super::disk::step(
+                cluster,
+                id,
+                step,
+                Duration::from_millis(grace_ms),
+                Duration::from_millis(restore_after_ms),
+            )
+            .await
         }
         Request::Stop { id, grace_ms } => {
             let Some(index) = cluster.index_of(id) else {

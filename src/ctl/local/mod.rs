@@ -4,6 +4,7 @@
 mod certs;
 pub mod clock;
 pub mod control;
+pub mod disk;
 pub mod links;
 mod nodes;
 mod procs;
@@ -439,6 +440,13 @@ async fn supervise(
                 eprintln!("node {id} could not be put back on the real clock: {e}");
             }
         }
+        for id in disk::due(cluster, Instant::now()) {
+            eprintln!("node {id}: its disk fault's length is over");
+            let index = cluster.index_of(id).expect("a supervised node");
+            if let Err(e) = disk::restore(cluster, index, GRACE).await {
+                eprintln!("node {id} could not be put back on a sound disk: {e}");
+            }
+        }
         for (index, status) in cluster.reap() {
             let node = &cluster.nodes()[index];
             eprintln!(
@@ -495,6 +503,12 @@ async fn stop(cluster: &mut LocalCluster) {
     let killed = cluster.shutdown(GRACE).await;
     for id in &killed {
         eprintln!("node {id} did not stop in time and was killed");
+    }
+    // A node left on a small volume gets its data back in its directory.
+    for index in 0..cluster.nodes().len() {
+        if let Err(e) = disk::release(cluster, index) {
+            eprintln!("node {}: {e}", cluster.nodes()[index].id);
+        }
     }
     eprintln!(
         "all {} nodes have stopped{}",

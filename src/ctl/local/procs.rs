@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use super::clock::Skew;
+use super::disk::Disk;
 use super::nodes::{LocalNode, PROXIED_IDS, peers_flag, proxied_server_args, server_args};
 
 /// Running (or dead) `raftkv` processes, one slot per supervised node.
@@ -33,6 +34,9 @@ pub struct LocalCluster {
     /// The clock each node runs on (None: the real one), kept across the
     /// node's restarts until [`set_skew`](Self::set_skew) changes it.
     skews: Vec<Option<Skew>>,
+    /// The disk fault each node runs under (None: a sound disk), kept
+    /// across its restarts until [`set_disk`](Self::set_disk) lifts it.
+    disks: Vec<Option<Disk>>,
 }
 
 impl LocalCluster {
@@ -65,6 +69,7 @@ impl LocalCluster {
             founders,
             children: nodes.iter().map(|_| None).collect(),
             skews: nodes.iter().map(|_| None).collect(),
+            disks: nodes.iter().map(|_| None).collect(),
             nodes,
         };
         for i in 0..cluster.nodes.len() {
@@ -87,11 +92,13 @@ impl LocalCluster {
         self.nodes.push(node);
         self.children.push(None);
         self.skews.push(None);
+        self.disks.push(None);
         let index = self.nodes.len() - 1;
         self.spawn(index).inspect_err(|_| {
             self.nodes.pop();
             self.children.pop();
             self.skews.pop();
+            self.disks.pop();
         })
     }
 
@@ -101,6 +108,7 @@ impl LocalCluster {
         // A child still running is killed on drop.
         self.children.remove(index);
         self.skews.remove(index);
+        self.disks.remove(index);
         self.nodes.remove(index)
     }
 
@@ -116,7 +124,18 @@ impl LocalCluster {
 
     /// Starts node `index` (again), appending its output to its log file.
     pub fn spawn(&mut self, index: usize) -> std::io::Result<()> {
-        let node = &self.nodes[index];
+        let disk = self.disks[index].as_ref();
+        let moved;
+        let node = match disk.and_then(Disk::data_dir) {
+            Some(data_dir) => {
+                moved = LocalNode {
+                    data_dir,
+                    ..self.nodes[index].clone()
+                };
+                &moved
+            }
+            None => &self.nodes[index],
+        };
         if let Some(dir) = node.log_file.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -125,7 +144,17 @@ impl LocalCluster {
             .append(true)
             .open(&node.log_file)?;
         writeln!(log, "--- raftctl local: starting node {} ---", node.id)?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match disk.and_then(|d| d.wrapper(node)) {
+            Some(wrapper) => {
+                let mut command = Command::new(&wrapper[0]);
+                command.args(&wrapper[1..]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        if let Some(disk) = disk {
+            writeln!(log, "--- {} ---", disk.describe())?;
+        }
         die_with_parent(&mut command);
         let args = match &self.proxied {
             Some(cluster_id) if !node.joins && node.id < PROXIED_IDS => {
@@ -172,6 +201,17 @@ impl LocalCluster {
         self.skews[index].as_ref()
     }
 
+    /// The disk fault node `index` runs under from its next start (None:
+    /// a sound disk).
+    pub fn set_disk(&mut self, index: usize, disk: Option<Disk>) {
+        self.disks[index] = disk;
+    }
+
+    /// The disk fault node `index` runs under (None: a sound disk).
+    pub fn disk(&self, index: usize) -> Option<&Disk> {
+        self.disks[index].as_ref()
+    }
+
     /// The ids of the skewed nodes due back on the real clock at `now`.
     pub fn skews_due(&self, now: Instant) -> Vec<u64> {
         self.skews
@@ -182,7 +222,8 @@ impl LocalCluster {
             .collect()
     }
 
-    /// The nodes whose processes exited since the last call, with how.
+    /// The nodes whose processes exited since the last call, with how
+    /// (recorded too for a node whose disk fails).
     pub fn reap(&mut self) -> Vec<(usize, ExitStatus)> {
         let mut exited = Vec::new();
         for (index, slot) in self.children.iter_mut().enumerate() {
@@ -191,6 +232,9 @@ impl LocalCluster {
             {
                 exited.push((index, status));
                 *slot = None;
+                if let Some(disk) = &mut self.disks[index] {
+                    disk.exited(status, &self.nodes[index].log_file);
+                }
             }
         }
         exited

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use super::{Grace, Platform, PodInfo};
 use crate::ctl::exit::{CtlError, Exit};
+use crate::ctl::fault::disk::{DiskFault, DiskState, DiskStep};
 use crate::ctl::fault::{FaultKind, LinkEffect, LinkFault};
-use crate::ctl::local::clock;
 use crate::ctl::local::control::{self, Answer, Request};
 use crate::ctl::local::data_dir;
 use crate::ctl::local::links::LinkRule;
+use crate::ctl::local::{clock, disk};
 
 /// `raftctl local`'s own grace period before SIGKILL (its shutdown's).
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -149,14 +150,47 @@ impl Platform for Local {
         }
     }
 
-    /// Everything, but a skew only where libfaketime is installed (the
-    /// supervisor runs on this machine too).
+    /// Everything, but a skew only where libfaketime is installed, failing
+    /// fsyncs only where libfiu's tools are, and a full volume only where
+    /// this process can mount a tmpfs (the supervisor runs on this
+    /// machine too, as the same user in the usual case).
     fn refuses(&self, fault: FaultKind) -> Option<String> {
         match fault {
             FaultKind::Skew { .. } => clock::library()
                 .err()
                 .map(|e| format!("the local platform cannot skew a node's clock: {e}")),
+            FaultKind::Disk { fault, .. } => {
+                let (able, what) = match fault {
+                    DiskFault::Fsync => (disk::fiu_tools(), "fail a node's fsyncs"),
+                    DiskFault::Full => (disk::can_mount(), "fill a node's volume"),
+                };
+                able.err()
+                    .map(|e| format!("the local platform cannot {what}: {e}"))
+            }
             _ => None,
+        }
+    }
+
+    /// Through the supervisor, which restarts the node and fails its disk.
+    async fn set_disk(
+        &self,
+        id: u64,
+        step: DiskStep,
+        restore_after: Duration,
+    ) -> Result<DiskState, CtlError> {
+        let request = Request::Disk {
+            id,
+            step,
+            grace_ms: Local::grace_ms(DEFAULT_GRACE),
+            restore_after_ms: Local::grace_ms(restore_after),
+        };
+        // Room to stop the node and copy its data to or from a volume.
+        let limit = DEFAULT_GRACE + Duration::from_secs(30);
+        match self.ask(request, limit).await? {
+            Answer::Disk(state) => Ok(state),
+            other => Err(CtlError::error(format!(
+                "raftctl local answered {other:?} to a disk fault"
+            ))),
         }
     }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 pub use target::{Target, choose, leader_of, leader_with_lease};
 
 use super::exit::{CtlError, Exit};
+use super::fault::disk::{DiskState, DiskStep};
 use super::fault::{FaultKind, LinkFault, MemberChange};
 
 /// One node's pod (or container, or process), as the platform sees it.
@@ -139,6 +140,7 @@ pub trait Platform {
                 Some(refuse_links(self.kind()))
             }
             FaultKind::Skew { .. } => Some(refuse_skew(self.kind())),
+            FaultKind::Disk { .. } => Some(refuse_disk(self.kind())),
             // It freezes the follower that is to lag, as a pause does.
             FaultKind::Member(MemberChange::TransferLagging) => Some(format!(
                 "the {} platform cannot make a follower lag: raftctl freezes its process for a \
@@ -166,6 +168,22 @@ pub trait Platform {
     ) -> impl Future<Output = Result<(), CtlError>> + Send {
         let _ = (id, rate_ppm, restore_after);
         let why = refuse_skew(self.kind());
+        async move { Err(CtlError::new(Exit::BadInput, why)) }
+    }
+
+    /// Carries out one step of a disk fault on pod `id` (see [`DiskStep`])
+    /// and reports the node's state. A pod whose disk was prepared goes
+    /// back to a sound disk by itself after `restore_after`, so a run that
+    /// dies midway leaves no failing disk behind. Platforms that cannot
+    /// reach a pod's process or volume refuse (see [`Self::refuses`]).
+    fn set_disk(
+        &self,
+        id: u64,
+        step: DiskStep,
+        restore_after: Duration,
+    ) -> impl Future<Output = Result<DiskState, CtlError>> + Send {
+        let _ = (id, step, restore_after);
+        let why = refuse_disk(self.kind());
         async move { Err(CtlError::new(Exit::BadInput, why)) }
     }
 
@@ -215,6 +233,16 @@ pub fn refuse_skew(kind: &str) -> String {
          `raftctl local` node under libfaketime (LD_PRELOAD in the process's environment) and \
          isolates the leader through the local link proxies meanwhile (use --platform local); \
          on {kind} that would need the library inside the image and a changed pod environment"
+    )
+}
+
+/// Why a platform other than local refuses disk faults.
+pub fn refuse_disk(kind: &str) -> String {
+    format!(
+        "the {kind} platform cannot make a pod's disk fail: raftctl chaos restarts a `raftctl \
+         local` node under libfiu's fiu-run (failing fsyncs) or with its data on a small tmpfs \
+         it then fills (use --platform local); on {kind} that would need libfiu inside the \
+         image and a changed pod command, or a size-limited volume raftctl can write to"
     )
 }
 

@@ -201,6 +201,9 @@ impl Platform for Docker {
         if fault.skews() {
             return Some(super::refuse_skew(self.kind()));
         }
+        if fault.fails_disk() {
+            return Some(super::refuse_disk(self.kind()));
+        }
         // Pausing (which a lagging transfer uses) and scaling work here.
         fault.on_links().then(|| super::refuse_links(self.kind()))
     }
