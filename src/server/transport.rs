@@ -7,12 +7,12 @@
 //! data lane (see [`Lane`]). On one stream a heartbeat queued behind
 //! megabytes of entries (this queue, the stream's channel, HTTP/2 flow
 //! control and the socket) and reached a busy follower after the lease had
-//! run out (docs/performance.md, "Large values"). Raft allows the lanes to
-//! reorder messages between them; each keeps its own order.
+//! run out (docs/performance.md, "Large values and the lease"). Raft allows
+//! the lanes to reorder messages between them; each keeps its own order.
 //!
 //! Raft tolerates lost messages, so the node loop never waits for the network:
-//! it puts messages in a bounded queue per peer and, when a queue is full, the
-//! message is dropped. Each peer has its own task, so a slow or dead peer
+//! it puts messages in a bounded queue per lane and, when a queue is full, the
+//! message is dropped. Each lane has its own task, so a slow or dead peer
 //! never stalls the others.
 //!
 //! A batch is capped by bytes as well as by count: gRPC refuses a message
@@ -97,6 +97,7 @@ pub enum Lane {
 }
 
 impl Lane {
+    /// The lane a message with `body` takes.
     pub fn of(body: &MessageBody) -> Lane {
         match body {
             MessageBody::Append { .. }
@@ -147,7 +148,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts one outbound task per peer in `peers` (id, `host:port`).
+    /// Starts two outbound tasks, one per lane, for each peer in `peers`
+    /// (id, `host:port`).
     pub fn start(sender: Sender, peers: Vec<(NodeId, String)>, metrics: Metrics) -> Transport {
         let (lost, losses) = mpsc::unbounded_channel();
         let mut t = Transport {
