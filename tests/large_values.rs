@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const WRITERS: usize = 16;
 const VALUE_BYTES: usize = 1 << 20;
 const FLOOD: Duration = Duration::from_secs(12);
-/// Far below what the cluster does on a loaded 2-core machine (48–80/s
+/// Far below what the cluster does on a loaded 2-core machine (50–80/s
 /// with three compilers beside it), far above what a cluster that keeps
 /// losing its leader does (12.8/s in a 20 s bench).
 const MIN_WRITES_PER_S: f64 = 8.0;
