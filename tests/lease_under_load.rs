@@ -20,10 +20,10 @@
 mod common;
 
 use common::cluster::{Cluster, http_get};
-use raftkv::client::{Client, ClientOptions};
+use common::lease_watch::{Seen, TermProbe, lease_losses};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,14 +38,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A sample of one node's view, by the probe.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    node: usize,
-    term: u64,
-    role: String,
 }
 
 /// One Prometheus sample value from a `/metrics` text.
@@ -140,36 +132,14 @@ async fn flood(name: &str, keys: u64, flags: &[&str]) -> Outcome {
 
     // The probe: every node's term and role, and its snapshot files, every
     // 100 ms (a snapshot file lives seconds at least: none is missed).
-    let flooding = Arc::new(AtomicBool::new(true));
     let files: Arc<Mutex<SnapshotsSeen>> = Arc::new(Mutex::new(vec![BTreeMap::new(); 3]));
     let probe = {
-        let flooding = flooding.clone();
-        let endpoints = c.endpoints();
         let dirs: Vec<_> = c.nodes.iter().map(|n| n.dir.clone()).collect();
         let files = files.clone();
-        tokio::spawn(async move {
-            let opts = ClientOptions::default().with_timeout(Duration::from_millis(500));
-            let probe = Client::lazy(endpoints.clone(), opts).unwrap();
-            let mut seen = Vec::new();
-            while flooding.load(Ordering::Relaxed) {
-                for (node, addr) in endpoints.iter().enumerate() {
-                    if let Ok(s) = probe.status(addr).await {
-                        let now = Seen {
-                            node,
-                            term: s.term,
-                            role: s.role,
-                        };
-                        if seen.last() != Some(&now) {
-                            seen.push(now);
-                        }
-                    }
-                }
-                for (node, dir) in dirs.iter().enumerate() {
-                    note_snapshots(dir, &mut files.lock().unwrap()[node]);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        TermProbe::start(c.endpoints(), move || {
+            for (node, dir) in dirs.iter().enumerate() {
+                note_snapshots(dir, &mut files.lock().unwrap()[node]);
             }
-            seen
         })
     };
 
@@ -206,8 +176,7 @@ async fn flood(name: &str, keys: u64, flags: &[&str]) -> Outcome {
         latencies.extend(w.await.unwrap());
     }
     let elapsed = started.elapsed();
-    flooding.store(false, Ordering::Relaxed);
-    let seen = probe.await.unwrap();
+    let seen = probe.stop().await;
     let after = http_get(&http, "/metrics").unwrap().1;
     let held_after = held_seconds();
 
@@ -297,15 +266,7 @@ async fn flood(name: &str, keys: u64, flags: &[&str]) -> Outcome {
             std::fs::copy(c.log_path(i), &to).unwrap();
         }
     }
-    let mut stepped_down = Vec::new();
-    for i in 0..3 {
-        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
-        stepped_down.extend(
-            log.lines()
-                .filter(|l| l.contains("lease not renewed"))
-                .map(|l| format!("node {i}: {l}")),
-        );
-    }
+    let stepped_down = lease_losses(&c);
     let fsync = "raftkv_wal_fsync_duration_seconds";
     println!(
         "REPORT keys={keys} flags={flags:?} step_downs={} terms={} lease_held(first leader/any node)={:.1}%/{:.1}% writes_per_s={writes_per_s:.0} failed={failed} \

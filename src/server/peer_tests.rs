@@ -119,6 +119,49 @@ async fn a_burst_of_1_mib_appends_crosses_without_a_stream_reset() {
     }
 }
 
+fn heartbeat(round: u64) -> Message {
+    Message {
+        from: NodeId(1),
+        to: ME,
+        term: Term(2),
+        body: MessageBody::Heartbeat {
+            commit: LogIndex(0),
+            round,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_overtakes_megabytes_of_appends_queued_before_it() {
+    let (addr, _gate, mut rx) = receiver(250);
+    let transport = sender(&addr, 250);
+    // Both lanes connected first.
+    transport.send(vec![heartbeat(0)]);
+    transport.send(appends(0, 1, 10));
+    for _ in 0..2 {
+        assert!(next_peer(&mut rx, Duration::from_secs(10)).await.is_some());
+    }
+    // 32 MiB of appends, then a heartbeat: on one stream it came after all
+    // of them; on its own lane it crosses while they are still on the way.
+    transport.send(appends(1, 33, 1 << 20));
+    transport.send(vec![heartbeat(1)]);
+    let mut appends_before = 0;
+    loop {
+        let m = next_peer(&mut rx, Duration::from_secs(10))
+            .await
+            .expect("the heartbeat arrives");
+        match m.body {
+            MessageBody::Heartbeat { round: 1, .. } => break,
+            MessageBody::Append { .. } => appends_before += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        appends_before < 16,
+        "the heartbeat waited behind {appends_before} of the 32 appends sent before it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_with_another_lease_is_refused_and_makes_the_receiver_say_so() {
     let (addr, gate, mut rx) = receiver(250);

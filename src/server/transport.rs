@@ -1,9 +1,18 @@
-//! Peer transport, outbound: one long-lived `Raft/Send` stream per peer
-//! (the receiving side is `peer_service`).
+//! Peer transport, outbound: two long-lived `Raft/Send` streams per peer,
+//! each on its own connection (the receiving side is `peer_service`).
+//!
+//! The lease depends on small messages only — heartbeats and their
+//! answers, votes, TimeoutNow — and those take the control lane; appends
+//! and snapshot chunks, up to a megabyte each, and their answers take the
+//! data lane (see [`Lane`]). On one stream a heartbeat queued behind
+//! megabytes of entries (this queue, the stream's channel, HTTP/2 flow
+//! control and the socket) and reached a busy follower after the lease had
+//! run out (docs/performance.md, "Large values and the lease"). Raft allows
+//! the lanes to reorder messages between them; each keeps its own order.
 //!
 //! Raft tolerates lost messages, so the node loop never waits for the network:
-//! it puts messages in a bounded queue per peer and, when a queue is full, the
-//! message is dropped. Each peer has its own task, so a slow or dead peer
+//! it puts messages in a bounded queue per lane and, when a queue is full, the
+//! message is dropped. Each lane has its own task, so a slow or dead peer
 //! never stalls the others.
 //!
 //! A batch is capped by bytes as well as by count: gRPC refuses a message
@@ -24,7 +33,7 @@ use super::peer_check::{Params, PeerHealth};
 use super::wire;
 use crate::observe::Metrics;
 use crate::pb::{self, raft_client::RaftClient};
-use crate::raft::{self, Message, NodeId};
+use crate::raft::{self, Message, MessageBody, NodeId};
 use crate::tls::ClientTls;
 use prost::Message as _;
 use std::collections::HashMap;
@@ -78,9 +87,57 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A connection that lasted this long and broke is tried again at once.
 const QUICK_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The sending side: a queue and a task per peer.
+/// Which of a peer's two streams a message takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// What the lease and elections wait for: small, never behind entries.
+    Control,
+    /// Replication: appends and snapshot chunks, and their answers.
+    Data,
+}
+
+impl Lane {
+    /// The lane a message with `body` takes.
+    pub fn of(body: &MessageBody) -> Lane {
+        match body {
+            MessageBody::Append { .. }
+            | MessageBody::AppendResponse { .. }
+            | MessageBody::Snapshot { .. }
+            | MessageBody::SnapshotResponse { .. } => Lane::Data,
+            MessageBody::Heartbeat { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::Vote { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::TimeoutNow { .. } => Lane::Control,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Control => "control",
+            Lane::Data => "data",
+        }
+    }
+}
+
+/// One peer's queues, one per lane.
+struct Lanes {
+    control: mpsc::Sender<pb::PeerMessage>,
+    data: mpsc::Sender<pb::PeerMessage>,
+}
+
+impl Lanes {
+    fn queue(&self, lane: Lane) -> &mpsc::Sender<pb::PeerMessage> {
+        match lane {
+            Lane::Control => &self.control,
+            Lane::Data => &self.data,
+        }
+    }
+}
+
+/// The sending side: per peer, a queue and a task for each lane.
 pub struct Transport {
-    queues: HashMap<NodeId, mpsc::Sender<pb::PeerMessage>>,
+    queues: HashMap<NodeId, Lanes>,
     tasks: Vec<JoinHandle<()>>,
     metrics: Metrics,
     sender: Sender,
@@ -91,7 +148,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts one outbound task per peer in `peers` (id, `host:port`).
+    /// Starts two outbound tasks, one per lane, for each peer in `peers`
+    /// (id, `host:port`).
     pub fn start(sender: Sender, peers: Vec<(NodeId, String)>, metrics: Metrics) -> Transport {
         let (lost, losses) = mpsc::unbounded_channel();
         let mut t = Transport {
@@ -109,12 +167,22 @@ impl Transport {
     }
 
     fn spawn(&mut self, id: NodeId, addr: String) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        self.queues.insert(id, tx);
-        let sender = self.sender.clone();
-        let lost = self.lost.clone();
-        self.tasks
-            .push(tokio::spawn(run_peer(id, addr, sender, rx, lost)));
+        let mut lane_task = |lane: Lane| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let peer = PeerLane {
+                id,
+                lane,
+                addr: addr.clone(),
+            };
+            let task = run_peer(peer, self.sender.clone(), rx, self.lost.clone());
+            self.tasks.push(tokio::spawn(task));
+            tx
+        };
+        let lanes = Lanes {
+            control: lane_task(Lane::Control),
+            data: lane_task(Lane::Data),
+        };
+        self.queues.insert(id, lanes);
     }
 
     /// The peers whose established connection broke, in the order it
@@ -127,11 +195,12 @@ impl Transport {
     pub fn send(&self, messages: Vec<Message>) {
         for m in messages {
             self.metrics.peer_round_trips.sent(&m);
-            let Some(q) = self.queues.get(&m.to) else {
+            let Some(lanes) = self.queues.get(&m.to) else {
                 tracing::debug!(to = %m.to, "message to a node with no known address dropped");
                 self.metrics.peer_messages_dropped.inc();
                 continue;
             };
+            let q = lanes.queue(Lane::of(&m.body));
             if q.try_send(wire::message_to_pb(&m)).is_err() {
                 self.metrics.peer_messages_dropped.inc();
             }
@@ -157,16 +226,24 @@ impl Drop for Transport {
     }
 }
 
-/// Connects to one peer, streams batches, and reconnects with backoff. The
-/// endpoint is built from the host name on every attempt so a pod's new IP is
-/// found through DNS.
-async fn run_peer(
+/// One lane to one peer: what its task connects to and logs.
+struct PeerLane {
     id: NodeId,
+    lane: Lane,
     addr: String,
+}
+
+/// Connects one lane to its peer, streams batches, and reconnects with
+/// backoff. The endpoint is built from the host name on every attempt so a
+/// pod's new IP is found through DNS.
+async fn run_peer(
+    peer: PeerLane,
     sender: Sender,
     mut rx: mpsc::Receiver<pb::PeerMessage>,
     lost: mpsc::UnboundedSender<NodeId>,
 ) {
+    let PeerLane { id, lane, addr } = peer;
+    let lane = lane.name();
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut up = false;
@@ -187,7 +264,7 @@ async fn run_peer(
             // again at once (a live peer answers; a dead one refuses) —
             // unless it had not lasted long, which a flapping link must
             // not turn into a busy loop.
-            tracing::debug!(peer = %id, addr, "peer connection lost");
+            tracing::debug!(peer = %id, addr, lane, "peer connection lost");
             let _ = lost.send(id);
             if started.elapsed() >= QUICK_RETRY_AFTER {
                 while rx.try_recv().is_ok() {}
@@ -212,9 +289,9 @@ async fn run_peer(
             // tonic's answer to a message over the receiver's decode limit:
             // the whole stream was reset. The byte cap should prevent it.
             Err(e) if e.code() == tonic::Code::OutOfRange => {
-                tracing::warn!(peer = %id, addr, error = %e, "peer stream reset: message too large");
+                tracing::warn!(peer = %id, addr, lane, error = %e, "peer stream reset: message too large");
             }
-            Err(e) => tracing::debug!(peer = %id, addr, error = %e, "peer stream failed"),
+            Err(e) => tracing::debug!(peer = %id, addr, lane, error = %e, "peer stream failed"),
         }
         // What queued while the peer was away is stale; Raft will resend.
         while rx.try_recv().is_ok() {}

@@ -5,6 +5,8 @@
 //! - [`wait`]: the one polling loop, `wait_for`;
 //! - [`cluster`]: real `raftkv` nodes on loopback, started, killed, paused
 //!   and restarted by the test;
+//! - [`lease_watch`]: terms and roles sampled during a load, and the
+//!   step-downs the nodes logged;
 //! - [`local`]: a `raftctl local` cluster, for tests of its supervisor;
 //! - [`ports`]: loopback ports reserved for the test process;
 //! - [`docker`] and [`image`]: the `docker` command line and the image under
@@ -19,6 +21,7 @@ pub mod ctl;
 pub mod docker;
 pub mod image;
 pub mod kube_answers;
+pub mod lease_watch;
 pub mod local;
 pub mod ports;
 pub mod wait;
