@@ -371,14 +371,20 @@ impl FaultKind {
             // sync) and a follower's volume.
             all.push(FaultKind::parse("disk=fsync@leader").expect("a valid fault"));
             all.push(FaultKind::parse("disk=full@follower").expect("a valid fault"));
-            return Ok(Faults(all));
+            return Ok(Faults {
+                kinds: all,
+                every_kind: true,
+            });
         }
         let faults = text
             .split(',')
             .map(str::trim)
             .map(FaultKind::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Faults(faults))
+        Ok(Faults {
+            kinds: faults,
+            every_kind: false,
+        })
     }
 
     /// How the report names it.
@@ -446,12 +452,56 @@ pub struct LinkFault {
 
 /// The faults of a chaos run, injected in turn (never empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Faults(pub Vec<FaultKind>);
+pub struct Faults {
+    pub kinds: Vec<FaultKind>,
+    /// Asked for as `all`: what the platform or this machine cannot inject
+    /// is left out, by name, rather than refusing the run (see
+    /// [`Faults::on_platform`]).
+    pub every_kind: bool,
+}
 
 impl Faults {
     /// The `n`th fault of the run (0-based).
     pub fn nth(&self, n: usize) -> FaultKind {
-        self.0[n % self.0.len()]
+        self.kinds[n % self.kinds.len()]
+    }
+
+    /// The faults a platform that `refuses` some can inject. A list the
+    /// user named is refused whole at its first refused fault (it says
+    /// why); `all` leaves those kinds out and returns, beside what is
+    /// left, a line per kind left out saying why — so that `--faults all`
+    /// runs wherever the cluster runs (partitions without Docker's
+    /// network, a full volume without root), and says what it did not
+    /// test.
+    pub fn on_platform(
+        &self,
+        refuses: impl Fn(FaultKind) -> Option<String>,
+    ) -> Result<(Faults, Vec<String>), String> {
+        if !self.every_kind {
+            return match self.kinds.iter().find_map(|f| refuses(*f)) {
+                Some(why) => Err(why),
+                None => Ok((self.clone(), Vec::new())),
+            };
+        }
+        let mut kinds = Vec::new();
+        let mut left_out = Vec::new();
+        for kind in &self.kinds {
+            match refuses(*kind) {
+                Some(why) => left_out.push(format!("{} left out: {why}", kind.label())),
+                None => kinds.push(*kind),
+            }
+        }
+        if kinds.is_empty() {
+            return Err(format!(
+                "no fault of `all` can run here: {}",
+                left_out.join("; ")
+            ));
+        }
+        let faults = Faults {
+            kinds,
+            every_kind: true,
+        };
+        Ok((faults, left_out))
     }
 }
 
@@ -605,7 +655,7 @@ mod tests {
             faults.nth(3),
             FaultKind::Partition(Partition::Bridge, DEFAULT_CUT)
         );
-        let all = FaultKind::parse_list("all").unwrap().0;
+        let all = FaultKind::parse_list("all").unwrap().kinds;
         assert_eq!(all.len(), 16);
         let disks: Vec<String> = all
             .iter()
@@ -617,6 +667,30 @@ mod tests {
         assert_eq!(all.iter().filter(|f| f.skews()).count(), 1);
         assert_eq!(all.iter().filter(|f| f.changes_members()).count(), 5);
         assert!("kill,nap".parse::<Faults>().is_err());
+    }
+
+    /// `all` runs what the platform can inject and names the rest; a
+    /// named list is refused whole, before anything is injected.
+    #[test]
+    fn all_leaves_out_what_the_platform_refuses_and_says_so() {
+        let no_disk = |f: FaultKind| f.fails_disk().then(|| "no root".to_string());
+        let all: Faults = "all".parse().unwrap();
+        let (left, why) = all.on_platform(no_disk).unwrap();
+        assert_eq!(left.kinds.len(), all.kinds.len() - 2);
+        assert!(left.kinds.iter().all(|f| !f.fails_disk()));
+        assert_eq!(
+            why,
+            [
+                "disk fsync@leader 3s left out: no root",
+                "disk full@follower 3s left out: no root"
+            ]
+        );
+        let (same, none) = all.on_platform(|_| None).unwrap();
+        assert_eq!((same, none.len()), (all.clone(), 0));
+        assert!(all.on_platform(|_| Some("no".into())).is_err());
+        let named: Faults = "kill,disk=full".parse().unwrap();
+        assert_eq!(named.on_platform(no_disk).unwrap_err(), "no root");
+        assert_eq!(named.on_platform(|_| None).unwrap().0, named);
     }
 
     #[test]

@@ -65,8 +65,12 @@ pub async fn chaos(
     let mut signals = Signals::install()?;
     let platform = AnyPlatform::from_args(&args.platform).await?;
     // Before anything is asked of the platform: a refusal changes nothing.
-    if let Some(why) = args.faults.0.iter().find_map(|f| platform.refuses(*f)) {
-        return Err(CtlError::new(crate::ctl::exit::Exit::BadInput, why));
+    let (faults, left_out) = args
+        .faults
+        .on_platform(|f| platform.refuses(f))
+        .map_err(|why| CtlError::new(crate::ctl::exit::Exit::BadInput, why))?;
+    for line in &left_out {
+        eprintln!("{line}");
     }
     let endpoints = platform.endpoints().await?;
     let plan = ChaosPlan {
@@ -76,7 +80,7 @@ pub async fn chaos(
             KillTarget::Leader => Target::Leader,
             KillTarget::Random => Target::Random,
         },
-        faults: args.faults.clone(),
+        faults,
         grace: args.grace,
         workload: WorkloadConfig {
             clients: args.clients.max(1),
@@ -95,6 +99,7 @@ pub async fn chaos(
         args.duration.as_secs_f64(),
         args.interval.as_secs_f64()
     );
-    let report = chaos::run(&platform, endpoints, &plan, &mut signals).await?;
+    let mut report = chaos::run(&platform, endpoints, &plan, &mut signals).await?;
+    report.left_out = left_out;
     chaos::finish(&report, output)
 }

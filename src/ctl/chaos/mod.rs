@@ -122,7 +122,7 @@ pub async fn run<P: Platform>(
             ..ClientOptions::default()
         },
     )?;
-    if let Some(why) = plan.faults.0.iter().find_map(|f| platform.refuses(*f)) {
+    if let Some(why) = plan.faults.kinds.iter().find_map(|f| platform.refuses(*f)) {
         return Err(CtlError::new(Exit::BadInput, why));
     }
     if !settle(&admin, plan.settle).await {
@@ -427,6 +427,7 @@ pub async fn judge(
             .map(|(k, n)| (k.to_string(), n))
             .collect(),
         faults: faults.into_iter().map(|(_, f)| f).collect(),
+        left_out: Vec::new(),
         unavailability_seconds,
         unavailability_by_kind,
         links: Vec::new(),

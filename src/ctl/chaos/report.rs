@@ -107,6 +107,10 @@ pub struct Report {
     pub operations: Operations,
     pub errors: BTreeMap<String, u64>,
     pub faults: Vec<Fault>,
+    /// Kinds of `--faults all` this platform or machine cannot inject,
+    /// each with why: not tested by this run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     pub unavailability_seconds: Option<Spread>,
     /// The same, per kind of fault (`kill`, `pause`, `partition
     /// isolate-leader`, `slow`, ...).
@@ -191,8 +195,11 @@ impl Report {
             ],
             vec!["errors".into(), errors],
             vec!["faults".into(), self.faults.len().to_string()],
-            vec!["unavailability".into(), unavailable],
         ];
+        for line in &self.left_out {
+            rows.push(vec!["  not tested".into(), line.clone()]);
+        }
+        rows.push(vec!["unavailability".into(), unavailable]);
         for (kind, s) in &self.unavailability_by_kind {
             rows.push(vec![
                 format!("  {kind}"),
