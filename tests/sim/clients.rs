@@ -119,6 +119,21 @@ pub(super) struct Client {
     pub(super) changed: Option<Result<u64, String>>,
 }
 
+impl Client {
+    /// The session header of the client's next request (`None` before it
+    /// registered). One request is in flight at a time, so every earlier
+    /// one was answered: the new one is also the first incomplete.
+    fn next_session(&mut self) -> Option<Session> {
+        self.seq += 1;
+        let seq = self.seq;
+        self.session.map(|client_id| Session {
+            client_id,
+            seq,
+            first_incomplete: seq,
+        })
+    }
+}
+
 fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -278,15 +293,8 @@ impl World {
                 (None, None, msg)
             }
             Call::Change(change) => {
-                let client = &mut self.clients[c];
-                client.seq += 1;
-                let session = client.session.map(|client_id| Session {
-                    client_id,
-                    seq: client.seq,
-                    first_incomplete: client.seq,
-                });
                 let context = pb::ChangeContext {
-                    session,
+                    session: self.clients[c].next_session(),
                     user: String::new(),
                 };
                 let msg = ClientMsg::Change {
@@ -298,14 +306,7 @@ impl World {
                 (None, None, msg)
             }
             Call::Write(cmd) => {
-                let client = &mut self.clients[c];
-                client.seq += 1;
-                // One request in flight: every earlier one was answered.
-                let session = client.session.map(|client_id| Session {
-                    client_id,
-                    seq: client.seq,
-                    first_incomplete: client.seq,
-                });
+                let session = self.clients[c].next_session();
                 let key = session.as_ref().map(|s| (s.client_id, s.seq));
                 let req = pb::WriteRequest {
                     session,
